@@ -1,0 +1,38 @@
+//! What one probe hit produces.
+
+use crate::value::Value;
+use serde::{Deserialize, Serialize};
+
+/// A log probe hit, in the shape `--json` prints and the server stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEvent {
+    /// RFC 3339 timestamp with nanoseconds, UTC.
+    pub ts: String,
+    pub pid: u32,
+    pub tid: u32,
+    /// `FILE:LINE` of the hit site (the file as the user named it when the probe has a line).
+    pub location: String,
+    pub probe: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    pub message: String,
+    /// Expression text → captured value, in template order.
+    pub values: crate::value::Fields,
+}
+
+/// Why a probe hit produced no regular event: shown to the user so a silent probe is explained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeError {
+    pub ts: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub location: String,
+    pub probe: String,
+    pub error: String,
+}
+
+impl LogEvent {
+    pub fn value(&self, expr: &str) -> Option<&Value> {
+        self.values.get(expr)
+    }
+}

@@ -1,0 +1,12 @@
+//! Periscope's vocabulary, shared by every layer: where probes go ([`Location`]), what they
+//! evaluate ([`expr`], [`template`]), and what comes back ([`Value`], [`event`]).
+//! Pure data and parsing: no OS code lives here.
+
+pub mod event;
+pub mod expr;
+pub mod location;
+pub mod template;
+pub mod value;
+
+pub use location::Location;
+pub use value::Value;

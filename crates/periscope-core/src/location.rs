@@ -1,0 +1,87 @@
+//! Where a probe goes: `FILE:LINE` or a function name.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A source line; `file` is matched against the debug info's paths by suffix.
+    Line { file: String, line: u32 },
+    /// A function, qualified (`shop::cart::Cart::total`) or unqualified when unique.
+    Function(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad location `{text}`: {reason} (write FILE:LINE such as main.rs:42, or a function name such as cart::total)")]
+pub struct LocationError {
+    pub text: String,
+    pub reason: String,
+}
+
+impl FromStr for Location {
+    type Err = LocationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let err = |reason: &str| LocationError {
+            text: s.to_string(),
+            reason: reason.to_string(),
+        };
+        if s.is_empty() {
+            return Err(err("it is empty"));
+        }
+        // `a::b` is a path, never FILE:LINE; a single `:` followed by digits is a line.
+        if let Some((file, line)) = s.rsplit_once(':') {
+            if !file.ends_with(':') && !file.is_empty() {
+                if line.chars().all(|c| c.is_ascii_digit()) && !line.is_empty() {
+                    let line: u32 = line.parse().map_err(|_| err("line number too large"))?;
+                    if line == 0 {
+                        return Err(err("lines are numbered from 1"));
+                    }
+                    return Ok(Location::Line {
+                        file: file.to_string(),
+                        line,
+                    });
+                }
+                return Err(err("the part after `:` must be a line number"));
+            }
+        }
+        if s.contains(char::is_whitespace) {
+            return Err(err("a function name has no spaces"));
+        }
+        Ok(Location::Function(s.to_string()))
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Line { file, line } => write!(f, "{file}:{line}"),
+            Location::Function(name) => write!(f, "{name}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_forms() {
+        assert_eq!(
+            "src/cart.rs:88".parse(),
+            Ok(Location::Line {
+                file: "src/cart.rs".into(),
+                line: 88
+            })
+        );
+        assert_eq!(
+            "shop::cart::Cart::total".parse(),
+            Ok(Location::Function("shop::cart::Cart::total".into()))
+        );
+        assert_eq!("total".parse(), Ok(Location::Function("total".into())));
+        assert!("main.rs:x".parse::<Location>().is_err());
+        assert!("main.rs:0".parse::<Location>().is_err());
+        assert!("".parse::<Location>().is_err());
+    }
+}

@@ -1,0 +1,419 @@
+//! The typed value tree every captured variable becomes, and its two renderings: the stable JSON
+//! shape (see ARCHITECTURE.md, "JSON shapes") and a one-line text form for log messages.
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Value {
+    Int {
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        ty: Option<String>,
+        value: Int128,
+    },
+    Float {
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        ty: Option<String>,
+        value: f64,
+    },
+    Bool {
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        ty: Option<String>,
+        value: bool,
+    },
+    Char {
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        ty: Option<String>,
+        value: String,
+    },
+    String {
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        ty: Option<String>,
+        value: String,
+        /// The real length in bytes, even when `value` was cut.
+        len: u64,
+        #[serde(default, skip_serializing_if = "is_false")]
+        truncated: bool,
+    },
+    Struct {
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        ty: Option<String>,
+        fields: Fields,
+        #[serde(default, skip_serializing_if = "is_false")]
+        truncated: bool,
+    },
+    Enum {
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        ty: Option<String>,
+        variant: String,
+        #[serde(default, skip_serializing_if = "Fields::is_empty")]
+        fields: Fields,
+    },
+    List {
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        ty: Option<String>,
+        len: u64,
+        items: Vec<Value>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        truncated: bool,
+    },
+    Map {
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        ty: Option<String>,
+        len: u64,
+        entries: Vec<Entry>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        truncated: bool,
+    },
+    Pointer {
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        ty: Option<String>,
+        /// `0x…` in hex; `0x0` for null.
+        address: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<Box<Value>>,
+    },
+    Function {
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        ty: Option<String>,
+        symbol: String,
+    },
+    Unit {
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        ty: Option<String>,
+    },
+    Unavailable {
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        ty: Option<String>,
+        reason: String,
+    },
+    Redacted {
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        ty: Option<String>,
+    },
+}
+
+/// The reason text used for values whose type the renderer does not know yet; rendered as
+/// `<unsupported: TYPE>` so a user never mistakes it for data.
+pub const UNSUPPORTED: &str = "unsupported type";
+pub const OPTIMIZED_OUT: &str = "optimized out";
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub key: Value,
+    pub value: Value,
+}
+
+/// Named fields in declaration order (JSON objects keep that order when written).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Fields(pub Vec<(String, Value)>);
+
+impl Fields {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
+impl Serialize for Fields {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fields;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of field names to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Fields, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, Value>()? {
+                    out.push((k, v));
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// An integer of up to 128 bits: a JSON number when it fits 64 bits, a decimal string beyond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Int128(pub i128);
+
+impl Serialize for Int128 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if let Ok(v) = i64::try_from(self.0) {
+            s.serialize_i64(v)
+        } else if let Ok(v) = u64::try_from(self.0) {
+            s.serialize_u64(v)
+        } else {
+            s.serialize_str(&self.0.to_string())
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Int128 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Int128;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an integer or a decimal string")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int128, E> {
+                Ok(Int128(v.into()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int128, E> {
+                Ok(Int128(v.into()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Int128, E> {
+                v.parse().map(Int128).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Value {
+    pub fn int(ty: impl Into<String>, v: i128) -> Value {
+        Value::Int {
+            ty: Some(ty.into()),
+            value: Int128(v),
+        }
+    }
+
+    pub fn unavailable(ty: Option<String>, reason: impl Into<String>) -> Value {
+        Value::Unavailable {
+            ty,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn type_name(&self) -> Option<&str> {
+        match self {
+            Value::Int { ty, .. }
+            | Value::Float { ty, .. }
+            | Value::Bool { ty, .. }
+            | Value::Char { ty, .. }
+            | Value::String { ty, .. }
+            | Value::Struct { ty, .. }
+            | Value::Enum { ty, .. }
+            | Value::List { ty, .. }
+            | Value::Map { ty, .. }
+            | Value::Pointer { ty, .. }
+            | Value::Function { ty, .. }
+            | Value::Unit { ty }
+            | Value::Unavailable { ty, .. }
+            | Value::Redacted { ty } => ty.as_deref(),
+        }
+    }
+
+    /// The text form used in a log message: top-level strings bare, everything else as
+    /// [`fmt::Display`] renders it.
+    pub fn to_message_text(&self) -> String {
+        match self {
+            Value::String {
+                value, truncated, ..
+            } => {
+                if *truncated {
+                    format!("{value}…")
+                } else {
+                    value.clone()
+                }
+            }
+            Value::Char { value, .. } => value.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Int { value, .. } => write!(f, "{}", value.0),
+            Value::Float { value, .. } => write!(f, "{value}"),
+            Value::Bool { value, .. } => write!(f, "{value}"),
+            Value::Char { value, .. } => write!(f, "{value:?}"),
+            Value::String {
+                value, truncated, ..
+            } => {
+                write!(f, "{value:?}")?;
+                if *truncated {
+                    write!(f, "…")?;
+                }
+                Ok(())
+            }
+            Value::Struct {
+                ty,
+                fields,
+                truncated,
+            } => {
+                let name = ty.as_deref().map(short_type_name).unwrap_or_default();
+                let tuple = fields.0.first().is_some_and(|(n, _)| n == "0");
+                write_fields(f, &name, fields, tuple, *truncated)
+            }
+            Value::Enum {
+                variant, fields, ..
+            } => {
+                if fields.is_empty() {
+                    write!(f, "{variant}")
+                } else {
+                    let tuple = fields.0.first().is_some_and(|(n, _)| n == "0");
+                    write_fields(f, variant, fields, tuple, false)
+                }
+            }
+            Value::List {
+                items, truncated, ..
+            } => {
+                write!(f, "[")?;
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                if *truncated {
+                    write!(f, ", …")?;
+                }
+                write!(f, "]")
+            }
+            Value::Map {
+                entries, truncated, ..
+            } => {
+                write!(f, "{{")?;
+                for (i, e) in entries.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{}: {}", e.key, e.value)?;
+                }
+                if *truncated {
+                    write!(f, ", …")?;
+                }
+                write!(f, "}}")
+            }
+            Value::Pointer {
+                address, target, ..
+            } => match target {
+                Some(t) => write!(f, "{address} → {t}"),
+                None => write!(f, "{address}"),
+            },
+            Value::Function { symbol, .. } => write!(f, "fn {symbol}"),
+            Value::Unit { .. } => write!(f, "()"),
+            Value::Unavailable { ty, reason } => {
+                if reason == OPTIMIZED_OUT {
+                    write!(f, "<optimized out>")
+                } else if reason == UNSUPPORTED {
+                    write!(f, "<unsupported: {}>", ty.as_deref().unwrap_or("?"))
+                } else {
+                    write!(f, "<unavailable: {reason}>")
+                }
+            }
+            Value::Redacted { .. } => write!(f, "<redacted>"),
+        }
+    }
+}
+
+fn write_fields(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    fields: &Fields,
+    tuple: bool,
+    truncated: bool,
+) -> fmt::Result {
+    let (open, close) = if tuple { ("(", ")") } else { (" { ", " }") };
+    write!(f, "{name}{open}")?;
+    for (i, (n, v)) in fields.0.iter().enumerate() {
+        if i > 0 {
+            write!(f, ", ")?;
+        }
+        if tuple {
+            write!(f, "{v}")?;
+        } else {
+            write!(f, "{n}: {v}")?;
+        }
+    }
+    if truncated {
+        write!(f, ", …")?;
+    }
+    write!(f, "{close}")
+}
+
+/// `ledger::Account` → `Account`, `alloc::vec::Vec<u8>` → `Vec<u8>`: the name a reader expects in a
+/// one-line rendering.
+pub fn short_type_name(full: &str) -> String {
+    let head = full.split('<').next().unwrap_or(full);
+    let cut = head.rfind("::").map(|i| i + 2).unwrap_or(0);
+    full[cut..].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape_is_stable() {
+        let v = Value::Struct {
+            ty: Some("ledger::Account".into()),
+            fields: Fields(vec![
+                ("owner".into(), Value::String {
+                    ty: Some("alloc::string::String".into()),
+                    value: "owner-1".into(),
+                    len: 7,
+                    truncated: false,
+                }),
+                ("balance".into(), Value::int("i64", 8591)),
+                ("big".into(), Value::int("u128", i128::MAX)),
+            ]),
+            truncated: false,
+        };
+        let j = serde_json::to_string(&v).unwrap();
+        assert_eq!(
+            j,
+            r#"{"kind":"struct","type":"ledger::Account","fields":{"owner":{"kind":"string","type":"alloc::string::String","value":"owner-1","len":7},"balance":{"kind":"int","type":"i64","value":8591},"big":{"kind":"int","type":"u128","value":"170141183460469231731687303715884105727"}}}"#
+        );
+        let back: Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, v);
+        assert_eq!(
+            v.to_string(),
+            "Account { owner: \"owner-1\", balance: 8591, big: 170141183460469231731687303715884105727 }"
+        );
+    }
+
+    #[test]
+    fn text_forms() {
+        let na = Value::unavailable(Some("Foo".into()), UNSUPPORTED);
+        assert_eq!(na.to_string(), "<unsupported: Foo>");
+        assert_eq!(
+            Value::unavailable(None, OPTIMIZED_OUT).to_string(),
+            "<optimized out>"
+        );
+        let s = Value::String {
+            ty: None,
+            value: "hi".into(),
+            len: 2,
+            truncated: false,
+        };
+        assert_eq!(s.to_message_text(), "hi");
+        assert_eq!(s.to_string(), "\"hi\"");
+    }
+}
