@@ -36,3 +36,10 @@ impl LogEvent {
         self.values.get(expr)
     }
 }
+
+/// The current time as RFC 3339 UTC with nanoseconds, the `ts` of every event.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}

@@ -1,1 +1,475 @@
-fn main(){}
+//! `periscope`: the command line. Parses arguments, wires them to the engine, prints results.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use periscope_core::expr::{self, Expr};
+use periscope_core::template::Template;
+use periscope_core::Location;
+use periscope_native::session::Tallies;
+use periscope_native::values::Limits;
+use periscope_native::{Action, EndReason, EngineEvent, ProbeSpec, Session, SessionOptions, Target};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "periscope",
+    version,
+    about = "See inside running native processes: dynamic logs and counters at any source line, no restart",
+    after_help = "Locations are FILE:LINE (the file matched by path suffix, e.g. main.rs:42 or src/cart.rs:88) or a function name (cart::total, or total if unique)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a log line each time a source line or function runs.
+    Log {
+        /// Process id of the target.
+        pid: u32,
+        /// FILE:LINE or function name.
+        location: String,
+        /// Message with expressions in braces: "amount={t.amount_cents} fee={fee}".
+        template: String,
+        #[command(flatten)]
+        common: Common,
+        /// Stop after this many hits.
+        #[arg(long)]
+        max_hits: Option<u64>,
+    },
+    /// Count how often a source line or function runs.
+    Count {
+        pid: u32,
+        location: String,
+        #[command(flatten)]
+        common: Common,
+        /// Group counts by the value of this expression.
+        #[arg(long)]
+        by: Option<String>,
+        /// Print the counts at this interval (e.g. 1s, 500ms).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        every: Duration,
+        /// Break counts down by thread.
+        #[arg(long)]
+        per_thread: bool,
+        /// Stop after this many hits.
+        #[arg(long)]
+        max_hits: Option<u64>,
+    },
+    /// Show a source file with the lines that can take a probe marked.
+    Lines {
+        /// A process id or the path of a binary.
+        target: String,
+        /// FILE or FILE:FROM-TO.
+        file: String,
+    },
+    /// List functions matching a pattern, with their file:line.
+    Functions {
+        /// A process id or the path of a binary.
+        target: String,
+        /// Substring of the qualified name (case-insensitive); `*` matches anything.
+        pattern: String,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Only hits where this condition holds: --if 'amount > 1000 && user.name == "bob"'.
+    #[arg(long = "if", value_name = "EXPR")]
+    condition: Option<String>,
+    /// Stop after this long (e.g. 30s, 5m).
+    #[arg(long = "for", value_parser = parse_duration, value_name = "DURATION")]
+    duration: Option<Duration>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; write durations like 500ms, 10s, 5m, 1h"))
+}
+
+fn main() {
+    // Before any thread exists: the tracer thread reads these through a signalfd.
+    periscope_native::block_signals();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("periscope: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Log { pid, location, template, common, max_hits } => {
+            let template = Template::parse(&template).map_err(|e| anyhow!("bad template: {e}"))?;
+            let spec = probe_spec(&location, Action::Log(template), &common, max_hits)?;
+            run_log(pid, spec, &common)
+        }
+        Command::Count { pid, location, common, by, every, per_thread, max_hits } => {
+            let by = by.as_deref().map(|b| parse_expr("--by", b)).transpose()?;
+            let spec = probe_spec(&location, Action::Count { by }, &common, max_hits)?;
+            run_count(pid, spec, &common, every, per_thread)
+        }
+        Command::Lines { target, file } => run_lines(&target, &file),
+        Command::Functions { target, pattern } => run_functions(&target, &pattern),
+    }
+}
+
+fn parse_expr(flag: &str, text: &str) -> Result<Expr> {
+    expr::parse(text).map_err(|e| anyhow!("bad {flag} expression: {e}"))
+}
+
+fn probe_spec(location: &str, action: Action, common: &Common, max_hits: Option<u64>) -> Result<ProbeSpec> {
+    let location: Location = location.parse()?;
+    let condition = common.condition.as_deref().map(|c| parse_expr("--if", c)).transpose()?;
+    if max_hits == Some(0) {
+        bail!("--max-hits must be at least 1");
+    }
+    Ok(ProbeSpec {
+        id: "1".into(),
+        location,
+        action,
+        condition,
+        max_hits,
+        limits: Limits::default(),
+    })
+}
+
+fn start(pid: u32, spec: ProbeSpec) -> Result<Session> {
+    let location = spec.location.to_string();
+    let session = Session::start(pid, vec![spec], SessionOptions::default())?;
+    let sites = session.site_counts.first().copied().unwrap_or(0);
+    eprintln!(
+        "periscope: probing pid {pid} at {location} ({sites} code address{}); Ctrl-C to stop",
+        if sites == 1 { "" } else { "es" }
+    );
+    Ok(session)
+}
+
+/// `HH:MM:SS.mmm` from an RFC 3339 timestamp.
+fn short_time(ts: &str) -> &str {
+    ts.get(11..23).unwrap_or(ts)
+}
+
+fn end_note(reason: &EndReason) -> Option<String> {
+    match reason {
+        EndReason::TargetExited { code: Some(c), .. } => Some(format!("target exited with code {c}")),
+        EndReason::TargetExited { signal: Some(s), .. } => Some(format!("target was killed by signal {s}")),
+        EndReason::TargetExited { .. } => Some("target exited".into()),
+        EndReason::TargetExec => Some("target executed a new program; probes removed".into()),
+        EndReason::HitLimit => Some("hit limit reached".into()),
+        EndReason::Error(e) => Some(format!("error: {e}")),
+        EndReason::Requested | EndReason::Signal(_) => None,
+    }
+}
+
+/// Receives events until the session ends or the deadline passes; `on_tick` runs at each
+/// `tick` (for counters). Returns why it ended.
+fn pump(
+    session: &Session,
+    deadline: Option<Instant>,
+    tick: Option<Duration>,
+    mut on_event: impl FnMut(EngineEvent) -> Result<()>,
+    mut on_tick: impl FnMut() -> Result<()>,
+) -> Result<Option<EndReason>> {
+    let mut next_tick = tick.map(|t| Instant::now() + t);
+    loop {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Ok(None);
+        }
+        if let (Some(t), Some(n)) = (tick, next_tick) {
+            if now >= n {
+                on_tick()?;
+                next_tick = Some(n + t);
+            }
+        }
+        let wake = [deadline, next_tick].into_iter().flatten().min();
+        let ev = match wake {
+            Some(w) => match session.events.recv_timeout(w.saturating_duration_since(now)) {
+                Ok(e) => e,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
+            },
+            None => match session.events.recv() {
+                Ok(e) => e,
+                Err(_) => return Ok(None),
+            },
+        };
+        if let EngineEvent::Ended(reason) = ev {
+            return Ok(Some(reason));
+        }
+        on_event(ev)?;
+    }
+}
+
+fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
+    let session = start(pid, spec)?;
+    let deadline = common.duration.map(|d| Instant::now() + d);
+    let json = common.json;
+    let stdout = std::io::stdout();
+    let reason = pump(
+        &session,
+        deadline,
+        None,
+        |ev| {
+            let mut out = stdout.lock();
+            match ev {
+                EngineEvent::Log(e) => {
+                    if json {
+                        writeln!(out, "{}", serde_json::to_string(&e)?)?;
+                    } else {
+                        writeln!(out, "{} [tid {}] {}  {}", short_time(&e.ts), e.tid, e.location, e.message)?;
+                    }
+                }
+                EngineEvent::ProbeError(e) => print_probe_error(json, &e, &mut out)?,
+                EngineEvent::Ended(_) => {}
+            }
+            out.flush()?;
+            Ok(())
+        },
+        || Ok(()),
+    );
+    finish(session, reason)
+}
+
+fn print_probe_error(json: bool, e: &periscope_core::event::ProbeError, out: &mut impl Write) -> Result<()> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string(e)?)?;
+    } else {
+        eprintln!("{} [tid {}] {}  probe error: {}", short_time(&e.ts), e.tid, e.location, e.error);
+    }
+    Ok(())
+}
+
+/// Ends the session (removing every breakpoint) and reports why it ended.
+fn finish(session: Session, reason: Result<Option<EndReason>>) -> Result<()> {
+    // Stop first, whatever happened while printing (a closed pipe must not leave breakpoints).
+    let summary = session.stop();
+    let reason = reason?;
+    if let Some(note) = reason.as_ref().and_then(end_note) {
+        eprintln!("periscope: {note}");
+    }
+    if summary.dropped_events > 0 {
+        eprintln!(
+            "periscope: {} events dropped because output could not keep up",
+            summary.dropped_events
+        );
+    }
+    if let Some(EndReason::Error(e)) = reason {
+        bail!(e);
+    }
+    Ok(())
+}
+
+fn run_count(pid: u32, spec: ProbeSpec, common: &Common, every: Duration, per_thread: bool) -> Result<()> {
+    let location = spec.location.to_string();
+    let session = start(pid, spec)?;
+    let tallies = session.tallies.clone();
+    let deadline = common.duration.map(|d| Instant::now() + d);
+    let json = common.json;
+    let mut last_total = 0u64;
+    let started = Instant::now();
+    let mut print = |final_line: bool| -> Result<()> {
+        let line = count_line(&tallies, &location, &mut last_total, started, per_thread, json, final_line);
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()?;
+        Ok(())
+    };
+    let reason = pump(
+        &session,
+        deadline,
+        Some(every.max(Duration::from_millis(10))),
+        |ev| {
+            if let EngineEvent::ProbeError(e) = ev {
+                print_probe_error(json, &e, &mut std::io::stdout().lock())?;
+            }
+            Ok(())
+        },
+        || print(false),
+    );
+    let summary = session.stop();
+    print(true)?;
+    if summary.dropped_events > 0 {
+        eprintln!("periscope: {} events dropped", summary.dropped_events);
+    }
+    if let Some(note) = reason?.as_ref().and_then(end_note) {
+        eprintln!("periscope: {note}");
+    }
+    Ok(())
+}
+
+fn count_line(
+    tallies: &Tallies,
+    location: &str,
+    last_total: &mut u64,
+    started: Instant,
+    per_thread: bool,
+    json: bool,
+    final_line: bool,
+) -> String {
+    let t = tallies.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(t) = t.first() else { return String::new() };
+    let total = t.hits;
+    let delta = total - *last_total;
+    *last_total = total;
+    let mut by_thread: std::collections::BTreeMap<i32, u64> = Default::default();
+    let mut groups: std::collections::BTreeMap<String, u64> = Default::default();
+    for ((tid, key), n) in &t.counts {
+        *by_thread.entry(*tid).or_default() += n;
+        if let Some(k) = key {
+            *groups.entry(k.clone()).or_default() += n;
+        }
+    }
+    let ts = periscope_core::event::now_rfc3339();
+    if json {
+        let mut obj = serde_json::json!({
+            "ts": ts,
+            "location": location,
+            "kind": if final_line { "total" } else { "interval" },
+            "hits": delta,
+            "total": total,
+            "elapsed_s": started.elapsed().as_secs_f64(),
+            "filtered": t.filtered,
+            "errors": t.errors,
+        });
+        if per_thread {
+            obj["threads"] = serde_json::json!(by_thread.iter().map(|(k, v)| (k.to_string(), *v)).collect::<std::collections::BTreeMap<String, u64>>());
+        }
+        if !groups.is_empty() {
+            obj["groups"] = serde_json::json!(groups);
+        }
+        return obj.to_string();
+    }
+    let mut line = if final_line {
+        format!("{}  total {location}: {total} hits in {:.1}s", short_time(&ts), started.elapsed().as_secs_f64())
+    } else {
+        format!("{}  {location}: {delta} hits (total {total})", short_time(&ts))
+    };
+    if per_thread {
+        let parts: Vec<String> = by_thread.iter().map(|(k, v)| format!("tid {k}: {v}")).collect();
+        line.push_str(&format!("  [{}]", parts.join(", ")));
+    }
+    if !groups.is_empty() {
+        let parts: Vec<String> = groups.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        line.push_str(&format!("  {{{}}}", parts.join(", ")));
+    }
+    line
+}
+
+/// A PID (all digits, a live process) or a path to a binary.
+fn open_target(target: &str) -> Result<Target> {
+    if target.chars().all(|c| c.is_ascii_digit()) {
+        let pid: u32 = target.parse().context("bad pid")?;
+        return Ok(Target::attach_view(pid)?);
+    }
+    let path = PathBuf::from(target);
+    if !path.exists() {
+        bail!("{target} is neither a running process id nor an existing file");
+    }
+    Ok(Target::from_binary(&path)?)
+}
+
+fn run_lines(target: &str, file: &str) -> Result<()> {
+    let t = open_target(target)?;
+    let (name, range) = match file.rsplit_once(':') {
+        Some((n, r)) if r.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            let a: u32 = a.parse().map_err(|_| anyhow!("bad line range `{r}`: write FROM-TO, e.g. 10-40"))?;
+            let b: u32 = b.parse().map_err(|_| anyhow!("bad line range `{r}`: write FROM-TO, e.g. 10-40"))?;
+            (n, Some((a.min(b), a.max(b))))
+        }
+        _ => (file, None),
+    };
+    let hits = t.find_file(name)?;
+    let (oi, fid, path) = &hits[0];
+    let mut code_lines: std::collections::BTreeSet<u32> = Default::default();
+    for (o, f, _) in &hits {
+        code_lines.extend(t.objects[*o].index.lines_with_code(*f));
+    }
+    let _ = oi;
+    let _ = fid;
+    let source_path = match t.pid {
+        Some(pid) => {
+            let in_root = PathBuf::from(format!("/proc/{pid}/root{}", path.display()));
+            if in_root.exists() { in_root } else { path.clone() }
+        }
+        None => path.clone(),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}  (* = a probe can go here)", path.display())?;
+    match std::fs::read_to_string(&source_path) {
+        Ok(text) => {
+            for (i, line) in text.lines().enumerate() {
+                let n = i as u32 + 1;
+                if range.is_some_and(|(a, b)| n < a || n > b) {
+                    continue;
+                }
+                let mark = if code_lines.contains(&n) { '*' } else { ' ' };
+                writeln!(out, "{mark} {n:>5}  {line}")?;
+            }
+        }
+        Err(_) => {
+            writeln!(out, "(source not found on disk; lines with code from the debug info:)")?;
+            for n in &code_lines {
+                if range.is_some_and(|(a, b)| *n < a || *n > b) {
+                    continue;
+                }
+                writeln!(out, "* {n:>5}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_functions(target: &str, pattern: &str) -> Result<()> {
+    let t = open_target(target)?;
+    let pat = pattern.to_lowercase();
+    let parts: Vec<&str> = pat.split('*').collect();
+    let matches = |name: &str| {
+        let n = name.to_lowercase();
+        if parts.len() == 1 {
+            return n.contains(&pat);
+        }
+        // Glob: the pieces in order.
+        let mut at = 0;
+        for p in &parts {
+            match n[at..].find(p) {
+                Some(i) => at += i + p.len(),
+                None => return false,
+            }
+        }
+        true
+    };
+    let mut rows: std::collections::BTreeSet<(String, String)> = Default::default();
+    for o in &t.objects {
+        for f in &o.index.functions {
+            if matches(&f.name) {
+                let loc = match (f.decl_file, f.decl_line) {
+                    (Some(file), Some(line)) => format!(
+                        "{}:{line}",
+                        o.index.files.get(file as usize).map(|p| p.display().to_string()).unwrap_or_default()
+                    ),
+                    _ => o.index.path.display().to_string(),
+                };
+                rows.insert((f.name.clone(), loc));
+            }
+        }
+    }
+    if rows.is_empty() {
+        bail!("no function matches `{pattern}`");
+    }
+    let mut out = std::io::stdout().lock();
+    for (name, loc) in rows {
+        writeln!(out, "{name}  {loc}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! Errors of the native backend. Each message says what went wrong and what would be right, since
+//! most of them reach a user or an AI agent verbatim.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    #[error("no process with pid {pid} (is it still running? `ps -p {pid}` shows it)")]
+    NoSuchProcess { pid: u32 },
+
+    #[error("not allowed to trace pid {pid}: {reason}")]
+    Permission { pid: u32, reason: String },
+
+    #[error("could not {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path} is not a readable x86-64 ELF file: {reason}")]
+    NotElf { path: PathBuf, reason: String },
+
+    #[error("{path} has no DWARF debug info; rebuild it with debug info: `-g` for gcc/clang, `debug = true` in Cargo's [profile.release] (or RUSTFLAGS=-g), or install its -dbgsym package")]
+    NoDebugInfo { path: PathBuf },
+
+    #[error("malformed debug info: {0}")]
+    Dwarf(String),
+
+    #[error("{0}")]
+    Location(String),
+
+    #[error("{0}")]
+    Expression(String),
+
+    #[error("ptrace {op} failed on thread {tid}: {errno}")]
+    Ptrace {
+        op: &'static str,
+        tid: i32,
+        errno: nix::errno::Errno,
+    },
+
+    #[error("cannot place a breakpoint at {address:#x}: {reason}")]
+    Breakpoint { address: u64, reason: String },
+
+    #[error("the target process exited")]
+    TargetExited,
+}
+
+impl NativeError {
+    pub(crate) fn ptrace(op: &'static str, tid: i32, errno: nix::errno::Errno) -> Self {
+        NativeError::Ptrace { op, tid, errno }
+    }
+}

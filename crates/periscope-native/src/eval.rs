@@ -1,0 +1,557 @@
+//! Evaluating probe expressions against a stopped frame. Read-only by construction: the only
+//! effect of evaluation is reading target memory, bounded by the capture limits and a step budget.
+
+use crate::frame::{Frame, Place};
+use crate::index::scope::{TypeRef, Var};
+use crate::index::types::{Type, TypeKind};
+use crate::values::{int_from, Reader};
+use periscope_core::expr::{BinOp, Expr, ExprKind};
+use periscope_core::value::{Int128, Value};
+use std::cell::Cell;
+use std::sync::Arc;
+
+/// An intermediate result: a typed place in the target, or a computed scalar.
+#[derive(Debug, Clone)]
+pub enum Ev {
+    Place { place: Place, ty: Arc<Type> },
+    Int(i128, Option<String>),
+    Float(f64),
+    Bool(bool),
+    Char(char),
+    Str(String),
+}
+
+const MAX_STEPS: u32 = 10_000;
+
+pub struct Evaluator<'a> {
+    pub frame: &'a Frame<'a>,
+    pub reader: &'a Reader<'a>,
+    pub vars: &'a [Var],
+    steps: Cell<u32>,
+}
+
+type Res<T> = Result<T, String>;
+
+impl<'a> Evaluator<'a> {
+    pub fn new(frame: &'a Frame<'a>, reader: &'a Reader<'a>, vars: &'a [Var]) -> Self {
+        Evaluator {
+            frame,
+            reader,
+            vars,
+            steps: Cell::new(0),
+        }
+    }
+
+    /// Evaluates an expression to a value for a log message or a watch.
+    pub fn value(&self, e: &Expr) -> Value {
+        match self.eval(e) {
+            Ok(ev) => self.to_value(ev),
+            Err(reason) => Value::unavailable(None, reason),
+        }
+    }
+
+    /// Evaluates a condition.
+    pub fn condition(&self, e: &Expr) -> Res<bool> {
+        let v = self.eval(e)?;
+        self.truthy(&v)
+    }
+
+    pub fn to_value(&self, ev: Ev) -> Value {
+        match ev {
+            Ev::Place { place, ty } => self.reader.render(&place, &ty, self.reader.limits.depth),
+            Ev::Int(v, ty) => Value::Int { ty, value: Int128(v) },
+            Ev::Float(v) => Value::Float { ty: Some("f64".into()), value: v },
+            Ev::Bool(v) => Value::Bool { ty: Some("bool".into()), value: v },
+            Ev::Char(c) => Value::Char { ty: Some("char".into()), value: c.to_string() },
+            Ev::Str(s) => Value::String { ty: None, len: s.len() as u64, value: s, truncated: false },
+        }
+    }
+
+    fn ty(&self, r: TypeRef) -> Arc<Type> {
+        self.reader.ty(r)
+    }
+
+    pub fn eval(&self, e: &Expr) -> Res<Ev> {
+        let n = self.steps.get() + 1;
+        self.steps.set(n);
+        if n > MAX_STEPS {
+            return Err("expression too costly to evaluate".into());
+        }
+        match &e.kind {
+            ExprKind::Name(name) => self.name(name),
+            ExprKind::Int(v) => Ok(Ev::Int(*v, None)),
+            ExprKind::Float(v) => Ok(Ev::Float(*v)),
+            ExprKind::Bool(v) => Ok(Ev::Bool(*v)),
+            ExprKind::Char(v) => Ok(Ev::Char(*v)),
+            ExprKind::Str(v) => Ok(Ev::Str(v.clone())),
+            ExprKind::Field(base, field) => {
+                let b = self.eval(base)?;
+                self.field(b, field, &base.to_string())
+            }
+            ExprKind::Arrow(base, field) => {
+                let b = self.eval(base)?;
+                let d = self.deref(b, &base.to_string())?;
+                self.field(d, field, &base.to_string())
+            }
+            ExprKind::Deref(inner) => {
+                let v = self.eval(inner)?;
+                self.deref(v, &inner.to_string())
+            }
+            ExprKind::AddrOf(inner) => match self.eval(inner)? {
+                Ev::Place { place: Place::Memory(a), .. } => Ok(Ev::Int(a.into(), Some("usize".into()))),
+                _ => Err(format!("`{inner}` has no address (it lives in a register or is computed)")),
+            },
+            ExprKind::Index(base, idx) => {
+                let b = self.eval(base)?;
+                let i = self.eval(idx)?;
+                let i = self.as_int(&i)?;
+                self.index(b, i, &base.to_string())
+            }
+            ExprKind::Method(base, m, args) => {
+                let b = self.eval(base)?;
+                self.method(b, m, args, &base.to_string())
+            }
+            ExprKind::Call(f, args) => match (f.as_str(), args.as_slice()) {
+                ("len", [a]) => {
+                    let v = self.eval(a)?;
+                    self.method(v, "len", &[], &a.to_string())
+                }
+                _ => Err(format!(
+                    "`{f}(…)` is not available: expressions cannot call target functions; built-ins are len(x), x.len(), x.is_some(), x.is_none(), x.is_ok(), x.is_err(), s.contains(\"…\")"
+                )),
+            },
+            ExprKind::Not(inner) => {
+                let v = self.eval(inner)?;
+                match v {
+                    Ev::Int(i, t) => Ok(Ev::Int(!i, t)),
+                    other => Ok(Ev::Bool(!self.truthy(&other)?)),
+                }
+            }
+            ExprKind::Neg(inner) => match self.scalar(self.eval(inner)?)? {
+                Ev::Int(i, t) => Ok(Ev::Int(-i, t)),
+                Ev::Float(f) => Ok(Ev::Float(-f)),
+                _ => Err(format!("cannot negate `{inner}`: it is not a number")),
+            },
+            ExprKind::Binary(op, a, b) => self.binary(*op, a, b),
+            ExprKind::Cast(inner, ty) => self.cast(self.eval(inner)?, ty),
+        }
+    }
+
+    fn name(&self, name: &str) -> Res<Ev> {
+        if let Some(var) = self.vars.iter().find(|v| v.name == name) {
+            let ty = var.ty.map(|t| self.ty(t)).ok_or_else(|| format!("`{name}` has no type information"))?;
+            return Ok(Ev::Place { place: self.frame.var_place(var), ty });
+        }
+        if let Some(g) = self.global(name) {
+            return Ok(g);
+        }
+        let mut names: Vec<&str> = self.vars.iter().map(|v| v.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        Err(format!(
+            "`{name}` is not in scope here; in scope: {}",
+            if names.is_empty() { "no variables".to_string() } else { names.join(", ") }
+        ))
+    }
+
+    fn global(&self, name: &str) -> Option<Ev> {
+        let index = self.frame.index;
+        let g = index
+            .globals
+            .iter()
+            .find(|g| g.name == name)
+            .or_else(|| index.globals.iter().find(|g| g.name.ends_with(&format!("::{name}"))))?;
+        let ud = index.units.get(g.unit as usize)?;
+        let entry = ud.unit.entry(g.offset).ok()?;
+        let ty = match entry.attr_value(gimli::DW_AT_type)? {
+            gimli::AttributeValue::UnitRef(o) => self.ty(TypeRef { unit: g.unit, offset: o }),
+            _ => return None,
+        };
+        let expr = match entry.attr_value(gimli::DW_AT_location)? {
+            gimli::AttributeValue::Exprloc(e) => e,
+            _ => return None,
+        };
+        let frame = Frame {
+            index,
+            bias: self.frame.bias,
+            unit: g.unit,
+            mem: self.frame.mem,
+            regs: self.frame.regs,
+            tid: self.frame.tid,
+            cfa: self.frame.cfa,
+            frame_base: None,
+        };
+        Some(Ev::Place { place: frame.eval_location(expr), ty })
+    }
+
+    /// Follows references and smart pointers that `.` sees through (Rust `&T`, `Box<T>`).
+    fn auto_deref(&self, v: Ev) -> Res<Ev> {
+        let mut v = v;
+        for _ in 0..4 {
+            match &v {
+                Ev::Place { ty, .. } if matches!(ty.kind, TypeKind::Pointer { .. }) => {
+                    v = self.deref(v, "value")?;
+                }
+                _ => return Ok(v),
+            }
+        }
+        Ok(v)
+    }
+
+    fn field(&self, base: Ev, field: &str, base_text: &str) -> Res<Ev> {
+        let base = self.auto_deref(base)?;
+        let Ev::Place { place, ty } = base else {
+            return Err(format!("`{base_text}` is not a struct; it has no field `{field}`"));
+        };
+        let tuple_name = format!("__{field}");
+        let member = ty.member(field).or_else(|| ty.member(&tuple_name));
+        match member {
+            Some(m) => {
+                let mt = m.ty.map(|t| self.ty(t)).ok_or_else(|| format!("field `{field}` has no type information"))?;
+                if let Some((bit, size)) = m.bits {
+                    let v = self.reader.bytes(&place, m.offset, (bit + size).div_ceil(8) as usize)?;
+                    let raw = (int_from(&v, false) as u128 >> bit) & ((1u128 << size) - 1);
+                    return Ok(Ev::Int(raw as i128, Some(mt.name.clone())));
+                }
+                Ok(Ev::Place { place: Reader::sub_place(&place, m.offset), ty: mt })
+            }
+            None => {
+                let names: Vec<&str> = match &ty.kind {
+                    TypeKind::Struct { members, .. } => members.iter().map(|m| m.name.as_str()).collect(),
+                    _ => Vec::new(),
+                };
+                Err(format!(
+                    "`{base_text}` ({}) has no field `{field}`{}",
+                    ty.name,
+                    if names.is_empty() { String::new() } else { format!("; fields: {}", names.join(", ")) }
+                ))
+            }
+        }
+    }
+
+    fn deref(&self, v: Ev, text: &str) -> Res<Ev> {
+        let Ev::Place { place, ty } = v else {
+            return Err(format!("`{text}` is not a pointer"));
+        };
+        match ty.kind {
+            TypeKind::Pointer { target: Some(t) } => {
+                let addr = self.reader.read_u64_at(&place, 0)?;
+                if addr == 0 {
+                    return Err(format!("`{text}` is a null pointer"));
+                }
+                Ok(Ev::Place { place: Place::Memory(addr), ty: self.ty(t) })
+            }
+            _ => Err(format!("`{text}` ({}) is not a pointer", ty.name)),
+        }
+    }
+
+    fn index(&self, base: Ev, i: i128, text: &str) -> Res<Ev> {
+        let base = self.auto_deref(base)?;
+        let Ev::Place { place, ty } = base else {
+            return Err(format!("`{text}` cannot be indexed"));
+        };
+        let (data, len, et): (Place, Option<u64>, Arc<Type>) = match &ty.kind {
+            TypeKind::Array { elem, count } => (place.clone(), *count, self.ty(*elem)),
+            _ if ty.name.starts_with("alloc::vec::Vec<") => {
+                let (p, l) = self.reader.rust_vec_parts(&place, &ty).ok_or("unreadable Vec")?;
+                let et = ty.param("T").map(|t| self.ty(t)).ok_or("Vec without element type")?;
+                (Place::Memory(p), Some(l), et)
+            }
+            _ if ty.name.starts_with("&[") || ty.name.starts_with("&mut [") => {
+                let (p, l) = self.reader.rust_slice_parts(&place, &ty).ok_or("unreadable slice")?;
+                let pt = ty.member("data_ptr").and_then(|m| m.ty).map(|t| self.ty(t)).ok_or("slice without element type")?;
+                let et = match pt.kind {
+                    TypeKind::Pointer { target: Some(t) } => self.ty(t),
+                    _ => return Err("slice without element type".into()),
+                };
+                (Place::Memory(p), Some(l), et)
+            }
+            _ => return Err(format!("`{text}` ({}) cannot be indexed", ty.name)),
+        };
+        if i < 0 || len.is_some_and(|l| i as u64 >= l) {
+            return Err(format!("index {i} out of range for len {}", len.unwrap_or(0)));
+        }
+        let stride = et.size.unwrap_or(0);
+        Ok(Ev::Place { place: Reader::sub_place(&data, i as u64 * stride), ty: et })
+    }
+
+    fn method(&self, base: Ev, m: &str, args: &[Expr], text: &str) -> Res<Ev> {
+        match (m, args) {
+            ("len", []) => {
+                if let Ev::Str(s) = &base {
+                    return Ok(Ev::Int(s.len() as i128, Some("usize".into())));
+                }
+                let base = self.auto_deref_unless_sized(base)?;
+                let Ev::Place { place, ty } = base else {
+                    return Err(format!("`{text}` has no length"));
+                };
+                let n = if ty.name == "alloc::string::String" || ty.name.starts_with("alloc::vec::Vec<") {
+                    self.reader.rust_vec_parts(&place, &ty).map(|p| p.1)
+                } else if ty.member("length").is_some() && ty.member("data_ptr").is_some() {
+                    self.reader.rust_slice_parts(&place, &ty).map(|p| p.1)
+                } else if let TypeKind::Array { count, .. } = ty.kind {
+                    count
+                } else {
+                    match self.scalar(Ev::Place { place, ty: ty.clone() })? {
+                        Ev::Str(s) => Some(s.len() as u64),
+                        _ => None,
+                    }
+                };
+                n.map(|n| Ev::Int(n.into(), Some("usize".into())))
+                    .ok_or_else(|| format!("`{text}` ({}) has no length", ty.name))
+            }
+            ("is_some" | "is_none" | "is_ok" | "is_err", []) => {
+                let base = self.auto_deref_unless_sized(base)?;
+                let Ev::Place { place, ty } = base else {
+                    return Err(format!("`{text}` is not an Option or Result"));
+                };
+                let TypeKind::Struct { variants: Some(vp), .. } = &ty.kind else {
+                    return Err(format!("`{text}` ({}) is not an Option or Result", ty.name));
+                };
+                let v = self.reader.active_variant(&place, vp).ok_or("unknown enum discriminant")?;
+                let want = match m {
+                    "is_some" => "Some",
+                    "is_none" => "None",
+                    "is_ok" => "Ok",
+                    _ => "Err",
+                };
+                Ok(Ev::Bool(v.member.name == want))
+            }
+            ("contains", [needle]) => {
+                let hay = self.as_str(base, text)?;
+                let n = self.eval(needle)?;
+                let n = self.as_str(n, &needle.to_string())?;
+                Ok(Ev::Bool(hay.contains(&n)))
+            }
+            ("starts_with" | "ends_with", [needle]) => {
+                let hay = self.as_str(base, text)?;
+                let n = self.eval(needle)?;
+                let n = self.as_str(n, &needle.to_string())?;
+                Ok(Ev::Bool(if m == "starts_with" { hay.starts_with(&n) } else { hay.ends_with(&n) }))
+            }
+            _ => Err(format!(
+                "`.{m}(…)` is not a built-in method; available: len(), is_some(), is_none(), is_ok(), is_err(), contains(s), starts_with(s), ends_with(s)"
+            )),
+        }
+    }
+
+    /// Rust references deref for methods, but C `char *` is itself the string.
+    fn auto_deref_unless_sized(&self, v: Ev) -> Res<Ev> {
+        if let Ev::Place { ty, .. } = &v {
+            if let TypeKind::Pointer { target: Some(t) } = ty.kind {
+                let tt = self.ty(t);
+                if ty.lang == crate::index::Lang::Rust && !matches!(tt.kind, TypeKind::Base(_)) {
+                    return self.auto_deref(v);
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    fn as_str(&self, v: Ev, text: &str) -> Res<String> {
+        match self.scalar(v)? {
+            Ev::Str(s) => Ok(s),
+            _ => Err(format!("`{text}` is not a string")),
+        }
+    }
+
+    fn as_int(&self, v: &Ev) -> Res<i128> {
+        match self.scalar(v.clone())? {
+            Ev::Int(i, _) => Ok(i),
+            Ev::Char(c) => Ok(c as i128),
+            Ev::Bool(b) => Ok(b as i128),
+            _ => Err("expected an integer".into()),
+        }
+    }
+
+    /// Loads a place as a scalar (number, bool, char or string) for operators.
+    pub fn scalar(&self, v: Ev) -> Res<Ev> {
+        let Ev::Place { place, ty } = v else {
+            return Ok(v);
+        };
+        let value = self.reader.render(&place, &ty, 1);
+        Ok(match value {
+            Value::Int { value, ty } => Ev::Int(value.0, ty),
+            Value::Float { value, .. } => Ev::Float(value),
+            Value::Bool { value, .. } => Ev::Bool(value),
+            Value::Char { value, .. } => Ev::Char(value.chars().next().unwrap_or('\0')),
+            Value::String { value, .. } => Ev::Str(value),
+            Value::Enum { variant, fields, .. } if fields.is_empty() => Ev::Str(variant),
+            Value::Pointer { address, .. } => Ev::Int(
+                i128::from_str_radix(address.trim_start_matches("0x"), 16).unwrap_or(0),
+                Some(ty.name.clone()),
+            ),
+            Value::Unavailable { reason, .. } => return Err(reason),
+            Value::Redacted { .. } => return Err("the value is redacted".into()),
+            _ => return Err(format!("a {} cannot be compared or computed with", ty.name)),
+        })
+    }
+
+    fn truthy(&self, v: &Ev) -> Res<bool> {
+        match self.scalar(v.clone())? {
+            Ev::Bool(b) => Ok(b),
+            Ev::Int(i, _) => Ok(i != 0),
+            Ev::Float(f) => Ok(f != 0.0),
+            Ev::Char(c) => Ok(c != '\0'),
+            Ev::Str(_) => Err("a string is not a condition; compare it, e.g. s == \"x\"".into()),
+            Ev::Place { .. } => Err("not a condition".into()),
+        }
+    }
+
+    fn binary(&self, op: BinOp, a: &Expr, b: &Expr) -> Res<Ev> {
+        match op {
+            BinOp::And => {
+                let l = self.eval(a)?;
+                if !self.truthy(&l)? {
+                    return Ok(Ev::Bool(false));
+                }
+                let r = self.eval(b)?;
+                return Ok(Ev::Bool(self.truthy(&r)?));
+            }
+            BinOp::Or => {
+                let l = self.eval(a)?;
+                if self.truthy(&l)? {
+                    return Ok(Ev::Bool(true));
+                }
+                let r = self.eval(b)?;
+                return Ok(Ev::Bool(self.truthy(&r)?));
+            }
+            _ => {}
+        }
+        let l = self.scalar(self.eval(a)?)?;
+        let r = self.scalar(self.eval(b)?)?;
+        let cmp = |o: std::cmp::Ordering| -> bool {
+            match op {
+                BinOp::Eq => o.is_eq(),
+                BinOp::Ne => !o.is_eq(),
+                BinOp::Lt => o.is_lt(),
+                BinOp::Le => o.is_le(),
+                BinOp::Gt => o.is_gt(),
+                BinOp::Ge => o.is_ge(),
+                _ => false,
+            }
+        };
+        let is_cmp = matches!(op, BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge);
+        let mismatch = || format!("cannot apply `{}` to `{a}` and `{b}`", op.symbol());
+        match (l, r) {
+            (Ev::Str(x), Ev::Str(y)) if is_cmp => Ok(Ev::Bool(cmp(x.cmp(&y)))),
+            (Ev::Str(x), Ev::Char(y)) | (Ev::Char(y), Ev::Str(x)) if matches!(op, BinOp::Eq | BinOp::Ne) => {
+                Ok(Ev::Bool(cmp(x.cmp(&y.to_string()))))
+            }
+            (Ev::Bool(x), Ev::Bool(y)) if is_cmp => Ok(Ev::Bool(cmp(x.cmp(&y)))),
+            (l, r) => {
+                let num = |v: &Ev| -> Option<Num> {
+                    match v {
+                        Ev::Int(i, _) => Some(Num::I(*i)),
+                        Ev::Char(c) => Some(Num::I(*c as i128)),
+                        Ev::Bool(b) => Some(Num::I(*b as i128)),
+                        Ev::Float(f) => Some(Num::F(*f)),
+                        _ => None,
+                    }
+                };
+                let (Some(x), Some(y)) = (num(&l), num(&r)) else {
+                    return Err(mismatch());
+                };
+                let ty = match (&l, &r) {
+                    (Ev::Int(_, Some(t)), _) | (_, Ev::Int(_, Some(t))) => Some(t.clone()),
+                    _ => None,
+                };
+                match (x, y) {
+                    (Num::I(x), Num::I(y)) => {
+                        if is_cmp {
+                            return Ok(Ev::Bool(cmp(x.cmp(&y))));
+                        }
+                        let v = match op {
+                            BinOp::Add => x.checked_add(y),
+                            BinOp::Sub => x.checked_sub(y),
+                            BinOp::Mul => x.checked_mul(y),
+                            BinOp::Div if y == 0 => return Err(format!("division by zero in `{b}`")),
+                            BinOp::Div => x.checked_div(y),
+                            BinOp::Rem if y == 0 => return Err(format!("division by zero in `{b}`")),
+                            BinOp::Rem => x.checked_rem(y),
+                            _ => None,
+                        };
+                        v.map(|v| Ev::Int(v, ty)).ok_or_else(|| "arithmetic overflow".to_string())
+                    }
+                    (x, y) => {
+                        let (x, y) = (x.f(), y.f());
+                        if is_cmp {
+                            return Ok(Ev::Bool(x.partial_cmp(&y).is_some_and(cmp)));
+                        }
+                        Ok(Ev::Float(match op {
+                            BinOp::Add => x + y,
+                            BinOp::Sub => x - y,
+                            BinOp::Mul => x * y,
+                            BinOp::Div => x / y,
+                            BinOp::Rem => x % y,
+                            _ => return Err(mismatch()),
+                        }))
+                    }
+                }
+            }
+        }
+    }
+
+    fn cast(&self, v: Ev, ty: &str) -> Res<Ev> {
+        let v = self.scalar(v)?;
+        let bits = |t: &str| -> Option<(u32, bool)> {
+            Some(match t {
+                "u8" => (8, false),
+                "u16" => (16, false),
+                "u32" => (32, false),
+                "u64" | "usize" => (64, false),
+                "u128" => (128, false),
+                "i8" => (8, true),
+                "i16" => (16, true),
+                "i32" => (32, true),
+                "i64" | "isize" => (64, true),
+                "i128" => (128, true),
+                _ => return None,
+            })
+        };
+        if ty == "f64" || ty == "f32" {
+            return match v {
+                Ev::Int(i, _) => Ok(Ev::Float(i as f64)),
+                Ev::Float(f) => Ok(Ev::Float(if ty == "f32" { f as f32 as f64 } else { f })),
+                _ => Err(format!("cannot cast to {ty}")),
+            };
+        }
+        let Some((n, signed)) = bits(ty) else {
+            return Err(format!("unknown type `{ty}` in cast; use u8…u128, i8…i128, usize, isize, f32 or f64"));
+        };
+        let i = match v {
+            Ev::Int(i, _) => i,
+            Ev::Float(f) => f as i128,
+            Ev::Char(c) => c as i128,
+            Ev::Bool(b) => b as i128,
+            _ => return Err(format!("cannot cast to {ty}")),
+        };
+        let truncated = if n == 128 {
+            i
+        } else {
+            let mask = (1i128 << n) - 1;
+            let u = i & mask;
+            if signed && u & (1 << (n - 1)) != 0 {
+                u - (1 << n)
+            } else {
+                u
+            }
+        };
+        Ok(Ev::Int(truncated, Some(ty.to_string())))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Num {
+    I(i128),
+    F(f64),
+}
+
+impl Num {
+    fn f(self) -> f64 {
+        match self {
+            Num::I(i) => i as f64,
+            Num::F(f) => f,
+        }
+    }
+}

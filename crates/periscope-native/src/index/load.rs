@@ -1,0 +1,525 @@
+//! Building an [`ObjectIndex`] from an ELF file: sections, line tables, functions, symbols.
+
+use super::*;
+use object::{Object, ObjectKind, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
+use gimli::Reader as _;
+use std::borrow::Cow;
+
+pub(super) fn open(path: &Path) -> Result<ObjectIndex, NativeError> {
+    let data = std::fs::read(path).map_err(|e| NativeError::Io {
+        what: format!("read {}", path.display()),
+        source: e,
+    })?;
+    let file = object::File::parse(&*data).map_err(|e| NativeError::NotElf {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if file.architecture() != object::Architecture::X86_64 {
+        return Err(NativeError::NotElf {
+            path: path.to_path_buf(),
+            reason: format!(
+                "it is built for {:?}; Periscope reads x86-64 code only",
+                file.architecture()
+            ),
+        });
+    }
+    let endian = if file.is_little_endian() {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
+    };
+    let build_id = file
+        .build_id()
+        .ok()
+        .flatten()
+        .map(|b| b.iter().map(|x| format!("{x:02x}")).collect::<String>());
+
+    // Debug info may live in a separate file installed under /usr/lib/debug (Debian's -dbgsym).
+    let debug_data = if file.section_by_name(".debug_info").is_none() {
+        build_id
+            .as_ref()
+            .filter(|id| id.len() > 2)
+            .and_then(|id| {
+                std::fs::read(format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]))
+                    .ok()
+            })
+    } else {
+        None
+    };
+    let debug_file = match &debug_data {
+        Some(d) => Some(object::File::parse(&**d).map_err(|e| NativeError::NotElf {
+            path: path.to_path_buf(),
+            reason: format!("its separate debug file is unreadable: {e}"),
+        })?),
+        None => None,
+    };
+    let dwarf_source = debug_file.as_ref().unwrap_or(&file);
+    let has_debug_info = dwarf_source.section_by_name(".debug_info").is_some();
+
+    let section = |f: &object::File, name: &str| -> R {
+        let bytes: Cow<[u8]> = f
+            .section_by_name(name)
+            .and_then(|s| s.uncompressed_data().ok())
+            .unwrap_or(Cow::Borrowed(&[]));
+        EndianArcSlice::new(Arc::from(&*bytes), endian)
+    };
+    let dwarf = gimli::Dwarf::load(|id| -> Result<R, gimli::Error> {
+        Ok(section(dwarf_source, id.name()))
+    })
+    .map_err(|e| NativeError::Dwarf(e.to_string()))?;
+
+    let segments = file
+        .segments()
+        .filter_map(|s| {
+            let (offset, filesz) = s.file_range();
+            Some(Segment {
+                vaddr: s.address(),
+                memsz: s.size(),
+                offset,
+                filesz,
+                executable: matches!(s.flags(), object::SegmentFlags::Elf { p_flags, .. } if p_flags.0 & 1 != 0),
+            })
+        })
+        .collect();
+
+    let eh_frame = file.section_by_name(".eh_frame").map(|s| {
+        let mut bases = gimli::BaseAddresses::default().set_eh_frame(s.address());
+        if let Some(text) = file.section_by_name(".text") {
+            bases = bases.set_text(text.address());
+        }
+        if let Some(got) = file.section_by_name(".got") {
+            bases = bases.set_got(got.address());
+        }
+        (gimli::EhFrame::from(section(&file, ".eh_frame")), bases)
+    });
+    let debug_frame = dwarf_source
+        .section_by_name(".debug_frame")
+        .map(|_| gimli::DebugFrame::from(section(dwarf_source, ".debug_frame")));
+
+    let mut index = ObjectIndex {
+        path: path.to_path_buf(),
+        build_id,
+        relocatable: file.kind() == ObjectKind::Dynamic,
+        entry: file.entry(),
+        segments,
+        has_debug_info,
+        dwarf,
+        units: Vec::new(),
+        files: Vec::new(),
+        rows: Vec::new(),
+        functions: Vec::new(),
+        inlined: Vec::new(),
+        globals: Vec::new(),
+        symbols: read_symbols(&file),
+        eh_frame,
+        debug_frame,
+        scopes: Mutex::new(HashMap::new()),
+        types: Mutex::new(HashMap::new()),
+    };
+    if has_debug_info {
+        read_units(&mut index)?;
+    }
+    Ok(index)
+}
+
+fn read_symbols(file: &object::File) -> Vec<Symbol> {
+    let mut out: Vec<Symbol> = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
+        .filter_map(|s| {
+            let raw = s.name().ok()?;
+            Some(Symbol {
+                address: s.address(),
+                size: s.size(),
+                name: demangle(raw),
+            })
+        })
+        .collect();
+    out.sort_by_key(|s| (s.address, std::cmp::Reverse(s.size)));
+    out.dedup_by_key(|s| s.address);
+    out
+}
+
+/// Demangles a Rust (without the hash) or C++ symbol; other names come back unchanged.
+pub fn demangle(raw: &str) -> String {
+    if let Ok(d) = rustc_demangle::try_demangle(raw) {
+        return format!("{d:#}");
+    }
+    if raw.starts_with("_Z") {
+        if let Ok(sym) = cpp_demangle::Symbol::new(raw) {
+            if let Ok(s) = sym.demangle(&cpp_demangle::DemangleOptions::default()) {
+                return s;
+            }
+        }
+    }
+    raw.to_string()
+}
+
+/// `ns::Class::method(int, char const*) const` → `ns::Class::method`.
+fn strip_cpp_params(name: &str) -> String {
+    let trimmed = name.trim_end_matches(" const").trim_end_matches(" &&").trim_end_matches(" &");
+    if !trimmed.ends_with(')') {
+        return trimmed.to_string();
+    }
+    let mut depth = 0i32;
+    for (i, c) in trimmed.char_indices().rev() {
+        match c {
+            ')' => depth += 1,
+            '(' => {
+                depth -= 1;
+                if depth == 0 {
+                    return trimmed[..i].to_string();
+                }
+            }
+            _ => {}
+        }
+    }
+    trimmed.to_string()
+}
+
+fn read_units(index: &mut ObjectIndex) -> Result<(), NativeError> {
+    let mut headers = index.dwarf.units();
+    let mut file_ids: HashMap<PathBuf, u32> = HashMap::new();
+    while let Some(header) = headers
+        .next()
+        .map_err(|e| NativeError::Dwarf(e.to_string()))?
+    {
+        let unit = match index.dwarf.unit(header) {
+            Ok(u) => u,
+            Err(_) => continue, // A unit gimli cannot read: skip it, keep the rest usable.
+        };
+        let unit_idx = index.units.len() as u32;
+        let (lang, producer) = {
+            let mut cursor = unit.entries();
+            match cursor.next_dfs() {
+                Ok(Some(root)) => {
+                    let lang = match root.attr_value(gimli::DW_AT_language) {
+                        Some(gimli::AttributeValue::Language(l)) => Lang::from_dw(l),
+                        _ => Lang::Other,
+                    };
+                    let producer = root
+                        .attr_value(gimli::DW_AT_producer)
+                        .and_then(|v| attr_str(&index.dwarf, &unit, v));
+                    (lang, producer)
+                }
+                _ => (Lang::Other, None),
+            }
+        };
+        read_lines(index, &unit, unit_idx, &mut file_ids);
+        read_dies(index, &unit, unit_idx, lang, &mut file_ids);
+        index.units.push(UnitData {
+            unit,
+            lang,
+            producer,
+        });
+    }
+    index.functions.sort_by_key(|f| (f.low_pc, std::cmp::Reverse(f.high_pc)));
+    sort_rows_by_sequence(&mut index.rows);
+    Ok(())
+}
+
+/// Orders whole sequences by their first address, keeping each sequence's rows together, so that
+/// binary searches by address work across units.
+fn sort_rows_by_sequence(rows: &mut Vec<LineRow>) {
+    let mut seqs: Vec<Vec<LineRow>> = Vec::new();
+    let mut cur = Vec::new();
+    for r in rows.drain(..) {
+        let end = r.end_sequence;
+        cur.push(r);
+        if end {
+            seqs.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        seqs.push(cur);
+    }
+    // Sequences at address 0 are code the linker dropped (discarded sections): ignore them.
+    seqs.retain(|s| s.first().is_some_and(|r| r.address != 0));
+    seqs.sort_by_key(|s| s.first().map(|r| r.address).unwrap_or(0));
+    *rows = seqs.into_iter().flatten().collect();
+}
+
+fn file_path(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    header: &gimli::LineProgramHeader<R>,
+    file: &gimli::FileEntry<R>,
+) -> PathBuf {
+    let mut path = PathBuf::new();
+    if let Some(dir) = &unit.comp_dir {
+        path.push(dir.to_string_lossy().map(|c| c.into_owned()).unwrap_or_default());
+    }
+    if let Some(dir) = file.directory(header) {
+        if let Some(d) = attr_str(dwarf, unit, dir) {
+            path.push(d);
+        }
+    }
+    if let Some(name) = attr_str(dwarf, unit, file.path_name()) {
+        path.push(name);
+    }
+    path
+}
+
+fn intern_file(files: &mut Vec<PathBuf>, ids: &mut HashMap<PathBuf, u32>, p: PathBuf) -> u32 {
+    if let Some(id) = ids.get(&p) {
+        return *id;
+    }
+    let id = files.len() as u32;
+    files.push(p.clone());
+    ids.insert(p, id);
+    id
+}
+
+fn read_lines(
+    index: &mut ObjectIndex,
+    unit: &gimli::Unit<R>,
+    unit_idx: u32,
+    ids: &mut HashMap<PathBuf, u32>,
+) {
+    let Some(program) = unit.line_program.clone() else {
+        return;
+    };
+    let mut local: HashMap<u64, u32> = HashMap::new();
+    let mut rows = program.rows();
+    while let Ok(Some((header, row))) = rows.next_row() {
+        let file_index = row.file_index();
+        let file = match local.get(&file_index) {
+            Some(f) => *f,
+            None => {
+                let path = header
+                    .file(file_index)
+                    .map(|f| file_path(&index.dwarf, unit, header, f))
+                    .unwrap_or_default();
+                let id = intern_file(&mut index.files, ids, path);
+                local.insert(file_index, id);
+                id
+            }
+        };
+        index.rows.push(LineRow {
+            address: row.address(),
+            file,
+            line: row.line().map(|l| l.get() as u32).unwrap_or(0),
+            is_stmt: row.is_stmt(),
+            prologue_end: row.prologue_end(),
+            end_sequence: row.end_sequence(),
+            unit: unit_idx,
+        });
+    }
+}
+
+/// Walks every DIE of a unit once, collecting functions, inlined copies and globals.
+fn read_dies(
+    index: &mut ObjectIndex,
+    unit: &gimli::Unit<R>,
+    unit_idx: u32,
+    lang: Lang,
+    ids: &mut HashMap<PathBuf, u32>,
+) {
+    let dwarf = &index.dwarf;
+    let file_of = |index_files: &mut Vec<PathBuf>, ids: &mut HashMap<PathBuf, u32>, n: u64| {
+        let program = unit.line_program.as_ref()?;
+        let header = program.header();
+        let f = header.file(n)?;
+        Some(intern_file(index_files, ids, file_path(dwarf, unit, header, f)))
+    };
+    // (depth, name) of enclosing namespaces and types; `in_function` depth for locals.
+    let mut scopes: Vec<(isize, Option<String>, bool)> = Vec::new();
+    let mut cursor = unit.entries();
+    let mut functions = Vec::new();
+    let mut inlined = Vec::new();
+    let mut globals = Vec::new();
+    while let Ok(Some(_)) = cursor.next_dfs() {
+        let depth = cursor.depth();
+        let Some(entry) = cursor.current() else { break };
+        while scopes.last().is_some_and(|(d, _, _)| *d >= depth) {
+            scopes.pop();
+        }
+        let in_function = scopes.iter().any(|(_, _, f)| *f);
+        let tag = entry.tag();
+        let own_name = entry
+            .attr_value(gimli::DW_AT_name)
+            .and_then(|v| attr_str(dwarf, unit, v));
+        match tag {
+            gimli::DW_TAG_namespace
+            | gimli::DW_TAG_structure_type
+            | gimli::DW_TAG_class_type
+            | gimli::DW_TAG_union_type
+            | gimli::DW_TAG_enumeration_type => {
+                if entry.has_children() {
+                    scopes.push((depth, own_name.clone(), false));
+                }
+            }
+            gimli::DW_TAG_subprogram => {
+                if entry.has_children() {
+                    scopes.push((depth, None, true));
+                }
+                if entry.attr_value(gimli::DW_AT_declaration).is_some() {
+                    continue;
+                }
+                let Some((low, high)) = first_range(dwarf, unit, entry) else {
+                    continue;
+                };
+                let origin = origin_entry(unit, entry);
+                let attr = |at| {
+                    entry
+                        .attr_value(at)
+                        .or_else(|| origin.as_ref().and_then(|o| o.attr_value(at)))
+                };
+                let linkage = attr(gimli::DW_AT_linkage_name)
+                    .or_else(|| attr(gimli::DW_AT_MIPS_linkage_name))
+                    .and_then(|v| attr_str(dwarf, unit, v));
+                let short = attr(gimli::DW_AT_name).and_then(|v| attr_str(dwarf, unit, v));
+                let name = match (&linkage, lang) {
+                    (Some(l), Lang::Rust) => demangle(l),
+                    (Some(l), Lang::Cpp) => strip_cpp_params(&demangle(l)),
+                    _ => match &short {
+                        Some(s) => qualify(&scopes, s),
+                        None => continue,
+                    },
+                };
+                let decl_file = match attr(gimli::DW_AT_decl_file) {
+                    Some(gimli::AttributeValue::FileIndex(n)) => Some(n),
+                    Some(gimli::AttributeValue::Udata(n)) => Some(n),
+                    _ => None,
+                };
+                let decl_line = match attr(gimli::DW_AT_decl_line) {
+                    Some(gimli::AttributeValue::Udata(n)) => Some(n as u32),
+                    _ => None,
+                };
+                functions.push((name, linkage, low, high, decl_file, decl_line, entry.offset()));
+            }
+            gimli::DW_TAG_inlined_subroutine => {
+                let Some(origin) = origin_entry(unit, entry) else {
+                    continue;
+                };
+                let entry_pc = match entry.attr_value(gimli::DW_AT_entry_pc) {
+                    Some(v) => dwarf.attr_address(unit, v).ok().flatten(),
+                    None => None,
+                }
+                .or_else(|| first_range(dwarf, unit, entry).map(|r| r.0));
+                let Some(entry_pc) = entry_pc else { continue };
+                let linkage = origin
+                    .attr_value(gimli::DW_AT_linkage_name)
+                    .and_then(|v| attr_str(dwarf, unit, v));
+                let name = match (linkage, lang) {
+                    (Some(l), Lang::Rust) => demangle(&l),
+                    (Some(l), Lang::Cpp) => strip_cpp_params(&demangle(&l)),
+                    _ => match origin
+                        .attr_value(gimli::DW_AT_name)
+                        .and_then(|v| attr_str(dwarf, unit, v))
+                    {
+                        Some(n) => n,
+                        None => continue,
+                    },
+                };
+                inlined.push(InlinedCopy {
+                    name,
+                    entry_pc,
+                    unit: unit_idx,
+                });
+            }
+            gimli::DW_TAG_variable if !in_function => {
+                if entry.attr_value(gimli::DW_AT_location).is_none() {
+                    continue;
+                }
+                if let Some(n) = &own_name {
+                    globals.push(Global {
+                        name: qualify(&scopes, n),
+                        unit: unit_idx,
+                        offset: entry.offset(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    for (name, linkage, low, high, decl_file, decl_line, offset) in functions {
+        let decl_file = decl_file.and_then(|n| file_of(&mut index.files, ids, n));
+        index.functions.push(Function {
+            name,
+            linkage_name: linkage,
+            low_pc: low,
+            high_pc: high,
+            decl_file,
+            decl_line,
+            unit: unit_idx,
+            offset,
+        });
+    }
+    index.inlined.extend(inlined);
+    index.globals.extend(globals);
+}
+
+/// `name` inside the enclosing namespaces and types on the DIE walk's stack.
+fn qualify(scopes: &[(isize, Option<String>, bool)], name: &str) -> String {
+    let mut parts: Vec<&str> = scopes.iter().filter_map(|(_, n, _)| n.as_deref()).collect();
+    parts.push(name);
+    parts.join("::")
+}
+
+/// The DIE named by `DW_AT_abstract_origin` or `DW_AT_specification`, followed twice at most
+/// (a concrete copy of an abstract instance of a declaration).
+pub(crate) fn origin_entry(
+    unit: &gimli::Unit<R>,
+    entry: &gimli::DebuggingInformationEntry<R>,
+) -> Option<gimli::DebuggingInformationEntry<R>> {
+    let next = |e: &gimli::DebuggingInformationEntry<R>| {
+        let v = e
+            .attr_value(gimli::DW_AT_abstract_origin)
+            .or_else(|| e.attr_value(gimli::DW_AT_specification))?;
+        match v {
+            gimli::AttributeValue::UnitRef(off) => unit.entry(off).ok(),
+            _ => None,
+        }
+    };
+    let first = next(entry)?;
+    match next(&first) {
+        Some(second) if second.attr_value(gimli::DW_AT_name).is_some() && first.attr_value(gimli::DW_AT_name).is_none() => Some(second),
+        _ => Some(first),
+    }
+}
+
+/// The first address range of a DIE (the hot part of a function split by the compiler).
+pub(crate) fn first_range(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    entry: &gimli::DebuggingInformationEntry<R>,
+) -> Option<(u64, u64)> {
+    let mut ranges = dwarf.die_ranges(unit, entry).ok()?;
+    while let Ok(Some(r)) = ranges.next() {
+        if r.begin != 0 && r.end > r.begin {
+            return Some((r.begin, r.end));
+        }
+    }
+    None
+}
+
+/// All address ranges of a DIE.
+pub(crate) fn all_ranges(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    entry: &gimli::DebuggingInformationEntry<R>,
+) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    if let Ok(mut ranges) = dwarf.die_ranges(unit, entry) {
+        while let Ok(Some(r)) = ranges.next() {
+            if r.begin != 0 && r.end > r.begin {
+                out.push((r.begin, r.end));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpp_names_lose_their_parameters() {
+        assert_eq!(strip_cpp_params("ns::A::f(int, char const*) const"), "ns::A::f");
+        assert_eq!(strip_cpp_params("g(std::function<void (int)>)"), "g");
+        assert_eq!(strip_cpp_params("plain"), "plain");
+    }
+}

@@ -1,0 +1,228 @@
+//! Lexical scopes of one compilation unit: functions, blocks and inlined calls, with the variables
+//! each declares. Used to find the names visible at a code address.
+
+use super::load::{all_ranges, origin_entry};
+use super::{attr_str, ObjectIndex, R};
+use crate::error::NativeError;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeKind {
+    Function,
+    Block,
+    Inlined,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TypeRef {
+    pub unit: u32,
+    pub offset: gimli::UnitOffset,
+}
+
+#[derive(Debug, Clone)]
+pub struct Var {
+    pub name: String,
+    pub ty: Option<TypeRef>,
+    /// `DW_AT_location`: an expression or a location list; `None` means optimized out.
+    pub location: Option<gimli::AttributeValue<R>>,
+    pub is_param: bool,
+    pub decl_line: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct Scope {
+    pub kind: ScopeKind,
+    pub ranges: Vec<(u64, u64)>,
+    pub parent: Option<usize>,
+    pub offset: gimli::UnitOffset,
+    pub vars: Vec<Var>,
+    /// `DW_AT_frame_base` of a function scope.
+    pub frame_base: Option<gimli::AttributeValue<R>>,
+}
+
+impl Scope {
+    pub fn contains(&self, pc: u64) -> bool {
+        self.ranges.iter().any(|(lo, hi)| pc >= *lo && pc < *hi)
+    }
+}
+
+pub struct UnitScopes {
+    pub scopes: Vec<Scope>,
+    /// The namespace path (`alloc::string`) of each named type DIE, for qualified type names.
+    pub type_prefix: HashMap<gimli::UnitOffset, String>,
+}
+
+/// The variables visible at one address, innermost first, and what is needed to read them.
+#[derive(Debug, Clone)]
+pub struct Visible {
+    pub vars: Vec<Var>,
+    /// The DIE of the innermost function or inlined call around the address: two hits at one
+    /// line are the same execution only when they share it.
+    pub scope_id: gimli::UnitOffset,
+    pub frame_base: Option<gimli::AttributeValue<R>>,
+}
+
+impl UnitScopes {
+    pub(super) fn parse(index: &ObjectIndex, unit_idx: u32) -> Result<UnitScopes, NativeError> {
+        let dwarf = &index.dwarf;
+        let unit = &index
+            .units
+            .get(unit_idx as usize)
+            .ok_or_else(|| NativeError::Dwarf(format!("no unit {unit_idx}")))?
+            .unit;
+        let mut scopes: Vec<Scope> = Vec::new();
+        let mut type_prefix = HashMap::new();
+        // Stack of (depth, scope index or None, namespace name or None).
+        let mut stack: Vec<(isize, Option<usize>, Option<String>)> = Vec::new();
+        let mut cursor = unit.entries();
+        while let Ok(Some(_)) = cursor.next_dfs() {
+            let depth = cursor.depth();
+            let Some(entry) = cursor.current() else { break };
+            while stack.last().is_some_and(|(d, _, _)| *d >= depth) {
+                stack.pop();
+            }
+            let parent_scope = stack.iter().rev().find_map(|(_, s, _)| *s);
+            let tag = entry.tag();
+            let name = entry
+                .attr_value(gimli::DW_AT_name)
+                .and_then(|v| attr_str(dwarf, unit, v));
+            match tag {
+                gimli::DW_TAG_subprogram
+                | gimli::DW_TAG_lexical_block
+                | gimli::DW_TAG_inlined_subroutine => {
+                    let kind = match tag {
+                        gimli::DW_TAG_subprogram => ScopeKind::Function,
+                        gimli::DW_TAG_lexical_block => ScopeKind::Block,
+                        _ => ScopeKind::Inlined,
+                    };
+                    let ranges = all_ranges(dwarf, unit, entry);
+                    // Abstract instances and declarations have no code: their children are
+                    // templates reached through abstract_origin, not scopes.
+                    if ranges.is_empty() && kind != ScopeKind::Block {
+                        if entry.has_children() {
+                            stack.push((depth, None, None));
+                        }
+                        continue;
+                    }
+                    let idx = scopes.len();
+                    scopes.push(Scope {
+                        kind,
+                        ranges,
+                        parent: if kind == ScopeKind::Function {
+                            None
+                        } else {
+                            parent_scope
+                        },
+                        offset: entry.offset(),
+                        vars: Vec::new(),
+                        frame_base: entry.attr_value(gimli::DW_AT_frame_base),
+                    });
+                    if entry.has_children() {
+                        stack.push((depth, Some(idx), None));
+                    }
+                }
+                gimli::DW_TAG_variable | gimli::DW_TAG_formal_parameter => {
+                    let Some(scope) = parent_scope else { continue };
+                    // A block inside an abstract function has no ranges: skip variables whose
+                    // enclosing scope has no code.
+                    if scopes[scope].ranges.is_empty() && scopes[scope].kind == ScopeKind::Block {
+                        continue;
+                    }
+                    let origin = origin_entry(unit, entry);
+                    let attr = |at| {
+                        entry
+                            .attr_value(at)
+                            .or_else(|| origin.as_ref().and_then(|o| o.attr_value(at)))
+                    };
+                    let Some(var_name) = attr(gimli::DW_AT_name).and_then(|v| attr_str(dwarf, unit, v))
+                    else {
+                        continue;
+                    };
+                    let ty = match attr(gimli::DW_AT_type) {
+                        Some(gimli::AttributeValue::UnitRef(off)) => Some(TypeRef {
+                            unit: unit_idx,
+                            offset: off,
+                        }),
+                        _ => None,
+                    };
+                    let decl_line = match attr(gimli::DW_AT_decl_line) {
+                        Some(gimli::AttributeValue::Udata(n)) => Some(n as u32),
+                        _ => None,
+                    };
+                    scopes[scope].vars.push(Var {
+                        name: var_name,
+                        ty,
+                        location: entry.attr_value(gimli::DW_AT_location),
+                        is_param: tag == gimli::DW_TAG_formal_parameter,
+                        decl_line,
+                    });
+                }
+                gimli::DW_TAG_namespace
+                | gimli::DW_TAG_structure_type
+                | gimli::DW_TAG_class_type
+                | gimli::DW_TAG_union_type
+                | gimli::DW_TAG_enumeration_type
+                | gimli::DW_TAG_base_type
+                | gimli::DW_TAG_typedef => {
+                    if tag != gimli::DW_TAG_namespace {
+                        let prefix: Vec<&str> =
+                            stack.iter().filter_map(|(_, _, n)| n.as_deref()).collect();
+                        if !prefix.is_empty() {
+                            type_prefix.insert(entry.offset(), prefix.join("::"));
+                        }
+                    }
+                    if entry.has_children() {
+                        stack.push((depth, None, name));
+                    }
+                }
+                _ => {
+                    if entry.has_children() {
+                        stack.push((depth, None, None));
+                    }
+                }
+            }
+        }
+        Ok(UnitScopes {
+            scopes,
+            type_prefix,
+        })
+    }
+
+    /// The variables visible at `pc`, innermost scope first, stopping at the enclosing function or
+    /// inlined call (the caller's locals are not in scope inside an inlined callee).
+    pub fn visible_at(&self, pc: u64) -> Option<Visible> {
+        // The innermost scope is the last one in DIE order that contains pc.
+        let innermost = self.scopes.iter().rposition(|s| s.contains(pc))?;
+        let mut vars: Vec<Var> = Vec::new();
+        let mut cur = Some(innermost);
+        let mut scope_id = self.scopes[innermost].offset;
+        let mut frame_base = None;
+        while let Some(i) = cur {
+            let s = &self.scopes[i];
+            for v in s.vars.iter().rev() {
+                if !vars.iter().any(|w| w.name == v.name) {
+                    vars.push(v.clone());
+                }
+            }
+            if s.kind != ScopeKind::Block {
+                scope_id = s.offset;
+                break;
+            }
+            cur = s.parent;
+        }
+        // The frame base belongs to the physical function, even inside inlined calls.
+        let mut cur = Some(innermost);
+        while let Some(i) = cur {
+            if self.scopes[i].kind == ScopeKind::Function {
+                frame_base = self.scopes[i].frame_base.clone();
+                break;
+            }
+            cur = self.scopes[i].parent;
+        }
+        Some(Visible {
+            vars,
+            scope_id,
+            frame_base,
+        })
+    }
+}

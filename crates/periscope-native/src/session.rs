@@ -1,0 +1,1137 @@
+//! A probing session on one process: resolve probes, attach, keep breakpoints, turn hits into
+//! events, and leave the process exactly as it was.
+//!
+//! The session runs on one dedicated OS thread (the tracer; see [`crate::process`]). It sleeps in
+//! `poll` on a signalfd (SIGCHLD: a traced thread changed state; SIGINT/SIGTERM when asked to
+//! handle them) and an eventfd (a stop request from [`Session::stop`]), so it wakes exactly when
+//! there is work. This needs SIGCHLD blocked in every thread of the program: call
+//! [`block_signals`] first thing in `main`, before any thread exists.
+
+use crate::error::NativeError;
+use crate::eval::Evaluator;
+use crate::frame::{cfa_rule, CfaRule, Frame};
+use crate::process::{self, Memory, Stop};
+use crate::target::{Site, Target};
+use crate::trap::{self, Breakpoint, Displaced, SLOT_SIZE};
+use crate::values::{Limits, Reader};
+use periscope_core::event::{now_rfc3339, LogEvent, ProbeError};
+use periscope_core::expr::Expr;
+use periscope_core::template::{Segment, Template};
+use periscope_core::value::Fields;
+use periscope_core::Location;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::collections::{HashMap, HashSet};
+use std::os::fd::AsFd;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+const PTRACE_EVENT_FORK: i32 = 1;
+const PTRACE_EVENT_VFORK: i32 = 2;
+const PTRACE_EVENT_CLONE: i32 = 3;
+const PTRACE_EVENT_EXEC: i32 = 4;
+const PTRACE_EVENT_STOP: i32 = 128;
+const SIGTRAP: i32 = libc::SIGTRAP;
+
+/// What a probe does at each hit.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Log(Template),
+    /// Count hits, optionally grouped by the value of an expression.
+    Count { by: Option<Expr> },
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    pub id: String,
+    pub location: Location,
+    pub action: Action,
+    pub condition: Option<Expr>,
+    pub max_hits: Option<u64>,
+    pub limits: Limits,
+}
+
+impl ProbeSpec {
+    /// Every expression the probe evaluates, with its text.
+    fn expressions(&self) -> Vec<&Expr> {
+        let mut v: Vec<&Expr> = self.condition.iter().collect();
+        match &self.action {
+            Action::Log(t) => v.extend(t.holes().map(|(_, e)| e)),
+            Action::Count { by } => v.extend(by.iter()),
+        }
+        v
+    }
+}
+
+/// Blocks the signals the session thread reads through its signalfd. Call it in `main` before
+/// any other thread starts: threads inherit the mask, and a thread that left SIGCHLD unblocked
+/// would swallow the wake-ups.
+pub fn block_signals() {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    // Failure is impossible with a valid set; nothing useful to do if it happened.
+    let _ = set.thread_block();
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// `stop()` was called.
+    Requested,
+    /// SIGINT, SIGTERM or SIGHUP reached periscope.
+    Signal(String),
+    /// Every probe reached its hit limit.
+    HitLimit,
+    TargetExited { code: Option<i32>, signal: Option<i32> },
+    /// The target replaced its program image; the probes no longer apply.
+    TargetExec,
+    Error(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    Log(LogEvent),
+    ProbeError(ProbeError),
+    Ended(EndReason),
+}
+
+/// Per-probe tallies, readable while the session runs (`count` prints from them).
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub hits: u64,
+    /// Hits whose condition was false.
+    pub filtered: u64,
+    pub errors: u64,
+    /// (thread, group key) → hits, for counters.
+    pub counts: HashMap<(i32, Option<String>), u64>,
+}
+
+pub type Tallies = Arc<Mutex<Vec<Tally>>>;
+
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub dropped_events: u64,
+    pub sites: Vec<usize>,
+}
+
+/// A resolved probe: where it goes and what it evaluates there.
+pub struct ResolvedProbe {
+    pub spec: ProbeSpec,
+    pub sites: Vec<Site>,
+}
+
+/// Resolves a probe's location and checks its expressions against each site's scope: sites where
+/// some name is not visible are dropped (a closure written on the same line as the code around
+/// it), and it is an error only when no site can evaluate them all.
+pub fn resolve(target: &Target, spec: ProbeSpec) -> Result<ResolvedProbe, NativeError> {
+    let sites = target.resolve(&spec.location)?;
+    let names: Vec<(String, periscope_core::expr::Span)> = spec
+        .expressions()
+        .iter()
+        .flat_map(|e| e.names())
+        .collect();
+    let in_scope = |site: &Site, name: &str| {
+        site.visible.vars.iter().any(|v| v.name == name)
+            || target.objects[site.object]
+                .index
+                .globals
+                .iter()
+                .any(|g| g.name == name || g.name.ends_with(&format!("::{name}")))
+    };
+    let (good, bad): (Vec<Site>, Vec<Site>) = sites
+        .into_iter()
+        .partition(|s| names.iter().all(|(n, _)| in_scope(s, n)));
+    if good.is_empty() {
+        let site = &bad[0];
+        let missing: Vec<&str> = names
+            .iter()
+            .filter(|(n, _)| !in_scope(site, n))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let mut visible: Vec<&str> = site.visible.vars.iter().map(|v| v.name.as_str()).collect();
+        visible.sort_unstable();
+        visible.dedup();
+        return Err(NativeError::Expression(format!(
+            "`{}` is not in scope at {}:{} (in {}); names in scope there: {}",
+            missing.join("`, `"),
+            site.file.display(),
+            site.line,
+            site.function,
+            if visible.is_empty() {
+                "none".to_string()
+            } else {
+                visible.join(", ")
+            }
+        )));
+    }
+    Ok(ResolvedProbe { spec, sites: good })
+}
+
+pub struct SessionOptions {
+    /// End the session on SIGINT/SIGTERM/SIGHUP (the CLI's Ctrl-C).
+    pub stop_on_signals: bool,
+    /// Events buffered between the session thread and the consumer; beyond it they are dropped
+    /// and counted, so a slow consumer never slows the target.
+    pub queue: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            stop_on_signals: true,
+            queue: 4096,
+        }
+    }
+}
+
+/// A running session. Dropping it without `stop()` also ends it cleanly.
+pub struct Session {
+    control: Option<nix::sys::eventfd::EventFd>,
+    thread: Option<JoinHandle<Summary>>,
+    pub events: Receiver<EngineEvent>,
+    pub tallies: Tallies,
+    /// Number of code addresses each probe covers.
+    pub site_counts: Vec<usize>,
+}
+
+impl Session {
+    /// Resolves the probes, attaches to `pid` and installs every breakpoint. Returns once the
+    /// probes are live, or with the first error (the target untouched).
+    pub fn start(pid: u32, specs: Vec<ProbeSpec>, options: SessionOptions) -> Result<Session, NativeError> {
+        let target = Target::attach_view(pid)?;
+        let mut probes = Vec::new();
+        for spec in specs {
+            probes.push(resolve(&target, spec)?);
+        }
+        Self::start_resolved(target, probes, options)
+    }
+
+    pub fn start_resolved(
+        target: Target,
+        probes: Vec<ResolvedProbe>,
+        options: SessionOptions,
+    ) -> Result<Session, NativeError> {
+        let pid = target.pid.ok_or(NativeError::NoSuchProcess { pid: 0 })?;
+        let control = nix::sys::eventfd::EventFd::from_value_and_flags(
+            0,
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
+        )
+        .map_err(|e| NativeError::Io {
+            what: "create an eventfd".into(),
+            source: e.into(),
+        })?;
+        let control_fd = control.as_fd().try_clone_to_owned().map_err(|e| NativeError::Io {
+            what: "duplicate the eventfd".into(),
+            source: e,
+        })?;
+        let (tx, rx) = mpsc::sync_channel(options.queue.max(1));
+        let tallies: Tallies = Arc::new(Mutex::new(vec![Tally::default(); probes.len()]));
+        let site_counts = probes.iter().map(|p| p.sites.len()).collect();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let t2 = tallies.clone();
+        let stop_on_signals = options.stop_on_signals;
+        let thread = std::thread::Builder::new()
+            .name("periscope-tracer".into())
+            .spawn(move || {
+                let mut engine = Engine::new(pid, target, probes, tx, t2, control_fd, stop_on_signals);
+                match engine.setup() {
+                    Ok(()) => {
+                        let _ = ready_tx.send(Ok(()));
+                    }
+                    Err(e) => {
+                        engine.teardown();
+                        let _ = ready_tx.send(Err(e));
+                        return engine.summary();
+                    }
+                }
+                let reason = engine.run();
+                engine.teardown();
+                engine.emit(EngineEvent::Ended(reason));
+                engine.summary()
+            })
+            .map_err(|e| NativeError::Io {
+                what: "start the tracer thread".into(),
+                source: e,
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Session {
+                control: Some(control),
+                thread: Some(thread),
+                events: rx,
+                tallies,
+                site_counts,
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(NativeError::Io {
+                    what: "start the tracer thread".into(),
+                    source: std::io::Error::other("the tracer thread ended during setup"),
+                })
+            }
+        }
+    }
+
+    /// Asks the session to end: removes every breakpoint, detaches, and returns the summary.
+    pub fn stop(mut self) -> Summary {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Summary {
+        if let Some(c) = self.control.take() {
+            let _ = c.write(1);
+        }
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or_default(),
+            None => Summary::default(),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Per-thread memory of the last hit, so one execution of a line that maps to several
+/// addresses in the same scope reports once.
+#[derive(Clone, Copy)]
+struct LastHit {
+    site_addr: u64,
+    cfa: u64,
+    scope: gimli::UnitOffset,
+    reported: bool,
+}
+
+struct SiteRuntime {
+    probe: usize,
+    site: usize,
+    cfa: Option<CfaRule>,
+}
+
+struct ScratchArea {
+    base: u64,
+    size: u64,
+    next: u64,
+}
+
+struct Engine {
+    pid: u32,
+    target: Target,
+    probes: Vec<ResolvedProbe>,
+    done: Vec<bool>,
+    tx: SyncSender<EngineEvent>,
+    tallies: Tallies,
+    control: std::os::fd::OwnedFd,
+    stop_on_signals: bool,
+    mem: Memory,
+    threads: HashSet<i32>,
+    breakpoints: HashMap<u64, Breakpoint>,
+    /// Breakpoint address → the probe sites there.
+    site_map: HashMap<u64, Vec<SiteRuntime>>,
+    scratch: HashMap<usize, ScratchArea>,
+    last_hit: HashMap<(i32, usize), LastHit>,
+    /// Signals that arrived while a thread was held for our own work, to deliver on resume.
+    pending_signals: HashMap<i32, i32>,
+    dropped: u64,
+    last_error_report: HashMap<usize, Instant>,
+    leader_status: Option<(Option<i32>, Option<i32>)>,
+}
+
+impl Engine {
+    fn new(
+        pid: u32,
+        target: Target,
+        probes: Vec<ResolvedProbe>,
+        tx: SyncSender<EngineEvent>,
+        tallies: Tallies,
+        control: std::os::fd::OwnedFd,
+        stop_on_signals: bool,
+    ) -> Engine {
+        let n = probes.len();
+        Engine {
+            pid,
+            target,
+            probes,
+            done: vec![false; n],
+            tx,
+            tallies,
+            control,
+            stop_on_signals,
+            mem: Memory::new(pid),
+            threads: HashSet::new(),
+            breakpoints: HashMap::new(),
+            site_map: HashMap::new(),
+            scratch: HashMap::new(),
+            last_hit: HashMap::new(),
+            pending_signals: HashMap::new(),
+            dropped: 0,
+            last_error_report: HashMap::new(),
+            leader_status: None,
+        }
+    }
+
+    fn summary(&self) -> Summary {
+        Summary {
+            dropped_events: self.dropped,
+            sites: self.probes.iter().map(|p| p.sites.len()).collect(),
+        }
+    }
+
+    fn emit(&mut self, e: EngineEvent) {
+        match self.tx.try_send(e) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.dropped += 1,
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    // ---- attaching and installing -------------------------------------------------------
+
+    fn setup(&mut self) -> Result<(), NativeError> {
+        self.attach_all()?;
+        self.mem.open_for_writing()?;
+        self.install()
+    }
+
+    /// Seizes every thread, looping until /proc/PID/task shows none that is new (threads can
+    /// be created while we attach; once a thread is seized, its future clones are traced).
+    fn attach_all(&mut self) -> Result<(), NativeError> {
+        loop {
+            let tids = process::threads(self.pid);
+            if tids.is_empty() && self.threads.is_empty() {
+                return Err(NativeError::NoSuchProcess { pid: self.pid });
+            }
+            let mut new = false;
+            for tid in tids {
+                if self.threads.contains(&tid) {
+                    continue;
+                }
+                match process::seize(tid) {
+                    Ok(()) => {
+                        self.threads.insert(tid);
+                        new = true;
+                    }
+                    Err(nix::errno::Errno::ESRCH) => {} // exited meanwhile
+                    Err(e) if self.threads.is_empty() => {
+                        return Err(process::explain_attach_error(self.pid, e))
+                    }
+                    Err(e) => return Err(NativeError::ptrace("SEIZE", tid, e)),
+                }
+            }
+            if !new {
+                return Ok(());
+            }
+        }
+    }
+
+    fn install(&mut self) -> Result<(), NativeError> {
+        // Group sites by address: several probes may share one breakpoint.
+        let mut by_addr: Vec<(u64, usize, usize, usize)> = Vec::new(); // (addr, object, probe, site)
+        for (pi, p) in self.probes.iter().enumerate() {
+            for (si, s) in p.sites.iter().enumerate() {
+                by_addr.push((s.address, s.object, pi, si));
+            }
+        }
+        let objects: HashSet<usize> = by_addr.iter().map(|x| x.1).collect();
+        if !objects.is_empty() {
+            self.with_stopped_leader(|engine, tid| {
+                for &o in &objects {
+                    engine.allocate_scratch(tid, o)?;
+                }
+                Ok(())
+            })?;
+        }
+        for (addr, object, pi, si) in by_addr {
+            let file_pc = self.probes[pi].sites[si].file_address;
+            let cfa = cfa_rule(&self.target.objects[object].index, file_pc);
+            self.site_map.entry(addr).or_default().push(SiteRuntime {
+                probe: pi,
+                site: si,
+                cfa,
+            });
+            if self.breakpoints.contains_key(&addr) {
+                continue;
+            }
+            let mut code = [0u8; 16];
+            self.mem
+                .read(addr, &mut code)
+                .map_err(|e| NativeError::Breakpoint {
+                    address: addr,
+                    reason: e.to_string(),
+                })?;
+            let area = self.scratch.get_mut(&object).ok_or(NativeError::Breakpoint {
+                address: addr,
+                reason: "no scratch page".into(),
+            })?;
+            if area.next + SLOT_SIZE > area.base + area.size {
+                return Err(NativeError::Breakpoint {
+                    address: addr,
+                    reason: "too many probe sites in one object".into(),
+                });
+            }
+            let slot = area.next;
+            let (bp, slot_code) = trap::plan(addr, &code, slot)?;
+            if let Some(c) = slot_code {
+                self.mem.write(slot, &c)?;
+                if let Some(a) = self.scratch.get_mut(&object) {
+                    a.next += SLOT_SIZE;
+                }
+            }
+            self.mem.write(addr, &[0xcc])?;
+            self.breakpoints.insert(addr, bp);
+        }
+        Ok(())
+    }
+
+    /// Interrupts the thread-group leader (or any live thread), runs `f` while it is stopped,
+    /// then resumes it as it was.
+    fn with_stopped_leader<T>(
+        &mut self,
+        f: impl FnOnce(&mut Engine, i32) -> Result<T, NativeError>,
+    ) -> Result<T, NativeError> {
+        let tid = if self.threads.contains(&(self.pid as i32)) {
+            self.pid as i32
+        } else {
+            *self.threads.iter().next().ok_or(NativeError::TargetExited)?
+        };
+        process::interrupt(tid).map_err(|e| NativeError::ptrace("INTERRUPT", tid, e))?;
+        let resume_sig = loop {
+            match process::wait(tid, false).map_err(|e| NativeError::ptrace("WAIT", tid, e))? {
+                Some(Stop::Event { event: PTRACE_EVENT_STOP, .. }) => break 0,
+                Some(Stop::Signal { signal, .. }) => {
+                    // A signal arrived first: we hold it, and deliver it when we resume.
+                    break signal;
+                }
+                Some(Stop::Event { .. }) => {
+                    let _ = process::cont(tid, 0);
+                }
+                Some(Stop::Exited { .. }) | Some(Stop::Killed { .. }) => {
+                    self.threads.remove(&tid);
+                    return Err(NativeError::TargetExited);
+                }
+                None => {}
+            }
+        };
+        let result = f(self, tid);
+        let sig = self.pending_signals.remove(&tid).unwrap_or(resume_sig);
+        let _ = process::cont(tid, sig);
+        result
+    }
+
+    /// Runs one system call in a stopped thread and restores it. The `syscall` instruction
+    /// used is one already in the target's code (libc has many), so no code is written.
+    fn inject_syscall(&mut self, tid: i32, nr: i64, args: [u64; 6]) -> Result<i64, NativeError> {
+        let insn = self.find_syscall_instruction()?;
+        let saved = process::getregs(tid)?;
+        let mut regs = saved;
+        regs.rax = nr as u64;
+        regs.orig_rax = u64::MAX; // not in a syscall: no restart logic on resume
+        regs.rdi = args[0];
+        regs.rsi = args[1];
+        regs.rdx = args[2];
+        regs.r10 = args[3];
+        regs.r8 = args[4];
+        regs.r9 = args[5];
+        regs.rip = insn;
+        process::setregs(tid, regs)?;
+        let result = loop {
+            process::step(tid, 0).map_err(|e| NativeError::ptrace("SINGLESTEP", tid, e))?;
+            match process::wait(tid, false).map_err(|e| NativeError::ptrace("WAIT", tid, e))? {
+                Some(Stop::Signal { signal: SIGTRAP, .. }) => break process::getregs(tid)?.rax as i64,
+                Some(Stop::Signal { signal, .. }) => {
+                    self.pending_signals.insert(tid, signal);
+                }
+                Some(Stop::Exited { .. }) | Some(Stop::Killed { .. }) => {
+                    self.threads.remove(&tid);
+                    return Err(NativeError::TargetExited);
+                }
+                _ => {}
+            }
+        };
+        process::setregs(tid, saved)?;
+        Ok(result)
+    }
+
+    fn find_syscall_instruction(&self) -> Result<u64, NativeError> {
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).map_err(|e| NativeError::Io {
+            what: "read maps".into(),
+            source: e,
+        })?;
+        for line in maps.lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if !perms.contains('x') || line.contains("[vsyscall]") {
+                continue;
+            }
+            let Some((lo, hi)) = range.split_once('-') else { continue };
+            let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else {
+                continue;
+            };
+            let mut addr = lo;
+            while addr + 1 < hi {
+                let len = (hi - addr).min(1 << 16) as usize;
+                let mut buf = vec![0u8; len];
+                if self.mem.read(addr, &mut buf).is_err() {
+                    break;
+                }
+                if let Some(i) = buf.windows(2).position(|w| w == [0x0f, 0x05]) {
+                    let a = addr + i as u64;
+                    // Not inside one of our own breakpoints' bytes.
+                    if !self.breakpoints.contains_key(&a) {
+                        return Ok(a);
+                    }
+                }
+                addr += len as u64 - 1;
+            }
+        }
+        Err(NativeError::Breakpoint {
+            address: 0,
+            reason: "no syscall instruction found in the target's code".into(),
+        })
+    }
+
+    /// Maps a scratch area within ±2 GiB of an object, so relocated RIP-relative operands reach.
+    fn allocate_scratch(&mut self, tid: i32, object: usize) -> Result<(), NativeError> {
+        const SIZE: u64 = 64 * 1024;
+        let lo = self.target.objects[object]
+            .ranges
+            .iter()
+            .map(|r| r.0)
+            .min()
+            .unwrap_or(0);
+        let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let mut candidates: Vec<u64> = (1..64u64).filter_map(|k| lo.checked_sub(k * 0x10_0000)).collect();
+        candidates.push(0);
+        for hint in candidates {
+            let fixed = if hint == 0 { 0 } else { libc::MAP_FIXED_NOREPLACE as u64 };
+            let r = self.inject_syscall(tid, libc::SYS_mmap, [hint, SIZE, prot, flags | fixed, u64::MAX, 0])?;
+            if r < 0 && r > -4096 {
+                continue;
+            }
+            let base = r as u64;
+            self.scratch.insert(object, ScratchArea { base, size: SIZE, next: base });
+            return Ok(());
+        }
+        Err(NativeError::Breakpoint {
+            address: lo,
+            reason: "could not map a scratch page in the target".into(),
+        })
+    }
+
+    // ---- the event loop -------------------------------------------------------------------
+
+    fn run(&mut self) -> EndReason {
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        if self.stop_on_signals {
+            mask.add(Signal::SIGINT);
+            mask.add(Signal::SIGTERM);
+            mask.add(Signal::SIGHUP);
+        }
+        let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+            Ok(s) => s,
+            Err(e) => return EndReason::Error(format!("signalfd: {e}")),
+        };
+        loop {
+            // Drain everything the kernel has for us before sleeping again.
+            loop {
+                match process::wait(-1, true) {
+                    Ok(Some(stop)) => {
+                        if let Some(reason) = self.handle(stop) {
+                            return reason;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(nix::errno::Errno::ECHILD) => {
+                        return EndReason::TargetExited { code: None, signal: None };
+                    }
+                    Err(e) => return EndReason::Error(format!("waitpid: {e}")),
+                }
+            }
+            if self.done.iter().all(|d| *d) && !self.done.is_empty() {
+                return EndReason::HitLimit;
+            }
+            let mut fds = [
+                nix::poll::PollFd::new(sfd.as_fd(), nix::poll::PollFlags::POLLIN),
+                nix::poll::PollFd::new(self.control.as_fd(), nix::poll::PollFlags::POLLIN),
+            ];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return EndReason::Error(format!("poll: {e}")),
+            }
+            let control_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let signo = info.ssi_signo as i32;
+                if signo != libc::SIGCHLD {
+                    let name = Signal::try_from(signo).map(|s| s.as_str().to_string()).unwrap_or_else(|_| signo.to_string());
+                    return EndReason::Signal(name);
+                }
+            }
+            if control_ready {
+                return EndReason::Requested;
+            }
+        }
+    }
+
+    /// Handles one stop; returns a reason when the session must end.
+    fn handle(&mut self, stop: Stop) -> Option<EndReason> {
+        let tid = stop.tid();
+        match stop {
+            Stop::Exited { code, .. } => {
+                self.threads.remove(&tid);
+                if tid == self.pid as i32 {
+                    self.leader_status = Some((Some(code), None));
+                }
+                self.check_exit()
+            }
+            Stop::Killed { signal, .. } => {
+                self.threads.remove(&tid);
+                if tid == self.pid as i32 {
+                    self.leader_status = Some((None, Some(signal)));
+                }
+                self.check_exit()
+            }
+            Stop::Signal { signal: SIGTRAP, .. } => {
+                self.on_trap(tid);
+                None
+            }
+            Stop::Signal { signal, .. } => {
+                self.pass_signal(tid, signal);
+                None
+            }
+            Stop::Event { event, signal, .. } => self.on_event(tid, event, signal),
+        }
+    }
+
+    fn check_exit(&mut self) -> Option<EndReason> {
+        if self.threads.is_empty() {
+            let (code, signal) = self.leader_status.unwrap_or((None, None));
+            return Some(EndReason::TargetExited { code, signal });
+        }
+        None
+    }
+
+    /// Passes a signal on to the thread. A fault inside a scratch slot is reported at the
+    /// original instruction's address, so the program's own crash handling sees a normal pc.
+    fn pass_signal(&mut self, tid: i32, signal: i32) {
+        if matches!(signal, libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE | libc::SIGILL) {
+            if let Ok(mut regs) = process::getregs(tid) {
+                if let Some(orig) = self.original_for_slot(regs.rip) {
+                    regs.rip = orig;
+                    let _ = process::setregs(tid, regs);
+                }
+            }
+        }
+        let _ = process::cont(tid, signal);
+    }
+
+    fn original_for_slot(&self, rip: u64) -> Option<u64> {
+        self.breakpoints.values().find_map(|bp| match bp.displaced {
+            Displaced::OutOfLine { slot } if rip == slot => Some(bp.address),
+            _ => None,
+        })
+    }
+
+    fn on_event(&mut self, tid: i32, event: i32, signal: i32) -> Option<EndReason> {
+        match event {
+            PTRACE_EVENT_CLONE => {
+                if let Ok(new) = process::get_event_msg(tid) {
+                    self.threads.insert(new as i32);
+                }
+                let _ = process::cont(tid, 0);
+            }
+            PTRACE_EVENT_FORK => {
+                // The child is a copy of the target, breakpoints included, but nobody will
+                // handle its traps: restore its code and let it go.
+                if let Ok(child) = process::get_event_msg(tid) {
+                    self.release_fork_child(child as i32);
+                }
+                let _ = process::cont(tid, 0);
+            }
+            PTRACE_EVENT_VFORK => {
+                // A vfork child shares our memory until it execs: trace it like a thread.
+                if let Ok(child) = process::get_event_msg(tid) {
+                    self.threads.insert(child as i32);
+                }
+                let _ = process::cont(tid, 0);
+            }
+            PTRACE_EVENT_EXEC => {
+                if self.is_foreign(tid) {
+                    // A vfork child replaced its image: nothing of ours is in it any more.
+                    self.threads.remove(&tid);
+                    let _ = process::detach(tid, 0);
+                } else {
+                    return Some(EndReason::TargetExec);
+                }
+            }
+            PTRACE_EVENT_STOP => {
+                if !self.threads.contains(&tid) {
+                    if self.is_foreign(tid) && !self.is_vfork_child(tid) {
+                        self.release_fork_child(tid);
+                        return None;
+                    }
+                    self.threads.insert(tid);
+                }
+                if matches!(signal, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
+                    // Group stop: stay stopped until SIGCONT, as without a tracer.
+                    let _ = process::listen(tid);
+                } else {
+                    let _ = process::cont(tid, 0);
+                }
+            }
+            _ => {
+                let _ = process::cont(tid, 0);
+            }
+        }
+        None
+    }
+
+    fn tgid_of(tid: i32) -> Option<u32> {
+        std::fs::read_to_string(format!("/proc/{tid}/status"))
+            .ok()?
+            .lines()
+            .find(|l| l.starts_with("Tgid:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    fn is_foreign(&self, tid: i32) -> bool {
+        Self::tgid_of(tid).is_some_and(|t| t != self.pid)
+    }
+
+    fn is_vfork_child(&self, tid: i32) -> bool {
+        self.threads.contains(&tid)
+    }
+
+    fn release_fork_child(&mut self, child: i32) {
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(format!("/proc/{child}/mem")) {
+            use std::os::unix::fs::FileExt;
+            for bp in self.breakpoints.values() {
+                let _ = f.write_all_at(&bp.original[..1], bp.address);
+            }
+        }
+        self.threads.remove(&child);
+        // The child may not have reported its first stop yet; detaching needs it stopped.
+        // Wait for that one stop (it is immediate: a new child stops before running).
+        if process::detach(child, 0).is_err() {
+            if let Ok(Some(_)) = process::wait(child, false) {
+                let _ = process::detach(child, 0);
+            }
+        }
+    }
+
+    // ---- breakpoint hits --------------------------------------------------------------------
+
+    fn on_trap(&mut self, tid: i32) {
+        let Ok(mut regs) = process::getregs(tid) else {
+            return;
+        };
+        let addr = regs.rip.wrapping_sub(1);
+        if !self.breakpoints.contains_key(&addr) {
+            // Not ours: the program's own int3 or single-step. Hand it the signal.
+            let _ = process::cont(tid, SIGTRAP);
+            return;
+        }
+        regs.rip = addr;
+        self.on_hit(tid, addr, &regs);
+        self.resume_past(tid, addr, regs);
+    }
+
+    /// Resumes a thread stopped at breakpoint `addr` without removing the breakpoint.
+    fn resume_past(&mut self, tid: i32, addr: u64, mut regs: process::Regs) {
+        let Some(bp) = self.breakpoints.get(&addr) else {
+            return;
+        };
+        match &bp.displaced {
+            Displaced::OutOfLine { slot } => regs.rip = *slot,
+            Displaced::Call(instr) => {
+                if let Err(e) = trap::emulate_call(instr, &mut regs, &self.mem) {
+                    // Cannot happen for a call that the program itself can execute; if it
+                    // does, the least harmful course is to stop probing.
+                    self.emit(EngineEvent::Ended(EndReason::Error(e.to_string())));
+                }
+            }
+        }
+        let _ = process::setregs(tid, regs);
+        let sig = self.pending_signals.remove(&tid).unwrap_or(0);
+        let _ = process::cont(tid, sig);
+    }
+
+    fn on_hit(&mut self, tid: i32, addr: u64, regs: &process::Regs) {
+        let Some(sites) = self.site_map.get(&addr) else { return };
+        let sites: Vec<(usize, usize, Option<CfaRule>)> = sites.iter().map(|s| (s.probe, s.site, s.cfa)).collect();
+        for (pi, si, cfa_rule) in sites {
+            if self.done[pi] {
+                continue;
+            }
+            let cfa = cfa_rule.and_then(|r| r.eval(regs));
+            if self.is_repeat(tid, pi, si, addr, cfa) {
+                continue;
+            }
+            self.hit_probe(tid, pi, si, regs, cfa);
+        }
+    }
+
+    /// True when this hit continues the execution of a line already reported on this thread:
+    /// the line left its run at a lower address in the same frame and scope and came back at a
+    /// higher one (a loop head split in two, an overflow check's panic path).
+    fn is_repeat(&mut self, tid: i32, pi: usize, si: usize, addr: u64, cfa: Option<u64>) -> bool {
+        if self.probes[pi].sites.len() < 2 {
+            return false;
+        }
+        let scope = self.probes[pi].sites[si].visible.scope_id;
+        let cfa = cfa.unwrap_or(0);
+        let now = LastHit { site_addr: addr, cfa, scope, reported: true };
+        let prev = self.last_hit.insert((tid, pi), now);
+        let repeat = prev.is_some_and(|p| {
+            p.reported && p.cfa == cfa && p.scope == scope && p.site_addr != addr && addr > p.site_addr
+        });
+        if repeat {
+            if let Some(h) = self.last_hit.get_mut(&(tid, pi)) {
+                h.reported = false;
+            }
+        }
+        repeat
+    }
+
+    fn hit_probe(&mut self, tid: i32, pi: usize, si: usize, regs: &process::Regs, cfa: Option<u64>) {
+        let probe = &self.probes[pi];
+        let site = &probe.sites[si];
+        let object = &self.target.objects[site.object];
+        let frame = Frame {
+            index: &object.index,
+            bias: object.bias,
+            unit: site.unit,
+            mem: &self.mem,
+            regs: *regs,
+            tid,
+            cfa,
+            frame_base: site.visible.frame_base.clone(),
+        };
+        let reader = Reader::new(&object.index, &self.mem, probe.spec.limits);
+        let ev = Evaluator::new(&frame, &reader, &site.visible.vars);
+        let location = format!(
+            "{}:{}",
+            site.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            site.line
+        );
+        if let Some(cond) = &probe.spec.condition {
+            match ev.condition(cond) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.tally(pi, |t| t.filtered += 1);
+                    return;
+                }
+                Err(e) => {
+                    let msg = format!("condition `{cond}` could not be evaluated: {e}");
+                    self.report_error(pi, tid, location, msg);
+                    return;
+                }
+            }
+        }
+        let max = probe.spec.max_hits;
+        let mut event = None;
+        let mut count_key = None;
+        match &probe.spec.action {
+            Action::Log(template) => {
+                let mut message = String::new();
+                let mut values = Vec::new();
+                for seg in &template.segments {
+                    match seg {
+                        Segment::Text(t) => message.push_str(t),
+                        Segment::Hole { source, expr } => {
+                            let v = ev.value(expr);
+                            message.push_str(&v.to_message_text());
+                            if !values.iter().any(|(k, _): &(String, _)| k == source) {
+                                values.push((source.clone(), v));
+                            }
+                        }
+                    }
+                }
+                event = Some(LogEvent {
+                    ts: now_rfc3339(),
+                    pid: self.pid,
+                    tid: tid as u32,
+                    location,
+                    probe: probe.spec.id.clone(),
+                    function: Some(site.function.clone()),
+                    message,
+                    values: Fields(values),
+                });
+            }
+            Action::Count { by } => {
+                count_key = Some(by.as_ref().map(|e| ev.value(e).to_message_text()));
+            }
+        }
+        let mut reached = false;
+        self.tally(pi, |t| {
+            t.hits += 1;
+            if let Some(key) = count_key {
+                *t.counts.entry((tid, key)).or_insert(0) += 1;
+            }
+            reached = max.is_some_and(|m| t.hits >= m);
+        });
+        if let Some(e) = event {
+            self.emit(EngineEvent::Log(e));
+        }
+        if reached {
+            self.done[pi] = true;
+        }
+    }
+
+    fn tally(&self, pi: usize, f: impl FnOnce(&mut Tally)) {
+        let mut t = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = t.get_mut(pi) {
+            f(t);
+        }
+    }
+
+    /// Reports a probe error, at most once a second per probe so a bad condition on a hot line
+    /// does not flood the output; the rest are counted.
+    fn report_error(&mut self, pi: usize, tid: i32, location: String, error: String) {
+        self.tally(pi, |t| t.errors += 1);
+        let now = Instant::now();
+        if self
+            .last_error_report
+            .get(&pi)
+            .is_some_and(|t| now.duration_since(*t).as_secs() < 1)
+        {
+            return;
+        }
+        self.last_error_report.insert(pi, now);
+        let e = ProbeError {
+            ts: now_rfc3339(),
+            pid: self.pid,
+            tid: tid as u32,
+            location,
+            probe: self.probes[pi].spec.id.clone(),
+            error,
+        };
+        self.emit(EngineEvent::ProbeError(e));
+    }
+
+    // ---- leaving ------------------------------------------------------------------------------
+
+    /// Removes every breakpoint and detaches from every thread, leaving the process as it was.
+    ///
+    /// All threads are stopped first, so none can be between a trap and our handling of it:
+    /// a thread that trapped on a breakpoint is rewound to the breakpoint's address (which then
+    /// holds the original instruction again), and a thread inside a scratch slot is stepped
+    /// until it is back in the program's own code. Only then is the scratch area unmapped.
+    fn teardown(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        let mut stopped: HashMap<i32, i32> = HashMap::new(); // tid → signal to deliver on detach
+        for &tid in &self.threads {
+            let _ = process::interrupt(tid);
+        }
+        while stopped.len() < self.threads.len() {
+            let stop = match process::wait(-1, false) {
+                Ok(Some(s)) => s,
+                Ok(None) => continue,
+                Err(_) => break,
+            };
+            let tid = stop.tid();
+            match stop {
+                Stop::Exited { .. } | Stop::Killed { .. } => {
+                    self.threads.remove(&tid);
+                    stopped.remove(&tid);
+                }
+                Stop::Signal { signal: SIGTRAP, .. } => {
+                    // A breakpoint trap not yet handled: rewind to re-execute the original.
+                    if let Ok(mut regs) = process::getregs(tid) {
+                        if self.breakpoints.contains_key(&regs.rip.wrapping_sub(1)) {
+                            regs.rip -= 1;
+                            let _ = process::setregs(tid, regs);
+                            stopped.insert(tid, 0);
+                        } else {
+                            stopped.insert(tid, SIGTRAP);
+                        }
+                    }
+                }
+                Stop::Signal { signal, .. } => {
+                    stopped.insert(tid, signal);
+                }
+                Stop::Event { event: PTRACE_EVENT_CLONE, .. } => {
+                    if let Ok(new) = process::get_event_msg(tid) {
+                        self.threads.insert(new as i32);
+                        let _ = process::interrupt(new as i32);
+                    }
+                    stopped.insert(tid, 0);
+                }
+                Stop::Event { event: PTRACE_EVENT_FORK, .. } => {
+                    if let Ok(child) = process::get_event_msg(tid) {
+                        self.release_fork_child(child as i32);
+                    }
+                    stopped.insert(tid, 0);
+                }
+                Stop::Event { .. } => {
+                    if !self.threads.contains(&tid) {
+                        if self.is_foreign(tid) {
+                            self.release_fork_child(tid);
+                            continue;
+                        }
+                        self.threads.insert(tid);
+                    }
+                    stopped.insert(tid, 0);
+                }
+            }
+            stopped.retain(|t, _| self.threads.contains(t));
+        }
+        for (&tid, _) in stopped.iter() {
+            self.step_out_of_scratch(tid);
+        }
+        for bp in self.breakpoints.values() {
+            let _ = self.mem.write(bp.address, &bp.original[..1]);
+        }
+        let areas: Vec<(u64, u64)> = self.scratch.values().map(|a| (a.base, a.size)).collect();
+        if let Some((&tid, _)) = stopped.iter().next() {
+            for (base, size) in areas {
+                let _ = self.inject_syscall(tid, libc::SYS_munmap, [base, size, 0, 0, 0, 0]);
+            }
+        }
+        for (tid, sig) in stopped {
+            let sig = self.pending_signals.remove(&tid).unwrap_or(sig);
+            let _ = process::detach(tid, sig);
+        }
+        self.threads.clear();
+        self.breakpoints.clear();
+    }
+
+    fn in_scratch(&self, rip: u64) -> bool {
+        self.scratch.values().any(|a| rip >= a.base && rip < a.base + a.size)
+    }
+
+    fn step_out_of_scratch(&mut self, tid: i32) {
+        for _ in 0..16 {
+            let Ok(regs) = process::getregs(tid) else { return };
+            if !self.in_scratch(regs.rip) {
+                return;
+            }
+            if process::step(tid, 0).is_err() {
+                return;
+            }
+            match process::wait(tid, false) {
+                Ok(Some(Stop::Signal { signal: SIGTRAP, .. })) => {}
+                Ok(Some(Stop::Signal { signal, .. })) => {
+                    self.pending_signals.insert(tid, signal);
+                }
+                _ => return,
+            }
+        }
+    }
+}

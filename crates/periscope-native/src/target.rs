@@ -1,0 +1,372 @@
+//! A target: the executable and shared libraries of a process (or one binary on disk), each with
+//! its index and load bias, and the resolution of user locations to code addresses.
+
+use crate::error::NativeError;
+use crate::index::scope::Visible;
+use crate::index::{Function, ObjectIndex};
+use periscope_core::Location;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One object file as mapped into the target.
+pub struct LoadedObject {
+    pub index: Arc<ObjectIndex>,
+    /// Added to the file's addresses to get run-time addresses.
+    pub bias: u64,
+    /// The run-time address ranges of its mappings.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+pub struct Target {
+    pub pid: Option<u32>,
+    pub objects: Vec<LoadedObject>,
+}
+
+/// One code address a probe goes to.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub object: usize,
+    /// Run-time address.
+    pub address: u64,
+    /// The object file's own address (`address - bias`).
+    pub file_address: u64,
+    pub unit: u32,
+    pub file: PathBuf,
+    pub line: u32,
+    pub function: String,
+    pub visible: Visible,
+}
+
+impl Target {
+    /// Indexes the executable and every mapped library of a running process.
+    pub fn attach_view(pid: u32) -> Result<Target, NativeError> {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                NativeError::NoSuchProcess { pid }
+            } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+                NativeError::Permission {
+                    pid,
+                    reason: "cannot read /proc/PID/maps; run as the process's user or root".into(),
+                }
+            } else {
+                NativeError::Io {
+                    what: format!("read /proc/{pid}/maps"),
+                    source: e,
+                }
+            }
+        })?;
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        let mut by_path: Vec<(String, Vec<(u64, u64, u64)>)> = Vec::new();
+        for line in maps.lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(range), Some(_perms), Some(offset), Some(_dev), Some(inode)) =
+                (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let path: String = parts.collect::<Vec<_>>().join(" ");
+            if inode == "0" || !path.starts_with('/') {
+                continue;
+            }
+            let (Some((lo, hi)), Ok(off)) = (range.split_once('-'), u64::from_str_radix(offset, 16))
+            else {
+                continue;
+            };
+            let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else {
+                continue;
+            };
+            match by_path.iter_mut().find(|(p, _)| *p == path) {
+                Some((_, v)) => v.push((lo, hi, off)),
+                None => by_path.push((path, vec![(lo, hi, off)])),
+            }
+        }
+        let mut objects = Vec::new();
+        for (path, maps) in by_path {
+            // Open through /proc/PID/root so processes in other mount namespaces (containers)
+            // resolve to their own files; the executable through /proc/PID/exe.
+            let is_exe = exe.as_ref().is_some_and(|e| e.to_string_lossy() == path);
+            let open_path = if is_exe {
+                PathBuf::from(format!("/proc/{pid}/exe"))
+            } else {
+                PathBuf::from(format!("/proc/{pid}/root{path}"))
+            };
+            let mut index = match ObjectIndex::open(&open_path) {
+                Ok(i) => i,
+                Err(_) => continue, // not ELF (a font, a locale archive): nothing to probe
+            };
+            index.path = PathBuf::from(&path);
+            let bias = maps
+                .iter()
+                .find_map(|(lo, _, off)| {
+                    index
+                        .segments
+                        .iter()
+                        .find(|s| *off >= s.offset & !0xfff && *off < s.offset + s.filesz.max(1))
+                        .map(|s| lo.wrapping_sub(s.vaddr.wrapping_add(*off).wrapping_sub(s.offset)))
+                })
+                .unwrap_or(0);
+            objects.push(LoadedObject {
+                index: Arc::new(index),
+                bias,
+                ranges: maps.iter().map(|(lo, hi, _)| (*lo, *hi)).collect(),
+            });
+        }
+        if objects.is_empty() {
+            return Err(NativeError::NoSuchProcess { pid });
+        }
+        Ok(Target {
+            pid: Some(pid),
+            objects,
+        })
+    }
+
+    /// Indexes one binary on disk, at its link-time addresses.
+    pub fn from_binary(path: &Path) -> Result<Target, NativeError> {
+        let index = ObjectIndex::open(path)?;
+        Ok(Target {
+            pid: None,
+            objects: vec![LoadedObject {
+                index: Arc::new(index),
+                bias: 0,
+                ranges: Vec::new(),
+            }],
+        })
+    }
+
+    /// The main executable (the first mapping of a process).
+    pub fn main_object(&self) -> &LoadedObject {
+        &self.objects[0]
+    }
+
+    pub fn object_at(&self, addr: u64) -> Option<(usize, &LoadedObject)> {
+        self.objects
+            .iter()
+            .enumerate()
+            .find(|(_, o)| o.ranges.iter().any(|(lo, hi)| addr >= *lo && addr < *hi))
+    }
+
+    fn with_debug_info(&self) -> Result<Vec<(usize, &LoadedObject)>, NativeError> {
+        let v: Vec<_> = self
+            .objects
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.index.has_debug_info && !o.index.rows.is_empty())
+            .collect();
+        if v.is_empty() {
+            return Err(NativeError::NoDebugInfo {
+                path: self.main_object().index.path.clone(),
+            });
+        }
+        Ok(v)
+    }
+
+    /// Resolves a location to the code addresses a probe must cover.
+    pub fn resolve(&self, location: &Location) -> Result<Vec<Site>, NativeError> {
+        match location {
+            Location::Line { file, line } => self.resolve_line(file, *line),
+            Location::Function(name) => self.resolve_function(name),
+        }
+    }
+
+    /// Source files matching a path suffix, across objects: (object, file id, path).
+    pub fn find_file(&self, file: &str) -> Result<Vec<(usize, u32, PathBuf)>, NativeError> {
+        let objects = self.with_debug_info()?;
+        let mut hits = Vec::new();
+        for (oi, o) in &objects {
+            for f in o.index.files_matching(file) {
+                hits.push((*oi, f, o.index.files[f as usize].clone()));
+            }
+        }
+        // Only files that have code count; headers that contribute nothing are skipped.
+        hits.retain(|(oi, f, _)| self.objects[*oi].index.rows.iter().any(|r| r.file == *f));
+        if hits.is_empty() {
+            let base = Path::new(file)
+                .file_name()
+                .map(|b| b.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let stem = base.split('.').next().unwrap_or(&base).to_string();
+            let mut similar: BTreeSet<String> = BTreeSet::new();
+            for (_, o) in &objects {
+                for p in &o.index.files {
+                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    if !stem.is_empty() && name.contains(&stem) && !p.to_string_lossy().contains("/rustc/") {
+                        similar.insert(p.display().to_string());
+                    }
+                }
+            }
+            let hint = if similar.is_empty() {
+                "; name a source file of the program, e.g. main.rs or src/lib.rs".to_string()
+            } else {
+                format!(
+                    "; files with similar names: {}",
+                    similar.into_iter().take(10).collect::<Vec<_>>().join(", ")
+                )
+            };
+            return Err(NativeError::Location(format!(
+                "no source file matching `{file}` in the debug info{hint}"
+            )));
+        }
+        let distinct: BTreeSet<&PathBuf> = hits.iter().map(|(_, _, p)| p).collect();
+        if distinct.len() > 1 {
+            return Err(NativeError::Location(format!(
+                "`{file}` matches several source files; write more of the path:\n  {}",
+                distinct
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            )));
+        }
+        Ok(hits)
+    }
+
+    fn resolve_line(&self, file: &str, line: u32) -> Result<Vec<Site>, NativeError> {
+        let hits = self.find_file(file)?;
+        let mut sites = Vec::new();
+        let mut all_lines: BTreeSet<u32> = BTreeSet::new();
+        for (oi, f, path) in &hits {
+            let o = &self.objects[*oi];
+            all_lines.extend(o.index.lines_with_code(*f));
+            for mut addr in o.index.line_starts(*f, line) {
+                // A line at a function's first instruction means its prologue: break after it,
+                // where arguments are in place (as gdb does).
+                if let Some(func) = o.index.function_at(addr) {
+                    if func.low_pc == addr {
+                        addr = o.index.after_prologue(func);
+                    }
+                }
+                if let Some(site) = self.site(*oi, addr, Some((path.clone(), line))) {
+                    if !sites.iter().any(|s: &Site| s.address == site.address) {
+                        sites.push(site);
+                    }
+                }
+            }
+        }
+        if sites.is_empty() {
+            let before: Vec<String> = all_lines.range(..line).rev().take(3).map(|l| l.to_string()).collect();
+            let after: Vec<String> = all_lines.range(line..).take(3).map(|l| l.to_string()).collect();
+            let mut near: Vec<String> = before.into_iter().rev().collect();
+            near.extend(after);
+            return Err(NativeError::Location(format!(
+                "no code at {file}:{line}; nearest lines with code: {}",
+                if near.is_empty() { "none".to_string() } else { near.join(", ") }
+            )));
+        }
+        Ok(sites)
+    }
+
+    fn resolve_function(&self, name: &str) -> Result<Vec<Site>, NativeError> {
+        let objects = self.with_debug_info()?;
+        let matches = |f: &str| f == name || f.ends_with(&format!("::{name}"));
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        for (_, o) in &objects {
+            for f in &o.index.functions {
+                if matches(&f.name) {
+                    names.insert(f.name.clone());
+                }
+            }
+            for c in &o.index.inlined {
+                if matches(&c.name) {
+                    names.insert(c.name.clone());
+                }
+            }
+        }
+        if names.is_empty() {
+            let lower = name.to_lowercase();
+            let short = lower.rsplit("::").next().unwrap_or(&lower).to_string();
+            let mut similar: BTreeSet<String> = BTreeSet::new();
+            for (_, o) in &objects {
+                for f in &o.index.functions {
+                    if f.name.to_lowercase().contains(&short) {
+                        similar.insert(f.name.clone());
+                    }
+                }
+            }
+            return Err(NativeError::Location(format!(
+                "no function named `{name}`{}",
+                if similar.is_empty() {
+                    "; `periscope functions PID PATTERN` lists the functions".to_string()
+                } else {
+                    format!(
+                        "; similar: {}",
+                        similar.into_iter().take(10).collect::<Vec<_>>().join(", ")
+                    )
+                }
+            )));
+        }
+        if names.len() > 1 {
+            return Err(NativeError::Location(format!(
+                "`{name}` is ambiguous; candidates:\n  {}",
+                names.into_iter().take(20).collect::<Vec<_>>().join("\n  ")
+            )));
+        }
+        let Some(full) = names.into_iter().next() else {
+            return Err(NativeError::Location(format!("no function named `{name}`")));
+        };
+        let mut sites = Vec::new();
+        for (oi, o) in &objects {
+            let funcs: Vec<&Function> = o.index.functions.iter().filter(|f| f.name == full).collect();
+            let mut addrs: Vec<u64> = funcs.iter().map(|f| o.index.after_prologue(f)).collect();
+            addrs.extend(o.index.inlined.iter().filter(|c| c.name == full).map(|c| c.entry_pc));
+            for addr in addrs {
+                if let Some(site) = self.site(*oi, addr, None) {
+                    if !sites.iter().any(|s: &Site| s.address == site.address) {
+                        sites.push(site);
+                    }
+                }
+            }
+        }
+        if sites.is_empty() {
+            return Err(NativeError::Location(format!("`{full}` has no code in this process")));
+        }
+        Ok(sites)
+    }
+
+    /// Builds a site at a file address of an object.
+    fn site(&self, oi: usize, file_address: u64, line: Option<(PathBuf, u32)>) -> Option<Site> {
+        let o = &self.objects[oi];
+        let idx = &o.index;
+        let row = idx.row_at(file_address);
+        let unit = row.map(|r| r.unit).or_else(|| idx.unit_at(file_address))?;
+        let (file, line) = match line {
+            Some(l) => l,
+            None => {
+                let r = row?;
+                (idx.files.get(r.file as usize)?.clone(), r.line)
+            }
+        };
+        let function = idx
+            .function_at(file_address)
+            .map(|f| f.name.clone())
+            .unwrap_or_else(|| "?".into());
+        let visible = idx.scopes(unit).ok()?.visible_at(file_address)?;
+        Some(Site {
+            object: oi,
+            address: file_address.wrapping_add(o.bias),
+            file_address,
+            unit,
+            file,
+            line,
+            function,
+            visible,
+        })
+    }
+
+    /// A run-time code address as `function (file:line)` or a symbol, for stacks and errors.
+    pub fn describe(&self, addr: u64) -> String {
+        match self.object_at(addr) {
+            Some((_, o)) => {
+                let fa = addr.wrapping_sub(o.bias);
+                if let Some(f) = o.index.function_at(fa) {
+                    return f.name.clone();
+                }
+                match o.index.symbol_at(fa) {
+                    Some((s, off)) => format!("{}+{off:#x}", s.name),
+                    None => format!("{addr:#x}"),
+                }
+            }
+            None => format!("{addr:#x}"),
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! Reading target bytes as typed [`Value`]s, the way the source language shows them.
+//!
+//! Rust's std types are recognised by name and their fields found by name, never by position
+//! (layouts drift between rustc versions: `Vec`'s `cap` sits before `ptr` today). Every length
+//! read from the target is capped before use: an uninitialised local can hold any garbage.
+
+use crate::frame::Place;
+use crate::index::scope::TypeRef;
+use crate::index::types::{Type, TypeKind, VariantPart};
+use crate::index::{Lang, ObjectIndex};
+use crate::process::Memory;
+use periscope_core::value::{Fields, Int128, Value, OPTIMIZED_OUT, UNSUPPORTED};
+use std::cell::Cell;
+use std::sync::Arc;
+
+/// Capture limits, with the defaults users know from other live debuggers.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub depth: u32,
+    pub items: usize,
+    pub string_bytes: usize,
+    pub fields: usize,
+    /// Total bytes read from the target for one capture.
+    pub total_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            depth: 3,
+            items: 100,
+            string_bytes: 255,
+            fields: 20,
+            total_bytes: 64 * 1024,
+        }
+    }
+}
+
+pub struct Reader<'a> {
+    pub index: &'a ObjectIndex,
+    pub mem: &'a Memory,
+    pub limits: Limits,
+    budget: Cell<usize>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(index: &'a ObjectIndex, mem: &'a Memory, limits: Limits) -> Self {
+        Reader {
+            index,
+            mem,
+            limits,
+            budget: Cell::new(limits.total_bytes),
+        }
+    }
+
+    pub fn ty(&self, r: TypeRef) -> Arc<Type> {
+        self.index.type_at(r.unit, r.offset)
+    }
+
+    /// Reads `len` bytes of a place, charging the capture budget.
+    pub fn bytes(&self, place: &Place, offset: u64, len: usize) -> Result<Vec<u8>, String> {
+        match place {
+            Place::Memory(addr) => {
+                let left = self.budget.get();
+                if len > left {
+                    return Err("capture size limit reached".into());
+                }
+                self.budget.set(left - len);
+                let mut buf = vec![0u8; len];
+                self.mem
+                    .read(addr.wrapping_add(offset), &mut buf)
+                    .map_err(|e| e.to_string())?;
+                Ok(buf)
+            }
+            Place::Bytes(b) => {
+                let start = offset as usize;
+                b.get(start..start + len)
+                    .map(|s| s.to_vec())
+                    .ok_or_else(|| "value is smaller than its type".to_string())
+            }
+            Place::Unavailable(r) => Err(r.clone()),
+        }
+    }
+
+    pub fn sub_place(place: &Place, offset: u64) -> Place {
+        match place {
+            Place::Memory(a) => Place::Memory(a.wrapping_add(offset)),
+            Place::Bytes(b) => Place::Bytes(b.get(offset as usize..).map(|s| s.to_vec()).unwrap_or_default()),
+            Place::Unavailable(r) => Place::Unavailable(r.clone()),
+        }
+    }
+
+    pub fn read_u64_at(&self, place: &Place, offset: u64) -> Result<u64, String> {
+        let b = self.bytes(place, offset, 8)?;
+        Ok(u64::from_le_bytes(b.try_into().map_err(|_| "short read")?))
+    }
+
+    /// Renders the value of type `ty` at `place`.
+    pub fn render(&self, place: &Place, ty: &Type, depth: u32) -> Value {
+        let tname = Some(ty.name.clone());
+        if let Place::Unavailable(reason) = place {
+            return Value::unavailable(tname, reason.clone());
+        }
+        if ty.lang == Lang::Rust {
+            if let Some(v) = self.render_rust_std(place, ty, depth) {
+                return v;
+            }
+        }
+        match &ty.kind {
+            TypeKind::Base(enc) => self.render_base(place, ty, *enc),
+            TypeKind::Enum { enumerators, signed } => {
+                let size = ty.size.unwrap_or(4) as usize;
+                match self.bytes(place, 0, size) {
+                    Ok(b) => {
+                        let v = int_from(&b, *signed);
+                        match enumerators.iter().find(|(_, x)| *x == v) {
+                            Some((n, _)) => Value::Enum {
+                                ty: tname,
+                                variant: n.clone(),
+                                fields: Fields::default(),
+                            },
+                            None => Value::Int { ty: tname, value: Int128(v) },
+                        }
+                    }
+                    Err(e) => Value::unavailable(tname, e),
+                }
+            }
+            TypeKind::Pointer { target } => self.render_pointer(place, ty, *target, depth),
+            TypeKind::Array { elem, count } => self.render_array(place, ty, *elem, *count, depth),
+            TypeKind::Struct { variants: Some(vp), .. } => self.render_variants(place, ty, vp, depth),
+            TypeKind::Struct { members, .. } => {
+                if ty.name == "()" {
+                    return Value::Unit { ty: tname };
+                }
+                if depth == 0 {
+                    return Value::Struct {
+                        ty: tname,
+                        fields: Fields::default(),
+                        truncated: true,
+                    };
+                }
+                let mut fields = Vec::new();
+                let mut truncated = false;
+                for m in members {
+                    if fields.len() >= self.limits.fields {
+                        truncated = true;
+                        break;
+                    }
+                    let v = match m.ty {
+                        Some(t) => {
+                            let mt = self.ty(t);
+                            match m.bits {
+                                Some((bit, size)) => self.render_bitfield(place, m.offset, bit, size, &mt),
+                                None => self.render(&Self::sub_place(place, m.offset), &mt, depth - 1),
+                            }
+                        }
+                        None => Value::unavailable(None, UNSUPPORTED),
+                    };
+                    let name = m.name.strip_prefix("__").filter(|n| n.chars().all(|c| c.is_ascii_digit())).unwrap_or(&m.name);
+                    fields.push((name.to_string(), v));
+                }
+                Value::Struct {
+                    ty: tname,
+                    fields: Fields(fields),
+                    truncated,
+                }
+            }
+            TypeKind::Function => Value::Function {
+                ty: tname,
+                symbol: "?".into(),
+            },
+            TypeKind::Void => Value::Unit { ty: tname },
+            TypeKind::Unknown => Value::unavailable(tname, UNSUPPORTED),
+        }
+    }
+
+    fn render_base(&self, place: &Place, ty: &Type, enc: gimli::DwAte) -> Value {
+        let tname = Some(ty.name.clone());
+        let size = ty.size.unwrap_or(0) as usize;
+        if size == 0 || size > 16 {
+            return Value::unavailable(tname, UNSUPPORTED);
+        }
+        let b = match self.bytes(place, 0, size) {
+            Ok(b) => b,
+            Err(e) => return Value::unavailable(tname, e),
+        };
+        match enc {
+            gimli::DW_ATE_boolean => Value::Bool { ty: tname, value: b.iter().any(|x| *x != 0) },
+            gimli::DW_ATE_float => match size {
+                4 => Value::Float { ty: tname, value: f32::from_le_bytes([b[0], b[1], b[2], b[3]]).into() },
+                8 => Value::Float {
+                    ty: tname,
+                    value: f64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])),
+                },
+                _ => Value::unavailable(tname, UNSUPPORTED),
+            },
+            gimli::DW_ATE_UTF => {
+                let code = int_from(&b, false) as u32;
+                match char::from_u32(code) {
+                    Some(c) => Value::Char { ty: tname, value: c.to_string() },
+                    None => Value::Int { ty: tname, value: Int128(code.into()) },
+                }
+            }
+            gimli::DW_ATE_signed_char | gimli::DW_ATE_unsigned_char if size == 1 => {
+                // C's char: show the character when printable, the number otherwise.
+                let c = b[0];
+                if c.is_ascii_graphic() || c == b' ' {
+                    Value::Char { ty: tname, value: (c as char).to_string() }
+                } else {
+                    Value::Int {
+                        ty: tname,
+                        value: Int128(if enc == gimli::DW_ATE_signed_char { (c as i8).into() } else { c.into() }),
+                    }
+                }
+            }
+            gimli::DW_ATE_signed | gimli::DW_ATE_signed_char => Value::Int { ty: tname, value: Int128(int_from(&b, true)) },
+            gimli::DW_ATE_unsigned | gimli::DW_ATE_unsigned_char => Value::Int { ty: tname, value: Int128(int_from(&b, false)) },
+            _ => Value::unavailable(tname, UNSUPPORTED),
+        }
+    }
+
+    fn render_bitfield(&self, place: &Place, offset: u64, bit: u64, size: u64, ty: &Type) -> Value {
+        let nbytes = (bit + size).div_ceil(8) as usize;
+        let b = match self.bytes(place, offset, nbytes.min(16)) {
+            Ok(b) => b,
+            Err(e) => return Value::unavailable(Some(ty.name.clone()), e),
+        };
+        let raw = int_from(&b, false) as u128;
+        let mut v = (raw >> bit) & ((1u128 << size) - 1);
+        let signed = matches!(ty.kind, TypeKind::Base(e) if e == gimli::DW_ATE_signed);
+        if signed && size > 0 && v & (1 << (size - 1)) != 0 {
+            v |= !((1u128 << size) - 1);
+        }
+        Value::Int {
+            ty: Some(ty.name.clone()),
+            value: Int128(v as i128),
+        }
+    }
+
+    fn render_pointer(&self, place: &Place, ty: &Type, target: Option<TypeRef>, depth: u32) -> Value {
+        let tname = Some(ty.name.clone());
+        let addr = match self.read_u64_at(place, 0) {
+            Ok(a) => a,
+            Err(e) => return Value::unavailable(tname, e),
+        };
+        let address = format!("{addr:#x}");
+        let Some(t) = target else {
+            return Value::Pointer { ty: tname, address, target: None };
+        };
+        let tt = self.ty(t);
+        // C strings: `char *` and `const char *`.
+        if tt.lang != Lang::Rust
+            && matches!(tt.kind, TypeKind::Base(e) if (e == gimli::DW_ATE_signed_char || e == gimli::DW_ATE_unsigned_char) && tt.size == Some(1))
+        {
+            if addr == 0 {
+                return Value::Pointer { ty: tname, address, target: None };
+            }
+            return match self.c_string(addr, None) {
+                Ok((s, len, truncated)) => Value::String { ty: tname, value: s, len, truncated },
+                Err(e) => Value::unavailable(tname, e),
+            };
+        }
+        if matches!(tt.kind, TypeKind::Function) {
+            let symbol = self.symbol_for(addr).unwrap_or_else(|| address.clone());
+            return Value::Function { ty: tname, symbol };
+        }
+        if addr == 0 || depth == 0 || matches!(tt.kind, TypeKind::Void) {
+            return Value::Pointer { ty: tname, address, target: None };
+        }
+        let inner = self.render(&Place::Memory(addr), &tt, depth - 1);
+        Value::Pointer { ty: tname, address, target: Some(Box::new(inner)) }
+    }
+
+    /// The name of a function at a run-time address, if this object knows it.
+    fn symbol_for(&self, _addr: u64) -> Option<String> {
+        None
+    }
+
+    fn render_array(&self, place: &Place, ty: &Type, elem: TypeRef, count: Option<u64>, depth: u32) -> Value {
+        let tname = Some(ty.name.clone());
+        let et = self.ty(elem);
+        let n = count.unwrap_or(0);
+        // char[N]: a string up to the first NUL.
+        if et.lang != Lang::Rust
+            && matches!(et.kind, TypeKind::Base(e) if (e == gimli::DW_ATE_signed_char || e == gimli::DW_ATE_unsigned_char) && et.size == Some(1))
+        {
+            let take = (n as usize).min(self.limits.string_bytes + 1);
+            return match self.bytes(place, 0, take) {
+                Ok(b) => {
+                    let end = b.iter().position(|c| *c == 0);
+                    let s = &b[..end.unwrap_or(b.len()).min(self.limits.string_bytes)];
+                    Value::String {
+                        ty: tname,
+                        value: escape_bytes(s),
+                        len: end.map(|e| e as u64).unwrap_or(n),
+                        truncated: end.is_none() && n as usize > self.limits.string_bytes,
+                    }
+                }
+                Err(e) => Value::unavailable(tname, e),
+            };
+        }
+        self.render_list(place, ty.name.clone(), &et, n, depth)
+    }
+
+    /// Renders `len` elements of type `et` laid out from `place`.
+    pub fn render_list(&self, place: &Place, tname: String, et: &Type, len: u64, depth: u32) -> Value {
+        let stride = et.size.unwrap_or(0);
+        let shown = if depth == 0 { 0 } else { len.min(self.limits.items as u64) };
+        let mut items = Vec::new();
+        for i in 0..shown {
+            let v = self.render(&Self::sub_place(place, i * stride), et, depth - 1);
+            let stop = matches!(&v, Value::Unavailable { reason, .. } if reason.contains("limit"));
+            items.push(v);
+            if stop {
+                break;
+            }
+        }
+        Value::List {
+            ty: Some(tname),
+            len,
+            truncated: (items.len() as u64) < len,
+            items,
+        }
+    }
+
+    fn render_variants(&self, place: &Place, ty: &Type, vp: &VariantPart, depth: u32) -> Value {
+        let tname = Some(ty.name.clone());
+        let Some(variant) = self.active_variant(place, vp) else {
+            return Value::unavailable(tname, "unknown enum discriminant");
+        };
+        let vt = match variant.member.ty {
+            Some(t) => self.ty(t),
+            None => return Value::unavailable(tname, UNSUPPORTED),
+        };
+        let vplace = Self::sub_place(place, variant.member.offset);
+        let fields = match self.render(&vplace, &vt, depth.max(1)) {
+            Value::Struct { fields, .. } => fields,
+            _ => Fields::default(),
+        };
+        Value::Enum { ty: tname, variant: variant.member.name.clone(), fields }
+    }
+
+    /// Which variant of a Rust enum is live: the one whose discriminant value matches, else the
+    /// one without a value (the niche-optimized default).
+    pub fn active_variant<'v>(&self, place: &Place, vp: &'v VariantPart) -> Option<&'v crate::index::types::Variant> {
+        let Some(d) = &vp.discr else {
+            return vp.variants.first();
+        };
+        let dt = d.ty.map(|t| self.ty(t));
+        let size = dt.as_ref().and_then(|t| t.size).unwrap_or(8) as usize;
+        let b = self.bytes(place, d.offset, size.min(16)).ok()?;
+        let v = int_from(&b, false) as u64;
+        let mask = if size >= 8 { u64::MAX } else { (1u64 << (size * 8)) - 1 };
+        vp.variants
+            .iter()
+            .find(|var| var.discr_value.is_some_and(|x| x & mask == v))
+            .or_else(|| vp.variants.iter().find(|var| var.discr_value.is_none()))
+    }
+
+    /// Reads a NUL-terminated string: (text, length, truncated).
+    pub fn c_string(&self, addr: u64, max: Option<usize>) -> Result<(String, u64, bool), String> {
+        let limit = max.unwrap_or(self.limits.string_bytes);
+        let mut out = Vec::new();
+        let mut a = addr;
+        // Read up to page boundaries so a string ending just before an unmapped page still reads.
+        while out.len() <= limit {
+            let to_page = (4096 - (a % 4096)) as usize;
+            let chunk = to_page.min(limit + 1 - out.len()).max(1);
+            let b = self.bytes(&Place::Memory(a), 0, chunk)?;
+            if let Some(end) = b.iter().position(|c| *c == 0) {
+                out.extend_from_slice(&b[..end]);
+                let len = out.len() as u64;
+                return Ok((escape_bytes(&out), len, false));
+            }
+            out.extend_from_slice(&b);
+            a += chunk as u64;
+        }
+        out.truncate(limit);
+        Ok((escape_bytes(&out), out.len() as u64, true))
+    }
+
+    /// Reads `len` bytes of string data at `ptr`, capped by the limits.
+    pub fn string_at(&self, ptr: u64, len: u64, ty: Option<String>) -> Value {
+        let take = (len as usize).min(self.limits.string_bytes);
+        match self.bytes(&Place::Memory(ptr), 0, take) {
+            Ok(b) => Value::String {
+                ty,
+                value: escape_bytes(&b),
+                len,
+                truncated: (take as u64) < len,
+            },
+            Err(e) => Value::unavailable(ty, e),
+        }
+    }
+
+    /// Rust std types users think of as strings and lists. `None`: not one of those.
+    fn render_rust_std(&self, place: &Place, ty: &Type, depth: u32) -> Option<Value> {
+        let name = ty.name.as_str();
+        let tname = Some(name.to_string());
+        if name == "&str" || name == "&mut str" || name == "*const str" {
+            let (ptr, len) = self.rust_slice_parts(place, ty)?;
+            return Some(self.string_at(ptr, len, tname));
+        }
+        if name == "alloc::string::String" || name == "String" {
+            let (ptr, len) = self.rust_vec_parts(place, ty)?;
+            return Some(self.string_at(ptr, len, tname));
+        }
+        if name.starts_with("alloc::vec::Vec<") || name.starts_with("Vec<") {
+            let (ptr, len) = self.rust_vec_parts(place, ty)?;
+            let et = self.ty(ty.param("T")?);
+            if len > 1 << 40 {
+                return Some(Value::unavailable(tname, format!("implausible length {len}")));
+            }
+            return Some(self.render_list(&Place::Memory(ptr), name.to_string(), &et, len, depth));
+        }
+        if (name.starts_with("&[") || name.starts_with("&mut [")) && name.ends_with(']') {
+            let (ptr, len) = self.rust_slice_parts(place, ty)?;
+            let data = ty.member("data_ptr")?;
+            let pt = self.ty(data.ty?);
+            let et = match pt.kind {
+                TypeKind::Pointer { target: Some(t) } => self.ty(t),
+                _ => return None,
+            };
+            if len > 1 << 40 {
+                return Some(Value::unavailable(tname, format!("implausible length {len}")));
+            }
+            return Some(self.render_list(&Place::Memory(ptr), name.to_string(), &et, len, depth));
+        }
+        None
+    }
+
+    /// (data pointer, length) of a Rust fat pointer to a slice or str.
+    pub fn rust_slice_parts(&self, place: &Place, ty: &Type) -> Option<(u64, u64)> {
+        let ptr = ty.member("data_ptr")?;
+        let len = ty.member("length")?;
+        Some((self.read_u64_at(place, ptr.offset).ok()?, self.read_u64_at(place, len.offset).ok()?))
+    }
+
+    /// (buffer pointer, length) of a `Vec` or `String`, found by field names.
+    pub fn rust_vec_parts(&self, place: &Place, ty: &Type) -> Option<(u64, u64)> {
+        // String { vec: Vec<u8> }
+        if let Some(vec) = ty.member("vec") {
+            let vt = self.ty(vec.ty?);
+            let (p, l) = self.rust_vec_parts(&Self::sub_place(place, vec.offset), &vt)?;
+            return Some((p, l));
+        }
+        let len = ty.member("len")?;
+        let len_v = self.read_u64_at(place, len.offset).ok()?;
+        let buf = ty.member("buf")?;
+        let ptr_off = self.find_pointer(buf.ty?, buf.offset, 0)?;
+        let ptr_v = self.read_u64_at(place, ptr_off).ok()?;
+        Some((ptr_v, len_v))
+    }
+
+    /// Offset of the first pointer inside a (nested) struct: the data pointer of RawVec, whose
+    /// nesting (`RawVecInner`, `Unique`, `NonNull`) changes between rustc versions.
+    fn find_pointer(&self, t: TypeRef, base: u64, depth: u32) -> Option<u64> {
+        if depth > 8 {
+            return None;
+        }
+        let ty = self.ty(t);
+        match &ty.kind {
+            TypeKind::Pointer { .. } => Some(base),
+            TypeKind::Struct { members, .. } => {
+                // Prefer fields named like pointers over `cap`/`alloc`.
+                let preferred = ["ptr", "pointer", "inner"];
+                let mut ordered: Vec<_> = members.iter().filter(|m| preferred.contains(&m.name.as_str())).collect();
+                ordered.extend(members.iter().filter(|m| !preferred.contains(&m.name.as_str())));
+                ordered
+                    .into_iter()
+                    .find_map(|m| self.find_pointer(m.ty?, base + m.offset, depth + 1))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Little-endian bytes to an integer of up to 128 bits.
+pub fn int_from(b: &[u8], signed: bool) -> i128 {
+    let mut buf = [0u8; 16];
+    let n = b.len().min(16);
+    buf[..n].copy_from_slice(&b[..n]);
+    if signed && n > 0 && n < 16 && b[n - 1] & 0x80 != 0 {
+        for x in buf.iter_mut().skip(n) {
+            *x = 0xff;
+        }
+    }
+    i128::from_le_bytes(buf)
+}
+
+/// Bytes to text: valid UTF-8 as is, each invalid byte as `\xNN`.
+pub fn escape_bytes(b: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in b.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for x in chunk.invalid() {
+            out.push_str(&format!("\\x{x:02x}"));
+        }
+    }
+    out
+}
+
+/// The value shown for a variable whose location list has no entry at this pc.
+pub fn optimized_out(ty: Option<String>) -> Value {
+    Value::unavailable(ty, OPTIMIZED_OUT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_sign_extend() {
+        assert_eq!(int_from(&[0xff], true), -1);
+        assert_eq!(int_from(&[0xff], false), 255);
+        assert_eq!(int_from(&[0x00, 0x80], true), -32768);
+    }
+
+    #[test]
+    fn invalid_utf8_is_escaped() {
+        assert_eq!(escape_bytes(b"ok\xffz"), "ok\\xffz");
+    }
+}
