@@ -1,8 +1,10 @@
-/* Benchmark target: calls a probed function in a tight loop and reports its rate.
- * Usage: hot ITERATIONS  → prints "ns_per_iter=N" at the end. */
+/* Benchmark and lifecycle target: calls a probed function in a loop and reports its rate.
+ * Usage: hot ITERATIONS [SLEEP_US] [WAIT]  → prints "ns_per_iter=N" at the end.
+ * With WAIT set, it waits for a line on stdin before looping (so a tracer can attach first). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 volatile long sink;
 
@@ -16,12 +18,21 @@ __attribute__((noinline)) long step(long i)
 int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 1000000;
-    printf("hot ready\n");
+    long sleep_us = argc > 2 ? atol(argv[2]) : 0;
+    printf("hot ready pid=%d\n", getpid());
     fflush(stdout);
+    if (argc > 3) {
+        char line[16];
+        if (!fgets(line, sizeof line, stdin))
+            return 2;
+    }
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
-    for (long i = 0; i < n; i++)
+    for (long i = 0; i < n; i++) {
         step(i);
+        if (sleep_us)
+            usleep(sleep_us);
+    }
     clock_gettime(CLOCK_MONOTONIC, &b);
     double ns = (b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec);
     printf("ns_per_iter=%.1f\n", ns / n);

@@ -15,7 +15,7 @@ long processed = 0;
 static int process_job(struct job *j, int round)
 {
     int cost = j->id * 3 + round; /* PROBE: process-cost */
-    j->done = cost % 2;
+    j->done = cost % 2; /* PROBE: process-done (cost is computed here) */
     processed++;
     return cost + score_job(j);
 }

@@ -146,11 +146,12 @@ pub fn resolve(target: &Target, spec: ProbeSpec) -> Result<ResolvedProbe, Native
         .partition(|s| names.iter().all(|(n, _)| in_scope(s, n)));
     if good.is_empty() {
         let site = &bad[0];
-        let missing: Vec<&str> = names
-            .iter()
-            .filter(|(n, _)| !in_scope(site, n))
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let mut missing: Vec<&str> = Vec::new();
+        for (n, _) in &names {
+            if !in_scope(site, n) && !missing.contains(&n.as_str()) {
+                missing.push(n);
+            }
+        }
         let mut visible: Vec<&str> = site.visible.vars.iter().map(|v| v.name.as_str()).collect();
         visible.sort_unstable();
         visible.dedup();

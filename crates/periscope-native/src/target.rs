@@ -163,9 +163,18 @@ impl Target {
 
     /// Resolves a location to the code addresses a probe must cover.
     pub fn resolve(&self, location: &Location) -> Result<Vec<Site>, NativeError> {
-        match location {
+        let result = match location {
             Location::Line { file, line } => self.resolve_line(file, *line),
             Location::Function(name) => self.resolve_function(name),
+        };
+        // Not found, and the program itself has no debug info: that is the real problem.
+        match result {
+            Err(NativeError::Location(_)) if !self.main_object().index.has_debug_info => {
+                Err(NativeError::NoDebugInfo {
+                    path: self.main_object().index.path.clone(),
+                })
+            }
+            other => other,
         }
     }
 
@@ -307,7 +316,7 @@ impl Target {
         let mut sites = Vec::new();
         for (oi, o) in &objects {
             let funcs: Vec<&Function> = o.index.functions.iter().filter(|f| f.name == full).collect();
-            let mut addrs: Vec<u64> = funcs.iter().map(|f| o.index.after_prologue(f)).collect();
+            let mut addrs: Vec<u64> = funcs.iter().map(|f| function_entry(&o.index, f)).collect();
             addrs.extend(o.index.inlined.iter().filter(|c| c.name == full).map(|c| c.entry_pc));
             for addr in addrs {
                 if let Some(site) = self.site(*oi, addr, None) {
@@ -368,5 +377,22 @@ impl Target {
             }
             None => format!("{addr:#x}"),
         }
+    }
+}
+
+/// Where a function probe goes: after the prologue, where arguments sit in their home slots;
+/// but when optimization moved inlined code there (the address belongs to another scope), the
+/// entry itself, where the arguments are still in their registers.
+fn function_entry(index: &ObjectIndex, f: &Function) -> u64 {
+    let after = index.after_prologue(f);
+    let same_scope = index
+        .scopes(f.unit)
+        .ok()
+        .and_then(|s| s.visible_at(after))
+        .is_some_and(|v| v.scope_id == f.offset);
+    if same_scope {
+        after
+    } else {
+        f.low_pc
     }
 }

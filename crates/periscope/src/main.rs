@@ -146,11 +146,21 @@ fn start(pid: u32, spec: ProbeSpec) -> Result<Session> {
     let location = spec.location.to_string();
     let session = Session::start(pid, vec![spec], SessionOptions::default())?;
     let sites = session.site_counts.first().copied().unwrap_or(0);
-    eprintln!(
+    note(&format!(
         "periscope: probing pid {pid} at {location} ({sites} code address{}); Ctrl-C to stop",
         if sites == 1 { "" } else { "es" }
-    );
+    ));
     Ok(session)
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// A line on stderr; a closed stderr is not worth failing (or panicking) over.
+fn note(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 /// `HH:MM:SS.mmm` from an RFC 3339 timestamp.
@@ -187,7 +197,12 @@ fn pump(
         }
         if let (Some(t), Some(n)) = (tick, next_tick) {
             if now >= n {
-                on_tick()?;
+                if let Err(e) = on_tick() {
+                    if is_broken_pipe(&e) {
+                        return Ok(Some(EndReason::Requested));
+                    }
+                    return Err(e);
+                }
                 next_tick = Some(n + t);
             }
         }
@@ -206,7 +221,13 @@ fn pump(
         if let EngineEvent::Ended(reason) = ev {
             return Ok(Some(reason));
         }
-        on_event(ev)?;
+        if let Err(e) = on_event(ev) {
+            // The reader went away (`periscope log … | head`): a normal way to end.
+            if is_broken_pipe(&e) {
+                return Ok(Some(EndReason::Requested));
+            }
+            return Err(e);
+        }
     }
 }
 
@@ -244,7 +265,7 @@ fn print_probe_error(json: bool, e: &periscope_core::event::ProbeError, out: &mu
     if json {
         writeln!(out, "{}", serde_json::to_string(e)?)?;
     } else {
-        eprintln!("{} [tid {}] {}  probe error: {}", short_time(&e.ts), e.tid, e.location, e.error);
+        note(&format!("{} [tid {}] {}  probe error: {}", short_time(&e.ts), e.tid, e.location, e.error));
     }
     Ok(())
 }
@@ -254,14 +275,14 @@ fn finish(session: Session, reason: Result<Option<EndReason>>) -> Result<()> {
     // Stop first, whatever happened while printing (a closed pipe must not leave breakpoints).
     let summary = session.stop();
     let reason = reason?;
-    if let Some(note) = reason.as_ref().and_then(end_note) {
-        eprintln!("periscope: {note}");
+    if let Some(text) = reason.as_ref().and_then(end_note) {
+        note(&format!("periscope: {text}"));
     }
     if summary.dropped_events > 0 {
-        eprintln!(
+        note(&format!(
             "periscope: {} events dropped because output could not keep up",
             summary.dropped_events
-        );
+        ));
     }
     if let Some(EndReason::Error(e)) = reason {
         bail!(e);
@@ -299,10 +320,10 @@ fn run_count(pid: u32, spec: ProbeSpec, common: &Common, every: Duration, per_th
     let summary = session.stop();
     print(true)?;
     if summary.dropped_events > 0 {
-        eprintln!("periscope: {} events dropped", summary.dropped_events);
+        note(&format!("periscope: {} events dropped", summary.dropped_events));
     }
-    if let Some(note) = reason?.as_ref().and_then(end_note) {
-        eprintln!("periscope: {note}");
+    if let Some(text) = reason?.as_ref().and_then(end_note) {
+        note(&format!("periscope: {text}"));
     }
     Ok(())
 }

@@ -1,0 +1,261 @@
+//! Test support: builds the sample targets from examples/targets with debug info, starts them,
+//! runs the real `periscope` binary against them and reads what it prints.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::OnceLock;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn targets_src() -> PathBuf {
+    repo().join("examples/targets")
+}
+
+fn out_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("targets");
+    std::fs::create_dir_all(&d).expect("create target dir");
+    d
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Builds one target once per test process; returns its path.
+fn build(name: &str, cell: &'static OnceLock<PathBuf>, f: impl FnOnce(&Path, &Path)) -> PathBuf {
+    cell.get_or_init(|| {
+        let out = out_dir().join(name);
+        // Build beside and rename, so parallel test binaries never see a half-written file.
+        let tmp = out_dir().join(format!("{name}.{}.tmp", std::process::id()));
+        f(&targets_src(), &tmp);
+        std::fs::rename(&tmp, &out).expect("rename target");
+        out
+    })
+    .clone()
+}
+
+pub fn ledger_debug() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    build("ledger", &C, |src, out| {
+        run(Command::new("rustc").args(["-g", "-C", "opt-level=0", "-o"]).arg(out).arg(src.join("ledger.rs")))
+    })
+}
+
+pub fn ledger_release() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    build("ledger-release", &C, |src, out| {
+        run(Command::new("rustc").args(["-g", "-C", "opt-level=3", "-o"]).arg(out).arg(src.join("ledger.rs")))
+    })
+}
+
+pub fn libscore() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    build("libscore.so", &C, |src, out| {
+        run(Command::new("gcc").args(["-g", "-O0", "-shared", "-fPIC", "-o"]).arg(out).arg(src.join("score.c")))
+    })
+}
+
+fn jobs(name: &str, cell: &'static OnceLock<PathBuf>, extra: &[&str]) -> PathBuf {
+    let lib = libscore();
+    let libdir = lib.parent().expect("lib dir").to_path_buf();
+    build(name, cell, |src, out| {
+        run(Command::new("gcc")
+            .args(["-g", "-O0"])
+            .args(extra)
+            .arg("-o")
+            .arg(out)
+            .arg(src.join("jobs.c"))
+            .arg(format!("-L{}", libdir.display()))
+            .arg("-lscore")
+            .arg(format!("-Wl,-rpath,{}", libdir.display()))
+            .arg("-lpthread"))
+    })
+}
+
+pub fn jobs_pie() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    jobs("jobs", &C, &["-pie", "-fPIE"])
+}
+
+pub fn jobs_nopie() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    jobs("jobs-nopie", &C, &["-no-pie", "-fno-pie"])
+}
+
+pub fn hot() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    build("hot", &C, |src, out| {
+        run(Command::new("gcc").args(["-g", "-O0", "-o"]).arg(out).arg(src.join("hot.c")))
+    })
+}
+
+pub fn hot_nodebug() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    build("hot-nodebug", &C, |src, out| {
+        run(Command::new("gcc").args(["-g0", "-O0", "-o"]).arg(out).arg(src.join("hot.c")))
+    })
+}
+
+/// The line number of the `PROBE: tag` marker in a sample source file.
+pub fn probe_line(file: &str, tag: &str) -> u32 {
+    let text = std::fs::read_to_string(targets_src().join(file)).expect("read source");
+    let marker = format!("PROBE: {tag}");
+    text.lines()
+        .position(|l| l.contains(&marker))
+        .map(|i| i as u32 + 1)
+        .unwrap_or_else(|| panic!("no marker {marker} in {file}"))
+}
+
+/// A running sample target, killed when dropped.
+pub struct Target {
+    pub child: Child,
+    pub pid: u32,
+    pub stdin: Option<ChildStdin>,
+}
+
+impl Target {
+    pub fn start(exe: &Path, args: &[&str]) -> Target {
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", exe.display()));
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("ready line");
+        assert!(line.contains("ready"), "target said {line:?}");
+        // Keep draining stdout so the target never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = out.read_to_end(&mut sink);
+        });
+        let pid = child.id();
+        let stdin = child.stdin.take();
+        Target { child, pid, stdin }
+    }
+
+    pub fn go(&mut self) {
+        if let Some(s) = self.stdin.as_mut() {
+            let _ = writeln!(s, "go");
+        }
+    }
+
+    pub fn status_field(&self, field: &str) -> String {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with(field))
+            .map(|l| l[field.len()..].trim().to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn threads(&self) -> Vec<u32> {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid))
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Asserts the target is as if never probed: not traced, running, and every executable
+    /// mapping of its files byte-identical to the file on disk.
+    pub fn assert_untouched(&mut self) {
+        assert!(self.is_running(), "target died");
+        assert_eq!(self.status_field("TracerPid:"), "0", "target is still traced");
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).expect("maps");
+        let mem = std::fs::File::open(format!("/proc/{}/mem", self.pid)).expect("mem");
+        let mut checked = 0;
+        for line in maps.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6 || !f[1].contains('x') || !f[5].starts_with('/') {
+                continue;
+            }
+            let (lo, hi) = f[0].split_once('-').expect("range");
+            let lo = u64::from_str_radix(lo, 16).expect("lo");
+            let hi = u64::from_str_radix(hi, 16).expect("hi");
+            let off = u64::from_str_radix(f[2], 16).expect("off");
+            let file = std::fs::read(f[5]).expect("read mapped file");
+            let len = ((hi - lo) as usize).min(file.len().saturating_sub(off as usize));
+            let mut buf = vec![0u8; len];
+            use std::os::unix::fs::FileExt;
+            mem.read_exact_at(&mut buf, lo).expect("read target code");
+            assert!(
+                buf == file[off as usize..off as usize + len],
+                "code of {} differs from the file after detaching",
+                f[5]
+            );
+            checked += 1;
+        }
+        assert!(checked > 0);
+        // No scratch mapping left behind either: every executable mapping is file-backed.
+        for line in maps.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 2 && f[1] == "r-xp" && f.len() < 6 {
+                panic!("anonymous executable mapping left in the target: {line}");
+            }
+        }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn periscope() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_periscope"))
+}
+
+/// Runs periscope to completion. Every test passes `--for` (or the command ends by itself), so
+/// a broken build fails the test rather than hanging it.
+pub fn run_periscope(args: &[&str]) -> Output {
+    periscope().args(args).output().expect("run periscope")
+}
+
+pub fn stdout_json(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+pub fn int(v: &serde_json::Value, expr: &str) -> i64 {
+    let x = &v["values"][expr];
+    assert_eq!(x["kind"], "int", "{expr} is not an int: {x}");
+    x["value"].as_i64().unwrap_or_else(|| panic!("{expr}: {x}"))
+}
+
+pub fn string(v: &serde_json::Value, expr: &str) -> String {
+    let x = &v["values"][expr];
+    assert_eq!(x["kind"], "string", "{expr} is not a string: {x}");
+    x["value"].as_str().expect("string").to_string()
+}
+
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "periscope failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
