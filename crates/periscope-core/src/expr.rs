@@ -176,7 +176,10 @@ pub fn parse(source: &str) -> Result<Expr, ParseError> {
         return Err(ParseError::new(
             source,
             t.span.start,
-            format!("unexpected {} after a complete expression", t.tok.describe()),
+            format!(
+                "unexpected {} after a complete expression",
+                t.tok.describe()
+            ),
         ));
     }
     Ok(e)
@@ -335,10 +338,7 @@ fn lex_number(src: &str, start: usize) -> Result<(Tok, usize), ParseError> {
         let b = bytes[i];
         if b.is_ascii_digit() || b == b'_' {
             i += 1;
-        } else if b == b'.'
-            && !float
-            && bytes.get(i + 1).is_some_and(|n| n.is_ascii_digit())
-        {
+        } else if b == b'.' && !float && bytes.get(i + 1).is_some_and(|n| n.is_ascii_digit()) {
             float = true;
             i += 1;
         } else if (b == b'e' || b == b'E') && float {
@@ -410,7 +410,9 @@ fn lex_quoted(src: &str, start: usize, quote: char) -> Result<(String, usize), P
                     return Err(ParseError::new(
                         src,
                         at,
-                        format!("unknown escape `\\{other}` (use \\n, \\t, \\r, \\0, \\\\, \\\", \\')"),
+                        format!(
+                            "unknown escape `\\{other}` (use \\n, \\t, \\r, \\0, \\\\, \\\", \\')"
+                        ),
                     ))
                 }
             });
@@ -629,7 +631,10 @@ impl Parser<'_> {
                     other => {
                         return Err(self.err_at(
                             &t,
-                            format!("expected a field name after `.`, found {}", other.describe()),
+                            format!(
+                                "expected a field name after `.`, found {}",
+                                other.describe()
+                            ),
                         ))
                     }
                 };
@@ -667,7 +672,10 @@ impl Parser<'_> {
                     other => {
                         return Err(self.err_at(
                             &t,
-                            format!("expected a field name after `->`, found {}", other.describe()),
+                            format!(
+                                "expected a field name after `->`, found {}",
+                                other.describe()
+                            ),
                         ))
                     }
                 }
@@ -732,7 +740,10 @@ impl Parser<'_> {
             other => {
                 return Err(self.err_at(
                     &t,
-                    format!("expected a value (a name, number, string or `(`), found {}", other.describe()),
+                    format!(
+                        "expected a value (a name, number, string or `(`), found {}",
+                        other.describe()
+                    ),
                 ))
             }
         };
@@ -792,14 +803,19 @@ mod tests {
     use super::*;
 
     fn show(s: &str) -> String {
-        parse(s).map(|e| e.to_string()).unwrap_or_else(|e| e.to_string())
+        parse(s)
+            .map(|e| e.to_string())
+            .unwrap_or_else(|e| e.to_string())
     }
 
     #[test]
     fn precedence_and_paths() {
         assert_eq!(show("a.b.c > 3 && !done"), "((a.b.c > 3) && !done)");
         assert_eq!(show("p->x + 2 * y"), "(p->x + (2 * y))");
-        assert_eq!(show("*p == 'a' || s == \"x\\n\""), "((*p == 'a') || (s == \"x\\n\"))");
+        assert_eq!(
+            show("*p == 'a' || s == \"x\\n\""),
+            "((*p == 'a') || (s == \"x\\n\"))"
+        );
         assert_eq!(show("v[i + 1].len()"), "v[(i + 1)].len()");
         assert_eq!(show("t.0.1"), "t.0.1");
         assert_eq!(show("x as u64 / 3"), "((x as u64) / 3)");
@@ -819,7 +835,10 @@ mod tests {
         let e = parse("(a > 1").unwrap_err();
         assert!(e.message.contains("`)`"), "{e}");
         assert!(parse("").is_err());
-        assert!(parse("a b").unwrap_err().message.contains("after a complete"));
+        assert!(parse("a b")
+            .unwrap_err()
+            .message
+            .contains("after a complete"));
     }
 
     #[test]

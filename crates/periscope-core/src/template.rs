@@ -7,7 +7,10 @@ use crate::expr::{self, Expr, ParseError};
 pub enum Segment {
     Text(String),
     /// An expression hole; `source` is its text as written, used as the key in `values`.
-    Hole { source: String, expr: Expr },
+    Hole {
+        source: String,
+        expr: Expr,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

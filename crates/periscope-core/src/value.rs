@@ -375,12 +375,15 @@ mod tests {
         let v = Value::Struct {
             ty: Some("ledger::Account".into()),
             fields: Fields(vec![
-                ("owner".into(), Value::String {
-                    ty: Some("alloc::string::String".into()),
-                    value: "owner-1".into(),
-                    len: 7,
-                    truncated: false,
-                }),
+                (
+                    "owner".into(),
+                    Value::String {
+                        ty: Some("alloc::string::String".into()),
+                        value: "owner-1".into(),
+                        len: 7,
+                        truncated: false,
+                    },
+                ),
                 ("balance".into(), Value::int("i64", 8591)),
                 ("big".into(), Value::int("u128", i128::MAX)),
             ]),

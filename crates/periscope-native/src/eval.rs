@@ -59,11 +59,28 @@ impl<'a> Evaluator<'a> {
     pub fn to_value(&self, ev: Ev) -> Value {
         match ev {
             Ev::Place { place, ty } => self.reader.render(&place, &ty, self.reader.limits.depth),
-            Ev::Int(v, ty) => Value::Int { ty, value: Int128(v) },
-            Ev::Float(v) => Value::Float { ty: Some("f64".into()), value: v },
-            Ev::Bool(v) => Value::Bool { ty: Some("bool".into()), value: v },
-            Ev::Char(c) => Value::Char { ty: Some("char".into()), value: c.to_string() },
-            Ev::Str(s) => Value::String { ty: None, len: s.len() as u64, value: s, truncated: false },
+            Ev::Int(v, ty) => Value::Int {
+                ty,
+                value: Int128(v),
+            },
+            Ev::Float(v) => Value::Float {
+                ty: Some("f64".into()),
+                value: v,
+            },
+            Ev::Bool(v) => Value::Bool {
+                ty: Some("bool".into()),
+                value: v,
+            },
+            Ev::Char(c) => Value::Char {
+                ty: Some("char".into()),
+                value: c.to_string(),
+            },
+            Ev::Str(s) => Value::String {
+                ty: None,
+                len: s.len() as u64,
+                value: s,
+                truncated: false,
+            },
         }
     }
 
@@ -139,8 +156,14 @@ impl<'a> Evaluator<'a> {
 
     fn name(&self, name: &str) -> Res<Ev> {
         if let Some(var) = self.vars.iter().find(|v| v.name == name) {
-            let ty = var.ty.map(|t| self.ty(t)).ok_or_else(|| format!("`{name}` has no type information"))?;
-            return Ok(Ev::Place { place: self.frame.var_place(var), ty });
+            let ty = var
+                .ty
+                .map(|t| self.ty(t))
+                .ok_or_else(|| format!("`{name}` has no type information"))?;
+            return Ok(Ev::Place {
+                place: self.frame.var_place(var),
+                ty,
+            });
         }
         if let Some(g) = self.global(name) {
             return Ok(g);
@@ -150,21 +173,29 @@ impl<'a> Evaluator<'a> {
         names.dedup();
         Err(format!(
             "`{name}` is not in scope here; in scope: {}",
-            if names.is_empty() { "no variables".to_string() } else { names.join(", ") }
+            if names.is_empty() {
+                "no variables".to_string()
+            } else {
+                names.join(", ")
+            }
         ))
     }
 
     fn global(&self, name: &str) -> Option<Ev> {
         let index = self.frame.index;
-        let g = index
-            .globals
-            .iter()
-            .find(|g| g.name == name)
-            .or_else(|| index.globals.iter().find(|g| g.name.ends_with(&format!("::{name}"))))?;
+        let g = index.globals.iter().find(|g| g.name == name).or_else(|| {
+            index
+                .globals
+                .iter()
+                .find(|g| g.name.ends_with(&format!("::{name}")))
+        })?;
         let ud = index.units.get(g.unit as usize)?;
         let entry = ud.unit.entry(g.offset).ok()?;
         let ty = match entry.attr_value(gimli::DW_AT_type)? {
-            gimli::AttributeValue::UnitRef(o) => self.ty(TypeRef { unit: g.unit, offset: o }),
+            gimli::AttributeValue::UnitRef(o) => self.ty(TypeRef {
+                unit: g.unit,
+                offset: o,
+            }),
             _ => return None,
         };
         let expr = match entry.attr_value(gimli::DW_AT_location)? {
@@ -181,7 +212,10 @@ impl<'a> Evaluator<'a> {
             cfa: self.frame.cfa,
             frame_base: None,
         };
-        Some(Ev::Place { place: frame.eval_location(expr), ty })
+        Some(Ev::Place {
+            place: frame.eval_location(expr),
+            ty,
+        })
     }
 
     /// Follows references and smart pointers that `.` sees through (Rust `&T`, `Box<T>`).
@@ -201,29 +235,44 @@ impl<'a> Evaluator<'a> {
     fn field(&self, base: Ev, field: &str, base_text: &str) -> Res<Ev> {
         let base = self.auto_deref(base)?;
         let Ev::Place { place, ty } = base else {
-            return Err(format!("`{base_text}` is not a struct; it has no field `{field}`"));
+            return Err(format!(
+                "`{base_text}` is not a struct; it has no field `{field}`"
+            ));
         };
         let tuple_name = format!("__{field}");
         let member = ty.member(field).or_else(|| ty.member(&tuple_name));
         match member {
             Some(m) => {
-                let mt = m.ty.map(|t| self.ty(t)).ok_or_else(|| format!("field `{field}` has no type information"))?;
+                let mt =
+                    m.ty.map(|t| self.ty(t))
+                        .ok_or_else(|| format!("field `{field}` has no type information"))?;
                 if let Some((bit, size)) = m.bits {
-                    let v = self.reader.bytes(&place, m.offset, (bit + size).div_ceil(8) as usize)?;
+                    let v =
+                        self.reader
+                            .bytes(&place, m.offset, (bit + size).div_ceil(8) as usize)?;
                     let raw = (int_from(&v, false) as u128 >> bit) & ((1u128 << size) - 1);
                     return Ok(Ev::Int(raw as i128, Some(mt.name.clone())));
                 }
-                Ok(Ev::Place { place: Reader::sub_place(&place, m.offset), ty: mt })
+                Ok(Ev::Place {
+                    place: Reader::sub_place(&place, m.offset),
+                    ty: mt,
+                })
             }
             None => {
                 let names: Vec<&str> = match &ty.kind {
-                    TypeKind::Struct { members, .. } => members.iter().map(|m| m.name.as_str()).collect(),
+                    TypeKind::Struct { members, .. } => {
+                        members.iter().map(|m| m.name.as_str()).collect()
+                    }
                     _ => Vec::new(),
                 };
                 Err(format!(
                     "`{base_text}` ({}) has no field `{field}`{}",
                     ty.name,
-                    if names.is_empty() { String::new() } else { format!("; fields: {}", names.join(", ")) }
+                    if names.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; fields: {}", names.join(", "))
+                    }
                 ))
             }
         }
@@ -239,7 +288,10 @@ impl<'a> Evaluator<'a> {
                 if addr == 0 {
                     return Err(format!("`{text}` is a null pointer"));
                 }
-                Ok(Ev::Place { place: Place::Memory(addr), ty: self.ty(t) })
+                Ok(Ev::Place {
+                    place: Place::Memory(addr),
+                    ty: self.ty(t),
+                })
             }
             _ => Err(format!("`{text}` ({}) is not a pointer", ty.name)),
         }
@@ -253,13 +305,26 @@ impl<'a> Evaluator<'a> {
         let (data, len, et): (Place, Option<u64>, Arc<Type>) = match &ty.kind {
             TypeKind::Array { elem, count } => (place.clone(), *count, self.ty(*elem)),
             _ if ty.name.starts_with("alloc::vec::Vec<") => {
-                let (p, l) = self.reader.rust_vec_parts(&place, &ty).ok_or("unreadable Vec")?;
-                let et = ty.param("T").map(|t| self.ty(t)).ok_or("Vec without element type")?;
+                let (p, l) = self
+                    .reader
+                    .rust_vec_parts(&place, &ty)
+                    .ok_or("unreadable Vec")?;
+                let et = ty
+                    .param("T")
+                    .map(|t| self.ty(t))
+                    .ok_or("Vec without element type")?;
                 (Place::Memory(p), Some(l), et)
             }
             _ if ty.name.starts_with("&[") || ty.name.starts_with("&mut [") => {
-                let (p, l) = self.reader.rust_slice_parts(&place, &ty).ok_or("unreadable slice")?;
-                let pt = ty.member("data_ptr").and_then(|m| m.ty).map(|t| self.ty(t)).ok_or("slice without element type")?;
+                let (p, l) = self
+                    .reader
+                    .rust_slice_parts(&place, &ty)
+                    .ok_or("unreadable slice")?;
+                let pt = ty
+                    .member("data_ptr")
+                    .and_then(|m| m.ty)
+                    .map(|t| self.ty(t))
+                    .ok_or("slice without element type")?;
                 let et = match pt.kind {
                     TypeKind::Pointer { target: Some(t) } => self.ty(t),
                     _ => return Err("slice without element type".into()),
@@ -269,10 +334,16 @@ impl<'a> Evaluator<'a> {
             _ => return Err(format!("`{text}` ({}) cannot be indexed", ty.name)),
         };
         if i < 0 || len.is_some_and(|l| i as u64 >= l) {
-            return Err(format!("index {i} out of range for len {}", len.unwrap_or(0)));
+            return Err(format!(
+                "index {i} out of range for len {}",
+                len.unwrap_or(0)
+            ));
         }
         let stride = et.size.unwrap_or(0);
-        Ok(Ev::Place { place: Reader::sub_place(&data, i as u64 * stride), ty: et })
+        Ok(Ev::Place {
+            place: Reader::sub_place(&data, i as u64 * stride),
+            ty: et,
+        })
     }
 
     fn method(&self, base: Ev, m: &str, args: &[Expr], text: &str) -> Res<Ev> {
@@ -376,7 +447,9 @@ impl<'a> Evaluator<'a> {
             Value::Bool { value, .. } => Ev::Bool(value),
             Value::Char { value, .. } => Ev::Char(value.chars().next().unwrap_or('\0')),
             Value::String { value, .. } => Ev::Str(value),
-            Value::Enum { variant, fields, .. } if fields.is_empty() => Ev::Str(variant),
+            Value::Enum {
+                variant, fields, ..
+            } if fields.is_empty() => Ev::Str(variant),
             Value::Pointer { address, .. } => Ev::Int(
                 i128::from_str_radix(address.trim_start_matches("0x"), 16).unwrap_or(0),
                 Some(ty.name.clone()),
@@ -431,11 +504,16 @@ impl<'a> Evaluator<'a> {
                 _ => false,
             }
         };
-        let is_cmp = matches!(op, BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge);
+        let is_cmp = matches!(
+            op,
+            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge
+        );
         let mismatch = || format!("cannot apply `{}` to `{a}` and `{b}`", op.symbol());
         match (l, r) {
             (Ev::Str(x), Ev::Str(y)) if is_cmp => Ok(Ev::Bool(cmp(x.cmp(&y)))),
-            (Ev::Str(x), Ev::Char(y)) | (Ev::Char(y), Ev::Str(x)) if matches!(op, BinOp::Eq | BinOp::Ne) => {
+            (Ev::Str(x), Ev::Char(y)) | (Ev::Char(y), Ev::Str(x))
+                if matches!(op, BinOp::Eq | BinOp::Ne) =>
+            {
                 Ok(Ev::Bool(cmp(x.cmp(&y.to_string()))))
             }
             (Ev::Bool(x), Ev::Bool(y)) if is_cmp => Ok(Ev::Bool(cmp(x.cmp(&y)))),
@@ -465,13 +543,18 @@ impl<'a> Evaluator<'a> {
                             BinOp::Add => x.checked_add(y),
                             BinOp::Sub => x.checked_sub(y),
                             BinOp::Mul => x.checked_mul(y),
-                            BinOp::Div if y == 0 => return Err(format!("division by zero in `{b}`")),
+                            BinOp::Div if y == 0 => {
+                                return Err(format!("division by zero in `{b}`"))
+                            }
                             BinOp::Div => x.checked_div(y),
-                            BinOp::Rem if y == 0 => return Err(format!("division by zero in `{b}`")),
+                            BinOp::Rem if y == 0 => {
+                                return Err(format!("division by zero in `{b}`"))
+                            }
                             BinOp::Rem => x.checked_rem(y),
                             _ => None,
                         };
-                        v.map(|v| Ev::Int(v, ty)).ok_or_else(|| "arithmetic overflow".to_string())
+                        v.map(|v| Ev::Int(v, ty))
+                            .ok_or_else(|| "arithmetic overflow".to_string())
                     }
                     (x, y) => {
                         let (x, y) = (x.f(), y.f());
@@ -517,7 +600,9 @@ impl<'a> Evaluator<'a> {
             };
         }
         let Some((n, signed)) = bits(ty) else {
-            return Err(format!("unknown type `{ty}` in cast; use u8…u128, i8…i128, usize, isize, f32 or f64"));
+            return Err(format!(
+                "unknown type `{ty}` in cast; use u8…u128, i8…i128, usize, isize, f32 or f64"
+            ));
         };
         let i = match v {
             Ev::Int(i, _) => i,

@@ -34,14 +34,21 @@ pub fn cfa_rule(index: &ObjectIndex, file_pc: u64) -> Option<CfaRule> {
     };
     if let Some((eh, bases)) = &index.eh_frame {
         let mut ctx = gimli::UnwindContext::new();
-        if let Ok(row) = eh.unwind_info_for_address(bases, &mut ctx, file_pc, gimli::EhFrame::cie_from_offset) {
+        if let Ok(row) =
+            eh.unwind_info_for_address(bases, &mut ctx, file_pc, gimli::EhFrame::cie_from_offset)
+        {
             return convert(row.cfa());
         }
     }
     if let Some(df) = &index.debug_frame {
         let mut ctx = gimli::UnwindContext::new();
         let bases = gimli::BaseAddresses::default();
-        if let Ok(row) = df.unwind_info_for_address(&bases, &mut ctx, file_pc, gimli::DebugFrame::cie_from_offset) {
+        if let Ok(row) = df.unwind_info_for_address(
+            &bases,
+            &mut ctx,
+            file_pc,
+            gimli::DebugFrame::cie_from_offset,
+        ) {
             return convert(row.cfa());
         }
     }
@@ -77,7 +84,10 @@ impl Frame<'_> {
     }
 
     fn encoding(&self) -> Option<gimli::Encoding> {
-        self.index.units.get(self.unit as usize).map(|u| u.unit.encoding())
+        self.index
+            .units
+            .get(self.unit as usize)
+            .map(|u| u.unit.encoding())
     }
 
     /// The place of a variable at this frame's pc.
@@ -93,7 +103,10 @@ impl Frame<'_> {
     }
 
     /// The expression in force at pc: the attribute's own, or the matching location-list entry.
-    fn expression_for(&self, attr: &gimli::AttributeValue<R>) -> Result<Option<gimli::Expression<R>>, String> {
+    fn expression_for(
+        &self,
+        attr: &gimli::AttributeValue<R>,
+    ) -> Result<Option<gimli::Expression<R>>, String> {
         if let gimli::AttributeValue::Exprloc(e) = attr {
             return Ok(Some(e.clone()));
         }
@@ -119,13 +132,18 @@ impl Frame<'_> {
     }
 
     fn frame_base_value(&self) -> Result<u64, String> {
-        let attr = self.frame_base.as_ref().ok_or("the function has no frame base")?;
-        let expr = self.expression_for(attr)?.ok_or("no frame base at this pc")?;
+        let attr = self
+            .frame_base
+            .as_ref()
+            .ok_or("the function has no frame base")?;
+        let expr = self
+            .expression_for(attr)?
+            .ok_or("no frame base at this pc")?;
         match self.eval_location(expr) {
             Place::Memory(a) => Ok(a),
-            Place::Bytes(b) if b.len() >= 8 => {
-                Ok(u64::from_le_bytes(b[..8].try_into().map_err(|_| "bad frame base")?))
-            }
+            Place::Bytes(b) if b.len() >= 8 => Ok(u64::from_le_bytes(
+                b[..8].try_into().map_err(|_| "bad frame base")?,
+            )),
             Place::Bytes(_) => Err("bad frame base".into()),
             Place::Unavailable(r) => Err(r),
         }
@@ -148,7 +166,12 @@ impl Frame<'_> {
                 EvaluationResult::RequiresRegister { register, .. } => {
                     match dwarf_reg(&self.regs, register.0) {
                         Some(v) => eval.resume_with_register(gimli::Value::Generic(v)),
-                        None => return Place::Unavailable(format!("register {} not readable", register.0)),
+                        None => {
+                            return Place::Unavailable(format!(
+                                "register {} not readable",
+                                register.0
+                            ))
+                        }
                     }
                 }
                 EvaluationResult::RequiresMemory { address, size, .. } => {
@@ -165,7 +188,9 @@ impl Frame<'_> {
                 },
                 EvaluationResult::RequiresCallFrameCfa => match self.cfa {
                     Some(cfa) => eval.resume_with_call_frame_cfa(cfa),
-                    None => return Place::Unavailable("no call frame information at this pc".into()),
+                    None => {
+                        return Place::Unavailable("no call frame information at this pc".into())
+                    }
                 },
                 EvaluationResult::RequiresRelocatedAddress(a) => {
                     eval.resume_with_relocated_address(a.wrapping_add(self.bias))
@@ -243,9 +268,13 @@ impl Frame<'_> {
                 };
                 Place::Bytes(v.to_le_bytes().to_vec())
             }
-            Location::Bytes { value } => Place::Bytes(value.to_slice().map(|c| c.to_vec()).unwrap_or_default()),
+            Location::Bytes { value } => {
+                Place::Bytes(value.to_slice().map(|c| c.to_vec()).unwrap_or_default())
+            }
             Location::Empty => Place::Unavailable(periscope_core::value::OPTIMIZED_OUT.into()),
-            _ => Place::Unavailable("implicit pointer (the value was optimized into its uses)".into()),
+            _ => Place::Unavailable(
+                "implicit pointer (the value was optimized into its uses)".into(),
+            ),
         }
     }
 }

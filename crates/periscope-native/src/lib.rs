@@ -17,5 +17,7 @@ pub mod trap;
 pub mod values;
 
 pub use error::NativeError;
-pub use session::{block_signals, Action, EngineEvent, EndReason, ProbeSpec, Session, SessionOptions};
+pub use session::{
+    block_signals, Action, EndReason, EngineEvent, ProbeSpec, Session, SessionOptions,
+};
 pub use target::Target;

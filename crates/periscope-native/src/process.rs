@@ -93,12 +93,25 @@ pub fn getfpregs(tid: i32) -> Option<libc::user_fpregs_struct> {
 /// What `waitpid` reported about one thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
-    Exited { tid: i32, code: i32 },
-    Killed { tid: i32, signal: i32 },
+    Exited {
+        tid: i32,
+        code: i32,
+    },
+    Killed {
+        tid: i32,
+        signal: i32,
+    },
     /// Signal-delivery stop: the thread is about to receive `signal`.
-    Signal { tid: i32, signal: i32 },
+    Signal {
+        tid: i32,
+        signal: i32,
+    },
     /// A ptrace event (`PTRACE_EVENT_*`); `signal` is the stop signal.
-    Event { tid: i32, event: i32, signal: i32 },
+    Event {
+        tid: i32,
+        event: i32,
+        signal: i32,
+    },
 }
 
 impl Stop {
@@ -237,7 +250,11 @@ impl Memory {
             source: std::io::Error::other("/proc/PID/mem is not open"),
         })?;
         f.write_all_at(data, addr).map_err(|e| NativeError::Io {
-            what: format!("write {} bytes at {addr:#x} in pid {}", data.len(), self.pid),
+            what: format!(
+                "write {} bytes at {addr:#x} in pid {}",
+                data.len(),
+                self.pid
+            ),
             source: e,
         })
     }

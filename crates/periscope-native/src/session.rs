@@ -14,13 +14,13 @@ use crate::process::{self, Memory, Stop};
 use crate::target::{Site, Target};
 use crate::trap::{self, Breakpoint, Displaced, SLOT_SIZE};
 use crate::values::{Limits, Reader};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use periscope_core::event::{now_rfc3339, LogEvent, ProbeError};
 use periscope_core::expr::Expr;
 use periscope_core::template::{Segment, Template};
 use periscope_core::value::Fields;
 use periscope_core::Location;
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsFd;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -40,7 +40,9 @@ const SIGTRAP: i32 = libc::SIGTRAP;
 pub enum Action {
     Log(Template),
     /// Count hits, optionally grouped by the value of an expression.
-    Count { by: Option<Expr> },
+    Count {
+        by: Option<Expr>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -70,7 +72,12 @@ impl ProbeSpec {
 /// would swallow the wake-ups.
 pub fn block_signals() {
     let mut set = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+    ] {
         set.add(s);
     }
     // Failure is impossible with a valid set; nothing useful to do if it happened.
@@ -85,7 +92,10 @@ pub enum EndReason {
     Signal(String),
     /// Every probe reached its hit limit.
     HitLimit,
-    TargetExited { code: Option<i32>, signal: Option<i32> },
+    TargetExited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
     /// The target replaced its program image; the probes no longer apply.
     TargetExec,
     Error(String),
@@ -128,11 +138,8 @@ pub struct ResolvedProbe {
 /// it), and it is an error only when no site can evaluate them all.
 pub fn resolve(target: &Target, spec: ProbeSpec) -> Result<ResolvedProbe, NativeError> {
     let sites = target.resolve(&spec.location)?;
-    let names: Vec<(String, periscope_core::expr::Span)> = spec
-        .expressions()
-        .iter()
-        .flat_map(|e| e.names())
-        .collect();
+    let names: Vec<(String, periscope_core::expr::Span)> =
+        spec.expressions().iter().flat_map(|e| e.names()).collect();
     let in_scope = |site: &Site, name: &str| {
         site.visible.vars.iter().any(|v| v.name == name)
             || target.objects[site.object]
@@ -201,7 +208,11 @@ pub struct Session {
 impl Session {
     /// Resolves the probes, attaches to `pid` and installs every breakpoint. Returns once the
     /// probes are live, or with the first error (the target untouched).
-    pub fn start(pid: u32, specs: Vec<ProbeSpec>, options: SessionOptions) -> Result<Session, NativeError> {
+    pub fn start(
+        pid: u32,
+        specs: Vec<ProbeSpec>,
+        options: SessionOptions,
+    ) -> Result<Session, NativeError> {
         let target = Target::attach_view(pid)?;
         let mut probes = Vec::new();
         for spec in specs {
@@ -224,10 +235,13 @@ impl Session {
             what: "create an eventfd".into(),
             source: e.into(),
         })?;
-        let control_fd = control.as_fd().try_clone_to_owned().map_err(|e| NativeError::Io {
-            what: "duplicate the eventfd".into(),
-            source: e,
-        })?;
+        let control_fd = control
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| NativeError::Io {
+                what: "duplicate the eventfd".into(),
+                source: e,
+            })?;
         let (tx, rx) = mpsc::sync_channel(options.queue.max(1));
         let tallies: Tallies = Arc::new(Mutex::new(vec![Tally::default(); probes.len()]));
         let site_counts = probes.iter().map(|p| p.sites.len()).collect();
@@ -237,7 +251,8 @@ impl Session {
         let thread = std::thread::Builder::new()
             .name("periscope-tracer".into())
             .spawn(move || {
-                let mut engine = Engine::new(pid, target, probes, tx, t2, control_fd, stop_on_signals);
+                let mut engine =
+                    Engine::new(pid, target, probes, tx, t2, control_fd, stop_on_signals);
                 match engine.setup() {
                     Ok(()) => {
                         let _ = ready_tx.send(Ok(()));
@@ -468,10 +483,13 @@ impl Engine {
                     address: addr,
                     reason: e.to_string(),
                 })?;
-            let area = self.scratch.get_mut(&object).ok_or(NativeError::Breakpoint {
-                address: addr,
-                reason: "no scratch page".into(),
-            })?;
+            let area = self
+                .scratch
+                .get_mut(&object)
+                .ok_or(NativeError::Breakpoint {
+                    address: addr,
+                    reason: "no scratch page".into(),
+                })?;
             if area.next + SLOT_SIZE > area.base + area.size {
                 return Err(NativeError::Breakpoint {
                     address: addr,
@@ -501,12 +519,19 @@ impl Engine {
         let tid = if self.threads.contains(&(self.pid as i32)) {
             self.pid as i32
         } else {
-            *self.threads.iter().next().ok_or(NativeError::TargetExited)?
+            *self
+                .threads
+                .iter()
+                .next()
+                .ok_or(NativeError::TargetExited)?
         };
         process::interrupt(tid).map_err(|e| NativeError::ptrace("INTERRUPT", tid, e))?;
         let resume_sig = loop {
             match process::wait(tid, false).map_err(|e| NativeError::ptrace("WAIT", tid, e))? {
-                Some(Stop::Event { event: PTRACE_EVENT_STOP, .. }) => break 0,
+                Some(Stop::Event {
+                    event: PTRACE_EVENT_STOP,
+                    ..
+                }) => break 0,
                 Some(Stop::Signal { signal, .. }) => {
                     // A signal arrived first: we hold it, and deliver it when we resume.
                     break signal;
@@ -546,7 +571,9 @@ impl Engine {
         let result = loop {
             process::step(tid, 0).map_err(|e| NativeError::ptrace("SINGLESTEP", tid, e))?;
             match process::wait(tid, false).map_err(|e| NativeError::ptrace("WAIT", tid, e))? {
-                Some(Stop::Signal { signal: SIGTRAP, .. }) => break process::getregs(tid)?.rax as i64,
+                Some(Stop::Signal {
+                    signal: SIGTRAP, ..
+                }) => break process::getregs(tid)?.rax as i64,
                 Some(Stop::Signal { signal, .. }) => {
                     self.pending_signals.insert(tid, signal);
                 }
@@ -562,9 +589,11 @@ impl Engine {
     }
 
     fn find_syscall_instruction(&self) -> Result<u64, NativeError> {
-        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).map_err(|e| NativeError::Io {
-            what: "read maps".into(),
-            source: e,
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).map_err(|e| {
+            NativeError::Io {
+                what: "read maps".into(),
+                source: e,
+            }
         })?;
         for line in maps.lines() {
             let mut parts = line.split_whitespace();
@@ -574,8 +603,11 @@ impl Engine {
             if !perms.contains('x') || line.contains("[vsyscall]") {
                 continue;
             }
-            let Some((lo, hi)) = range.split_once('-') else { continue };
-            let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else {
+            let Some((lo, hi)) = range.split_once('-') else {
+                continue;
+            };
+            let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16))
+            else {
                 continue;
             };
             let mut addr = lo;
@@ -612,16 +644,33 @@ impl Engine {
             .unwrap_or(0);
         let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        let mut candidates: Vec<u64> = (1..64u64).filter_map(|k| lo.checked_sub(k * 0x10_0000)).collect();
+        let mut candidates: Vec<u64> = (1..64u64)
+            .filter_map(|k| lo.checked_sub(k * 0x10_0000))
+            .collect();
         candidates.push(0);
         for hint in candidates {
-            let fixed = if hint == 0 { 0 } else { libc::MAP_FIXED_NOREPLACE as u64 };
-            let r = self.inject_syscall(tid, libc::SYS_mmap, [hint, SIZE, prot, flags | fixed, u64::MAX, 0])?;
+            let fixed = if hint == 0 {
+                0
+            } else {
+                libc::MAP_FIXED_NOREPLACE as u64
+            };
+            let r = self.inject_syscall(
+                tid,
+                libc::SYS_mmap,
+                [hint, SIZE, prot, flags | fixed, u64::MAX, 0],
+            )?;
             if r < 0 && r > -4096 {
                 continue;
             }
             let base = r as u64;
-            self.scratch.insert(object, ScratchArea { base, size: SIZE, next: base });
+            self.scratch.insert(
+                object,
+                ScratchArea {
+                    base,
+                    size: SIZE,
+                    next: base,
+                },
+            );
             return Ok(());
         }
         Err(NativeError::Breakpoint {
@@ -640,7 +689,8 @@ impl Engine {
             mask.add(Signal::SIGTERM);
             mask.add(Signal::SIGHUP);
         }
-        let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+        let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        {
             Ok(s) => s,
             Err(e) => return EndReason::Error(format!("signalfd: {e}")),
         };
@@ -655,7 +705,10 @@ impl Engine {
                     }
                     Ok(None) => break,
                     Err(nix::errno::Errno::ECHILD) => {
-                        return EndReason::TargetExited { code: None, signal: None };
+                        return EndReason::TargetExited {
+                            code: None,
+                            signal: None,
+                        };
                     }
                     Err(e) => return EndReason::Error(format!("waitpid: {e}")),
                 }
@@ -675,7 +728,9 @@ impl Engine {
             while let Ok(Some(info)) = sfd.read_signal() {
                 let signo = info.ssi_signo as i32;
                 if signo != libc::SIGCHLD {
-                    let name = Signal::try_from(signo).map(|s| s.as_str().to_string()).unwrap_or_else(|_| signo.to_string());
+                    let name = Signal::try_from(signo)
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_else(|_| signo.to_string());
                     return EndReason::Signal(name);
                 }
             }
@@ -703,7 +758,9 @@ impl Engine {
                 }
                 self.check_exit()
             }
-            Stop::Signal { signal: SIGTRAP, .. } => {
+            Stop::Signal {
+                signal: SIGTRAP, ..
+            } => {
                 self.on_trap(tid);
                 None
             }
@@ -726,7 +783,10 @@ impl Engine {
     /// Passes a signal on to the thread. A fault inside a scratch slot is reported at the
     /// original instruction's address, so the program's own crash handling sees a normal pc.
     fn pass_signal(&mut self, tid: i32, signal: i32) {
-        if matches!(signal, libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE | libc::SIGILL) {
+        if matches!(
+            signal,
+            libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE | libc::SIGILL
+        ) {
             if let Ok(mut regs) = process::getregs(tid) {
                 if let Some(orig) = self.original_for_slot(regs.rip) {
                     regs.rip = orig;
@@ -784,7 +844,10 @@ impl Engine {
                     }
                     self.threads.insert(tid);
                 }
-                if matches!(signal, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
+                if matches!(
+                    signal,
+                    libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+                ) {
                     // Group stop: stay stopped until SIGCONT, as without a tracer.
                     let _ = process::listen(tid);
                 } else {
@@ -818,7 +881,10 @@ impl Engine {
     }
 
     fn release_fork_child(&mut self, child: i32) {
-        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(format!("/proc/{child}/mem")) {
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/{child}/mem"))
+        {
             use std::os::unix::fs::FileExt;
             for bp in self.breakpoints.values() {
                 let _ = f.write_all_at(&bp.original[..1], bp.address);
@@ -872,8 +938,11 @@ impl Engine {
     }
 
     fn on_hit(&mut self, tid: i32, addr: u64, regs: &process::Regs) {
-        let Some(sites) = self.site_map.get(&addr) else { return };
-        let sites: Vec<(usize, usize, Option<CfaRule>)> = sites.iter().map(|s| (s.probe, s.site, s.cfa)).collect();
+        let Some(sites) = self.site_map.get(&addr) else {
+            return;
+        };
+        let sites: Vec<(usize, usize, Option<CfaRule>)> =
+            sites.iter().map(|s| (s.probe, s.site, s.cfa)).collect();
         for (pi, si, cfa_rule) in sites {
             if self.done[pi] {
                 continue;
@@ -895,10 +964,19 @@ impl Engine {
         }
         let scope = self.probes[pi].sites[si].visible.scope_id;
         let cfa = cfa.unwrap_or(0);
-        let now = LastHit { site_addr: addr, cfa, scope, reported: true };
+        let now = LastHit {
+            site_addr: addr,
+            cfa,
+            scope,
+            reported: true,
+        };
         let prev = self.last_hit.insert((tid, pi), now);
         let repeat = prev.is_some_and(|p| {
-            p.reported && p.cfa == cfa && p.scope == scope && p.site_addr != addr && addr > p.site_addr
+            p.reported
+                && p.cfa == cfa
+                && p.scope == scope
+                && p.site_addr != addr
+                && addr > p.site_addr
         });
         if repeat {
             if let Some(h) = self.last_hit.get_mut(&(tid, pi)) {
@@ -908,7 +986,14 @@ impl Engine {
         repeat
     }
 
-    fn hit_probe(&mut self, tid: i32, pi: usize, si: usize, regs: &process::Regs, cfa: Option<u64>) {
+    fn hit_probe(
+        &mut self,
+        tid: i32,
+        pi: usize,
+        si: usize,
+        regs: &process::Regs,
+        cfa: Option<u64>,
+    ) {
         let probe = &self.probes[pi];
         let site = &probe.sites[si];
         let object = &self.target.objects[site.object];
@@ -926,7 +1011,10 @@ impl Engine {
         let ev = Evaluator::new(&frame, &reader, &site.visible.vars);
         let location = format!(
             "{}:{}",
-            site.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            site.file
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             site.line
         );
         if let Some(cond) = &probe.spec.condition {
@@ -1052,7 +1140,9 @@ impl Engine {
                     self.threads.remove(&tid);
                     stopped.remove(&tid);
                 }
-                Stop::Signal { signal: SIGTRAP, .. } => {
+                Stop::Signal {
+                    signal: SIGTRAP, ..
+                } => {
                     // A breakpoint trap not yet handled: rewind to re-execute the original.
                     if let Ok(mut regs) = process::getregs(tid) {
                         if self.breakpoints.contains_key(&regs.rip.wrapping_sub(1)) {
@@ -1067,14 +1157,20 @@ impl Engine {
                 Stop::Signal { signal, .. } => {
                     stopped.insert(tid, signal);
                 }
-                Stop::Event { event: PTRACE_EVENT_CLONE, .. } => {
+                Stop::Event {
+                    event: PTRACE_EVENT_CLONE,
+                    ..
+                } => {
                     if let Ok(new) = process::get_event_msg(tid) {
                         self.threads.insert(new as i32);
                         let _ = process::interrupt(new as i32);
                     }
                     stopped.insert(tid, 0);
                 }
-                Stop::Event { event: PTRACE_EVENT_FORK, .. } => {
+                Stop::Event {
+                    event: PTRACE_EVENT_FORK,
+                    ..
+                } => {
                     if let Ok(child) = process::get_event_msg(tid) {
                         self.release_fork_child(child as i32);
                     }
@@ -1114,12 +1210,16 @@ impl Engine {
     }
 
     fn in_scratch(&self, rip: u64) -> bool {
-        self.scratch.values().any(|a| rip >= a.base && rip < a.base + a.size)
+        self.scratch
+            .values()
+            .any(|a| rip >= a.base && rip < a.base + a.size)
     }
 
     fn step_out_of_scratch(&mut self, tid: i32) {
         for _ in 0..16 {
-            let Ok(regs) = process::getregs(tid) else { return };
+            let Ok(regs) = process::getregs(tid) else {
+                return;
+            };
             if !self.in_scratch(regs.rip) {
                 return;
             }
@@ -1127,7 +1227,9 @@ impl Engine {
                 return;
             }
             match process::wait(tid, false) {
-                Ok(Some(Stop::Signal { signal: SIGTRAP, .. })) => {}
+                Ok(Some(Stop::Signal {
+                    signal: SIGTRAP, ..
+                })) => {}
                 Ok(Some(Stop::Signal { signal, .. })) => {
                     self.pending_signals.insert(tid, signal);
                 }

@@ -9,6 +9,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// One mapping of a file: (start, end, file offset).
+type Mapping = (u64, u64, u64);
+
 /// One object file as mapped into the target.
 pub struct LoadedObject {
     pub index: Arc<ObjectIndex>,
@@ -57,23 +60,30 @@ impl Target {
             }
         })?;
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-        let mut by_path: Vec<(String, Vec<(u64, u64, u64)>)> = Vec::new();
+        // Mapped path → its mappings as (start, end, file offset).
+        let mut by_path: Vec<(String, Vec<Mapping>)> = Vec::new();
         for line in maps.lines() {
             let mut parts = line.split_whitespace();
-            let (Some(range), Some(_perms), Some(offset), Some(_dev), Some(inode)) =
-                (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-            else {
+            let (Some(range), Some(_perms), Some(offset), Some(_dev), Some(inode)) = (
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+            ) else {
                 continue;
             };
             let path: String = parts.collect::<Vec<_>>().join(" ");
             if inode == "0" || !path.starts_with('/') {
                 continue;
             }
-            let (Some((lo, hi)), Ok(off)) = (range.split_once('-'), u64::from_str_radix(offset, 16))
+            let (Some((lo, hi)), Ok(off)) =
+                (range.split_once('-'), u64::from_str_radix(offset, 16))
             else {
                 continue;
             };
-            let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else {
+            let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16))
+            else {
                 continue;
             };
             match by_path.iter_mut().find(|(p, _)| *p == path) {
@@ -198,8 +208,14 @@ impl Target {
             let mut similar: BTreeSet<String> = BTreeSet::new();
             for (_, o) in &objects {
                 for p in &o.index.files {
-                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    if !stem.is_empty() && name.contains(&stem) && !p.to_string_lossy().contains("/rustc/") {
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    if !stem.is_empty()
+                        && name.contains(&stem)
+                        && !p.to_string_lossy().contains("/rustc/")
+                    {
                         similar.insert(p.display().to_string());
                     }
                 }
@@ -253,13 +269,26 @@ impl Target {
             }
         }
         if sites.is_empty() {
-            let before: Vec<String> = all_lines.range(..line).rev().take(3).map(|l| l.to_string()).collect();
-            let after: Vec<String> = all_lines.range(line..).take(3).map(|l| l.to_string()).collect();
+            let before: Vec<String> = all_lines
+                .range(..line)
+                .rev()
+                .take(3)
+                .map(|l| l.to_string())
+                .collect();
+            let after: Vec<String> = all_lines
+                .range(line..)
+                .take(3)
+                .map(|l| l.to_string())
+                .collect();
             let mut near: Vec<String> = before.into_iter().rev().collect();
             near.extend(after);
             return Err(NativeError::Location(format!(
                 "no code at {file}:{line}; nearest lines with code: {}",
-                if near.is_empty() { "none".to_string() } else { near.join(", ") }
+                if near.is_empty() {
+                    "none".to_string()
+                } else {
+                    near.join(", ")
+                }
             )));
         }
         Ok(sites)
@@ -315,9 +344,20 @@ impl Target {
         };
         let mut sites = Vec::new();
         for (oi, o) in &objects {
-            let funcs: Vec<&Function> = o.index.functions.iter().filter(|f| f.name == full).collect();
+            let funcs: Vec<&Function> = o
+                .index
+                .functions
+                .iter()
+                .filter(|f| f.name == full)
+                .collect();
             let mut addrs: Vec<u64> = funcs.iter().map(|f| function_entry(&o.index, f)).collect();
-            addrs.extend(o.index.inlined.iter().filter(|c| c.name == full).map(|c| c.entry_pc));
+            addrs.extend(
+                o.index
+                    .inlined
+                    .iter()
+                    .filter(|c| c.name == full)
+                    .map(|c| c.entry_pc),
+            );
             for addr in addrs {
                 if let Some(site) = self.site(*oi, addr, None) {
                     if !sites.iter().any(|s: &Site| s.address == site.address) {
@@ -327,7 +367,9 @@ impl Target {
             }
         }
         if sites.is_empty() {
-            return Err(NativeError::Location(format!("`{full}` has no code in this process")));
+            return Err(NativeError::Location(format!(
+                "`{full}` has no code in this process"
+            )));
         }
         Ok(sites)
     }

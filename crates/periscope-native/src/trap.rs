@@ -38,7 +38,11 @@ pub struct Breakpoint {
 
 /// Decodes the instruction at `address` and prepares its out-of-line copy for `slot`.
 /// Returns how to resume after a hit and, for out-of-line copies, the code to write at `slot`.
-pub fn plan(address: u64, code: &[u8], slot: u64) -> Result<(Breakpoint, Option<Vec<u8>>), NativeError> {
+pub fn plan(
+    address: u64,
+    code: &[u8],
+    slot: u64,
+) -> Result<(Breakpoint, Option<Vec<u8>>), NativeError> {
     let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
     let instr = decoder.decode();
     let refuse = |reason: &str| NativeError::Breakpoint {
@@ -46,12 +50,16 @@ pub fn plan(address: u64, code: &[u8], slot: u64) -> Result<(Breakpoint, Option<
         reason: reason.to_string(),
     };
     if instr.is_invalid() {
-        return Err(refuse("the bytes there do not decode as an instruction (not the start of one?)"));
+        return Err(refuse(
+            "the bytes there do not decode as an instruction (not the start of one?)",
+        ));
     }
     let len = instr.len();
     let original = code[..len].to_vec();
     match instr.flow_control() {
-        FlowControl::Call | FlowControl::IndirectCall if instr.is_call_near() || instr.is_call_near_indirect() => {
+        FlowControl::Call | FlowControl::IndirectCall
+            if instr.is_call_near() || instr.is_call_near_indirect() =>
+        {
             return Ok((
                 Breakpoint {
                     address,
@@ -65,10 +73,14 @@ pub fn plan(address: u64, code: &[u8], slot: u64) -> Result<(Breakpoint, Option<
             return Err(refuse("far calls cannot be stepped out of line"));
         }
         FlowControl::Interrupt if instr.code() == Code::Int3 => {
-            return Err(refuse("there is already an int3 there (another debugger's breakpoint?)"));
+            return Err(refuse(
+                "there is already an int3 there (another debugger's breakpoint?)",
+            ));
         }
         FlowControl::XbeginXabortXend => {
-            return Err(refuse("transactional-memory instructions cannot be stepped out of line"));
+            return Err(refuse(
+                "transactional-memory instructions cannot be stepped out of line",
+            ));
         }
         _ => {}
     }
@@ -96,7 +108,9 @@ pub fn plan(address: u64, code: &[u8], slot: u64) -> Result<(Breakpoint, Option<
 pub fn emulate_call(instr: &Instruction, regs: &mut Regs, mem: &Memory) -> Result<(), NativeError> {
     let ret = instr.next_ip();
     let target = match instr.op0_kind() {
-        OpKind::NearBranch64 | OpKind::NearBranch32 | OpKind::NearBranch16 => instr.near_branch_target(),
+        OpKind::NearBranch64 | OpKind::NearBranch32 | OpKind::NearBranch16 => {
+            instr.near_branch_target()
+        }
         OpKind::Register => reg_value(regs, instr.op0_register()).ok_or_else(|| bad(instr))?,
         OpKind::Memory => {
             let ea = instr

@@ -85,7 +85,11 @@ impl<'a> Reader<'a> {
     pub fn sub_place(place: &Place, offset: u64) -> Place {
         match place {
             Place::Memory(a) => Place::Memory(a.wrapping_add(offset)),
-            Place::Bytes(b) => Place::Bytes(b.get(offset as usize..).map(|s| s.to_vec()).unwrap_or_default()),
+            Place::Bytes(b) => Place::Bytes(
+                b.get(offset as usize..)
+                    .map(|s| s.to_vec())
+                    .unwrap_or_default(),
+            ),
             Place::Unavailable(r) => Place::Unavailable(r.clone()),
         }
     }
@@ -108,7 +112,10 @@ impl<'a> Reader<'a> {
         }
         match &ty.kind {
             TypeKind::Base(enc) => self.render_base(place, ty, *enc),
-            TypeKind::Enum { enumerators, signed } => {
+            TypeKind::Enum {
+                enumerators,
+                signed,
+            } => {
                 let size = ty.size.unwrap_or(4) as usize;
                 match self.bytes(place, 0, size) {
                     Ok(b) => {
@@ -119,7 +126,10 @@ impl<'a> Reader<'a> {
                                 variant: n.clone(),
                                 fields: Fields::default(),
                             },
-                            None => Value::Int { ty: tname, value: Int128(v) },
+                            None => Value::Int {
+                                ty: tname,
+                                value: Int128(v),
+                            },
                         }
                     }
                     Err(e) => Value::unavailable(tname, e),
@@ -127,7 +137,9 @@ impl<'a> Reader<'a> {
             }
             TypeKind::Pointer { target } => self.render_pointer(place, ty, *target, depth),
             TypeKind::Array { elem, count } => self.render_array(place, ty, *elem, *count, depth),
-            TypeKind::Struct { variants: Some(vp), .. } => self.render_variants(place, ty, vp, depth),
+            TypeKind::Struct {
+                variants: Some(vp), ..
+            } => self.render_variants(place, ty, vp, depth),
             TypeKind::Struct { members, .. } => {
                 if ty.name == "()" {
                     return Value::Unit { ty: tname };
@@ -150,13 +162,21 @@ impl<'a> Reader<'a> {
                         Some(t) => {
                             let mt = self.ty(t);
                             match m.bits {
-                                Some((bit, size)) => self.render_bitfield(place, m.offset, bit, size, &mt),
-                                None => self.render(&Self::sub_place(place, m.offset), &mt, depth - 1),
+                                Some((bit, size)) => {
+                                    self.render_bitfield(place, m.offset, bit, size, &mt)
+                                }
+                                None => {
+                                    self.render(&Self::sub_place(place, m.offset), &mt, depth - 1)
+                                }
                             }
                         }
                         None => Value::unavailable(None, UNSUPPORTED),
                     };
-                    let name = m.name.strip_prefix("__").filter(|n| n.chars().all(|c| c.is_ascii_digit())).unwrap_or(&m.name);
+                    let name = m
+                        .name
+                        .strip_prefix("__")
+                        .filter(|n| n.chars().all(|c| c.is_ascii_digit()))
+                        .unwrap_or(&m.name);
                     fields.push((name.to_string(), v));
                 }
                 Value::Struct {
@@ -185,9 +205,15 @@ impl<'a> Reader<'a> {
             Err(e) => return Value::unavailable(tname, e),
         };
         match enc {
-            gimli::DW_ATE_boolean => Value::Bool { ty: tname, value: b.iter().any(|x| *x != 0) },
+            gimli::DW_ATE_boolean => Value::Bool {
+                ty: tname,
+                value: b.iter().any(|x| *x != 0),
+            },
             gimli::DW_ATE_float => match size {
-                4 => Value::Float { ty: tname, value: f32::from_le_bytes([b[0], b[1], b[2], b[3]]).into() },
+                4 => Value::Float {
+                    ty: tname,
+                    value: f32::from_le_bytes([b[0], b[1], b[2], b[3]]).into(),
+                },
                 8 => Value::Float {
                     ty: tname,
                     value: f64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])),
@@ -197,24 +223,43 @@ impl<'a> Reader<'a> {
             gimli::DW_ATE_UTF => {
                 let code = int_from(&b, false) as u32;
                 match char::from_u32(code) {
-                    Some(c) => Value::Char { ty: tname, value: c.to_string() },
-                    None => Value::Int { ty: tname, value: Int128(code.into()) },
+                    Some(c) => Value::Char {
+                        ty: tname,
+                        value: c.to_string(),
+                    },
+                    None => Value::Int {
+                        ty: tname,
+                        value: Int128(code.into()),
+                    },
                 }
             }
             gimli::DW_ATE_signed_char | gimli::DW_ATE_unsigned_char if size == 1 => {
                 // C's char: show the character when printable, the number otherwise.
                 let c = b[0];
                 if c.is_ascii_graphic() || c == b' ' {
-                    Value::Char { ty: tname, value: (c as char).to_string() }
+                    Value::Char {
+                        ty: tname,
+                        value: (c as char).to_string(),
+                    }
                 } else {
                     Value::Int {
                         ty: tname,
-                        value: Int128(if enc == gimli::DW_ATE_signed_char { (c as i8).into() } else { c.into() }),
+                        value: Int128(if enc == gimli::DW_ATE_signed_char {
+                            (c as i8).into()
+                        } else {
+                            c.into()
+                        }),
                     }
                 }
             }
-            gimli::DW_ATE_signed | gimli::DW_ATE_signed_char => Value::Int { ty: tname, value: Int128(int_from(&b, true)) },
-            gimli::DW_ATE_unsigned | gimli::DW_ATE_unsigned_char => Value::Int { ty: tname, value: Int128(int_from(&b, false)) },
+            gimli::DW_ATE_signed | gimli::DW_ATE_signed_char => Value::Int {
+                ty: tname,
+                value: Int128(int_from(&b, true)),
+            },
+            gimli::DW_ATE_unsigned | gimli::DW_ATE_unsigned_char => Value::Int {
+                ty: tname,
+                value: Int128(int_from(&b, false)),
+            },
             _ => Value::unavailable(tname, UNSUPPORTED),
         }
     }
@@ -237,7 +282,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn render_pointer(&self, place: &Place, ty: &Type, target: Option<TypeRef>, depth: u32) -> Value {
+    fn render_pointer(
+        &self,
+        place: &Place,
+        ty: &Type,
+        target: Option<TypeRef>,
+        depth: u32,
+    ) -> Value {
         let tname = Some(ty.name.clone());
         let addr = match self.read_u64_at(place, 0) {
             Ok(a) => a,
@@ -245,7 +296,11 @@ impl<'a> Reader<'a> {
         };
         let address = format!("{addr:#x}");
         let Some(t) = target else {
-            return Value::Pointer { ty: tname, address, target: None };
+            return Value::Pointer {
+                ty: tname,
+                address,
+                target: None,
+            };
         };
         let tt = self.ty(t);
         // C strings: `char *` and `const char *`.
@@ -253,10 +308,19 @@ impl<'a> Reader<'a> {
             && matches!(tt.kind, TypeKind::Base(e) if (e == gimli::DW_ATE_signed_char || e == gimli::DW_ATE_unsigned_char) && tt.size == Some(1))
         {
             if addr == 0 {
-                return Value::Pointer { ty: tname, address, target: None };
+                return Value::Pointer {
+                    ty: tname,
+                    address,
+                    target: None,
+                };
             }
             return match self.c_string(addr, None) {
-                Ok((s, len, truncated)) => Value::String { ty: tname, value: s, len, truncated },
+                Ok((s, len, truncated)) => Value::String {
+                    ty: tname,
+                    value: s,
+                    len,
+                    truncated,
+                },
                 Err(e) => Value::unavailable(tname, e),
             };
         }
@@ -265,10 +329,18 @@ impl<'a> Reader<'a> {
             return Value::Function { ty: tname, symbol };
         }
         if addr == 0 || depth == 0 || matches!(tt.kind, TypeKind::Void) {
-            return Value::Pointer { ty: tname, address, target: None };
+            return Value::Pointer {
+                ty: tname,
+                address,
+                target: None,
+            };
         }
         let inner = self.render(&Place::Memory(addr), &tt, depth - 1);
-        Value::Pointer { ty: tname, address, target: Some(Box::new(inner)) }
+        Value::Pointer {
+            ty: tname,
+            address,
+            target: Some(Box::new(inner)),
+        }
     }
 
     /// The name of a function at a run-time address, if this object knows it.
@@ -276,7 +348,14 @@ impl<'a> Reader<'a> {
         None
     }
 
-    fn render_array(&self, place: &Place, ty: &Type, elem: TypeRef, count: Option<u64>, depth: u32) -> Value {
+    fn render_array(
+        &self,
+        place: &Place,
+        ty: &Type,
+        elem: TypeRef,
+        count: Option<u64>,
+        depth: u32,
+    ) -> Value {
         let tname = Some(ty.name.clone());
         let et = self.ty(elem);
         let n = count.unwrap_or(0);
@@ -303,9 +382,20 @@ impl<'a> Reader<'a> {
     }
 
     /// Renders `len` elements of type `et` laid out from `place`.
-    pub fn render_list(&self, place: &Place, tname: String, et: &Type, len: u64, depth: u32) -> Value {
+    pub fn render_list(
+        &self,
+        place: &Place,
+        tname: String,
+        et: &Type,
+        len: u64,
+        depth: u32,
+    ) -> Value {
         let stride = et.size.unwrap_or(0);
-        let shown = if depth == 0 { 0 } else { len.min(self.limits.items as u64) };
+        let shown = if depth == 0 {
+            0
+        } else {
+            len.min(self.limits.items as u64)
+        };
         let mut items = Vec::new();
         for i in 0..shown {
             let v = self.render(&Self::sub_place(place, i * stride), et, depth - 1);
@@ -337,12 +427,20 @@ impl<'a> Reader<'a> {
             Value::Struct { fields, .. } => fields,
             _ => Fields::default(),
         };
-        Value::Enum { ty: tname, variant: variant.member.name.clone(), fields }
+        Value::Enum {
+            ty: tname,
+            variant: variant.member.name.clone(),
+            fields,
+        }
     }
 
     /// Which variant of a Rust enum is live: the one whose discriminant value matches, else the
     /// one without a value (the niche-optimized default).
-    pub fn active_variant<'v>(&self, place: &Place, vp: &'v VariantPart) -> Option<&'v crate::index::types::Variant> {
+    pub fn active_variant<'v>(
+        &self,
+        place: &Place,
+        vp: &'v VariantPart,
+    ) -> Option<&'v crate::index::types::Variant> {
         let Some(d) = &vp.discr else {
             return vp.variants.first();
         };
@@ -350,7 +448,11 @@ impl<'a> Reader<'a> {
         let size = dt.as_ref().and_then(|t| t.size).unwrap_or(8) as usize;
         let b = self.bytes(place, d.offset, size.min(16)).ok()?;
         let v = int_from(&b, false) as u64;
-        let mask = if size >= 8 { u64::MAX } else { (1u64 << (size * 8)) - 1 };
+        let mask = if size >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (size * 8)) - 1
+        };
         vp.variants
             .iter()
             .find(|var| var.discr_value.is_some_and(|x| x & mask == v))
@@ -409,7 +511,10 @@ impl<'a> Reader<'a> {
             let (ptr, len) = self.rust_vec_parts(place, ty)?;
             let et = self.ty(ty.param("T")?);
             if len > 1 << 40 {
-                return Some(Value::unavailable(tname, format!("implausible length {len}")));
+                return Some(Value::unavailable(
+                    tname,
+                    format!("implausible length {len}"),
+                ));
             }
             return Some(self.render_list(&Place::Memory(ptr), name.to_string(), &et, len, depth));
         }
@@ -422,7 +527,10 @@ impl<'a> Reader<'a> {
                 _ => return None,
             };
             if len > 1 << 40 {
-                return Some(Value::unavailable(tname, format!("implausible length {len}")));
+                return Some(Value::unavailable(
+                    tname,
+                    format!("implausible length {len}"),
+                ));
             }
             return Some(self.render_list(&Place::Memory(ptr), name.to_string(), &et, len, depth));
         }
@@ -433,7 +541,10 @@ impl<'a> Reader<'a> {
     pub fn rust_slice_parts(&self, place: &Place, ty: &Type) -> Option<(u64, u64)> {
         let ptr = ty.member("data_ptr")?;
         let len = ty.member("length")?;
-        Some((self.read_u64_at(place, ptr.offset).ok()?, self.read_u64_at(place, len.offset).ok()?))
+        Some((
+            self.read_u64_at(place, ptr.offset).ok()?,
+            self.read_u64_at(place, len.offset).ok()?,
+        ))
     }
 
     /// (buffer pointer, length) of a `Vec` or `String`, found by field names.
@@ -464,8 +575,15 @@ impl<'a> Reader<'a> {
             TypeKind::Struct { members, .. } => {
                 // Prefer fields named like pointers over `cap`/`alloc`.
                 let preferred = ["ptr", "pointer", "inner"];
-                let mut ordered: Vec<_> = members.iter().filter(|m| preferred.contains(&m.name.as_str())).collect();
-                ordered.extend(members.iter().filter(|m| !preferred.contains(&m.name.as_str())));
+                let mut ordered: Vec<_> = members
+                    .iter()
+                    .filter(|m| preferred.contains(&m.name.as_str()))
+                    .collect();
+                ordered.extend(
+                    members
+                        .iter()
+                        .filter(|m| !preferred.contains(&m.name.as_str())),
+                );
                 ordered
                     .into_iter()
                     .find_map(|m| self.find_pointer(m.ty?, base + m.offset, depth + 1))

@@ -7,7 +7,9 @@ use periscope_core::template::Template;
 use periscope_core::Location;
 use periscope_native::session::Tallies;
 use periscope_native::values::Limits;
-use periscope_native::{Action, EndReason, EngineEvent, ProbeSpec, Session, SessionOptions, Target};
+use periscope_native::{
+    Action, EndReason, EngineEvent, ProbeSpec, Session, SessionOptions, Target,
+};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -89,7 +91,8 @@ struct Common {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e}; write durations like 500ms, 10s, 5m, 1h"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; write durations like 500ms, 10s, 5m, 1h"))
 }
 
 fn main() {
@@ -107,12 +110,26 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Log { pid, location, template, common, max_hits } => {
+        Command::Log {
+            pid,
+            location,
+            template,
+            common,
+            max_hits,
+        } => {
             let template = Template::parse(&template).map_err(|e| anyhow!("bad template: {e}"))?;
             let spec = probe_spec(&location, Action::Log(template), &common, max_hits)?;
             run_log(pid, spec, &common)
         }
-        Command::Count { pid, location, common, by, every, per_thread, max_hits } => {
+        Command::Count {
+            pid,
+            location,
+            common,
+            by,
+            every,
+            per_thread,
+            max_hits,
+        } => {
             let by = by.as_deref().map(|b| parse_expr("--by", b)).transpose()?;
             let spec = probe_spec(&location, Action::Count { by }, &common, max_hits)?;
             run_count(pid, spec, &common, every, per_thread)
@@ -126,9 +143,18 @@ fn parse_expr(flag: &str, text: &str) -> Result<Expr> {
     expr::parse(text).map_err(|e| anyhow!("bad {flag} expression: {e}"))
 }
 
-fn probe_spec(location: &str, action: Action, common: &Common, max_hits: Option<u64>) -> Result<ProbeSpec> {
+fn probe_spec(
+    location: &str,
+    action: Action,
+    common: &Common,
+    max_hits: Option<u64>,
+) -> Result<ProbeSpec> {
     let location: Location = location.parse()?;
-    let condition = common.condition.as_deref().map(|c| parse_expr("--if", c)).transpose()?;
+    let condition = common
+        .condition
+        .as_deref()
+        .map(|c| parse_expr("--if", c))
+        .transpose()?;
     if max_hits == Some(0) {
         bail!("--max-hits must be at least 1");
     }
@@ -170,8 +196,12 @@ fn short_time(ts: &str) -> &str {
 
 fn end_note(reason: &EndReason) -> Option<String> {
     match reason {
-        EndReason::TargetExited { code: Some(c), .. } => Some(format!("target exited with code {c}")),
-        EndReason::TargetExited { signal: Some(s), .. } => Some(format!("target was killed by signal {s}")),
+        EndReason::TargetExited { code: Some(c), .. } => {
+            Some(format!("target exited with code {c}"))
+        }
+        EndReason::TargetExited {
+            signal: Some(s), ..
+        } => Some(format!("target was killed by signal {s}")),
         EndReason::TargetExited { .. } => Some("target exited".into()),
         EndReason::TargetExec => Some("target executed a new program; probes removed".into()),
         EndReason::HitLimit => Some("hit limit reached".into()),
@@ -208,7 +238,10 @@ fn pump(
         }
         let wake = [deadline, next_tick].into_iter().flatten().min();
         let ev = match wake {
-            Some(w) => match session.events.recv_timeout(w.saturating_duration_since(now)) {
+            Some(w) => match session
+                .events
+                .recv_timeout(w.saturating_duration_since(now))
+            {
                 Ok(e) => e,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
@@ -247,7 +280,14 @@ fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
                     if json {
                         writeln!(out, "{}", serde_json::to_string(&e)?)?;
                     } else {
-                        writeln!(out, "{} [tid {}] {}  {}", short_time(&e.ts), e.tid, e.location, e.message)?;
+                        writeln!(
+                            out,
+                            "{} [tid {}] {}  {}",
+                            short_time(&e.ts),
+                            e.tid,
+                            e.location,
+                            e.message
+                        )?;
                     }
                 }
                 EngineEvent::ProbeError(e) => print_probe_error(json, &e, &mut out)?,
@@ -261,11 +301,21 @@ fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
     finish(session, reason)
 }
 
-fn print_probe_error(json: bool, e: &periscope_core::event::ProbeError, out: &mut impl Write) -> Result<()> {
+fn print_probe_error(
+    json: bool,
+    e: &periscope_core::event::ProbeError,
+    out: &mut impl Write,
+) -> Result<()> {
     if json {
         writeln!(out, "{}", serde_json::to_string(e)?)?;
     } else {
-        note(&format!("{} [tid {}] {}  probe error: {}", short_time(&e.ts), e.tid, e.location, e.error));
+        note(&format!(
+            "{} [tid {}] {}  probe error: {}",
+            short_time(&e.ts),
+            e.tid,
+            e.location,
+            e.error
+        ));
     }
     Ok(())
 }
@@ -290,7 +340,13 @@ fn finish(session: Session, reason: Result<Option<EndReason>>) -> Result<()> {
     Ok(())
 }
 
-fn run_count(pid: u32, spec: ProbeSpec, common: &Common, every: Duration, per_thread: bool) -> Result<()> {
+fn run_count(
+    pid: u32,
+    spec: ProbeSpec,
+    common: &Common,
+    every: Duration,
+    per_thread: bool,
+) -> Result<()> {
     let location = spec.location.to_string();
     let session = start(pid, spec)?;
     let tallies = session.tallies.clone();
@@ -299,7 +355,15 @@ fn run_count(pid: u32, spec: ProbeSpec, common: &Common, every: Duration, per_th
     let mut last_total = 0u64;
     let started = Instant::now();
     let mut print = |final_line: bool| -> Result<()> {
-        let line = count_line(&tallies, &location, &mut last_total, started, per_thread, json, final_line);
+        let line = count_line(
+            &tallies,
+            &location,
+            &mut last_total,
+            started,
+            per_thread,
+            json,
+            final_line,
+        );
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}")?;
         out.flush()?;
@@ -320,7 +384,10 @@ fn run_count(pid: u32, spec: ProbeSpec, common: &Common, every: Duration, per_th
     let summary = session.stop();
     print(true)?;
     if summary.dropped_events > 0 {
-        note(&format!("periscope: {} events dropped", summary.dropped_events));
+        note(&format!(
+            "periscope: {} events dropped",
+            summary.dropped_events
+        ));
     }
     if let Some(text) = reason?.as_ref().and_then(end_note) {
         note(&format!("periscope: {text}"));
@@ -338,7 +405,9 @@ fn count_line(
     final_line: bool,
 ) -> String {
     let t = tallies.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(t) = t.first() else { return String::new() };
+    let Some(t) = t.first() else {
+        return String::new();
+    };
     let total = t.hits;
     let delta = total - *last_total;
     *last_total = total;
@@ -363,7 +432,11 @@ fn count_line(
             "errors": t.errors,
         });
         if per_thread {
-            obj["threads"] = serde_json::json!(by_thread.iter().map(|(k, v)| (k.to_string(), *v)).collect::<std::collections::BTreeMap<String, u64>>());
+            obj["threads"] = serde_json::json!(by_thread
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<std::collections::BTreeMap<String, u64>>(
+            ));
         }
         if !groups.is_empty() {
             obj["groups"] = serde_json::json!(groups);
@@ -371,12 +444,22 @@ fn count_line(
         return obj.to_string();
     }
     let mut line = if final_line {
-        format!("{}  total {location}: {total} hits in {:.1}s", short_time(&ts), started.elapsed().as_secs_f64())
+        format!(
+            "{}  total {location}: {total} hits in {:.1}s",
+            short_time(&ts),
+            started.elapsed().as_secs_f64()
+        )
     } else {
-        format!("{}  {location}: {delta} hits (total {total})", short_time(&ts))
+        format!(
+            "{}  {location}: {delta} hits (total {total})",
+            short_time(&ts)
+        )
     };
     if per_thread {
-        let parts: Vec<String> = by_thread.iter().map(|(k, v)| format!("tid {k}: {v}")).collect();
+        let parts: Vec<String> = by_thread
+            .iter()
+            .map(|(k, v)| format!("tid {k}: {v}"))
+            .collect();
         line.push_str(&format!("  [{}]", parts.join(", ")));
     }
     if !groups.is_empty() {
@@ -404,8 +487,12 @@ fn run_lines(target: &str, file: &str) -> Result<()> {
     let (name, range) = match file.rsplit_once(':') {
         Some((n, r)) if r.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
             let (a, b) = r.split_once('-').unwrap_or((r, r));
-            let a: u32 = a.parse().map_err(|_| anyhow!("bad line range `{r}`: write FROM-TO, e.g. 10-40"))?;
-            let b: u32 = b.parse().map_err(|_| anyhow!("bad line range `{r}`: write FROM-TO, e.g. 10-40"))?;
+            let a: u32 = a
+                .parse()
+                .map_err(|_| anyhow!("bad line range `{r}`: write FROM-TO, e.g. 10-40"))?;
+            let b: u32 = b
+                .parse()
+                .map_err(|_| anyhow!("bad line range `{r}`: write FROM-TO, e.g. 10-40"))?;
             (n, Some((a.min(b), a.max(b))))
         }
         _ => (file, None),
@@ -421,7 +508,11 @@ fn run_lines(target: &str, file: &str) -> Result<()> {
     let source_path = match t.pid {
         Some(pid) => {
             let in_root = PathBuf::from(format!("/proc/{pid}/root{}", path.display()));
-            if in_root.exists() { in_root } else { path.clone() }
+            if in_root.exists() {
+                in_root
+            } else {
+                path.clone()
+            }
         }
         None => path.clone(),
     };
@@ -439,7 +530,10 @@ fn run_lines(target: &str, file: &str) -> Result<()> {
             }
         }
         Err(_) => {
-            writeln!(out, "(source not found on disk; lines with code from the debug info:)")?;
+            writeln!(
+                out,
+                "(source not found on disk; lines with code from the debug info:)"
+            )?;
             for n in &code_lines {
                 if range.is_some_and(|(a, b)| *n < a || *n > b) {
                     continue;
@@ -477,7 +571,11 @@ fn run_functions(target: &str, pattern: &str) -> Result<()> {
                 let loc = match (f.decl_file, f.decl_line) {
                     (Some(file), Some(line)) => format!(
                         "{}:{line}",
-                        o.index.files.get(file as usize).map(|p| p.display().to_string()).unwrap_or_default()
+                        o.index
+                            .files
+                            .get(file as usize)
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
                     ),
                     _ => o.index.path.display().to_string(),
                 };

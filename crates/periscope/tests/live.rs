@@ -28,7 +28,11 @@ fn check_ledger_hits(hits: &[serde_json::Value]) -> HashSet<u64> {
         } else {
             assert_eq!(note["variant"], "None");
         }
-        let note_text = if seq % 2 == 0 { format!("Some({seq})") } else { "None".to_string() };
+        let note_text = if seq % 2 == 0 {
+            format!("Some({seq})")
+        } else {
+            "None".to_string()
+        };
         assert_eq!(
             h["message"].as_str().unwrap(),
             format!(
@@ -53,7 +57,17 @@ fn ledger_log(exe: &std::path::Path, hits: u64) {
     let loc = format!("ledger.rs:{line}");
     let pid = t.pid.to_string();
     let max = hits.to_string();
-    let out = run_periscope(&["log", &pid, &loc, LEDGER_TEMPLATE, "--json", "--max-hits", &max, "--for", "60s"]);
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        &loc,
+        LEDGER_TEMPLATE,
+        "--json",
+        "--max-hits",
+        &max,
+        "--for",
+        "60s",
+    ]);
     assert_success(&out);
     let json = stdout_json(&out);
     assert_eq!(json.len() as u64, hits, "{}", stderr(&out));
@@ -75,8 +89,21 @@ fn rust_release_build_logs_values_the_target_computed() {
     // `t=<optimized out>` too). What DWARF has must be right, the rest marked, never guessed:
     // fee == amount / 10 == seq * 10, and the ledger holds the previous totals, each 110 apart
     // (total == amount + fee == 110 * seq + worker).
-    for loc in ["settle".to_string(), format!("ledger.rs:{}", probe_line("ledger.rs", "settle-total"))] {
-        let out = run_periscope(&["log", &pid, &loc, "fee={fee} seq={t.seq} ledger={ledger}", "--json", "--max-hits", "20", "--for", "60s"]);
+    for loc in [
+        "settle".to_string(),
+        format!("ledger.rs:{}", probe_line("ledger.rs", "settle-total")),
+    ] {
+        let out = run_periscope(&[
+            "log",
+            &pid,
+            &loc,
+            "fee={fee} seq={t.seq} ledger={ledger}",
+            "--json",
+            "--max-hits",
+            "20",
+            "--for",
+            "60s",
+        ]);
         assert_success(&out);
         let json = stdout_json(&out);
         assert_eq!(json.len(), 20, "{}", stderr(&out));
@@ -88,19 +115,30 @@ fn rust_release_build_logs_values_the_target_computed() {
                 Some("int") => assert_eq!(seq["value"].as_i64(), Some(fee / 10)),
                 _ => {
                     assert_eq!(seq["reason"], "optimized out", "{seq}");
-                    assert!(h["message"].as_str().unwrap().contains("seq=<optimized out>"));
+                    assert!(h["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("seq=<optimized out>"));
                 }
             }
             let list = &h["values"]["ledger"]["target"];
             assert_eq!(list["kind"], "list", "{h}");
-            let items: Vec<i64> = list["items"].as_array().unwrap().iter().map(|i| i["value"].as_i64().unwrap()).collect();
+            let items: Vec<i64> = list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["value"].as_i64().unwrap())
+                .collect();
             assert_eq!(list["len"].as_u64(), Some(items.len() as u64));
             for w in items.windows(2) {
                 assert_eq!(w[1] - w[0], 110, "{items:?}");
             }
             if let Some(last) = items.last() {
                 let prev_seq = fee / 10 - 1;
-                assert!((0..10).contains(&(last - 110 * prev_seq)), "last total {last} does not fit fee {fee}");
+                assert!(
+                    (0..10).contains(&(last - 110 * prev_seq)),
+                    "last total {last} does not fit fee {fee}"
+                );
             }
         }
     }
@@ -113,9 +151,22 @@ fn threads_created_after_attaching_are_probed() {
     let before: HashSet<u64> = t.threads().into_iter().map(u64::from).collect();
     let pid = t.pid.to_string();
     // Each batch thread settles 50 transfers, then a new one starts: 240 hits cross batches.
-    let out = run_periscope(&["log", &pid, "settle", "seq={t.seq}", "--json", "--max-hits", "240", "--for", "60s"]);
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        "settle",
+        "seq={t.seq}",
+        "--json",
+        "--max-hits",
+        "240",
+        "--for",
+        "60s",
+    ]);
     assert_success(&out);
-    let tids: HashSet<u64> = stdout_json(&out).iter().map(|h| h["tid"].as_u64().unwrap()).collect();
+    let tids: HashSet<u64> = stdout_json(&out)
+        .iter()
+        .map(|h| h["tid"].as_u64().unwrap())
+        .collect();
     assert!(
         tids.iter().any(|t| !before.contains(t)),
         "no hit from a thread created after attaching: before {before:?}, hits {tids:?}"
@@ -147,8 +198,14 @@ fn jobs_log(exe: &std::path::Path) {
         let round = int(h, "round");
         assert_eq!(int(h, "cost"), id * 3 + round, "{h}");
         assert_eq!(string(h, "j->name"), format!("job-{id}"));
-        assert_eq!(string(h, "j->owner"), if id % 2 == 0 { "alice" } else { "bob" });
-        assert_eq!(h["values"]["j->weight"]["value"].as_f64(), Some(id as f64 / 2.0));
+        assert_eq!(
+            string(h, "j->owner"),
+            if id % 2 == 0 { "alice" } else { "bob" }
+        );
+        assert_eq!(
+            h["values"]["j->weight"]["value"].as_f64(),
+            Some(id as f64 / 2.0)
+        );
         let kind = ["KIND_SMALL", "KIND_LARGE", "KIND_URGENT"][(id % 3) as usize];
         assert_eq!(h["values"]["j->kind"]["variant"], kind);
         let next = &h["values"]["(*j).next"];
@@ -159,7 +216,10 @@ fn jobs_log(exe: &std::path::Path) {
             let target = &next["target"]["fields"];
             if round > 0 {
                 assert_eq!(target["id"]["value"].as_i64(), Some(id - 1), "{next}");
-                assert_eq!(target["name"]["value"].as_str(), Some(format!("job-{}", id - 1).as_str()));
+                assert_eq!(
+                    target["name"]["value"].as_str(),
+                    Some(format!("job-{}", id - 1).as_str())
+                );
             }
         } else {
             assert_eq!(next["address"], "0x0");
@@ -182,13 +242,26 @@ fn c_non_pie_build_logs_structs_pointers_and_char_arrays() {
 fn functions_in_shared_libraries_are_probed() {
     let mut t = Target::start(&jobs_pie(), &["2000"]);
     let pid = t.pid.to_string();
-    let out = run_periscope(&["log", &pid, "score_job", "id={j->id} w={j->weight} name={j->name}", "--json", "--max-hits", "6", "--for", "60s"]);
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        "score_job",
+        "id={j->id} w={j->weight} name={j->name}",
+        "--json",
+        "--max-hits",
+        "6",
+        "--for",
+        "60s",
+    ]);
     assert_success(&out);
     let json = stdout_json(&out);
     assert_eq!(json.len(), 6);
     for h in &json {
         let id = int(h, "j->id");
-        assert_eq!(h["values"]["j->weight"]["value"].as_f64(), Some(id as f64 / 2.0));
+        assert_eq!(
+            h["values"]["j->weight"]["value"].as_f64(),
+            Some(id as f64 / 2.0)
+        );
         assert_eq!(string(h, "j->name"), format!("job-{id}"));
         assert!(h["location"].as_str().unwrap().starts_with("score.c:"));
     }
@@ -227,19 +300,40 @@ fn conditions_filter_hits() {
 fn count_reports_intervals_and_a_total() {
     let mut t = Target::start(&ledger_debug(), &["1000", "2"]);
     let pid = t.pid.to_string();
-    let out = run_periscope(&["count", &pid, "settle", "--every", "200ms", "--for", "1500ms", "--json", "--per-thread", "--by", "t.worker"]);
+    let out = run_periscope(&[
+        "count",
+        &pid,
+        "settle",
+        "--every",
+        "200ms",
+        "--for",
+        "1500ms",
+        "--json",
+        "--per-thread",
+        "--by",
+        "t.worker",
+    ]);
     assert_success(&out);
     let json = stdout_json(&out);
     let (intervals, totals): (Vec<_>, Vec<_>) = json.iter().partition(|l| l["kind"] == "interval");
     assert!(intervals.len() >= 3, "{json:?}");
     assert_eq!(totals.len(), 1);
     let total = totals[0]["total"].as_u64().unwrap();
-    let sum: u64 = intervals.iter().map(|l| l["hits"].as_u64().unwrap()).sum::<u64>() + totals[0]["hits"].as_u64().unwrap();
+    let sum: u64 = intervals
+        .iter()
+        .map(|l| l["hits"].as_u64().unwrap())
+        .sum::<u64>()
+        + totals[0]["hits"].as_u64().unwrap();
     assert_eq!(sum, total);
     assert!(total > 10, "too few hits: {total}");
     let groups = totals[0]["groups"].as_object().unwrap();
     assert_eq!(groups.keys().cloned().collect::<Vec<_>>(), ["0", "1"]);
-    let by_thread: u64 = totals[0]["threads"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let by_thread: u64 = totals[0]["threads"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(by_thread, total);
     t.assert_untouched();
 }
@@ -249,12 +343,22 @@ fn lines_and_functions_work_on_pids_and_binaries() {
     let t = Target::start(&ledger_debug(), &["2000", "1"]);
     let line = probe_line("ledger.rs", "settle-total");
     for target in [t.pid.to_string(), ledger_debug().display().to_string()] {
-        let out = run_periscope(&["lines", &target, &format!("ledger.rs:{}-{}", line - 1, line + 1)]);
+        let out = run_periscope(&[
+            "lines",
+            &target,
+            &format!("ledger.rs:{}-{}", line - 1, line + 1),
+        ]);
         assert_success(&out);
         let text = String::from_utf8_lossy(&out.stdout);
-        let marked = text.lines().find(|l| l.contains("PROBE: settle-total")).expect("probe line shown");
+        let marked = text
+            .lines()
+            .find(|l| l.contains("PROBE: settle-total"))
+            .expect("probe line shown");
         assert!(marked.starts_with('*'), "{text}");
-        let decl = text.lines().find(|l| l.contains("fn settle")).expect("fn line shown");
+        let decl = text
+            .lines()
+            .find(|l| l.contains("fn settle"))
+            .expect("fn line shown");
         assert!(decl.contains(&format!("{}", line - 1)));
         let out = run_periscope(&["functions", &target, "settle"]);
         assert_success(&out);
@@ -270,7 +374,13 @@ fn the_target_runs_on_after_sigint_and_sigterm() {
         let mut t = Target::start(&hot(), &["100000000", "100"]);
         let line = probe_line("hot.c", "hot-step");
         let mut p = periscope()
-            .args(["log", &t.pid.to_string(), &format!("hot.c:{line}"), "i={i}", "--json"])
+            .args([
+                "log",
+                &t.pid.to_string(),
+                &format!("hot.c:{line}"),
+                "i={i}",
+                "--json",
+            ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -281,9 +391,15 @@ fn the_target_runs_on_after_sigint_and_sigterm() {
         std::io::BufRead::read_line(&mut out, &mut first).unwrap();
         let v: serde_json::Value = serde_json::from_str(&first).unwrap();
         assert!(v["values"]["i"]["value"].as_i64().is_some());
-        std::process::Command::new("kill").args([&format!("-{sig}"), &p.id().to_string()]).status().unwrap();
+        std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &p.id().to_string()])
+            .status()
+            .unwrap();
         let status = p.wait().unwrap();
-        assert!(status.success(), "periscope exited with {status} on SIG{sig}");
+        assert!(
+            status.success(),
+            "periscope exited with {status} on SIG{sig}"
+        );
         t.assert_untouched();
     }
 }
@@ -293,7 +409,15 @@ fn periscope_ends_when_the_target_exits() {
     let mut t = Target::start(&hot(), &["300", "1000", "wait"]);
     let line = probe_line("hot.c", "hot-step");
     let mut p = periscope()
-        .args(["log", &t.pid.to_string(), &format!("hot.c:{line}"), "i={i} v={i * 7 + 3}", "--json", "--for", "120s"])
+        .args([
+            "log",
+            &t.pid.to_string(),
+            &format!("hot.c:{line}"),
+            "i={i} v={i * 7 + 3}",
+            "--json",
+            "--for",
+            "120s",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -1,8 +1,8 @@
 //! Building an [`ObjectIndex`] from an ELF file: sections, line tables, functions, symbols.
 
 use super::*;
-use object::{Object, ObjectKind, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
 use gimli::Reader as _;
+use object::{Object, ObjectKind, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
 use std::borrow::Cow;
 
 pub(super) fn open(path: &Path) -> Result<ObjectIndex, NativeError> {
@@ -36,13 +36,14 @@ pub(super) fn open(path: &Path) -> Result<ObjectIndex, NativeError> {
 
     // Debug info may live in a separate file installed under /usr/lib/debug (Debian's -dbgsym).
     let debug_data = if file.section_by_name(".debug_info").is_none() {
-        build_id
-            .as_ref()
-            .filter(|id| id.len() > 2)
-            .and_then(|id| {
-                std::fs::read(format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]))
-                    .ok()
-            })
+        build_id.as_ref().filter(|id| id.len() > 2).and_then(|id| {
+            std::fs::read(format!(
+                "/usr/lib/debug/.build-id/{}/{}.debug",
+                &id[..2],
+                &id[2..]
+            ))
+            .ok()
+        })
     } else {
         None
     };
@@ -70,15 +71,15 @@ pub(super) fn open(path: &Path) -> Result<ObjectIndex, NativeError> {
 
     let segments = file
         .segments()
-        .filter_map(|s| {
+        .map(|s| {
             let (offset, filesz) = s.file_range();
-            Some(Segment {
+            Segment {
                 vaddr: s.address(),
                 memsz: s.size(),
                 offset,
                 filesz,
                 executable: matches!(s.flags(), object::SegmentFlags::Elf { p_flags, .. } if p_flags.0 & 1 != 0),
-            })
+            }
         })
         .collect();
 
@@ -158,7 +159,10 @@ pub fn demangle(raw: &str) -> String {
 
 /// `ns::Class::method(int, char const*) const` → `ns::Class::method`.
 fn strip_cpp_params(name: &str) -> String {
-    let trimmed = name.trim_end_matches(" const").trim_end_matches(" &&").trim_end_matches(" &");
+    let trimmed = name
+        .trim_end_matches(" const")
+        .trim_end_matches(" &&")
+        .trim_end_matches(" &");
     if !trimmed.ends_with(')') {
         return trimmed.to_string();
     }
@@ -214,7 +218,9 @@ fn read_units(index: &mut ObjectIndex) -> Result<(), NativeError> {
             producer,
         });
     }
-    index.functions.sort_by_key(|f| (f.low_pc, std::cmp::Reverse(f.high_pc)));
+    index
+        .functions
+        .sort_by_key(|f| (f.low_pc, std::cmp::Reverse(f.high_pc)));
     sort_rows_by_sequence(&mut index.rows);
     Ok(())
 }
@@ -248,7 +254,11 @@ fn file_path(
 ) -> PathBuf {
     let mut path = PathBuf::new();
     if let Some(dir) = &unit.comp_dir {
-        path.push(dir.to_string_lossy().map(|c| c.into_owned()).unwrap_or_default());
+        path.push(
+            dir.to_string_lossy()
+                .map(|c| c.into_owned())
+                .unwrap_or_default(),
+        );
     }
     if let Some(dir) = file.directory(header) {
         if let Some(d) = attr_str(dwarf, unit, dir) {
@@ -321,7 +331,11 @@ fn read_dies(
         let program = unit.line_program.as_ref()?;
         let header = program.header();
         let f = header.file(n)?;
-        Some(intern_file(index_files, ids, file_path(dwarf, unit, header, f)))
+        Some(intern_file(
+            index_files,
+            ids,
+            file_path(dwarf, unit, header, f),
+        ))
     };
     // (depth, name) of enclosing namespaces and types; `in_function` depth for locals.
     let mut scopes: Vec<(isize, Option<String>, bool)> = Vec::new();
@@ -345,10 +359,10 @@ fn read_dies(
             | gimli::DW_TAG_structure_type
             | gimli::DW_TAG_class_type
             | gimli::DW_TAG_union_type
-            | gimli::DW_TAG_enumeration_type => {
-                if entry.has_children() {
-                    scopes.push((depth, own_name.clone(), false));
-                }
+            | gimli::DW_TAG_enumeration_type
+                if entry.has_children() =>
+            {
+                scopes.push((depth, own_name.clone(), false));
             }
             gimli::DW_TAG_subprogram => {
                 if entry.has_children() {
@@ -387,7 +401,15 @@ fn read_dies(
                     Some(gimli::AttributeValue::Udata(n)) => Some(n as u32),
                     _ => None,
                 };
-                functions.push((name, linkage, low, high, decl_file, decl_line, entry.offset()));
+                functions.push((
+                    name,
+                    linkage,
+                    low,
+                    high,
+                    decl_file,
+                    decl_line,
+                    entry.offset(),
+                ));
             }
             gimli::DW_TAG_inlined_subroutine => {
                 let Some(origin) = origin_entry(unit, entry) else {
@@ -475,7 +497,12 @@ pub(crate) fn origin_entry(
     };
     let first = next(entry)?;
     match next(&first) {
-        Some(second) if second.attr_value(gimli::DW_AT_name).is_some() && first.attr_value(gimli::DW_AT_name).is_none() => Some(second),
+        Some(second)
+            if second.attr_value(gimli::DW_AT_name).is_some()
+                && first.attr_value(gimli::DW_AT_name).is_none() =>
+        {
+            Some(second)
+        }
         _ => Some(first),
     }
 }
@@ -518,7 +545,10 @@ mod tests {
 
     #[test]
     fn cpp_names_lose_their_parameters() {
-        assert_eq!(strip_cpp_params("ns::A::f(int, char const*) const"), "ns::A::f");
+        assert_eq!(
+            strip_cpp_params("ns::A::f(int, char const*) const"),
+            "ns::A::f"
+        );
         assert_eq!(strip_cpp_params("g(std::function<void (int)>)"), "g");
         assert_eq!(strip_cpp_params("plain"), "plain");
     }

@@ -183,10 +183,13 @@ impl ObjectIndex {
         let mut out = Vec::new();
         let mut prev: Option<&LineRow> = None;
         for row in &self.rows {
-            let continues = prev.is_some_and(|p| {
-                !p.end_sequence && p.file == row.file && p.line == row.line
-            });
-            if row.file == file && row.line == line && row.is_stmt && !row.end_sequence && !continues
+            let continues =
+                prev.is_some_and(|p| !p.end_sequence && p.file == row.file && p.line == row.line);
+            if row.file == file
+                && row.line == line
+                && row.is_stmt
+                && !row.end_sequence
+                && !continues
             {
                 out.push(row.address);
             }
@@ -306,7 +309,11 @@ fn path_ends_with(path: &Path, suffix: &str) -> bool {
 }
 
 /// Turns a gimli attribute string into an owned `String`.
-pub(crate) fn attr_str(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, v: gimli::AttributeValue<R>) -> Option<String> {
+pub(crate) fn attr_str(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    v: gimli::AttributeValue<R>,
+) -> Option<String> {
     dwarf
         .attr_string(unit, v)
         .ok()

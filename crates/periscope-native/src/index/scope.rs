@@ -134,7 +134,8 @@ impl UnitScopes {
                             .attr_value(at)
                             .or_else(|| origin.as_ref().and_then(|o| o.attr_value(at)))
                     };
-                    let Some(var_name) = attr(gimli::DW_AT_name).and_then(|v| attr_str(dwarf, unit, v))
+                    let Some(var_name) =
+                        attr(gimli::DW_AT_name).and_then(|v| attr_str(dwarf, unit, v))
                     else {
                         continue;
                     };

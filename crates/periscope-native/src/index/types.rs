@@ -346,7 +346,11 @@ fn member_of(
 
 type StructChildren = (Vec<Member>, Option<VariantPart>, Vec<(String, TypeRef)>);
 
-fn children_of_struct(index: &ObjectIndex, unit_idx: u32, offset: gimli::UnitOffset) -> StructChildren {
+fn children_of_struct(
+    index: &ObjectIndex,
+    unit_idx: u32,
+    offset: gimli::UnitOffset,
+) -> StructChildren {
     let mut members = Vec::new();
     let mut params = Vec::new();
     let mut variants = None;
@@ -384,7 +388,8 @@ fn children_of_struct(index: &ObjectIndex, unit_idx: u32, offset: gimli::UnitOff
                 let n = e
                     .attr_value(gimli::DW_AT_name)
                     .and_then(|v| attr_str(&index.dwarf, unit, v));
-                if let (Some(n), Some(t)) = (n, type_ref(unit_idx, e.attr_value(gimli::DW_AT_type))) {
+                if let (Some(n), Some(t)) = (n, type_ref(unit_idx, e.attr_value(gimli::DW_AT_type)))
+                {
                     params.push((n, t));
                 }
             }
@@ -403,7 +408,8 @@ fn children_of_struct(index: &ObjectIndex, unit_idx: u32, offset: gimli::UnitOff
                     if ve.tag() != gimli::DW_TAG_variant {
                         continue;
                     }
-                    let discr_value = sdata(ve.attr_value(gimli::DW_AT_discr_value)).map(|x| x as u64);
+                    let discr_value =
+                        sdata(ve.attr_value(gimli::DW_AT_discr_value)).map(|x| x as u64);
                     let mut inner = v.children();
                     while let Ok(Some(m)) = inner.next() {
                         if m.entry().tag() == gimli::DW_TAG_member {
@@ -445,7 +451,11 @@ fn array_count(index: &ObjectIndex, unit_idx: u32, offset: gimli::UnitOffset) ->
     None
 }
 
-fn enumerators(index: &ObjectIndex, unit_idx: u32, offset: gimli::UnitOffset) -> Vec<(String, i128)> {
+fn enumerators(
+    index: &ObjectIndex,
+    unit_idx: u32,
+    offset: gimli::UnitOffset,
+) -> Vec<(String, i128)> {
     let mut out = Vec::new();
     let Some(ud) = index.units.get(unit_idx as usize) else {
         return out;

@@ -46,21 +46,30 @@ fn build(name: &str, cell: &'static OnceLock<PathBuf>, f: impl FnOnce(&Path, &Pa
 pub fn ledger_debug() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     build("ledger", &C, |src, out| {
-        run(Command::new("rustc").args(["-g", "-C", "opt-level=0", "-o"]).arg(out).arg(src.join("ledger.rs")))
+        run(Command::new("rustc")
+            .args(["-g", "-C", "opt-level=0", "-o"])
+            .arg(out)
+            .arg(src.join("ledger.rs")))
     })
 }
 
 pub fn ledger_release() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     build("ledger-release", &C, |src, out| {
-        run(Command::new("rustc").args(["-g", "-C", "opt-level=3", "-o"]).arg(out).arg(src.join("ledger.rs")))
+        run(Command::new("rustc")
+            .args(["-g", "-C", "opt-level=3", "-o"])
+            .arg(out)
+            .arg(src.join("ledger.rs")))
     })
 }
 
 pub fn libscore() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     build("libscore.so", &C, |src, out| {
-        run(Command::new("gcc").args(["-g", "-O0", "-shared", "-fPIC", "-o"]).arg(out).arg(src.join("score.c")))
+        run(Command::new("gcc")
+            .args(["-g", "-O0", "-shared", "-fPIC", "-o"])
+            .arg(out)
+            .arg(src.join("score.c")))
     })
 }
 
@@ -94,14 +103,20 @@ pub fn jobs_nopie() -> PathBuf {
 pub fn hot() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     build("hot", &C, |src, out| {
-        run(Command::new("gcc").args(["-g", "-O0", "-o"]).arg(out).arg(src.join("hot.c")))
+        run(Command::new("gcc")
+            .args(["-g", "-O0", "-o"])
+            .arg(out)
+            .arg(src.join("hot.c")))
     })
 }
 
 pub fn hot_nodebug() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     build("hot-nodebug", &C, |src, out| {
-        run(Command::new("gcc").args(["-g0", "-O0", "-o"]).arg(out).arg(src.join("hot.c")))
+        run(Command::new("gcc")
+            .args(["-g0", "-O0", "-o"])
+            .arg(out)
+            .arg(src.join("hot.c")))
     })
 }
 
@@ -165,7 +180,10 @@ impl Target {
 
     pub fn threads(&self) -> Vec<u32> {
         std::fs::read_dir(format!("/proc/{}/task", self.pid))
-            .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -173,7 +191,11 @@ impl Target {
     /// mapping of its files byte-identical to the file on disk.
     pub fn assert_untouched(&mut self) {
         assert!(self.is_running(), "target died");
-        assert_eq!(self.status_field("TracerPid:"), "0", "target is still traced");
+        assert_eq!(
+            self.status_field("TracerPid:"),
+            "0",
+            "target is still traced"
+        );
         let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).expect("maps");
         let mem = std::fs::File::open(format!("/proc/{}/mem", self.pid)).expect("mem");
         let mut checked = 0;
