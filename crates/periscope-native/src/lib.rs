@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod eval;
+pub mod failsafe;
 pub mod frame;
 pub mod index;
 pub mod process;

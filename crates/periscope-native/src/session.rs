@@ -9,6 +9,7 @@
 
 use crate::error::NativeError;
 use crate::eval::Evaluator;
+use crate::failsafe;
 use crate::frame::{cfa_rule, CfaRule, Frame};
 use crate::process::{self, Memory, Stop};
 use crate::target::{Site, Target};
@@ -124,6 +125,8 @@ pub type Tallies = Arc<Mutex<Vec<Tally>>>;
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub dropped_events: u64,
+    /// Scratch areas left by a killed periscope that this session removed.
+    pub recovered: usize,
     pub sites: Vec<usize>,
 }
 
@@ -203,6 +206,8 @@ pub struct Session {
     pub tallies: Tallies,
     /// Number of code addresses each probe covers.
     pub site_counts: Vec<usize>,
+    /// Breakpoint areas left by an earlier periscope that was killed, removed on attach.
+    pub recovered: usize,
 }
 
 impl Session {
@@ -255,7 +260,7 @@ impl Session {
                     Engine::new(pid, target, probes, tx, t2, control_fd, stop_on_signals);
                 match engine.setup() {
                     Ok(()) => {
-                        let _ = ready_tx.send(Ok(()));
+                        let _ = ready_tx.send(Ok(engine.recovered));
                     }
                     Err(e) => {
                         engine.teardown();
@@ -273,7 +278,8 @@ impl Session {
                 source: e,
             })?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Session {
+            Ok(Ok(recovered)) => Ok(Session {
+                recovered,
                 control: Some(control),
                 thread: Some(thread),
                 events: rx,
@@ -359,6 +365,11 @@ struct Engine {
     dropped: u64,
     last_error_report: HashMap<usize, Instant>,
     leader_status: Option<(Option<i32>, Option<i32>)>,
+    /// `None`: not set up yet; `Some(None)`: the program owns SIGTRAP, no fail-safe;
+    /// `Some(Some(base))`: the fail-safe handler and its table live in the area at `base`.
+    failsafe: Option<Option<u64>>,
+    /// Leftover scratch areas of a killed periscope removed at attach.
+    recovered: usize,
 }
 
 impl Engine {
@@ -391,12 +402,15 @@ impl Engine {
             dropped: 0,
             last_error_report: HashMap::new(),
             leader_status: None,
+            failsafe: None,
+            recovered: 0,
         }
     }
 
     fn summary(&self) -> Summary {
         Summary {
             dropped_events: self.dropped,
+            recovered: self.recovered,
             sites: self.probes.iter().map(|p| p.sites.len()).collect(),
         }
     }
@@ -457,14 +471,15 @@ impl Engine {
             }
         }
         let objects: HashSet<usize> = by_addr.iter().map(|x| x.1).collect();
-        if !objects.is_empty() {
-            self.with_stopped_leader(|engine, tid| {
-                for &o in &objects {
-                    engine.allocate_scratch(tid, o)?;
-                }
-                Ok(())
-            })?;
-        }
+        let mut recovered = 0;
+        self.with_stopped_leader(|engine, tid| {
+            recovered = engine.recover_leftovers(tid)?;
+            for &o in &objects {
+                engine.allocate_scratch(tid, o)?;
+            }
+            Ok(())
+        })?;
+        self.recovered = recovered;
         for (addr, object, pi, si) in by_addr {
             let file_pc = self.probes[pi].sites[si].file_address;
             let cfa = cfa_rule(&self.target.objects[object].index, file_pc);
@@ -504,10 +519,38 @@ impl Engine {
                     a.next += SLOT_SIZE;
                 }
             }
+            self.register_failsafe(addr, bp.original[0])?;
             self.mem.write(addr, &[0xcc])?;
             self.breakpoints.insert(addr, bp);
         }
         Ok(())
+    }
+
+    /// Adds a breakpoint to the fail-safe table before its int3 is written (entry, then count:
+    /// the handler never sees a half-written entry).
+    fn register_failsafe(&mut self, addr: u64, original: u8) -> Result<(), NativeError> {
+        let Some(Some(base)) = self.failsafe else {
+            return Ok(());
+        };
+        let count = self
+            .mem
+            .read_u64(base + failsafe::COUNT_OFFSET)
+            .unwrap_or(0);
+        if count >= failsafe::MAX_ENTRIES {
+            return Err(NativeError::Breakpoint {
+                address: addr,
+                reason: format!(
+                    "more than {} breakpoints in one process",
+                    failsafe::MAX_ENTRIES
+                ),
+            });
+        }
+        let entry = base + failsafe::ENTRIES_OFFSET + count * 16;
+        self.mem.write(entry, &addr.to_le_bytes())?;
+        self.mem
+            .write(entry + 8, &u64::from(original).to_le_bytes())?;
+        self.mem
+            .write(base + failsafe::COUNT_OFFSET, &(count + 1).to_le_bytes())
     }
 
     /// Interrupts the thread-group leader (or any live thread), runs `f` while it is stopped,
@@ -663,20 +706,143 @@ impl Engine {
                 continue;
             }
             let base = r as u64;
+            self.mem.write(base, failsafe::MAGIC)?;
             self.scratch.insert(
                 object,
                 ScratchArea {
                     base,
                     size: SIZE,
-                    next: base,
+                    next: base + failsafe::SLOTS_OFFSET,
                 },
             );
+            if self.failsafe.is_none() {
+                self.install_failsafe(tid, base)?;
+            }
             return Ok(());
         }
         Err(NativeError::Breakpoint {
             address: lo,
             reason: "could not map a scratch page in the target".into(),
         })
+    }
+
+    /// Points SIGTRAP at the fail-safe handler in the area at `base` (see [`failsafe`]), unless
+    /// the program has a SIGTRAP disposition of its own, which we leave alone.
+    fn install_failsafe(&mut self, tid: i32, base: u64) -> Result<(), NativeError> {
+        let (code, restorer) =
+            failsafe::handler_code(base).map_err(|e| NativeError::Breakpoint {
+                address: base,
+                reason: format!("cannot assemble the fail-safe handler: {e}"),
+            })?;
+        self.mem.write(base + failsafe::HANDLER_OFFSET, &code)?;
+        let action = failsafe::handler_action(base, restorer);
+        let old = self.sigaction(tid, libc::SIGTRAP, Some(&action))?;
+        if old.handler != 0 {
+            // The program handles or ignores SIGTRAP itself: put its action back.
+            self.sigaction(tid, libc::SIGTRAP, Some(&old))?;
+            self.failsafe = Some(None);
+        } else {
+            self.failsafe = Some(Some(base));
+        }
+        Ok(())
+    }
+
+    /// rt_sigaction(2) in the target, with the structs on the stopped thread's stack, below the
+    /// red zone (memory the program does not use while the thread is stopped). Returns the old
+    /// action.
+    fn sigaction(
+        &mut self,
+        tid: i32,
+        sig: i32,
+        new: Option<&failsafe::KernelSigaction>,
+    ) -> Result<failsafe::KernelSigaction, NativeError> {
+        let sp = process::getregs(tid)?.rsp;
+        let new_at = (sp - 1024) & !0xf;
+        let old_at = new_at - 64;
+        if let Some(n) = new {
+            self.mem.write(new_at, &n.to_bytes())?;
+        }
+        let r = self.inject_syscall(
+            tid,
+            libc::SYS_rt_sigaction,
+            [
+                sig as u64,
+                if new.is_some() { new_at } else { 0 },
+                old_at,
+                8,
+                0,
+                0,
+            ],
+        )?;
+        if r < 0 {
+            return Err(NativeError::Breakpoint {
+                address: 0,
+                reason: format!("rt_sigaction in the target failed: errno {}", -r),
+            });
+        }
+        let mut b = [0u8; 32];
+        self.mem
+            .read(old_at, &mut b)
+            .map_err(|e| NativeError::Breakpoint {
+                address: old_at,
+                reason: e.to_string(),
+            })?;
+        failsafe::KernelSigaction::from_bytes(&b).ok_or(NativeError::Breakpoint {
+            address: old_at,
+            reason: "short sigaction".into(),
+        })
+    }
+
+    /// Removes what an earlier periscope left behind when it was killed: restores the bytes its
+    /// table lists, gives SIGTRAP back its default action, and unmaps its scratch areas.
+    fn recover_leftovers(&mut self, tid: i32) -> Result<usize, NativeError> {
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).unwrap_or_default();
+        let mut found = 0;
+        for line in maps.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() != 5 || !f[1].starts_with("r-x") {
+                continue; // only anonymous executable mappings
+            }
+            let Some((lo, hi)) = f[0].split_once('-') else {
+                continue;
+            };
+            let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16))
+            else {
+                continue;
+            };
+            let mut magic = [0u8; 16];
+            if self.mem.read(lo, &mut magic).is_err() || &magic != failsafe::MAGIC {
+                continue;
+            }
+            let count = self
+                .mem
+                .read_u64(lo + failsafe::COUNT_OFFSET)
+                .unwrap_or(0)
+                .min(failsafe::MAX_ENTRIES);
+            for i in 0..count {
+                let e = lo + failsafe::ENTRIES_OFFSET + i * 16;
+                let (Ok(addr), Ok(orig)) = (self.mem.read_u64(e), self.mem.read_u64(e + 8)) else {
+                    continue;
+                };
+                let mut cur = [0u8; 1];
+                if self.mem.read(addr, &mut cur).is_ok() && cur[0] == 0xcc {
+                    self.mem.write(addr, &[orig as u8])?;
+                }
+            }
+            let current = self.sigaction(tid, libc::SIGTRAP, None)?;
+            if current.handler >= lo && current.handler < hi {
+                let dfl = failsafe::KernelSigaction {
+                    handler: 0,
+                    flags: 0,
+                    restorer: 0,
+                    mask: 0,
+                };
+                self.sigaction(tid, libc::SIGTRAP, Some(&dfl))?;
+            }
+            self.inject_syscall(tid, libc::SYS_munmap, [lo, hi - lo, 0, 0, 0, 0])?;
+            found += 1;
+        }
+        Ok(found)
     }
 
     // ---- the event loop -------------------------------------------------------------------
@@ -1197,6 +1363,15 @@ impl Engine {
         }
         let areas: Vec<(u64, u64)> = self.scratch.values().map(|a| (a.base, a.size)).collect();
         if let Some((&tid, _)) = stopped.iter().next() {
+            if matches!(self.failsafe, Some(Some(_))) {
+                let dfl = failsafe::KernelSigaction {
+                    handler: 0,
+                    flags: 0,
+                    restorer: 0,
+                    mask: 0,
+                };
+                let _ = self.sigaction(tid, libc::SIGTRAP, Some(&dfl));
+            }
             for (base, size) in areas {
                 let _ = self.inject_syscall(tid, libc::SYS_munmap, [base, size, 0, 0, 0, 0]);
             }

@@ -172,6 +172,11 @@ fn start(pid: u32, spec: ProbeSpec) -> Result<Session> {
     let location = spec.location.to_string();
     let session = Session::start(pid, vec![spec], SessionOptions::default())?;
     let sites = session.site_counts.first().copied().unwrap_or(0);
+    if session.recovered > 0 {
+        note(&format!(
+            "periscope: removed breakpoints left in pid {pid} by an earlier periscope that was killed"
+        ));
+    }
     note(&format!(
         "periscope: probing pid {pid} at {location} ({sites} code address{}); Ctrl-C to stop",
         if sites == 1 { "" } else { "es" }

@@ -439,3 +439,89 @@ fn periscope_ends_when_the_target_exits() {
     let status = t.child.wait().unwrap();
     assert!(status.success(), "target exit status changed: {status}");
 }
+
+#[test]
+fn kill_9_of_periscope_leaves_the_target_running() {
+    // A hot line: the target keeps hitting leftover breakpoints after periscope dies.
+    let mut t = Target::start(&hot(), &["4000", "200", "wait"]);
+    let line = probe_line("hot.c", "hot-step");
+    let mut p = periscope()
+        .args([
+            "log",
+            &t.pid.to_string(),
+            &format!("hot.c:{line}"),
+            "i={i}",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    t.go();
+    let mut out = std::io::BufReader::new(p.stdout.take().unwrap());
+    for _ in 0..20 {
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
+        assert!(l.contains("\"i\""), "{l}");
+    }
+    p.kill().unwrap(); // SIGKILL: no cleanup runs in periscope
+    p.wait().unwrap();
+    // The target finishes every iteration and exits normally: the fail-safe handler put the
+    // original byte back on the next hit.
+    let status = t.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "target ended with {status} after periscope was killed"
+    );
+}
+
+#[test]
+fn the_next_attach_removes_what_a_killed_periscope_left() {
+    let mut t = Target::start(&ledger_debug(), &["2000", "2"]);
+    let pid = t.pid.to_string();
+    let never = format!("ledger.rs:{}", probe_line("ledger.rs", "never-hit"));
+    let mut p = periscope()
+        .args(["log", &pid, &never, "x"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(p.stderr.take().unwrap());
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut err, &mut banner).unwrap();
+    assert!(banner.contains("probing"), "{banner}");
+    p.kill().unwrap();
+    p.wait().unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(
+        maps.lines()
+            .any(|l| l.split_whitespace().count() == 5 && l.contains(" r-xp ")),
+        "no leftover area:\n{maps}"
+    );
+    assert!(t.is_running());
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        "settle",
+        "seq={t.seq}",
+        "--json",
+        "--max-hits",
+        "2",
+        "--for",
+        "60s",
+    ]);
+    assert_success(&out);
+    assert!(
+        stderr(&out).contains("removed breakpoints left"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout_json(&out).len(), 2);
+    t.assert_untouched();
+    let sigcgt = u64::from_str_radix(&t.status_field("SigCgt:"), 16).unwrap();
+    assert_eq!(
+        sigcgt & (1 << (5 - 1)),
+        0,
+        "SIGTRAP still caught: {sigcgt:x}"
+    );
+}

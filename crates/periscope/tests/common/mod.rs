@@ -221,6 +221,9 @@ impl Target {
             checked += 1;
         }
         assert!(checked > 0);
+        // SIGTRAP has its default action again (the samples never handle it themselves).
+        let sigcgt = u64::from_str_radix(&self.status_field("SigCgt:"), 16).unwrap_or(0);
+        assert_eq!(sigcgt & (1 << 4), 0, "SIGTRAP is still caught");
         // No scratch mapping left behind either: every executable mapping is file-backed.
         for line in maps.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
