@@ -7,11 +7,18 @@
 #include <unistd.h>
 
 volatile long sink;
+long touched;
+
+__attribute__((noinline)) static void touch(void)
+{
+    touched++; /* PROBE: rip-relative (starts with a RIP-relative load) */
+}
 
 __attribute__((noinline)) long step(long i)
 {
     long v = i * 7 + 3; /* PROBE: hot-step */
     sink += v;
+    touch(); /* PROBE: call-first (starts with a call) */
     return v;
 }
 
@@ -36,5 +43,6 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &b);
     double ns = (b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec);
     printf("ns_per_iter=%.1f\n", ns / n);
+    printf("sink=%ld touched=%ld\n", (long)sink, touched);
     return 0;
 }

@@ -33,6 +33,8 @@ const MEMOS: [&str; 3] = ["rent", "coffee", "books"];
 fn settle(t: &Transfer, fee: i64, ledger: &mut Vec<i64>) -> i64 {
     let total = t.amount_cents + fee; // PROBE: settle-total
     ledger.push(total);
+    let above = ledger.iter().filter(|v| **v >= fee).count(); // PROBE: closure-line
+    assert!(above > 0);
     if ledger.len() > 64 {
         ledger.clear(); // PROBE: never-hit (batches are 50 long)
     }

@@ -241,6 +241,11 @@ impl Value {
                 }
             }
             Value::Char { value, .. } => value.clone(),
+            Value::Pointer {
+                ty,
+                target: Some(t),
+                ..
+            } if ty.as_deref().is_some_and(|t| t.starts_with('&')) => t.to_message_text(),
             other => other.to_string(),
         }
     }
@@ -312,8 +317,12 @@ impl fmt::Display for Value {
                 write!(f, "}}")
             }
             Value::Pointer {
-                address, target, ..
+                address,
+                target,
+                ty,
             } => match target {
+                // Rust references read as the value they refer to, as in `{:?}`.
+                Some(t) if ty.as_deref().is_some_and(|t| t.starts_with('&')) => write!(f, "{t}"),
                 Some(t) => write!(f, "{address} → {t}"),
                 None => write!(f, "{address}"),
             },

@@ -27,17 +27,25 @@ pub struct Evaluator<'a> {
     pub frame: &'a Frame<'a>,
     pub reader: &'a Reader<'a>,
     pub vars: &'a [Var],
+    /// The function being evaluated in, to find its crate's globals.
+    pub function: &'a str,
     steps: Cell<u32>,
 }
 
 type Res<T> = Result<T, String>;
 
 impl<'a> Evaluator<'a> {
-    pub fn new(frame: &'a Frame<'a>, reader: &'a Reader<'a>, vars: &'a [Var]) -> Self {
+    pub fn new(
+        frame: &'a Frame<'a>,
+        reader: &'a Reader<'a>,
+        vars: &'a [Var],
+        function: &'a str,
+    ) -> Self {
         Evaluator {
             frame,
             reader,
             vars,
+            function,
             steps: Cell::new(0),
         }
     }
@@ -183,21 +191,10 @@ impl<'a> Evaluator<'a> {
 
     fn global(&self, name: &str) -> Option<Ev> {
         let index = self.frame.index;
-        let g = index.globals.iter().find(|g| g.name == name).or_else(|| {
-            index
-                .globals
-                .iter()
-                .find(|g| g.name.ends_with(&format!("::{name}")))
-        })?;
+        let g = index.find_global(name, self.function)?;
         let ud = index.units.get(g.unit as usize)?;
         let entry = ud.unit.entry(g.offset).ok()?;
-        let ty = match entry.attr_value(gimli::DW_AT_type)? {
-            gimli::AttributeValue::UnitRef(o) => self.ty(TypeRef {
-                unit: g.unit,
-                offset: o,
-            }),
-            _ => return None,
-        };
+        let ty = self.ty(index.type_ref(g.unit, entry.attr_value(gimli::DW_AT_type))?);
         let expr = match entry.attr_value(gimli::DW_AT_location)? {
             gimli::AttributeValue::Exprloc(e) => e,
             _ => return None,

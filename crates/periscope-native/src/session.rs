@@ -147,9 +147,8 @@ pub fn resolve(target: &Target, spec: ProbeSpec) -> Result<ResolvedProbe, Native
         site.visible.vars.iter().any(|v| v.name == name)
             || target.objects[site.object]
                 .index
-                .globals
-                .iter()
-                .any(|g| g.name == name || g.name.ends_with(&format!("::{name}")))
+                .find_global(name, &site.function)
+                .is_some()
     };
     let (good, bad): (Vec<Site>, Vec<Site>) = sites
         .into_iter()
@@ -1174,7 +1173,7 @@ impl Engine {
             frame_base: site.visible.frame_base.clone(),
         };
         let reader = Reader::new(&object.index, &self.mem, probe.spec.limits);
-        let ev = Evaluator::new(&frame, &reader, &site.visible.vars);
+        let ev = Evaluator::new(&frame, &reader, &site.visible.vars, &site.function);
         let location = format!(
             "{}:{}",
             site.file

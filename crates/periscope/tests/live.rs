@@ -525,3 +525,135 @@ fn the_next_attach_removes_what_a_killed_periscope_left() {
         "SIGTRAP still caught: {sigcgt:x}"
     );
 }
+
+/// Probes on a line that starts with a call (emulated by the tracer) and one that starts with a
+/// RIP-relative load (run out of line, re-encoded) must leave the program's results unchanged.
+#[test]
+fn displaced_calls_and_rip_relative_loads_run_correctly() {
+    let n = 400i64;
+    let mut t = Target::start(&hot(), &[&n.to_string(), "0", "wait"]);
+    let pid = t.pid.to_string();
+    let call = format!("hot.c:{}", probe_line("hot.c", "call-first"));
+    let riprel = format!("hot.c:{}", probe_line("hot.c", "rip-relative"));
+    let mut p = periscope()
+        .args(["log", &pid, &call, "v={v} i={i}", "--json", "--for", "120s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(p.stderr.take().unwrap());
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut err, &mut banner).unwrap();
+    assert!(banner.contains("probing"), "{banner}");
+    t.go();
+    let first = p.wait_with_output().unwrap();
+    assert!(first.status.success());
+    let hits = stdout_json(&first);
+    assert_eq!(hits.len() as i64, n);
+    for (k, h) in hits.iter().enumerate() {
+        assert_eq!(int(h, "i"), k as i64);
+        assert_eq!(int(h, "v"), k as i64 * 7 + 3);
+    }
+    let (status, out) = t.wait_output();
+    assert!(status.success());
+    let sink: i64 = (0..n).map(|i| i * 7 + 3).sum();
+    assert!(out.contains(&format!("sink={sink} touched={n}")), "{out}");
+
+    // The same with the RIP-relative line.
+    let mut t = Target::start(&hot(), &[&n.to_string(), "0", "wait"]);
+    let pid = t.pid.to_string();
+    let mut p = periscope()
+        .args([
+            "log",
+            &pid,
+            &riprel,
+            "touched={touched}",
+            "--json",
+            "--for",
+            "120s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(p.stderr.take().unwrap());
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut err, &mut banner).unwrap();
+    assert!(banner.contains("probing"), "{banner}");
+    t.go();
+    let out = p.wait_with_output().unwrap();
+    let hits = stdout_json(&out);
+    assert_eq!(hits.len() as i64, n);
+    for (k, h) in hits.iter().enumerate() {
+        assert_eq!(
+            int(h, "touched"),
+            k as i64,
+            "the global before this increment"
+        );
+    }
+    let (status, out) = t.wait_output();
+    assert!(status.success());
+    assert!(out.contains(&format!("sink={sink} touched={n}")), "{out}");
+}
+
+#[test]
+fn a_line_shared_with_a_closure_probes_where_the_names_are_in_scope() {
+    let mut t = Target::start(&ledger_debug(), &["1000", "2"]);
+    let pid = t.pid.to_string();
+    let loc = format!("ledger.rs:{}", probe_line("ledger.rs", "closure-line"));
+    // `fee` and `ledger` live in settle; `v` only inside the closure written on the same line.
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        &loc,
+        "fee={fee} n={ledger.len()}",
+        "--json",
+        "--max-hits",
+        "6",
+        "--for",
+        "60s",
+    ]);
+    assert_success(&out);
+    for h in stdout_json(&out) {
+        assert_eq!(int(&h, "fee") % 10, 0);
+        assert!(int(&h, "ledger.len()") >= 1);
+    }
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        &loc,
+        "v={*v}",
+        "--json",
+        "--max-hits",
+        "6",
+        "--for",
+        "60s",
+    ]);
+    assert_success(&out);
+    let hits = stdout_json(&out);
+    assert_eq!(hits.len(), 6);
+    for h in &hits {
+        let v = &h["values"]["*v"];
+        // *v is `&i64`: a total, 110 * seq + worker.
+        let total = v["target"]["value"]
+            .as_i64()
+            .or_else(|| v["value"].as_i64())
+            .unwrap_or_else(|| panic!("{v}"));
+        assert!(total >= 0 && (total % 110) < 10, "{total}");
+    }
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        &loc,
+        // Captured variables are visible inside the closure (rustc describes them); `total`
+        // is not, and no site has both.
+        "{v} {total}",
+        "--max-hits",
+        "1",
+        "--for",
+        "60s",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is not in scope"), "{}", stderr(&out));
+    t.assert_untouched();
+}

@@ -189,6 +189,7 @@ fn read_units(index: &mut ObjectIndex) -> Result<(), NativeError> {
         .next()
         .map_err(|e| NativeError::Dwarf(e.to_string()))?
     {
+        let start = header.offset().0;
         let unit = match index.dwarf.unit(header) {
             Ok(u) => u,
             Err(_) => continue, // A unit gimli cannot read: skip it, keep the rest usable.
@@ -214,6 +215,7 @@ fn read_units(index: &mut ObjectIndex) -> Result<(), NativeError> {
         read_dies(index, &unit, unit_idx, lang, &mut file_ids);
         index.units.push(UnitData {
             unit,
+            start,
             lang,
             producer,
         });

@@ -119,6 +119,8 @@ pub struct Segment {
 
 pub struct UnitData {
     pub unit: gimli::Unit<R>,
+    /// Where the unit starts in .debug_info, to resolve `DW_FORM_ref_addr` references.
+    pub start: usize,
     pub lang: Lang,
     pub producer: Option<String>,
 }
@@ -283,6 +285,47 @@ impl ObjectIndex {
             .unwrap_or_else(|p| p.into_inner())
             .insert((unit, offset), t.clone());
         t
+    }
+
+    /// Resolves a type reference: within the unit, or (`DW_FORM_ref_addr`, common in optimized
+    /// and LTO builds) anywhere in .debug_info.
+    pub fn type_ref(
+        &self,
+        unit: u32,
+        v: Option<gimli::AttributeValue<R>>,
+    ) -> Option<scope::TypeRef> {
+        match v? {
+            gimli::AttributeValue::UnitRef(offset) => Some(scope::TypeRef { unit, offset }),
+            gimli::AttributeValue::DebugInfoRef(gimli::DebugInfoOffset(off)) => {
+                let i = self
+                    .units
+                    .partition_point(|u| u.start <= off)
+                    .checked_sub(1)?;
+                let offset =
+                    gimli::DebugInfoOffset(off).to_unit_offset(&self.units[i].unit.header)?;
+                Some(scope::TypeRef {
+                    unit: i as u32,
+                    offset,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// A global variable by name: exact, or unqualified within the crate (or C file scope) of
+    /// the code asking, so `COUNTER` in `ledger::settle` finds `ledger::COUNTER` but a short
+    /// name never lands on some library's static.
+    pub fn find_global(&self, name: &str, function: &str) -> Option<&Global> {
+        if let Some(g) = self.globals.iter().find(|g| g.name == name) {
+            return Some(g);
+        }
+        let krate = function
+            .trim_start_matches('<')
+            .split("::")
+            .next()
+            .unwrap_or("");
+        let wanted = format!("{krate}::{name}");
+        self.globals.iter().find(|g| g.name == wanted)
     }
 
     /// The unit whose address ranges contain `pc`, found through the functions table.

@@ -139,13 +139,7 @@ impl UnitScopes {
                     else {
                         continue;
                     };
-                    let ty = match attr(gimli::DW_AT_type) {
-                        Some(gimli::AttributeValue::UnitRef(off)) => Some(TypeRef {
-                            unit: unit_idx,
-                            offset: off,
-                        }),
-                        _ => None,
-                    };
+                    let ty = index.type_ref(unit_idx, attr(gimli::DW_AT_type));
                     let decl_line = match attr(gimli::DW_AT_decl_line) {
                         Some(gimli::AttributeValue::Udata(n)) => Some(n as u32),
                         _ => None,

@@ -120,13 +120,6 @@ fn sdata(v: Option<gimli::AttributeValue<super::R>>) -> Option<i128> {
     }
 }
 
-fn type_ref(unit: u32, v: Option<gimli::AttributeValue<super::R>>) -> Option<TypeRef> {
-    match v? {
-        gimli::AttributeValue::UnitRef(offset) => Some(TypeRef { unit, offset }),
-        _ => None,
-    }
-}
-
 /// Parses the type DIE at `offset`; never fails: a broken DIE becomes `TypeKind::Unknown`.
 pub(super) fn parse(index: &ObjectIndex, unit_idx: u32, offset: gimli::UnitOffset) -> Type {
     parse_depth(index, unit_idx, offset, 0)
@@ -146,7 +139,7 @@ fn parse_depth(index: &ObjectIndex, unit_idx: u32, offset: gimli::UnitOffset, de
         .attr_value(gimli::DW_AT_name)
         .and_then(|v| attr_str(dwarf, unit, v));
     let size = udata(entry.attr_value(gimli::DW_AT_byte_size));
-    let target = type_ref(unit_idx, entry.attr_value(gimli::DW_AT_type));
+    let target = index.type_ref(unit_idx, entry.attr_value(gimli::DW_AT_type));
     let qualified = |n: &str| -> String {
         let prefix = index
             .scopes(unit_idx)
@@ -338,7 +331,7 @@ fn member_of(
     Some(Member {
         name,
         offset,
-        ty: type_ref(unit_idx, entry.attr_value(gimli::DW_AT_type)),
+        ty: index.type_ref(unit_idx, entry.attr_value(gimli::DW_AT_type)),
         bits,
         artificial: entry.attr_value(gimli::DW_AT_artificial).is_some(),
     })
@@ -388,7 +381,8 @@ fn children_of_struct(
                 let n = e
                     .attr_value(gimli::DW_AT_name)
                     .and_then(|v| attr_str(&index.dwarf, unit, v));
-                if let (Some(n), Some(t)) = (n, type_ref(unit_idx, e.attr_value(gimli::DW_AT_type)))
+                if let (Some(n), Some(t)) =
+                    (n, index.type_ref(unit_idx, e.attr_value(gimli::DW_AT_type)))
                 {
                     params.push((n, t));
                 }

@@ -135,6 +135,7 @@ pub struct Target {
     pub child: Child,
     pub pid: u32,
     pub stdin: Option<ChildStdin>,
+    output: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Target {
@@ -151,13 +152,30 @@ impl Target {
         out.read_line(&mut line).expect("ready line");
         assert!(line.contains("ready"), "target said {line:?}");
         // Keep draining stdout so the target never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = out.read_to_end(&mut sink);
+        let output = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = out.read_to_string(&mut rest);
+            rest
         });
         let pid = child.id();
         let stdin = child.stdin.take();
-        Target { child, pid, stdin }
+        Target {
+            child,
+            pid,
+            stdin,
+            output: Some(output),
+        }
+    }
+
+    /// Waits for the target to exit; returns its status and what it printed after `ready`.
+    pub fn wait_output(&mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().expect("wait target");
+        let out = self
+            .output
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        (status, out)
     }
 
     pub fn go(&mut self) {
