@@ -337,6 +337,15 @@ struct SiteRuntime {
     cfa: Option<CfaRule>,
 }
 
+/// Where a fork child of the target is in its release (see `Engine::on_fork_event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChildState {
+    /// Its fork event came first: code restored, waiting for its first stop to detach.
+    Announced,
+    /// Its first stop came first: restored and detached; the fork event is still to come.
+    Released,
+}
+
 struct ScratchArea {
     base: u64,
     size: u64,
@@ -369,6 +378,7 @@ struct Engine {
     failsafe: Option<Option<u64>>,
     /// Leftover scratch areas of a killed periscope removed at attach.
     recovered: usize,
+    fork_children: HashMap<i32, ChildState>,
 }
 
 impl Engine {
@@ -403,6 +413,7 @@ impl Engine {
             leader_status: None,
             failsafe: None,
             recovered: 0,
+            fork_children: HashMap::new(),
         }
     }
 
@@ -981,7 +992,7 @@ impl Engine {
                 // The child is a copy of the target, breakpoints included, but nobody will
                 // handle its traps: restore its code and let it go.
                 if let Ok(child) = process::get_event_msg(tid) {
-                    self.release_fork_child(child as i32);
+                    self.on_fork_event(child as i32);
                 }
                 let _ = process::cont(tid, 0);
             }
@@ -1003,8 +1014,8 @@ impl Engine {
             }
             PTRACE_EVENT_STOP => {
                 if !self.threads.contains(&tid) {
-                    if self.is_foreign(tid) && !self.is_vfork_child(tid) {
-                        self.release_fork_child(tid);
+                    if self.is_foreign(tid) {
+                        self.on_child_stop(tid);
                         return None;
                     }
                     self.threads.insert(tid);
@@ -1041,11 +1052,25 @@ impl Engine {
         Self::tgid_of(tid).is_some_and(|t| t != self.pid)
     }
 
-    fn is_vfork_child(&self, tid: i32) -> bool {
-        self.threads.contains(&tid)
+    /// A fork child of the target is a copy of it, breakpoints included, but nobody would
+    /// handle its traps: its code gets the original bytes back and it is let go. Its fork event
+    /// and its first stop arrive in either order; neither waits for the other.
+    fn on_fork_event(&mut self, child: i32) {
+        if self.fork_children.remove(&child) != Some(ChildState::Released) {
+            self.restore_child_code(child);
+            self.fork_children.insert(child, ChildState::Announced);
+        }
     }
 
-    fn release_fork_child(&mut self, child: i32) {
+    fn on_child_stop(&mut self, child: i32) {
+        if self.fork_children.remove(&child) != Some(ChildState::Announced) {
+            self.restore_child_code(child);
+            self.fork_children.insert(child, ChildState::Released);
+        }
+        let _ = process::detach(child, 0);
+    }
+
+    fn restore_child_code(&self, child: i32) {
         if let Ok(f) = std::fs::OpenOptions::new()
             .write(true)
             .open(format!("/proc/{child}/mem"))
@@ -1053,14 +1078,6 @@ impl Engine {
             use std::os::unix::fs::FileExt;
             for bp in self.breakpoints.values() {
                 let _ = f.write_all_at(&bp.original[..1], bp.address);
-            }
-        }
-        self.threads.remove(&child);
-        // The child may not have reported its first stop yet; detaching needs it stopped.
-        // Wait for that one stop (it is immediate: a new child stops before running).
-        if process::detach(child, 0).is_err() {
-            if let Ok(Some(_)) = process::wait(child, false) {
-                let _ = process::detach(child, 0);
             }
         }
     }
@@ -1322,29 +1339,29 @@ impl Engine {
                 Stop::Signal { signal, .. } => {
                     stopped.insert(tid, signal);
                 }
+                // A thread stopped at a clone or fork event is inside that system call: no
+                // syscall may be injected there (the call's return value would land on top of
+                // ours). Let it finish the call and stop it again at a plain interrupt.
                 Stop::Event {
-                    event: PTRACE_EVENT_CLONE,
+                    event: event @ (PTRACE_EVENT_CLONE | PTRACE_EVENT_FORK | PTRACE_EVENT_VFORK),
                     ..
                 } => {
                     if let Ok(new) = process::get_event_msg(tid) {
-                        self.threads.insert(new as i32);
-                        let _ = process::interrupt(new as i32);
+                        let new = new as i32;
+                        if event == PTRACE_EVENT_FORK {
+                            self.on_fork_event(new);
+                        } else {
+                            self.threads.insert(new);
+                            let _ = process::interrupt(new);
+                        }
                     }
-                    stopped.insert(tid, 0);
-                }
-                Stop::Event {
-                    event: PTRACE_EVENT_FORK,
-                    ..
-                } => {
-                    if let Ok(child) = process::get_event_msg(tid) {
-                        self.release_fork_child(child as i32);
-                    }
-                    stopped.insert(tid, 0);
+                    let _ = process::cont(tid, 0);
+                    let _ = process::interrupt(tid);
                 }
                 Stop::Event { .. } => {
                     if !self.threads.contains(&tid) {
                         if self.is_foreign(tid) {
-                            self.release_fork_child(tid);
+                            self.on_child_stop(tid);
                             continue;
                         }
                         self.threads.insert(tid);
@@ -1354,7 +1371,13 @@ impl Engine {
             }
             stopped.retain(|t, _| self.threads.contains(t));
         }
-        for (&tid, _) in stopped.iter() {
+        let tids: Vec<i32> = stopped.keys().copied().collect();
+        for tid in tids {
+            if stopped.get(&tid) == Some(&0) {
+                if let Some(sig) = self.consume_pending_trap(tid) {
+                    stopped.insert(tid, sig);
+                }
+            }
             self.step_out_of_scratch(tid);
         }
         for bp in self.breakpoints.values() {
@@ -1381,6 +1404,38 @@ impl Engine {
         }
         self.threads.clear();
         self.breakpoints.clear();
+    }
+
+    /// A thread can stop for our PTRACE_INTERRUPT just after executing an int3, before its
+    /// SIGTRAP is dequeued (job-control traps are reported first). Detaching it then would hand
+    /// it a SIGTRAP nobody handles. So: rewind it to the breakpoint and take the signal's
+    /// delivery stop now, suppressing it. Returns another signal that stopped it meanwhile, to
+    /// deliver on detach.
+    fn consume_pending_trap(&mut self, tid: i32) -> Option<i32> {
+        let mut regs = process::getregs(tid).ok()?;
+        let bp = regs.rip.wrapping_sub(1);
+        if !self.breakpoints.contains_key(&bp) || !trap_pending(tid) {
+            return None;
+        }
+        regs.rip = bp;
+        process::setregs(tid, regs).ok()?;
+        let mut other = None;
+        for _ in 0..8 {
+            process::cont(tid, 0).ok()?;
+            match process::wait(tid, false) {
+                Ok(Some(Stop::Signal {
+                    signal: SIGTRAP, ..
+                })) => {
+                    // Delivery stop of the breakpoint's SIGTRAP: it is dropped by not passing it.
+                    // The thread did not run, so its pc is still the breakpoint.
+                    return other.or(Some(0));
+                }
+                Ok(Some(Stop::Signal { signal, .. })) => other = Some(signal),
+                Ok(Some(Stop::Event { .. })) => {}
+                _ => return other,
+            }
+        }
+        other
     }
 
     fn in_scratch(&self, rip: u64) -> bool {
@@ -1411,4 +1466,15 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether SIGTRAP is pending for this thread (its private pending set in /proc).
+fn trap_pending(tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("SigPnd:"))?.to_string();
+            u64::from_str_radix(line["SigPnd:".len()..].trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & (1 << (SIGTRAP - 1)) != 0)
 }

@@ -91,23 +91,14 @@ fn a_traced_process_is_refused_with_the_reason() {
     let t = Target::start(&ledger_debug(), &["2000", "1"]);
     let pid = t.pid.to_string();
     let line = probe_line("ledger.rs", "settle-total");
-    let mut first = periscope()
-        .args([
-            "log",
-            &pid,
-            &format!("ledger.rs:{line}"),
-            "x",
-            "--for",
-            "60s",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(first.stderr.take().unwrap());
-    let mut banner = String::new();
-    std::io::BufRead::read_line(&mut err, &mut banner).unwrap();
-    assert!(banner.contains("probing"), "{banner}");
+    let mut first = start_live(&[
+        "log",
+        &pid,
+        &format!("ledger.rs:{line}"),
+        "x",
+        "--for",
+        "60s",
+    ]);
     fails_with(&["log", &pid, "settle", "x"], &["already traced by pid"]);
     std::process::Command::new("kill")
         .args(["-INT", &first.id().to_string()])

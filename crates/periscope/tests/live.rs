@@ -11,6 +11,18 @@ const MEMOS: [&str; 3] = ["rent", "coffee", "books"];
 /// Checks every hit of the ledger's settle line against the relations the target guarantees.
 fn check_ledger_hits(hits: &[serde_json::Value]) -> HashSet<u64> {
     let mut tids = HashSet::new();
+    // One execution of a line is one hit, even where the line has several addresses.
+    let mut seen = HashSet::new();
+    for h in hits {
+        let key = (
+            h["tid"].as_u64().unwrap(),
+            h["values"]["t.seq"]["value"].as_i64(),
+        );
+        assert!(
+            seen.insert(key),
+            "line reported twice for one execution: {h}"
+        );
+    }
     for h in hits {
         let seq = int(h, "t.seq");
         let worker = int(h, "t.worker");
@@ -373,19 +385,9 @@ fn the_target_runs_on_after_sigint_and_sigterm() {
     for sig in ["INT", "TERM"] {
         let mut t = Target::start(&hot(), &["100000000", "100"]);
         let line = probe_line("hot.c", "hot-step");
-        let mut p = periscope()
-            .args([
-                "log",
-                &t.pid.to_string(),
-                &format!("hot.c:{line}"),
-                "i={i}",
-                "--json",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Wait for the first hit: the probe is live.
+        let pid = t.pid.to_string();
+        let mut p = start_live(&["log", &pid, &format!("hot.c:{line}"), "i={i}", "--json"]);
+        // Wait for the first hit.
         let mut out = std::io::BufReader::new(p.stdout.take().unwrap());
         let mut first = String::new();
         std::io::BufRead::read_line(&mut out, &mut first).unwrap();
@@ -408,25 +410,17 @@ fn the_target_runs_on_after_sigint_and_sigterm() {
 fn periscope_ends_when_the_target_exits() {
     let mut t = Target::start(&hot(), &["300", "1000", "wait"]);
     let line = probe_line("hot.c", "hot-step");
-    let mut p = periscope()
-        .args([
-            "log",
-            &t.pid.to_string(),
-            &format!("hot.c:{line}"),
-            "i={i} v={i * 7 + 3}",
-            "--json",
-            "--for",
-            "120s",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Start the loop once the probe is in: periscope prints its banner when live.
-    let mut err = std::io::BufReader::new(p.stderr.take().unwrap());
-    let mut banner = String::new();
-    std::io::BufRead::read_line(&mut err, &mut banner).unwrap();
-    assert!(banner.contains("probing"), "{banner}");
+    let pid = t.pid.to_string();
+    let loc = format!("hot.c:{line}");
+    let p = start_live(&[
+        "log",
+        &pid,
+        &loc,
+        "i={i} v={i * 7 + 3}",
+        "--json",
+        "--for",
+        "120s",
+    ]);
     t.go();
     let out = p.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -445,18 +439,8 @@ fn kill_9_of_periscope_leaves_the_target_running() {
     // A hot line: the target keeps hitting leftover breakpoints after periscope dies.
     let mut t = Target::start(&hot(), &["4000", "200", "wait"]);
     let line = probe_line("hot.c", "hot-step");
-    let mut p = periscope()
-        .args([
-            "log",
-            &t.pid.to_string(),
-            &format!("hot.c:{line}"),
-            "i={i}",
-            "--json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let pid = t.pid.to_string();
+    let mut p = start_live(&["log", &pid, &format!("hot.c:{line}"), "i={i}", "--json"]);
     t.go();
     let mut out = std::io::BufReader::new(p.stdout.take().unwrap());
     for _ in 0..20 {
@@ -480,16 +464,7 @@ fn the_next_attach_removes_what_a_killed_periscope_left() {
     let mut t = Target::start(&ledger_debug(), &["2000", "2"]);
     let pid = t.pid.to_string();
     let never = format!("ledger.rs:{}", probe_line("ledger.rs", "never-hit"));
-    let mut p = periscope()
-        .args(["log", &pid, &never, "x"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(p.stderr.take().unwrap());
-    let mut banner = String::new();
-    std::io::BufRead::read_line(&mut err, &mut banner).unwrap();
-    assert!(banner.contains("probing"), "{banner}");
+    let mut p = start_live(&["log", &pid, &never, "x"]);
     p.kill().unwrap();
     p.wait().unwrap();
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
@@ -535,16 +510,7 @@ fn displaced_calls_and_rip_relative_loads_run_correctly() {
     let pid = t.pid.to_string();
     let call = format!("hot.c:{}", probe_line("hot.c", "call-first"));
     let riprel = format!("hot.c:{}", probe_line("hot.c", "rip-relative"));
-    let mut p = periscope()
-        .args(["log", &pid, &call, "v={v} i={i}", "--json", "--for", "120s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(p.stderr.take().unwrap());
-    let mut banner = String::new();
-    std::io::BufRead::read_line(&mut err, &mut banner).unwrap();
-    assert!(banner.contains("probing"), "{banner}");
+    let p = start_live(&["log", &pid, &call, "v={v} i={i}", "--json", "--for", "120s"]);
     t.go();
     let first = p.wait_with_output().unwrap();
     assert!(first.status.success());
@@ -562,24 +528,15 @@ fn displaced_calls_and_rip_relative_loads_run_correctly() {
     // The same with the RIP-relative line.
     let mut t = Target::start(&hot(), &[&n.to_string(), "0", "wait"]);
     let pid = t.pid.to_string();
-    let mut p = periscope()
-        .args([
-            "log",
-            &pid,
-            &riprel,
-            "touched={touched}",
-            "--json",
-            "--for",
-            "120s",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(p.stderr.take().unwrap());
-    let mut banner = String::new();
-    std::io::BufRead::read_line(&mut err, &mut banner).unwrap();
-    assert!(banner.contains("probing"), "{banner}");
+    let p = start_live(&[
+        "log",
+        &pid,
+        &riprel,
+        "touched={touched}",
+        "--json",
+        "--for",
+        "120s",
+    ]);
     t.go();
     let out = p.wait_with_output().unwrap();
     let hits = stdout_json(&out);
@@ -655,5 +612,36 @@ fn a_line_shared_with_a_closure_probes_where_the_names_are_in_scope() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("is not in scope"), "{}", stderr(&out));
+    t.assert_untouched();
+}
+
+#[test]
+fn forked_children_of_a_probed_process_are_unharmed() {
+    let mut t = Target::start(&forker(), &["1000"]);
+    let pid = t.pid.to_string();
+    let loc = format!("forker.c:{}", probe_line("forker.c", "fork-work"));
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        &loc,
+        "i={i}",
+        "--json",
+        "--max-hits",
+        "30",
+        "--for",
+        "60s",
+    ]);
+    assert_success(&out);
+    let hits = stdout_json(&out);
+    assert_eq!(hits.len(), 30);
+    let mut last = -1;
+    for h in &hits {
+        // Only the parent reports: each child got its original code back before it ran.
+        assert_eq!(h["pid"].as_u64(), Some(t.pid as u64));
+        let i = int(h, "i");
+        assert!(i > last, "{i} after {last}");
+        last = i;
+    }
+    // Every child so far exited with the right status (the parent stops otherwise).
     t.assert_untouched();
 }

@@ -110,6 +110,16 @@ pub fn hot() -> PathBuf {
     })
 }
 
+pub fn forker() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    build("forker", &C, |src, out| {
+        run(Command::new("gcc")
+            .args(["-g", "-O0", "-o"])
+            .arg(out)
+            .arg(src.join("forker.c")))
+    })
+}
+
 pub fn hot_nodebug() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     build("hot-nodebug", &C, |src, out| {
@@ -208,7 +218,9 @@ impl Target {
     /// Asserts the target is as if never probed: not traced, running, and every executable
     /// mapping of its files byte-identical to the file on disk.
     pub fn assert_untouched(&mut self) {
-        assert!(self.is_running(), "target died");
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("target died: {status}");
+        }
         assert_eq!(
             self.status_field("TracerPid:"),
             "0",
@@ -267,6 +279,29 @@ pub fn periscope() -> Command {
 /// a broken build fails the test rather than hanging it.
 pub fn run_periscope(args: &[&str]) -> Output {
     periscope().args(args).output().expect("run periscope")
+}
+
+/// Starts periscope and returns once its probe is live (it prints the `probing` banner then).
+pub fn start_live(args: &[&str]) -> Child {
+    let mut child = periscope()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn periscope");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut banner = String::new();
+    err.read_line(&mut banner).expect("banner");
+    assert!(
+        banner.contains("probing"),
+        "periscope did not start: {banner}"
+    );
+    // Keep draining stderr so periscope never blocks on it.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = err.read_to_string(&mut rest);
+    });
+    child
 }
 
 pub fn stdout_json(out: &Output) -> Vec<serde_json::Value> {
