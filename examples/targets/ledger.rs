@@ -15,6 +15,8 @@ pub struct Account {
     pub owner: String,
     pub balance: i64,
     pub id: u32,
+    /// A secret: Periscope must never show it (tests look for its bytes in all output).
+    pub api_token: String,
 }
 
 #[derive(Debug)]
@@ -60,6 +62,7 @@ fn run_batch(worker: u32, first_seq: u64, count: u64, sleep: Duration) -> i64 {
                 owner,
                 balance: amount_cents * 2,
                 id: worker,
+                api_token: format!("tok-{worker}-s3cr3t"),
             },
         };
         sum += settle(&t, fee, &mut ledger);

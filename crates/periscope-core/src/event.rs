@@ -20,6 +20,32 @@ pub struct LogEvent {
     pub values: crate::value::Fields,
 }
 
+/// One frame of a captured stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StackFrame {
+    pub function: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// Arguments and locals (only for the frames asked for), in declaration order.
+    #[serde(default, skip_serializing_if = "crate::value::Fields::is_empty")]
+    pub variables: crate::value::Fields,
+}
+
+/// A snapshot: the stack and its variables at one hit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotEvent {
+    pub ts: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub location: String,
+    pub probe: String,
+    pub frames: Vec<StackFrame>,
+    #[serde(default, skip_serializing_if = "crate::value::Fields::is_empty")]
+    pub watches: crate::value::Fields,
+}
+
 /// Why a probe hit produced no regular event: shown to the user so a silent probe is explained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeError {

@@ -5,6 +5,7 @@
 pub mod event;
 pub mod expr;
 pub mod location;
+pub mod redact;
 pub mod template;
 pub mod value;
 

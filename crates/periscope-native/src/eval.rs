@@ -163,6 +163,9 @@ impl<'a> Evaluator<'a> {
     }
 
     fn name(&self, name: &str) -> Res<Ev> {
+        if self.reader.redactor.is_sensitive(name) {
+            return Err(format!("`{name}` is redacted: its value cannot be read"));
+        }
         if let Some(var) = self.vars.iter().find(|v| v.name == name) {
             let ty = var
                 .ty
@@ -208,6 +211,8 @@ impl<'a> Evaluator<'a> {
             tid: self.frame.tid,
             cfa: self.frame.cfa,
             frame_base: None,
+            unknown_regs: self.frame.unknown_regs,
+            caller: self.frame.caller,
         };
         Some(Ev::Place {
             place: frame.eval_location(expr),
@@ -230,6 +235,11 @@ impl<'a> Evaluator<'a> {
     }
 
     fn field(&self, base: Ev, field: &str, base_text: &str) -> Res<Ev> {
+        if self.reader.redactor.is_sensitive(field) {
+            return Err(format!(
+                "`{base_text}.{field}` is redacted: its value cannot be read"
+            ));
+        }
         let base = self.auto_deref(base)?;
         let Ev::Place { place, ty } = base else {
             return Err(format!(

@@ -73,6 +73,11 @@ pub struct Frame<'a> {
     pub tid: i32,
     pub cfa: Option<u64>,
     pub frame_base: Option<gimli::AttributeValue<R>>,
+    /// Bit n set: DWARF register n is not known in this frame (see [`crate::unwind`]).
+    pub unknown_regs: u64,
+    /// A caller frame: its pc is a return address, so scopes and location lists are looked up
+    /// at the call instruction before it.
+    pub caller: bool,
 }
 
 /// Bounds evaluation of one DWARF expression (a malformed one must not spin).
@@ -80,7 +85,17 @@ const MAX_EVAL_STEPS: usize = 64;
 
 impl Frame<'_> {
     pub fn file_pc(&self) -> u64 {
-        self.regs.rip.wrapping_sub(self.bias)
+        self.regs
+            .rip
+            .wrapping_sub(self.bias)
+            .wrapping_sub(u64::from(self.caller))
+    }
+
+    fn reg(&self, n: u16) -> Option<u64> {
+        if n < 64 && self.unknown_regs & (1 << n) != 0 {
+            return None;
+        }
+        dwarf_reg(&self.regs, n)
     }
 
     fn encoding(&self) -> Option<gimli::Encoding> {
@@ -164,8 +179,12 @@ impl Frame<'_> {
             result = match r {
                 EvaluationResult::Complete => break,
                 EvaluationResult::RequiresRegister { register, .. } => {
-                    match dwarf_reg(&self.regs, register.0) {
+                    match self.reg(register.0) {
                         Some(v) => eval.resume_with_register(gimli::Value::Generic(v)),
+                        // A caller-saved register of a caller frame: the value is gone.
+                        None if self.caller => {
+                            return Place::Unavailable(periscope_core::value::OPTIMIZED_OUT.into())
+                        }
                         None => {
                             return Place::Unavailable(format!(
                                 "register {} not readable",
@@ -238,7 +257,10 @@ impl Frame<'_> {
         match loc {
             Location::Address { address } => Place::Memory(*address),
             Location::Register { register } => {
-                if let Some(v) = dwarf_reg(&self.regs, register.0) {
+                if self.caller && (17..=32).contains(&register.0) {
+                    return Place::Unavailable(periscope_core::value::OPTIMIZED_OUT.into());
+                }
+                if let Some(v) = self.reg(register.0) {
                     return Place::Bytes(v.to_le_bytes().to_vec());
                 }
                 // xmm0–xmm15 are DWARF registers 17–32.
@@ -250,6 +272,10 @@ impl Frame<'_> {
                         b.truncate(size.max(8));
                         return Place::Bytes(b);
                     }
+                }
+                if self.unknown_regs & (1 << register.0.min(63)) != 0 {
+                    // A caller-saved register in a caller frame: its value there is gone.
+                    return Place::Unavailable(periscope_core::value::OPTIMIZED_OUT.into());
                 }
                 Place::Unavailable(format!("register {} not readable", register.0))
             }

@@ -15,6 +15,7 @@ pub mod process;
 pub mod session;
 pub mod target;
 pub mod trap;
+pub mod unwind;
 pub mod values;
 
 pub use error::NativeError;

@@ -17,8 +17,9 @@ use crate::trap::{self, Breakpoint, Displaced, SLOT_SIZE};
 use crate::values::{Limits, Reader};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use periscope_core::event::{now_rfc3339, LogEvent, ProbeError};
+use periscope_core::event::{now_rfc3339, LogEvent, ProbeError, SnapshotEvent, StackFrame};
 use periscope_core::expr::Expr;
+use periscope_core::redact::Redactor;
 use periscope_core::template::{Segment, Template};
 use periscope_core::value::Fields;
 use periscope_core::Location;
@@ -44,6 +45,12 @@ pub enum Action {
     Count {
         by: Option<Expr>,
     },
+    /// Capture the stack, with arguments and locals of the top `frames` frames, and the value
+    /// of each watch expression.
+    Snapshot {
+        frames: usize,
+        watches: Vec<(String, Expr)>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +61,8 @@ pub struct ProbeSpec {
     pub condition: Option<Expr>,
     pub max_hits: Option<u64>,
     pub limits: Limits,
+    /// Names whose values are never read (built-in secrets plus `--redact` patterns).
+    pub redactor: Redactor,
 }
 
 impl ProbeSpec {
@@ -63,6 +72,7 @@ impl ProbeSpec {
         match &self.action {
             Action::Log(t) => v.extend(t.holes().map(|(_, e)| e)),
             Action::Count { by } => v.extend(by.iter()),
+            Action::Snapshot { watches, .. } => v.extend(watches.iter().map(|(_, e)| e)),
         }
         v
     }
@@ -105,6 +115,7 @@ pub enum EndReason {
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
     Log(LogEvent),
+    Snapshot(Box<SnapshotEvent>),
     ProbeError(ProbeError),
     Ended(EndReason),
 }
@@ -1188,8 +1199,15 @@ impl Engine {
             tid,
             cfa,
             frame_base: site.visible.frame_base.clone(),
+            unknown_regs: 0,
+            caller: false,
         };
-        let reader = Reader::new(&object.index, &self.mem, probe.spec.limits);
+        let reader = Reader::new(
+            &object.index,
+            &self.mem,
+            probe.spec.limits,
+            &probe.spec.redactor,
+        );
         let ev = Evaluator::new(&frame, &reader, &site.visible.vars, &site.function);
         let location = format!(
             "{}:{}",
@@ -1215,6 +1233,7 @@ impl Engine {
         }
         let max = probe.spec.max_hits;
         let mut event = None;
+        let mut snapshot = None;
         let mut count_key = None;
         match &probe.spec.action {
             Action::Log(template) => {
@@ -1246,6 +1265,23 @@ impl Engine {
             Action::Count { by } => {
                 count_key = Some(by.as_ref().map(|e| ev.value(e).to_message_text()));
             }
+            Action::Snapshot { frames, watches } => {
+                let watches = watches
+                    .iter()
+                    .map(|(text, e)| (text.clone(), ev.value(e)))
+                    .collect();
+                let stack =
+                    capture_stack(&self.target, &self.mem, regs, tid, cfa, *frames, &reader);
+                snapshot = Some(SnapshotEvent {
+                    ts: now_rfc3339(),
+                    pid: self.pid,
+                    tid: tid as u32,
+                    location: location.clone(),
+                    probe: probe.spec.id.clone(),
+                    frames: stack,
+                    watches: Fields(watches),
+                });
+            }
         }
         let mut reached = false;
         self.tally(pi, |t| {
@@ -1257,6 +1293,9 @@ impl Engine {
         });
         if let Some(e) = event {
             self.emit(EngineEvent::Log(e));
+        }
+        if let Some(s) = snapshot {
+            self.emit(EngineEvent::Snapshot(Box::new(s)));
         }
         if reached {
             self.done[pi] = true;
@@ -1477,4 +1516,97 @@ fn trap_pending(tid: i32) -> bool {
             u64::from_str_radix(line["SigPnd:".len()..].trim(), 16).ok()
         })
         .is_some_and(|mask| mask & (1 << (SIGTRAP - 1)) != 0)
+}
+
+/// Most frames a captured stack lists (with variables only for the top ones asked for).
+const MAX_STACK: usize = 64;
+
+/// The call stack at a stopped thread: every frame's function and line, and the arguments and
+/// locals of the top `with_vars` frames, read at each frame's own pc with the registers the
+/// unwinder recovered (a caller-saved register of a caller frame reads as optimized out).
+fn capture_stack(
+    target: &Target,
+    mem: &Memory,
+    regs: &process::Regs,
+    tid: i32,
+    cfa0: Option<u64>,
+    with_vars: usize,
+    reader: &Reader,
+) -> Vec<StackFrame> {
+    let frames = crate::unwind::unwind(target, mem, regs, MAX_STACK);
+    let mut out = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let caller = i > 0;
+        let lookup = f.pc().wrapping_sub(u64::from(caller));
+        let Some((_, obj)) = target.object_at(lookup) else {
+            out.push(StackFrame {
+                function: format!("{:#x}", f.pc()),
+                file: None,
+                line: None,
+                variables: Fields::default(),
+            });
+            continue;
+        };
+        let idx = &obj.index;
+        let file_pc = lookup.wrapping_sub(obj.bias);
+        let row = idx.row_at(file_pc);
+        let function = idx
+            .function_at(file_pc)
+            .map(|f| f.name.clone())
+            .or_else(|| idx.symbol_at(file_pc).map(|(s, _)| s.name.clone()))
+            .unwrap_or_else(|| format!("{:#x} in {}", f.pc(), idx.path.display()));
+        let file = row
+            .and_then(|r| idx.files.get(r.file as usize))
+            .map(|p| p.display().to_string());
+        let mut variables = Vec::new();
+        if i < with_vars {
+            let unit = row.map(|r| r.unit).or_else(|| idx.unit_at(file_pc));
+            let visible = unit
+                .and_then(|u| idx.scopes(u).ok())
+                .and_then(|s| s.visible_at(file_pc));
+            if let (Some(unit), Some(visible)) = (unit, visible) {
+                let frame = Frame {
+                    index: idx,
+                    bias: obj.bias,
+                    unit,
+                    mem,
+                    regs: f.regs,
+                    tid,
+                    cfa: if i == 0 { cfa0.or(f.cfa) } else { f.cfa },
+                    frame_base: visible.frame_base.clone(),
+                    unknown_regs: f.unknown,
+                    caller,
+                };
+                let r = reader.sharing(idx);
+                // Arguments first, then locals, each in declaration order (scopes list theirs
+                // innermost-first and last-declared first, for shadowing).
+                let mut vars: Vec<(usize, &crate::index::scope::Var)> =
+                    visible.vars.iter().enumerate().collect();
+                vars.sort_by_key(|(i, v)| {
+                    (!v.is_param, v.decl_line.unwrap_or(0), std::cmp::Reverse(*i))
+                });
+                for (_, v) in vars {
+                    let ty = v.ty.map(|t| idx.type_at(t.unit, t.offset));
+                    let value = if reader.redactor.is_sensitive(&v.name) {
+                        periscope_core::Value::Redacted {
+                            ty: ty.map(|t| t.name.clone()),
+                        }
+                    } else {
+                        match ty {
+                            Some(t) => r.render(&frame.var_place(v), &t, r.limits.depth),
+                            None => periscope_core::Value::unavailable(None, "no type information"),
+                        }
+                    };
+                    variables.push((v.name.clone(), value));
+                }
+            }
+        }
+        out.push(StackFrame {
+            function,
+            file,
+            line: row.map(|r| r.line).filter(|l| *l > 0),
+            variables: Fields(variables),
+        });
+    }
+    out
 }

@@ -9,8 +9,10 @@ use crate::index::scope::TypeRef;
 use crate::index::types::{Type, TypeKind, VariantPart};
 use crate::index::{Lang, ObjectIndex};
 use crate::process::Memory;
+use periscope_core::redact::Redactor;
 use periscope_core::value::{Fields, Int128, Value, OPTIMIZED_OUT, UNSUPPORTED};
 use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// Capture limits, with the defaults users know from other live debuggers.
@@ -40,16 +42,35 @@ pub struct Reader<'a> {
     pub index: &'a ObjectIndex,
     pub mem: &'a Memory,
     pub limits: Limits,
-    budget: Cell<usize>,
+    /// Bytes left to read for this capture, shared by the readers of one snapshot's frames.
+    budget: Rc<Cell<usize>>,
+    pub redactor: &'a Redactor,
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(index: &'a ObjectIndex, mem: &'a Memory, limits: Limits) -> Self {
+    pub fn new(
+        index: &'a ObjectIndex,
+        mem: &'a Memory,
+        limits: Limits,
+        redactor: &'a Redactor,
+    ) -> Self {
         Reader {
             index,
             mem,
             limits,
-            budget: Cell::new(limits.total_bytes),
+            budget: Rc::new(Cell::new(limits.total_bytes)),
+            redactor,
+        }
+    }
+
+    /// A reader for another object of the same capture, drawing on the same byte budget.
+    pub fn sharing(&self, index: &'a ObjectIndex) -> Reader<'a> {
+        Reader {
+            index,
+            mem: self.mem,
+            limits: self.limits,
+            budget: self.budget.clone(),
+            redactor: self.redactor,
         }
     }
 
@@ -159,6 +180,9 @@ impl<'a> Reader<'a> {
                         break;
                     }
                     let v = match m.ty {
+                        _ if self.redactor.is_sensitive(&m.name) => Value::Redacted {
+                            ty: m.ty.map(|t| self.ty(t).name.clone()),
+                        },
                         Some(t) => {
                             let mt = self.ty(t);
                             match m.bits {

@@ -3,6 +3,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use periscope_core::expr::{self, Expr};
+use periscope_core::redact::Redactor;
 use periscope_core::template::Template;
 use periscope_core::Location;
 use periscope_native::session::Tallies;
@@ -41,6 +42,25 @@ enum Command {
         /// Stop after this many hits.
         #[arg(long)]
         max_hits: Option<u64>,
+    },
+    /// Capture the stack with arguments and locals at a source line or function.
+    Snapshot {
+        pid: u32,
+        location: String,
+        #[command(flatten)]
+        common: Common,
+        /// Stop after this many snapshots.
+        #[arg(long, default_value_t = 1)]
+        max_hits: u64,
+        /// Capture arguments and locals of this many frames from the top.
+        #[arg(long, default_value_t = 5)]
+        frames: usize,
+        /// Follow pointers and nested values this deep.
+        #[arg(long, default_value_t = 3)]
+        depth: u32,
+        /// An extra expression to capture with the snapshot (repeatable).
+        #[arg(long = "watch", value_name = "EXPR")]
+        watches: Vec<String>,
     },
     /// Count how often a source line or function runs.
     Count {
@@ -88,6 +108,10 @@ struct Common {
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
+    /// Also redact variables and fields whose name matches this regular expression
+    /// (repeatable; names like password, token, secret, session are always redacted).
+    #[arg(long = "redact", value_name = "REGEX")]
+    redact: Vec<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -119,6 +143,24 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let template = Template::parse(&template).map_err(|e| anyhow!("bad template: {e}"))?;
             let spec = probe_spec(&location, Action::Log(template), &common, max_hits)?;
+            run_log(pid, spec, &common)
+        }
+        Command::Snapshot {
+            pid,
+            location,
+            common,
+            max_hits,
+            frames,
+            depth,
+            watches,
+        } => {
+            let watches = watches
+                .iter()
+                .map(|w| Ok((w.trim().to_string(), parse_expr("--watch", w)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let action = Action::Snapshot { frames, watches };
+            let mut spec = probe_spec(&location, action, &common, Some(max_hits))?;
+            spec.limits.depth = depth;
             run_log(pid, spec, &common)
         }
         Command::Count {
@@ -165,6 +207,7 @@ fn probe_spec(
         condition,
         max_hits,
         limits: Limits::default(),
+        redactor: Redactor::new(&common.redact)?,
     })
 }
 
@@ -295,6 +338,13 @@ fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
                         )?;
                     }
                 }
+                EngineEvent::Snapshot(e) => {
+                    if json {
+                        writeln!(out, "{}", serde_json::to_string(&e)?)?;
+                    } else {
+                        print_snapshot(&e, &mut out)?;
+                    }
+                }
                 EngineEvent::ProbeError(e) => print_probe_error(json, &e, &mut out)?,
                 EngineEvent::Ended(_) => {}
             }
@@ -304,6 +354,35 @@ fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
         || Ok(()),
     );
     finish(session, reason)
+}
+
+/// A snapshot as an indented tree: one block per frame, one line per variable.
+fn print_snapshot(e: &periscope_core::event::SnapshotEvent, out: &mut impl Write) -> Result<()> {
+    writeln!(
+        out,
+        "{} [tid {}] {}  snapshot",
+        short_time(&e.ts),
+        e.tid,
+        e.location
+    )?;
+    for (i, f) in e.frames.iter().enumerate() {
+        match (&f.file, f.line) {
+            (Some(file), Some(line)) => {
+                writeln!(out, "  #{i:<2} {}  at {file}:{line}", f.function)?
+            }
+            _ => writeln!(out, "  #{i:<2} {}", f.function)?,
+        }
+        for (name, v) in &f.variables.0 {
+            writeln!(out, "        {name} = {v}")?;
+        }
+    }
+    if !e.watches.is_empty() {
+        writeln!(out, "  watches:")?;
+        for (expr, v) in &e.watches.0 {
+            writeln!(out, "        {expr} = {v}")?;
+        }
+    }
+    Ok(())
 }
 
 fn print_probe_error(

@@ -1,0 +1,206 @@
+//! `periscope snapshot`: the stack and every frame's variables, checked against what the
+//! target computed; redaction never lets a secret's bytes out.
+
+mod common;
+
+use common::*;
+use serde_json::Value as J;
+
+fn var<'a>(frame: &'a J, name: &str) -> &'a J {
+    let v = &frame["variables"][name];
+    assert!(!v.is_null(), "no variable {name} in {frame}");
+    v
+}
+
+/// Follows pointers to the value they point at.
+fn deref(v: &J) -> &J {
+    let mut v = v;
+    while v["kind"] == "pointer" {
+        v = &v["target"];
+    }
+    v
+}
+
+fn ival(v: &J) -> i64 {
+    let v = deref(v);
+    assert_eq!(v["kind"], "int", "{v}");
+    v["value"].as_i64().unwrap()
+}
+
+#[test]
+fn rust_snapshot_shows_the_stack_and_each_frames_variables() {
+    let mut t = Target::start(&ledger_debug(), &["2000", "2"]);
+    let pid = t.pid.to_string();
+    let loc = format!("ledger.rs:{}", probe_line("ledger.rs", "settle-total"));
+    let out = run_periscope(&[
+        "snapshot",
+        &pid,
+        &loc,
+        "--json",
+        "--frames",
+        "2",
+        "--max-hits",
+        "3",
+        "--watch",
+        "t.amount_cents + fee",
+        "--for",
+        "60s",
+    ]);
+    assert_success(&out);
+    let raw = String::from_utf8_lossy(&out.stdout);
+    assert!(!raw.contains("s3cr3t"), "a redacted value leaked");
+    let snaps = stdout_json(&out);
+    assert_eq!(snaps.len(), 3);
+    for s in &snaps {
+        let frames = s["frames"].as_array().unwrap();
+        let top = &frames[0];
+        assert_eq!(top["function"], "ledger::settle");
+        assert!(top["file"].as_str().unwrap().ends_with("ledger.rs"));
+        let t = deref(var(top, "t"));
+        assert_eq!(t["kind"], "struct");
+        let seq = t["fields"]["seq"]["value"].as_i64().unwrap();
+        let worker = t["fields"]["worker"]["value"].as_i64().unwrap();
+        let amount = t["fields"]["amount_cents"]["value"].as_i64().unwrap();
+        assert_eq!(amount, seq * 100 + worker);
+        assert_eq!(ival(var(top, "fee")), amount / 10);
+        let from = &t["fields"]["from"]["fields"];
+        assert_eq!(from["owner"]["value"], format!("owner-{worker}"));
+        assert_eq!(from["api_token"]["kind"], "redacted");
+        // Arguments in declaration order.
+        let names: Vec<&String> = top["variables"].as_object().unwrap().keys().collect();
+        assert_eq!(names[..3], ["t", "fee", "ledger"]);
+        // The caller's locals agree with the callee's arguments.
+        let caller = &frames[1];
+        assert_eq!(caller["function"], "ledger::run_batch");
+        assert_eq!(ival(var(caller, "seq")), seq);
+        assert_eq!(ival(var(caller, "worker")), worker);
+        assert_eq!(ival(var(caller, "amount_cents")), amount);
+        assert_eq!(var(caller, "owner")["value"], format!("owner-{worker}"));
+        // Frames below the asked-for ones carry no variables, and the stack reaches the
+        // thread's start in libc, through code without frame pointers.
+        assert!(frames[2]["variables"].is_null());
+        assert!(frames.len() >= 5, "{frames:?}");
+        assert!(
+            frames
+                .iter()
+                .any(|f| f["function"].as_str().unwrap().contains("start_thread")
+                    || f["function"].as_str().unwrap().contains("clone")),
+            "{frames:?}"
+        );
+        assert_eq!(
+            ival(&s["watches"]["t.amount_cents + fee"]),
+            amount + amount / 10
+        );
+    }
+    // Human output: an indented tree.
+    let out = run_periscope(&["snapshot", &pid, &loc, "--for", "60s"]);
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("  #0  ledger::settle  at "), "{text}");
+    assert!(text.contains("  #1  ledger::run_batch  at "), "{text}");
+    assert!(text.contains("api_token: <redacted>"), "{text}");
+    assert!(!text.contains("s3cr3t"));
+    t.assert_untouched();
+}
+
+#[test]
+fn redaction_covers_expressions_and_user_patterns() {
+    let mut t = Target::start(&ledger_debug(), &["2000", "2"]);
+    let pid = t.pid.to_string();
+    let loc = format!("ledger.rs:{}", probe_line("ledger.rs", "settle-total"));
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        &loc,
+        "tok={t.from.api_token} len={t.from.api_token.len()} all={t.from}",
+        "--json",
+        "--max-hits",
+        "2",
+        "--for",
+        "60s",
+    ]);
+    assert_success(&out);
+    let raw = String::from_utf8_lossy(&out.stdout);
+    assert!(!raw.contains("s3cr3t") && !raw.contains("tok-"), "{raw}");
+    for h in stdout_json(&out) {
+        assert!(h["values"]["t.from.api_token"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("redacted"));
+        assert!(h["values"]["t.from.api_token.len()"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("redacted"));
+    }
+    let out = run_periscope(&[
+        "snapshot", &pid, &loc, "--json", "--redact", "^owner$", "--for", "60s",
+    ]);
+    assert_success(&out);
+    let raw = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !raw.contains("owner-0") && !raw.contains("owner-1"),
+        "{raw}"
+    );
+    let out = run_periscope(&["snapshot", &pid, &loc, "--redact", "(", "--for", "60s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("bad --redact pattern"));
+    t.assert_untouched();
+}
+
+#[test]
+fn c_snapshot_unwinds_through_a_shared_library() {
+    let mut t = Target::start(&jobs_pie(), &["2000"]);
+    let pid = t.pid.to_string();
+    let out = run_periscope(&[
+        "snapshot",
+        &pid,
+        "score_job",
+        "--json",
+        "--frames",
+        "3",
+        "--for",
+        "60s",
+    ]);
+    assert_success(&out);
+    let s = &stdout_json(&out)[0];
+    let frames = s["frames"].as_array().unwrap();
+    assert_eq!(frames[0]["function"], "score_job");
+    assert!(frames[0]["file"].as_str().unwrap().ends_with("score.c"));
+    let j = deref(var(&frames[0], "j"));
+    let id = j["fields"]["id"]["value"].as_i64().unwrap();
+    assert_eq!(j["fields"]["name"]["value"], format!("job-{id}"));
+    assert_eq!(frames[1]["function"], "process_job");
+    let round = ival(var(&frames[1], "round"));
+    assert_eq!(ival(var(&frames[1], "cost")), id * 3 + round);
+    assert_eq!(frames[2]["function"], "worker");
+    assert_eq!(ival(var(&frames[2], "round")), round);
+    t.assert_untouched();
+}
+
+#[test]
+fn release_snapshot_marks_what_the_optimizer_dropped() {
+    let mut t = Target::start(&ledger_release(), &["2000", "2"]);
+    let pid = t.pid.to_string();
+    let out = run_periscope(&[
+        "snapshot",
+        &pid,
+        "settle",
+        "--json",
+        "--max-hits",
+        "3",
+        "--for",
+        "60s",
+    ]);
+    assert_success(&out);
+    for s in stdout_json(&out) {
+        let top = &s["frames"][0];
+        assert_eq!(top["function"], "ledger::settle");
+        let fee = ival(var(top, "fee"));
+        assert_eq!(fee % 10, 0);
+        let tv = var(top, "t");
+        if tv["kind"] == "unavailable" {
+            assert_eq!(tv["reason"], "optimized out");
+        }
+    }
+    t.assert_untouched();
+}
