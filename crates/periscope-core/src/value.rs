@@ -155,18 +155,49 @@ impl<'de> Deserialize<'de> for Fields {
     }
 }
 
-/// An integer of up to 128 bits: a JSON number when it fits 64 bits, a decimal string beyond.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Int128(pub i128);
+/// An integer of up to 128 bits, signed or unsigned: a JSON number when it fits 64 bits, a
+/// decimal string beyond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int128 {
+    Signed(i128),
+    Unsigned(u128),
+}
+
+impl Int128 {
+    /// The value as i128, when it fits (every value but unsigned ones above i128::MAX).
+    pub fn as_i128(self) -> Option<i128> {
+        match self {
+            Int128::Signed(v) => Some(v),
+            Int128::Unsigned(v) => i128::try_from(v).ok(),
+        }
+    }
+}
+
+impl From<i128> for Int128 {
+    fn from(v: i128) -> Self {
+        Int128::Signed(v)
+    }
+}
+
+impl fmt::Display for Int128 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Int128::Signed(v) => write!(f, "{v}"),
+            Int128::Unsigned(v) => write!(f, "{v}"),
+        }
+    }
+}
 
 impl Serialize for Int128 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if let Ok(v) = i64::try_from(self.0) {
-            s.serialize_i64(v)
-        } else if let Ok(v) = u64::try_from(self.0) {
-            s.serialize_u64(v)
-        } else {
-            s.serialize_str(&self.0.to_string())
+        let (as_i64, as_u64) = match *self {
+            Int128::Signed(v) => (i64::try_from(v).ok(), u64::try_from(v).ok()),
+            Int128::Unsigned(v) => (i64::try_from(v).ok(), u64::try_from(v).ok()),
+        };
+        match (as_i64, as_u64) {
+            (Some(v), _) => s.serialize_i64(v),
+            (None, Some(v)) => s.serialize_u64(v),
+            _ => s.serialize_str(&self.to_string()),
         }
     }
 }
@@ -180,13 +211,16 @@ impl<'de> Deserialize<'de> for Int128 {
                 f.write_str("an integer or a decimal string")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int128, E> {
-                Ok(Int128(v.into()))
+                Ok(Int128::Signed(v.into()))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int128, E> {
-                Ok(Int128(v.into()))
+                Ok(Int128::Signed(v.into()))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Int128, E> {
-                v.parse().map(Int128).map_err(E::custom)
+                match v.parse::<i128>() {
+                    Ok(i) => Ok(Int128::Signed(i)),
+                    Err(_) => v.parse::<u128>().map(Int128::Unsigned).map_err(E::custom),
+                }
             }
         }
         d.deserialize_any(V)
@@ -197,7 +231,7 @@ impl Value {
     pub fn int(ty: impl Into<String>, v: i128) -> Value {
         Value::Int {
             ty: Some(ty.into()),
-            value: Int128(v),
+            value: Int128::Signed(v),
         }
     }
 
@@ -254,10 +288,10 @@ impl Value {
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Value::Int { value, .. } => write!(f, "{}", value.0),
+            Value::Int { value, .. } => write!(f, "{value}"),
             Value::Float { value, .. } => write!(f, "{value}"),
             Value::Bool { value, .. } => write!(f, "{value}"),
-            Value::Char { value, .. } => write!(f, "{value:?}"),
+            Value::Char { value, .. } => write!(f, "'{value}'"),
             Value::String {
                 value, truncated, ..
             } => {
@@ -272,7 +306,12 @@ impl fmt::Display for Value {
                 fields,
                 truncated,
             } => {
-                let name = ty.as_deref().map(short_type_name).unwrap_or_default();
+                // Tuples read as `(1, "x")`, not with their type name in front.
+                let name = ty
+                    .as_deref()
+                    .filter(|t| !t.starts_with('('))
+                    .map(short_type_name)
+                    .unwrap_or_default();
                 let tuple = fields.0.first().is_some_and(|(n, _)| n == "0");
                 write_fields(f, &name, fields, tuple, *truncated)
             }
@@ -394,20 +433,26 @@ mod tests {
                     },
                 ),
                 ("balance".into(), Value::int("i64", 8591)),
-                ("big".into(), Value::int("u128", i128::MAX)),
+                (
+                    "big".into(),
+                    Value::Int {
+                        ty: Some("u128".into()),
+                        value: Int128::Unsigned(u128::MAX),
+                    },
+                ),
             ]),
             truncated: false,
         };
         let j = serde_json::to_string(&v).unwrap();
         assert_eq!(
             j,
-            r#"{"kind":"struct","type":"ledger::Account","fields":{"owner":{"kind":"string","type":"alloc::string::String","value":"owner-1","len":7},"balance":{"kind":"int","type":"i64","value":8591},"big":{"kind":"int","type":"u128","value":"170141183460469231731687303715884105727"}}}"#
+            r#"{"kind":"struct","type":"ledger::Account","fields":{"owner":{"kind":"string","type":"alloc::string::String","value":"owner-1","len":7},"balance":{"kind":"int","type":"i64","value":8591},"big":{"kind":"int","type":"u128","value":"340282366920938463463374607431768211455"}}}"#
         );
         let back: Value = serde_json::from_str(&j).unwrap();
         assert_eq!(back, v);
         assert_eq!(
             v.to_string(),
-            "Account { owner: \"owner-1\", balance: 8591, big: 170141183460469231731687303715884105727 }"
+            "Account { owner: \"owner-1\", balance: 8591, big: 340282366920938463463374607431768211455 }"
         );
     }
 

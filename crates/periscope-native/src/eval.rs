@@ -69,7 +69,7 @@ impl<'a> Evaluator<'a> {
             Ev::Place { place, ty } => self.reader.render(&place, &ty, self.reader.limits.depth),
             Ev::Int(v, ty) => Value::Int {
                 ty,
-                value: Int128(v),
+                value: Int128::Signed(v),
             },
             Ev::Float(v) => Value::Float {
                 ty: Some("f64".into()),
@@ -449,7 +449,10 @@ impl<'a> Evaluator<'a> {
         };
         let value = self.reader.render(&place, &ty, 1);
         Ok(match value {
-            Value::Int { value, ty } => Ev::Int(value.0, ty),
+            Value::Int { value, ty } => match value.as_i128() {
+                Some(v) => Ev::Int(v, ty),
+                None => return Err(format!("{value} is too large to compute with")),
+            },
             Value::Float { value, .. } => Ev::Float(value),
             Value::Bool { value, .. } => Ev::Bool(value),
             Value::Char { value, .. } => Ev::Char(value.chars().next().unwrap_or('\0')),

@@ -12,6 +12,7 @@ pub mod failsafe;
 pub mod frame;
 pub mod index;
 pub mod process;
+mod rust_std;
 pub mod session;
 pub mod target;
 pub mod trap;

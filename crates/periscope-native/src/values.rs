@@ -130,6 +130,9 @@ impl<'a> Reader<'a> {
             if let Some(v) = self.render_rust_std(place, ty, depth) {
                 return v;
             }
+            if let Some(v) = self.render_rust_special(place, ty, depth) {
+                return v;
+            }
         }
         match &ty.kind {
             TypeKind::Base(enc) => self.render_base(place, ty, *enc),
@@ -149,7 +152,7 @@ impl<'a> Reader<'a> {
                             },
                             None => Value::Int {
                                 ty: tname,
-                                value: Int128(v),
+                                value: Int128::Signed(v),
                             },
                         }
                     }
@@ -253,7 +256,7 @@ impl<'a> Reader<'a> {
                     },
                     None => Value::Int {
                         ty: tname,
-                        value: Int128(code.into()),
+                        value: Int128::Signed(code.into()),
                     },
                 }
             }
@@ -268,7 +271,7 @@ impl<'a> Reader<'a> {
                 } else {
                     Value::Int {
                         ty: tname,
-                        value: Int128(if enc == gimli::DW_ATE_signed_char {
+                        value: Int128::Signed(if enc == gimli::DW_ATE_signed_char {
                             (c as i8).into()
                         } else {
                             c.into()
@@ -278,11 +281,11 @@ impl<'a> Reader<'a> {
             }
             gimli::DW_ATE_signed | gimli::DW_ATE_signed_char => Value::Int {
                 ty: tname,
-                value: Int128(int_from(&b, true)),
+                value: Int128::Signed(int_from(&b, true)),
             },
             gimli::DW_ATE_unsigned | gimli::DW_ATE_unsigned_char => Value::Int {
                 ty: tname,
-                value: Int128(int_from(&b, false)),
+                value: uint_from(&b),
             },
             _ => Value::unavailable(tname, UNSUPPORTED),
         }
@@ -302,7 +305,7 @@ impl<'a> Reader<'a> {
         }
         Value::Int {
             ty: Some(ty.name.clone()),
-            value: Int128(v as i128),
+            value: Int128::Signed(v as i128),
         }
     }
 
@@ -615,6 +618,14 @@ impl<'a> Reader<'a> {
             _ => None,
         }
     }
+}
+
+/// Little-endian bytes to an unsigned integer of up to 128 bits.
+pub fn uint_from(b: &[u8]) -> Int128 {
+    let mut buf = [0u8; 16];
+    let n = b.len().min(16);
+    buf[..n].copy_from_slice(&b[..n]);
+    Int128::Unsigned(u128::from_le_bytes(buf))
 }
 
 /// Little-endian bytes to an integer of up to 128 bits.

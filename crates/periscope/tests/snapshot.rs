@@ -204,3 +204,100 @@ fn release_snapshot_marks_what_the_optimizer_dropped() {
     }
     t.assert_untouched();
 }
+
+#[test]
+fn rust_std_types_render_as_users_think_of_them() {
+    let mut t = Target::start(&kinds(), &[]);
+    let pid = t.pid.to_string();
+    let loc = format!("kinds.rs:{}", probe_line("kinds.rs", "kinds-total"));
+    let out = run_periscope(&[
+        "snapshot", &pid, &loc, "--json", "--frames", "1", "--for", "60s",
+    ]);
+    assert_success(&out);
+    let s = &stdout_json(&out)[0];
+    let top = &s["frames"][0];
+    let n = ival(var(top, "n"));
+    let n_u = n as u64;
+    // Box, Rc, Arc: see-through.
+    assert_eq!(ival(var(top, "bx")), n * 2);
+    assert_eq!(var(top, "rc")["value"], format!("rc-{n}"));
+    assert_eq!(ival(var(top, "arc")), n + 1);
+    // Cells and locks show their contents.
+    assert_eq!(ival(var(top, "cell")), n + 3);
+    let refcell = var(top, "refcell");
+    assert_eq!(refcell["kind"], "list");
+    assert_eq!(refcell["items"][1]["value"].as_i64(), Some(n + 1));
+    assert_eq!(ival(var(top, "mutex")), n + 4);
+    // HashMap: a map, in any order.
+    let map = var(top, "map");
+    assert_eq!(map["kind"], "map");
+    assert_eq!(map["len"], 2);
+    let mut pairs: Vec<(i64, String)> = map["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["key"]["value"].as_i64().unwrap(),
+                e["value"]["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    assert_eq!(pairs, [(1, "one".to_string()), (2, "two".to_string())]);
+    // BTreeMap: a map in key order.
+    let bt = var(top, "bt");
+    assert_eq!(bt["kind"], "map");
+    let bt_pairs: Vec<(i64, i64)> = bt["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["key"]["value"].as_i64().unwrap(),
+                e["value"]["value"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(bt_pairs, (0..5).map(|i| (i, n + i)).collect::<Vec<_>>());
+    // VecDeque in logical order, though its ring buffer wrapped.
+    let dq: Vec<i64> = var(top, "dq")["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["value"].as_i64().unwrap())
+        .collect();
+    assert_eq!(dq, [6, 7, 8]);
+    let mut set: Vec<i64> = var(top, "set")["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["value"].as_i64().unwrap())
+        .collect();
+    set.sort();
+    assert_eq!(set, [3, 4]);
+    let bset: Vec<i64> = var(top, "bset")["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["value"].as_i64().unwrap())
+        .collect();
+    assert_eq!(bset, [9, 10]);
+    // Tuples, arrays, Option<Box<T>>, Result, u128.
+    let tup = var(top, "tup");
+    assert_eq!(tup["fields"]["0"]["value"].as_i64(), Some(n));
+    assert_eq!(tup["fields"]["1"]["value"], "x");
+    assert_eq!(tup["fields"]["2"]["value"], "c");
+    assert_eq!(var(top, "arr")["len"], 3);
+    let opt = var(top, "opt_box");
+    assert_eq!(opt["variant"], "Some");
+    assert_eq!(ival(&opt["fields"]["0"]), 5);
+    let res = var(top, "res");
+    assert_eq!(res["variant"], "Err");
+    assert_eq!(res["fields"]["0"]["value"], "bad");
+    assert_eq!(
+        var(top, "big")["value"],
+        (u128::MAX - n_u as u128).to_string()
+    );
+    t.assert_untouched();
+}

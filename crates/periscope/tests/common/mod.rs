@@ -63,6 +63,16 @@ pub fn ledger_release() -> PathBuf {
     })
 }
 
+pub fn kinds() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    build("kinds", &C, |src, out| {
+        run(Command::new("rustc")
+            .args(["--edition", "2021", "-g", "-o"])
+            .arg(out)
+            .arg(src.join("kinds.rs")))
+    })
+}
+
 pub fn libscore() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     build("libscore.so", &C, |src, out| {
