@@ -44,6 +44,25 @@ pub struct SnapshotEvent {
     pub frames: Vec<StackFrame>,
     #[serde(default, skip_serializing_if = "crate::value::Fields::is_empty")]
     pub watches: crate::value::Fields,
+    /// Set when the snapshot was taken at a failure (`periscope watch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+/// What went wrong, for a snapshot captured at the point of failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// `panic` or `signal`.
+    pub kind: String,
+    /// The panic message, when it can be read exactly; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `SIGSEGV`, `SIGBUS`, `SIGFPE`, `SIGILL` or `SIGABRT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// The faulting address, for memory faults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// Why a probe hit produced no regular event: shown to the user so a silent probe is explained.

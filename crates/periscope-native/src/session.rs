@@ -17,7 +17,9 @@ use crate::trap::{self, Breakpoint, Displaced, SLOT_SIZE};
 use crate::values::{Limits, Reader};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use periscope_core::event::{now_rfc3339, LogEvent, ProbeError, SnapshotEvent, StackFrame};
+use periscope_core::event::{
+    now_rfc3339, Failure, LogEvent, ProbeError, SnapshotEvent, StackFrame,
+};
 use periscope_core::expr::Expr;
 use periscope_core::redact::Redactor;
 use periscope_core::template::{Segment, Template};
@@ -51,6 +53,11 @@ pub enum Action {
         frames: usize,
         watches: Vec<(String, Expr)>,
     },
+    /// At a panic (placed on `rust_panic`, before unwinding starts): capture the stack with the
+    /// variables of the top `frames` frames of the program's own code.
+    Panic {
+        frames: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +80,7 @@ impl ProbeSpec {
             Action::Log(t) => v.extend(t.holes().map(|(_, e)| e)),
             Action::Count { by } => v.extend(by.iter()),
             Action::Snapshot { watches, .. } => v.extend(watches.iter().map(|(_, e)| e)),
+            Action::Panic { .. } => {}
         }
         v
     }
@@ -197,6 +205,16 @@ pub struct SessionOptions {
     /// Events buffered between the session thread and the consumer; beyond it they are dropped
     /// and counted, so a slow consumer never slows the target.
     pub queue: usize,
+    /// Capture a snapshot when a thread is about to die of a fatal signal.
+    pub watch_signals: Option<WatchSignals>,
+}
+
+/// How `periscope watch --signals` captures: frames with variables, limits, redaction.
+#[derive(Debug, Clone)]
+pub struct WatchSignals {
+    pub frames: usize,
+    pub limits: Limits,
+    pub redactor: Redactor,
 }
 
 impl Default for SessionOptions {
@@ -204,6 +222,7 @@ impl Default for SessionOptions {
         SessionOptions {
             stop_on_signals: true,
             queue: 4096,
+            watch_signals: None,
         }
     }
 }
@@ -263,11 +282,13 @@ impl Session {
         let (ready_tx, ready_rx) = mpsc::channel();
         let t2 = tallies.clone();
         let stop_on_signals = options.stop_on_signals;
+        let watch_signals = options.watch_signals;
         let thread = std::thread::Builder::new()
             .name("periscope-tracer".into())
             .spawn(move || {
                 let mut engine =
                     Engine::new(pid, target, probes, tx, t2, control_fd, stop_on_signals);
+                engine.watch_signals = watch_signals;
                 match engine.setup() {
                     Ok(()) => {
                         let _ = ready_tx.send(Ok(engine.recovered));
@@ -390,6 +411,9 @@ struct Engine {
     /// Leftover scratch areas of a killed periscope removed at attach.
     recovered: usize,
     fork_children: HashMap<i32, ChildState>,
+    watch_signals: Option<WatchSignals>,
+    /// Threads whose fatal signal was already captured (a re-raised signal is not captured twice).
+    captured_failure: HashSet<i32>,
 }
 
 impl Engine {
@@ -425,6 +449,8 @@ impl Engine {
             failsafe: None,
             recovered: 0,
             fork_children: HashMap::new(),
+            watch_signals: None,
+            captured_failure: HashSet::new(),
         }
     }
 
@@ -970,10 +996,11 @@ impl Engine {
     /// Passes a signal on to the thread. A fault inside a scratch slot is reported at the
     /// original instruction's address, so the program's own crash handling sees a normal pc.
     fn pass_signal(&mut self, tid: i32, signal: i32) {
-        if matches!(
+        let fault = matches!(
             signal,
             libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE | libc::SIGILL
-        ) {
+        );
+        if fault {
             if let Ok(mut regs) = process::getregs(tid) {
                 if let Some(orig) = self.original_for_slot(regs.rip) {
                     regs.rip = orig;
@@ -981,7 +1008,80 @@ impl Engine {
                 }
             }
         }
+        if (fault || signal == libc::SIGABRT) && self.watch_signals.is_some() {
+            self.capture_signal(tid, signal);
+        }
+        // Passed on unchanged: the process does what it would have done anyway.
         let _ = process::cont(tid, signal);
+    }
+
+    /// Captures the stack of a thread about to receive a fatal signal. Only faults raised by the
+    /// CPU (si_code > 0) and SIGABRT are captured, once per thread: a handler that re-raises
+    /// the signal (Rust's stack-overflow handler does) is not a second failure.
+    fn capture_signal(&mut self, tid: i32, signal: i32) {
+        let Some(watch) = self.watch_signals.clone() else {
+            return;
+        };
+        let Ok(info) = nix::sys::ptrace::getsiginfo(process::pid(tid)) else {
+            return;
+        };
+        if (signal != libc::SIGABRT && info.si_code <= 0) || !self.captured_failure.insert(tid) {
+            return;
+        }
+        let Ok(regs) = process::getregs(tid) else {
+            return;
+        };
+        let address = (signal != libc::SIGABRT).then(|| {
+            // SAFETY: for SIGSEGV/SIGBUS/SIGFPE/SIGILL the kernel fills the si_addr union member.
+            format!("{:#x}", unsafe { info.si_addr() } as usize)
+        });
+        let name = Signal::try_from(signal)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| signal.to_string());
+        let cfa = self
+            .target
+            .object_at(regs.rip)
+            .and_then(|(_, o)| cfa_rule(&o.index, regs.rip.wrapping_sub(o.bias)))
+            .and_then(|r| r.eval(&regs));
+        let main = &self.target.main_object().index;
+        let reader = Reader::new(main, &self.mem, watch.limits, &watch.redactor);
+        let frames = capture_stack(
+            &self.target,
+            &self.mem,
+            &regs,
+            tid,
+            cfa,
+            &reader,
+            StackWanted {
+                with_vars: watch.frames,
+                skip_runtime: false,
+            },
+        );
+        let location = frames
+            .first()
+            .map(|f| match (&f.file, f.line) {
+                (Some(file), Some(line)) => {
+                    format!("{}:{line}", file.rsplit('/').next().unwrap_or(file))
+                }
+                _ => f.function.clone(),
+            })
+            .unwrap_or_default();
+        let event = SnapshotEvent {
+            ts: now_rfc3339(),
+            pid: self.pid,
+            tid: tid as u32,
+            location,
+            probe: "watch".into(),
+            frames,
+            watches: Fields::default(),
+            failure: Some(Failure {
+                kind: "signal".into(),
+                message: None,
+                signal: Some(name),
+                address,
+            }),
+        };
+        self.emit(EngineEvent::Snapshot(Box::new(event)));
     }
 
     fn original_for_slot(&self, rip: u64) -> Option<u64> {
@@ -1270,8 +1370,18 @@ impl Engine {
                     .iter()
                     .map(|(text, e)| (text.clone(), ev.value(e)))
                     .collect();
-                let stack =
-                    capture_stack(&self.target, &self.mem, regs, tid, cfa, *frames, &reader);
+                let stack = capture_stack(
+                    &self.target,
+                    &self.mem,
+                    regs,
+                    tid,
+                    cfa,
+                    &reader,
+                    StackWanted {
+                        with_vars: *frames,
+                        skip_runtime: false,
+                    },
+                );
                 snapshot = Some(SnapshotEvent {
                     ts: now_rfc3339(),
                     pid: self.pid,
@@ -1280,6 +1390,48 @@ impl Engine {
                     probe: probe.spec.id.clone(),
                     frames: stack,
                     watches: Fields(watches),
+                    failure: None,
+                });
+            }
+            Action::Panic { frames } => {
+                let stack = capture_stack(
+                    &self.target,
+                    &self.mem,
+                    regs,
+                    tid,
+                    cfa,
+                    &reader,
+                    StackWanted {
+                        with_vars: *frames,
+                        skip_runtime: true,
+                    },
+                );
+                // The panicking frame: the first one in the program's own code.
+                let location = stack
+                    .iter()
+                    .find(|f| f.file.as_deref().is_some_and(|p| !p.starts_with("/rustc/")))
+                    .and_then(|f| {
+                        Some(format!(
+                            "{}:{}",
+                            f.file.as_deref()?.rsplit('/').next()?,
+                            f.line?
+                        ))
+                    })
+                    .unwrap_or_else(|| location.clone());
+                snapshot = Some(SnapshotEvent {
+                    ts: now_rfc3339(),
+                    pid: self.pid,
+                    tid: tid as u32,
+                    location,
+                    probe: probe.spec.id.clone(),
+                    frames: stack,
+                    watches: Fields::default(),
+                    failure: Some(Failure {
+                        kind: "panic".into(),
+                        message: panic_message(&self.target, &self.mem, regs),
+                        signal: None,
+                        address: None,
+                    }),
                 });
             }
         }
@@ -1518,6 +1670,15 @@ fn trap_pending(tid: i32) -> bool {
         .is_some_and(|mask| mask & (1 << (SIGTRAP - 1)) != 0)
 }
 
+/// Which frames of a captured stack get their variables read.
+#[derive(Clone, Copy)]
+struct StackWanted {
+    /// How many frames, from the top.
+    with_vars: usize,
+    /// Rust's own std frames (a panic's machinery) are passed over and do not count.
+    skip_runtime: bool,
+}
+
 /// Most frames a captured stack lists (with variables only for the top ones asked for).
 const MAX_STACK: usize = 64;
 
@@ -1530,11 +1691,18 @@ fn capture_stack(
     regs: &process::Regs,
     tid: i32,
     cfa0: Option<u64>,
-    with_vars: usize,
     reader: &Reader,
+    want: StackWanted,
 ) -> Vec<StackFrame> {
+    let StackWanted {
+        with_vars,
+        skip_runtime,
+    } = want;
     let frames = crate::unwind::unwind(target, mem, regs, MAX_STACK);
     let mut out = Vec::new();
+    // Frames whose variables are captured; with `skip_runtime`, Rust's own std frames (a
+    // panic's machinery) do not count against `with_vars`.
+    let mut vars_left = with_vars;
     for (i, f) in frames.iter().enumerate() {
         let caller = i > 0;
         let lookup = f.pc().wrapping_sub(u64::from(caller));
@@ -1559,7 +1727,9 @@ fn capture_stack(
             .and_then(|r| idx.files.get(r.file as usize))
             .map(|p| p.display().to_string());
         let mut variables = Vec::new();
-        if i < with_vars {
+        let runtime = skip_runtime && file.as_deref().is_none_or(|p| p.starts_with("/rustc/"));
+        if vars_left > 0 && !runtime {
+            vars_left -= 1;
             let unit = row.map(|r| r.unit).or_else(|| idx.unit_at(file_pc));
             let visible = unit
                 .and_then(|u| idx.scopes(u).ok())
@@ -1609,4 +1779,31 @@ fn capture_stack(
         });
     }
     out
+}
+
+/// The message of a panic at `rust_panic(payload: &mut dyn PanicPayload)`'s entry, when it can be
+/// read exactly: std is built without type information, so the payload's concrete type is told
+/// by its vtable (whose methods are named in the symbol tables), and only `StaticStrPayload`
+/// (a literal message: `panic!("…")`, overflow and bounds messages are formatted) has a layout
+/// known for certain: one `&str`.
+fn panic_message(target: &Target, mem: &Memory, regs: &process::Regs) -> Option<String> {
+    let (data, vtable) = (regs.rdi, regs.rsi);
+    // Slots 3.. hold the trait methods (after drop, size, align).
+    let is_static_str = (3..7).any(|slot| {
+        mem.read_u64(vtable + slot * 8)
+            .ok()
+            .map(|f| target.describe(f))
+            .is_some_and(|name| name.contains("StaticStrPayload"))
+    });
+    if !is_static_str {
+        return None;
+    }
+    let ptr = mem.read_u64(data).ok()?;
+    let len = mem.read_u64(data + 8).ok()?;
+    if len > 64 * 1024 {
+        return None;
+    }
+    let mut b = vec![0u8; len as usize];
+    mem.read(ptr, &mut b).ok()?;
+    Some(crate::values::escape_bytes(&b))
 }

@@ -163,6 +163,9 @@ fn reg_value(regs: &Regs, reg: Register) -> Option<u64> {
         Register::R14 => regs.r14,
         Register::R15 => regs.r15,
         Register::RIP => regs.rip,
+        // iced asks for the segment base of every memory operand: zero in 64-bit mode except
+        // FS and GS.
+        Register::ES | Register::CS | Register::SS | Register::DS => 0,
         Register::FS => regs.fs_base,
         Register::GS => regs.gs_base,
         _ => return None,
@@ -201,6 +204,21 @@ mod tests {
         assert!(code.is_none());
         assert!(matches!(bp.displaced, Displaced::Call(_)));
         assert!(plan(0x1000, &[0xcc, 0x90], 0x2000).is_err());
+    }
+
+    #[test]
+    fn indirect_calls_through_memory_are_emulated() {
+        // call qword ptr [rip+0x10] at 0x1000 reads its target from 0x1016.
+        let code = [0xff, 0x15, 0x10, 0x00, 0x00, 0x00];
+        let (bp, _) = plan(0x1000, &code, 0x2000).unwrap();
+        let Displaced::Call(instr) = bp.displaced else {
+            panic!("not a call")
+        };
+        let regs: Regs = unsafe { std::mem::zeroed() };
+        let ea = instr
+            .virtual_address(0, 0, |reg, _, _| reg_value(&regs, reg))
+            .unwrap();
+        assert_eq!(ea, 0x1016);
     }
 
     #[test]

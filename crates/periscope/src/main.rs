@@ -6,7 +6,7 @@ use periscope_core::expr::{self, Expr};
 use periscope_core::redact::Redactor;
 use periscope_core::template::Template;
 use periscope_core::Location;
-use periscope_native::session::Tallies;
+use periscope_native::session::{Tallies, WatchSignals};
 use periscope_native::values::Limits;
 use periscope_native::{
     Action, EndReason, EngineEvent, ProbeSpec, Session, SessionOptions, Target,
@@ -61,6 +61,31 @@ enum Command {
         /// An extra expression to capture with the snapshot (repeatable).
         #[arg(long = "watch", value_name = "EXPR")]
         watches: Vec<String>,
+    },
+    /// Capture a snapshot at the point of failure: a Rust panic (before unwinding) or a fatal
+    /// signal (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT); the process then does what it would
+    /// have done anyway.
+    Watch {
+        pid: u32,
+        /// Capture panics (default: panics and signals).
+        #[arg(long)]
+        panics: bool,
+        /// Capture fatal signals (default: panics and signals).
+        #[arg(long)]
+        signals: bool,
+        /// Capture arguments and locals of this many frames of the program's code.
+        #[arg(long, default_value_t = 5)]
+        frames: usize,
+        /// Follow pointers and nested values this deep.
+        #[arg(long, default_value_t = 3)]
+        depth: u32,
+        /// Stop after this long (e.g. 30s, 5m).
+        #[arg(long = "for", value_parser = parse_duration, value_name = "DURATION")]
+        duration: Option<Duration>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long = "redact", value_name = "REGEX")]
+        redact: Vec<String>,
     },
     /// Count how often a source line or function runs.
     Count {
@@ -175,6 +200,29 @@ fn run(cli: Cli) -> Result<()> {
             let by = by.as_deref().map(|b| parse_expr("--by", b)).transpose()?;
             let spec = probe_spec(&location, Action::Count { by }, &common, max_hits)?;
             run_count(pid, spec, &common, every, per_thread)
+        }
+        Command::Watch {
+            pid,
+            panics,
+            signals,
+            frames,
+            depth,
+            duration,
+            json,
+            redact,
+        } => {
+            let common = Common {
+                condition: None,
+                duration,
+                json,
+                redact,
+            };
+            let (panics, signals) = if panics || signals {
+                (panics, signals)
+            } else {
+                (true, true)
+            };
+            run_watch(pid, panics, signals, frames, depth, &common)
         }
         Command::Lines { target, file } => run_lines(&target, &file),
         Command::Functions { target, pattern } => run_functions(&target, &pattern),
@@ -358,9 +406,23 @@ fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
 
 /// A snapshot as an indented tree: one block per frame, one line per variable.
 fn print_snapshot(e: &periscope_core::event::SnapshotEvent, out: &mut impl Write) -> Result<()> {
+    let what = match &e.failure {
+        Some(f) => match (&f.signal, &f.message) {
+            (Some(sig), _) => format!(
+                "{sig}{}",
+                f.address
+                    .as_ref()
+                    .map(|a| format!(" at address {a}"))
+                    .unwrap_or_default()
+            ),
+            (None, Some(m)) => format!("panic: {m}"),
+            (None, None) => "panic".to_string(),
+        },
+        None => "snapshot".to_string(),
+    };
     writeln!(
         out,
-        "{} [tid {}] {}  snapshot",
+        "{} [tid {}] {}  {what}",
         short_time(&e.ts),
         e.tid,
         e.location
@@ -383,6 +445,77 @@ fn print_snapshot(e: &periscope_core::event::SnapshotEvent, out: &mut impl Write
         }
     }
     Ok(())
+}
+
+fn run_watch(
+    pid: u32,
+    panics: bool,
+    signals: bool,
+    frames: usize,
+    depth: u32,
+    common: &Common,
+) -> Result<()> {
+    let redactor = Redactor::new(&common.redact)?;
+    let limits = Limits {
+        depth,
+        ..Limits::default()
+    };
+    let target = Target::attach_view(pid)?;
+    let mut probes = Vec::new();
+    if panics {
+        let spec = ProbeSpec {
+            id: "panic".into(),
+            location: Location::Function("rust_panic".into()),
+            action: Action::Panic { frames },
+            condition: None,
+            max_hits: None,
+            limits,
+            redactor: redactor.clone(),
+        };
+        match periscope_native::session::resolve(&target, spec) {
+            Ok(p) => probes.push(p),
+            Err(_) => note("periscope: no Rust panic runtime in this process (not Rust, or no debug info for it); watching signals only"),
+        }
+    }
+    let options = SessionOptions {
+        watch_signals: signals.then(|| WatchSignals {
+            frames,
+            limits,
+            redactor,
+        }),
+        ..SessionOptions::default()
+    };
+    let session = Session::start_resolved(target, probes, options)?;
+    let what = match (panics, signals) {
+        (true, true) => "panics and fatal signals",
+        (true, false) => "panics",
+        _ => "fatal signals",
+    };
+    note(&format!(
+        "periscope: watching pid {pid} for {what}; Ctrl-C to stop"
+    ));
+    let deadline = common.duration.map(|d| Instant::now() + d);
+    let json = common.json;
+    let reason = pump(
+        &session,
+        deadline,
+        None,
+        |ev| {
+            let mut out = std::io::stdout().lock();
+            match ev {
+                EngineEvent::Snapshot(e) if json => {
+                    writeln!(out, "{}", serde_json::to_string(&e)?)?
+                }
+                EngineEvent::Snapshot(e) => print_snapshot(&e, &mut out)?,
+                EngineEvent::ProbeError(e) => print_probe_error(json, &e, &mut out)?,
+                _ => {}
+            }
+            out.flush()?;
+            Ok(())
+        },
+        || Ok(()),
+    );
+    finish(session, reason)
 }
 
 fn print_probe_error(

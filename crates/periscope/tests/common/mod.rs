@@ -73,6 +73,26 @@ pub fn kinds() -> PathBuf {
     })
 }
 
+pub fn panicker() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    build("panicker", &C, |src, out| {
+        run(Command::new("rustc")
+            .args(["--edition", "2021", "-g", "-o"])
+            .arg(out)
+            .arg(src.join("panicker.rs")))
+    })
+}
+
+pub fn crasher() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    build("crasher", &C, |src, out| {
+        run(Command::new("gcc")
+            .args(["-g", "-O0", "-o"])
+            .arg(out)
+            .arg(src.join("crasher.c")))
+    })
+}
+
 pub fn libscore() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     build("libscore.so", &C, |src, out| {
