@@ -13,12 +13,17 @@ use std::sync::Arc;
 /// An intermediate result: a typed place in the target, or a computed scalar.
 #[derive(Debug, Clone)]
 pub enum Ev {
-    Place { place: Place, ty: Arc<Type> },
+    Place {
+        place: Place,
+        ty: Arc<Type>,
+    },
     Int(i128, Option<String>),
     Float(f64),
     Bool(bool),
     Char(char),
     Str(String),
+    /// A value already read (an element found in a rendered map or list).
+    Rendered(Value),
 }
 
 const MAX_STEPS: u32 = 10_000;
@@ -89,6 +94,7 @@ impl<'a> Evaluator<'a> {
                 value: s,
                 truncated: false,
             },
+            Ev::Rendered(v) => v,
         }
     }
 
@@ -129,7 +135,6 @@ impl<'a> Evaluator<'a> {
             ExprKind::Index(base, idx) => {
                 let b = self.eval(base)?;
                 let i = self.eval(idx)?;
-                let i = self.as_int(&i)?;
                 self.index(b, i, &base.to_string())
             }
             ExprKind::Method(base, m, args) => {
@@ -304,11 +309,19 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn index(&self, base: Ev, i: i128, text: &str) -> Res<Ev> {
+    fn index(&self, base: Ev, key: Ev, text: &str) -> Res<Ev> {
         let base = self.auto_deref(base)?;
         let Ev::Place { place, ty } = base else {
             return Err(format!("`{text}` cannot be indexed"));
         };
+        let keyed = matches!(ty.kind, TypeKind::Array { .. })
+            || ty.name.starts_with("alloc::vec::Vec<")
+            || ty.name.starts_with("&[")
+            || ty.name.starts_with("&mut [");
+        if !keyed {
+            return self.index_rendered(&place, &ty, key, text);
+        }
+        let i = self.as_int(&key)?;
         let (data, len, et): (Place, Option<u64>, Arc<Type>) = match &ty.kind {
             TypeKind::Array { elem, count } => (place.clone(), *count, self.ty(*elem)),
             _ if ty.name.starts_with("alloc::vec::Vec<") => {
@@ -338,7 +351,7 @@ impl<'a> Evaluator<'a> {
                 };
                 (Place::Memory(p), Some(l), et)
             }
-            _ => return Err(format!("`{text}` ({}) cannot be indexed", ty.name)),
+            _ => unreachable!("checked by `keyed` above"),
         };
         if i < 0 || len.is_some_and(|l| i as u64 >= l) {
             return Err(format!(
@@ -351,6 +364,41 @@ impl<'a> Evaluator<'a> {
             place: Reader::sub_place(&data, i as u64 * stride),
             ty: et,
         })
+    }
+
+    /// Indexes a collection through its rendered value: `map["key"]`, `map[3]`, `deque[0]`.
+    fn index_rendered(&self, place: &Place, ty: &Arc<Type>, key: Ev, text: &str) -> Res<Ev> {
+        let key = self.scalar(key)?;
+        match self.reader.render(place, ty, 2) {
+            Value::Map {
+                entries,
+                len,
+                truncated,
+                ..
+            } => {
+                let found = entries.into_iter().find(|e| scalar_equals(&e.key, &key));
+                match found {
+                    Some(e) => Ok(Ev::Rendered(e.value)),
+                    None if truncated => Err(format!(
+                        "key not among the first {} of {len} entries of `{text}` read",
+                        self.reader.limits.items
+                    )),
+                    None => Err(format!("no key {} in `{text}`", describe(&key))),
+                }
+            }
+            Value::List { items, len, .. } => {
+                let i = self.as_int(&key)?;
+                if i < 0 || i as u64 >= len {
+                    return Err(format!("index {i} out of range for len {len}"));
+                }
+                items
+                    .into_iter()
+                    .nth(i as usize)
+                    .map(Ev::Rendered)
+                    .ok_or_else(|| format!("index {i} is beyond the items read"))
+            }
+            _ => Err(format!("`{text}` ({}) cannot be indexed", ty.name)),
+        }
     }
 
     fn method(&self, base: Ev, m: &str, args: &[Expr], text: &str) -> Res<Ev> {
@@ -370,13 +418,17 @@ impl<'a> Evaluator<'a> {
                 } else if let TypeKind::Array { count, .. } = ty.kind {
                     count
                 } else {
-                    match self.scalar(Ev::Place { place, ty: ty.clone() })? {
-                        Ev::Str(s) => Some(s.len() as u64),
+                    match self.scalar(Ev::Place { place: place.clone(), ty: ty.clone() }).ok() {
+                        Some(Ev::Str(s)) => Some(s.len() as u64),
                         _ => None,
                     }
                 };
-                n.map(|n| Ev::Int(n.into(), Some("usize".into())))
-                    .ok_or_else(|| format!("`{text}` ({}) has no length", ty.name))
+                n.or_else(|| match self.reader.render(&place, &ty, 1) {
+                    Value::List { len, .. } | Value::Map { len, .. } | Value::String { len, .. } => Some(len),
+                    _ => None,
+                })
+                .map(|n| Ev::Int(n.into(), Some("usize".into())))
+                .ok_or_else(|| format!("`{text}` ({}) has no length", ty.name))
             }
             ("is_some" | "is_none" | "is_ok" | "is_err", []) => {
                 let base = self.auto_deref_unless_sized(base)?;
@@ -444,10 +496,14 @@ impl<'a> Evaluator<'a> {
 
     /// Loads a place as a scalar (number, bool, char or string) for operators.
     pub fn scalar(&self, v: Ev) -> Res<Ev> {
-        let Ev::Place { place, ty } = v else {
-            return Ok(v);
+        let (value, tname) = match v {
+            Ev::Place { place, ty } => (self.reader.render(&place, &ty, 1), ty.name.clone()),
+            Ev::Rendered(value) => {
+                let t = value.type_name().unwrap_or("value").to_string();
+                (value, t)
+            }
+            other => return Ok(other),
         };
-        let value = self.reader.render(&place, &ty, 1);
         Ok(match value {
             Value::Int { value, ty } => match value.as_i128() {
                 Some(v) => Ev::Int(v, ty),
@@ -462,11 +518,11 @@ impl<'a> Evaluator<'a> {
             } if fields.is_empty() => Ev::Str(variant),
             Value::Pointer { address, .. } => Ev::Int(
                 i128::from_str_radix(address.trim_start_matches("0x"), 16).unwrap_or(0),
-                Some(ty.name.clone()),
+                Some(tname.clone()),
             ),
             Value::Unavailable { reason, .. } => return Err(reason),
             Value::Redacted { .. } => return Err("the value is redacted".into()),
-            _ => return Err(format!("a {} cannot be compared or computed with", ty.name)),
+            _ => return Err(format!("a {tname} cannot be compared or computed with")),
         })
     }
 
@@ -477,7 +533,7 @@ impl<'a> Evaluator<'a> {
             Ev::Float(f) => Ok(f != 0.0),
             Ev::Char(c) => Ok(c != '\0'),
             Ev::Str(_) => Err("a string is not a condition; compare it, e.g. s == \"x\"".into()),
-            Ev::Place { .. } => Err("not a condition".into()),
+            Ev::Place { .. } | Ev::Rendered(_) => Err("not a condition".into()),
         }
     }
 
@@ -648,5 +704,33 @@ impl Num {
             Num::I(i) => i as f64,
             Num::F(f) => f,
         }
+    }
+}
+
+/// Whether a rendered map key equals an evaluated scalar (`map["alice"]`, `map[3]`).
+fn scalar_equals(key: &Value, want: &Ev) -> bool {
+    match (key, want) {
+        (Value::String { value, .. }, Ev::Str(w)) => value == w,
+        (Value::Int { value, .. }, Ev::Int(w, _)) => value.as_i128() == Some(*w),
+        (Value::Char { value, .. }, Ev::Char(w)) => value.chars().next() == Some(*w),
+        (Value::Bool { value, .. }, Ev::Bool(w)) => value == w,
+        (
+            Value::Enum {
+                variant, fields, ..
+            },
+            Ev::Str(w),
+        ) => fields.is_empty() && variant == w,
+        _ => false,
+    }
+}
+
+fn describe(v: &Ev) -> String {
+    match v {
+        Ev::Str(s) => format!("{s:?}"),
+        Ev::Int(i, _) => i.to_string(),
+        Ev::Char(c) => format!("{c:?}"),
+        Ev::Bool(b) => b.to_string(),
+        Ev::Float(f) => f.to_string(),
+        _ => "?".into(),
     }
 }
