@@ -289,7 +289,8 @@ impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::Int { value, .. } => write!(f, "{value}"),
-            Value::Float { value, .. } => write!(f, "{value}"),
+            // Debug form: shortest round-trip digits, exponent for very large or small values.
+            Value::Float { value, .. } => write!(f, "{value:?}"),
             Value::Bool { value, .. } => write!(f, "{value}"),
             Value::Char { value, .. } => write!(f, "'{value}'"),
             Value::String {

@@ -712,7 +712,7 @@ fn scalar_equals(key: &Value, want: &Ev) -> bool {
     match (key, want) {
         (Value::String { value, .. }, Ev::Str(w)) => value == w,
         (Value::Int { value, .. }, Ev::Int(w, _)) => value.as_i128() == Some(*w),
-        (Value::Char { value, .. }, Ev::Char(w)) => value.chars().next() == Some(*w),
+        (Value::Char { value, .. }, Ev::Char(w)) => value.chars().eq(std::iter::once(*w)),
         (Value::Bool { value, .. }, Ev::Bool(w)) => value == w,
         (
             Value::Enum {

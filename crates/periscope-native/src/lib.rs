@@ -6,6 +6,7 @@
 //! [`trap`] (breakpoints), [`frame`] (CFA and variable locations), [`values`] (bytes to values),
 //! [`eval`] (expressions), and [`session`] (the tracer thread that ties them together).
 
+mod cpp_std;
 pub mod error;
 pub mod eval;
 pub mod failsafe;

@@ -1044,7 +1044,8 @@ impl Engine {
             .and_then(|(_, o)| cfa_rule(&o.index, regs.rip.wrapping_sub(o.bias)))
             .and_then(|r| r.eval(&regs));
         let main = &self.target.main_object().index;
-        let reader = Reader::new(main, &self.mem, watch.limits, &watch.redactor);
+        let reader =
+            Reader::new(main, &self.mem, watch.limits, &watch.redactor).with_target(&self.target);
         let frames = capture_stack(
             &self.target,
             &self.mem,
@@ -1307,7 +1308,8 @@ impl Engine {
             &self.mem,
             probe.spec.limits,
             &probe.spec.redactor,
-        );
+        )
+        .with_target(&self.target);
         let ev = Evaluator::new(&frame, &reader, &site.visible.vars, &site.function);
         let location = format!(
             "{}:{}",

@@ -45,6 +45,8 @@ pub struct Reader<'a> {
     /// Bytes left to read for this capture, shared by the readers of one snapshot's frames.
     budget: Rc<Cell<usize>>,
     pub redactor: &'a Redactor,
+    /// Names code addresses (function pointers), when the reader knows the whole process.
+    pub target: Option<&'a crate::target::Target>,
 }
 
 impl<'a> Reader<'a> {
@@ -60,7 +62,14 @@ impl<'a> Reader<'a> {
             limits,
             budget: Rc::new(Cell::new(limits.total_bytes)),
             redactor,
+            target: None,
         }
+    }
+
+    /// Lets the reader name function pointers anywhere in the process.
+    pub fn with_target(mut self, target: &'a crate::target::Target) -> Self {
+        self.target = Some(target);
+        self
     }
 
     /// A reader for another object of the same capture, drawing on the same byte budget.
@@ -71,6 +80,7 @@ impl<'a> Reader<'a> {
             limits: self.limits,
             budget: self.budget.clone(),
             redactor: self.redactor,
+            target: self.target,
         }
     }
 
@@ -131,6 +141,11 @@ impl<'a> Reader<'a> {
                 return v;
             }
             if let Some(v) = self.render_rust_special(place, ty, depth) {
+                return v;
+            }
+        }
+        if ty.lang == Lang::Cpp {
+            if let Some(v) = self.render_cpp_special(place, ty, depth) {
                 return v;
             }
         }
@@ -371,8 +386,8 @@ impl<'a> Reader<'a> {
     }
 
     /// The name of a function at a run-time address, if this object knows it.
-    fn symbol_for(&self, _addr: u64) -> Option<String> {
-        None
+    fn symbol_for(&self, addr: u64) -> Option<String> {
+        self.target.map(|t| t.describe(addr))
     }
 
     fn render_array(

@@ -301,3 +301,65 @@ fn rust_std_types_render_as_users_think_of_them() {
     );
     t.assert_untouched();
 }
+
+#[test]
+fn cpp_strings_vectors_and_function_pointers() {
+    let mut t = Target::start(&shapes(), &[]);
+    let pid = t.pid.to_string();
+    let loc = format!("shapes.cpp:{}", probe_line("shapes.cpp", "cpp-measure"));
+    let out = run_periscope(&[
+        "snapshot",
+        &pid,
+        &loc,
+        "--json",
+        "--frames",
+        "1",
+        "--max-hits",
+        "3",
+        "--for",
+        "60s",
+    ]);
+    assert_success(&out);
+    for snap in stdout_json(&out) {
+        let top = &snap["frames"][0];
+        assert_eq!(top["function"], "measure");
+        let round = ival(var(top, "round"));
+        let s = &deref(var(top, "s"))["fields"];
+        assert_eq!(s["name"]["kind"], "string");
+        assert_eq!(s["name"]["value"], format!("shape-{round}"));
+        let sides = &s["sides"];
+        assert_eq!(sides["kind"], "list");
+        assert_eq!(sides["len"].as_i64(), Some(round % 5 + 1));
+        assert!(sides["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["value"].as_i64() == Some(round)));
+        assert_eq!(s["area"]["value"].as_f64(), Some(round as f64 * 1.5));
+        assert_eq!(s["scale"]["kind"], "function");
+        assert!(
+            s["scale"]["symbol"].as_str().unwrap().contains("twice"),
+            "{}",
+            s["scale"]
+        );
+    }
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        &loc,
+        "{s.name} {s.sides.len()} {s.sides[0]} {round}",
+        "--json",
+        "--max-hits",
+        "2",
+        "--for",
+        "60s",
+    ]);
+    assert_success(&out);
+    for h in stdout_json(&out) {
+        let round = int(&h, "round");
+        assert_eq!(string(&h, "s.name"), format!("shape-{round}"));
+        assert_eq!(int(&h, "s.sides.len()"), round % 5 + 1);
+        assert_eq!(int(&h, "s.sides[0]"), round);
+    }
+    t.assert_untouched();
+}

@@ -93,6 +93,16 @@ pub fn crasher() -> PathBuf {
     })
 }
 
+pub fn shapes() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    build("shapes", &C, |src, out| {
+        run(Command::new("g++")
+            .args(["-g", "-O0", "-o"])
+            .arg(out)
+            .arg(src.join("shapes.cpp")))
+    })
+}
+
 pub fn libscore() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     build("libscore.so", &C, |src, out| {
