@@ -26,8 +26,8 @@ impl Reader<'_> {
         }
         if head.ends_with("::vector") {
             let et = self.ty(ty.param("_Tp")?);
-            let (s_off, _) = self.deep_member(ty, "_M_start", 0, 0)?;
-            let (f_off, _) = self.deep_member(ty, "_M_finish", 0, 0)?;
+            let (s_off, _) = self.find_member(ty, "_M_start", 0, 0)?;
+            let (f_off, _) = self.find_member(ty, "_M_finish", 0, 0)?;
             let start = self.read_u64_at(place, s_off).ok()?;
             let finish = self.read_u64_at(place, f_off).ok()?;
             let size = et.size.filter(|s| *s > 0)?;
@@ -61,27 +61,5 @@ impl Reader<'_> {
             }
         }
         Some((off, last))
-    }
-
-    /// A member found by name anywhere below `ty`, base classes included.
-    fn deep_member(
-        &self,
-        ty: &Type,
-        name: &str,
-        base: u64,
-        level: u32,
-    ) -> Option<(u64, crate::index::scope::TypeRef)> {
-        if level > 8 {
-            return None;
-        }
-        let TypeKind::Struct { members, .. } = &ty.kind else {
-            return None;
-        };
-        if let Some(m) = members.iter().find(|m| m.name == name) {
-            return Some((base + m.offset, m.ty?));
-        }
-        members
-            .iter()
-            .find_map(|m| self.deep_member(&self.ty(m.ty?), name, base + m.offset, level + 1))
     }
 }

@@ -4,7 +4,7 @@
 use crate::index::scope::Var;
 use crate::index::{ObjectIndex, R};
 use crate::process::{dwarf_reg, Memory, Regs};
-use gimli::{EvaluationResult, Location, Reader as _, UnwindSection};
+use gimli::{EvaluationResult, Location, Reader as _};
 
 /// How to compute the canonical frame address at one code address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,34 +25,7 @@ impl CfaRule {
 /// The CFA rule at a file address, from `.eh_frame` or `.debug_frame`. Computed once per probe
 /// site, so the per-hit cost is one addition.
 pub fn cfa_rule(index: &ObjectIndex, file_pc: u64) -> Option<CfaRule> {
-    let convert = |rule: &gimli::CfaRule<usize>| match rule {
-        gimli::CfaRule::RegisterAndOffset { register, offset } => Some(CfaRule::RegOffset {
-            reg: register.0,
-            offset: *offset,
-        }),
-        gimli::CfaRule::Expression(_) => None,
-    };
-    if let Some((eh, bases)) = &index.eh_frame {
-        let mut ctx = gimli::UnwindContext::new();
-        if let Ok(row) =
-            eh.unwind_info_for_address(bases, &mut ctx, file_pc, gimli::EhFrame::cie_from_offset)
-        {
-            return convert(row.cfa());
-        }
-    }
-    if let Some(df) = &index.debug_frame {
-        let mut ctx = gimli::UnwindContext::new();
-        let bases = gimli::BaseAddresses::default();
-        if let Ok(row) = df.unwind_info_for_address(
-            &bases,
-            &mut ctx,
-            file_pc,
-            gimli::DebugFrame::cie_from_offset,
-        ) {
-            return convert(row.cfa());
-        }
-    }
-    None
+    crate::unwind::rules_at(index, file_pc).map(|(cfa, _)| cfa)
 }
 
 /// Where a value is: in target memory, or already in hand (registers, constants, pieces).

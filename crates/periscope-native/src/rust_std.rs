@@ -100,8 +100,15 @@ impl Reader<'_> {
         }
     }
 
-    /// The offset of a member found by name anywhere below `ty` (depth-first).
-    fn find_member(&self, ty: &Type, name: &str, base: u64, level: u32) -> Option<(u64, TypeRef)> {
+    /// The offset of a member found by name anywhere below `ty` (depth-first, base classes
+    /// included).
+    pub(crate) fn find_member(
+        &self,
+        ty: &Type,
+        name: &str,
+        base: u64,
+        level: u32,
+    ) -> Option<(u64, TypeRef)> {
         if level > 8 {
             return None;
         }

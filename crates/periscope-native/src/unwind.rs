@@ -27,7 +27,7 @@ impl UnwoundFrame {
     }
 }
 
-enum Rule {
+pub(crate) enum Rule {
     Undefined,
     Same,
     At(i64),
@@ -36,7 +36,7 @@ enum Rule {
 }
 
 /// The CFA rule and the rules for the registers we recover, at a file address.
-fn rules_at(
+pub(crate) fn rules_at(
     index: &crate::index::ObjectIndex,
     file_pc: u64,
 ) -> Option<(crate::frame::CfaRule, Vec<(u16, Rule)>)> {
