@@ -29,7 +29,10 @@ fn look(n: u64) -> u64 {
     let opt_box: Option<Box<u64>> = Some(Box::new(5));
     let res: Result<u32, String> = Err("bad".into());
     let big: u128 = u128::MAX - n as u128;
-    let total = *bx + rc.len() as u64 + *arc as u64 + cell.get() + refcell.borrow().len() as u64 + *mutex.lock().unwrap() + map.len() as u64 + bt.len() as u64 + dq.len() as u64 + set.len() as u64 + bset.len() as u64 + tup.0 + arr.len() as u64 + opt_box.map(|b| *b).unwrap_or(0) + res.is_err() as u64 + (big as u64 & 1); // PROBE: kinds-total
+    let long = "x".repeat(300 + (n % 2) as usize);
+    let many: Vec<u64> = (0..150).map(|i| i + n).collect();
+    let dangling: *const u64 = 0x10 as *const u64;
+    let total = *bx + rc.len() as u64 + *arc as u64 + cell.get() + refcell.borrow().len() as u64 + *mutex.lock().unwrap() + map.len() as u64 + bt.len() as u64 + dq.len() as u64 + set.len() as u64 + bset.len() as u64 + tup.0 + arr.len() as u64 + opt_box.map(|b| *b).unwrap_or(0) + res.is_err() as u64 + (big as u64 & 1) + long.len() as u64 + many.len() as u64 + dangling as u64; // PROBE: kinds-total
     total
 }
 

@@ -359,7 +359,27 @@ impl Target {
                     .map(|c| c.entry_pc),
             );
             for addr in addrs {
-                if let Some(site) = self.site(*oi, addr, None) {
+                if let Some(mut site) = self.site(*oi, addr, None) {
+                    let own = funcs
+                        .iter()
+                        .find(|f| f.low_pc <= site.file_address && site.file_address < f.high_pc);
+                    if let Some(f) = own {
+                        if let Some(v) = o
+                            .index
+                            .scopes(f.unit)
+                            .ok()
+                            .and_then(|s| s.function_visible_at(site.file_address))
+                        {
+                            site.visible = v;
+                        }
+                        // Report the function's own line, not that of code inlined into its start.
+                        if let (Some(file), Some(line)) = (f.decl_file, f.decl_line) {
+                            if let Some(p) = o.index.files.get(file as usize) {
+                                site.file = p.clone();
+                                site.line = line;
+                            }
+                        }
+                    }
                     if !sites.iter().any(|s: &Site| s.address == site.address) {
                         sites.push(site);
                     }
@@ -422,19 +442,9 @@ impl Target {
     }
 }
 
-/// Where a function probe goes: after the prologue, where arguments sit in their home slots;
-/// but when optimization moved inlined code there (the address belongs to another scope), the
-/// entry itself, where the arguments are still in their registers.
+/// Where a function probe goes: after the prologue, where arguments sit in their home slots (as
+/// gdb does). In optimized code that address may fall inside an inlined callee; the site then
+/// still shows the function's own variables (see `function_visible_at`).
 fn function_entry(index: &ObjectIndex, f: &Function) -> u64 {
-    let after = index.after_prologue(f);
-    let same_scope = index
-        .scopes(f.unit)
-        .ok()
-        .and_then(|s| s.visible_at(after))
-        .is_some_and(|v| v.scope_id == f.offset);
-    if same_scope {
-        after
-    } else {
-        f.low_pc
-    }
+    index.after_prologue(f)
 }

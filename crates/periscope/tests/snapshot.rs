@@ -363,3 +363,71 @@ fn cpp_strings_vectors_and_function_pointers() {
     }
     t.assert_untouched();
 }
+
+/// In an optimized build, what DWARF still describes must be right and the rest marked
+/// `optimized out`: each variable is checked against `n` whenever it is available.
+#[test]
+fn release_build_std_types_are_right_or_marked() {
+    let mut t = Target::start(&kinds_release(), &[]);
+    let pid = t.pid.to_string();
+    // A function probe reads the arguments even where optimized code put inlined callees first.
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        "look",
+        "{n}",
+        "--json",
+        "--max-hits",
+        "3",
+        "--for",
+        "60s",
+    ]);
+    assert_success(&out);
+    let ns: Vec<i64> = stdout_json(&out).iter().map(|h| int(h, "n")).collect();
+    assert_eq!(ns.len(), 3);
+    assert!(
+        ns.windows(2).all(|w| w[1] == w[0] + 1),
+        "look(n) is called with n, n+1, …: {ns:?}"
+    );
+
+    let loc = format!("kinds.rs:{}", probe_line("kinds.rs", "kinds-total"));
+    let out = run_periscope(&[
+        "snapshot", &pid, &loc, "--json", "--frames", "1", "--for", "60s",
+    ]);
+    assert_success(&out);
+    let s = &stdout_json(&out)[0];
+    let top = &s["frames"][0];
+    let n = ival(var(top, "n"));
+    let mut checked = 0;
+    let vars = top["variables"].as_object().unwrap();
+    for (name, v) in vars {
+        if v["kind"] == "unavailable" {
+            assert_eq!(v["reason"], "optimized out", "{name}: {v}");
+            continue;
+        }
+        checked += 1;
+        match name.as_str() {
+            "n" => {}
+            "bx" => assert_eq!(ival(v), n * 2),
+            "rc" => assert_eq!(v["value"], format!("rc-{n}")),
+            "arc" => assert_eq!(ival(v), n + 1),
+            "cell" => assert_eq!(ival(v), n + 3),
+            "mutex" => assert_eq!(ival(v), n + 4),
+            "map" => assert_eq!(v["len"], 2),
+            "bt" => assert_eq!(v["entries"][4]["value"]["value"].as_i64(), Some(n + 4)),
+            "set" | "bset" => assert_eq!(v["len"], 2),
+            "arr" => assert_eq!(v["len"], 3),
+            "long" => assert_eq!(v["len"].as_i64(), Some(300 + n % 2)),
+            "many" => assert_eq!(v["items"][0]["value"].as_i64(), Some(n)),
+            "dq" => assert_eq!(v["len"], 3),
+            "big" => assert_eq!(v["value"], (u128::MAX - n as u128).to_string()),
+            "dangling" => assert_eq!(v["address"], "0x10"),
+            _ => {}
+        }
+    }
+    assert!(
+        checked >= 8,
+        "too little survived optimization to check: {vars:?}"
+    );
+    t.assert_untouched();
+}

@@ -183,6 +183,38 @@ impl UnitScopes {
         })
     }
 
+    /// The variables of the physical function itself at `pc`: like [`Self::visible_at`], but
+    /// passing over inlined calls the address may fall in (optimized code schedules inlined
+    /// callees into the prologue), for a probe placed on the function.
+    pub fn function_visible_at(&self, pc: u64) -> Option<Visible> {
+        let innermost = self.scopes.iter().rposition(|s| s.contains(pc))?;
+        let mut cur = Some(innermost);
+        let mut vars: Vec<Var> = Vec::new();
+        while let Some(i) = cur {
+            let s = &self.scopes[i];
+            match s.kind {
+                // Everything collected so far was inside an inlined callee.
+                ScopeKind::Inlined => vars.clear(),
+                _ => {
+                    for v in s.vars.iter().rev() {
+                        if !vars.iter().any(|w| w.name == v.name) {
+                            vars.push(v.clone());
+                        }
+                    }
+                }
+            }
+            if s.kind == ScopeKind::Function {
+                return Some(Visible {
+                    vars,
+                    scope_id: s.offset,
+                    frame_base: s.frame_base.clone(),
+                });
+            }
+            cur = s.parent;
+        }
+        None
+    }
+
     /// The variables visible at `pc`, innermost scope first, stopping at the enclosing function or
     /// inlined call (the caller's locals are not in scope inside an inlined callee).
     pub fn visible_at(&self, pc: u64) -> Option<Visible> {

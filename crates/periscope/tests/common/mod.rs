@@ -73,6 +73,16 @@ pub fn kinds() -> PathBuf {
     })
 }
 
+pub fn kinds_release() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    build("kinds-release", &C, |src, out| {
+        run(Command::new("rustc")
+            .args(["--edition", "2021", "-g", "-C", "opt-level=2", "-o"])
+            .arg(out)
+            .arg(src.join("kinds.rs")))
+    })
+}
+
 pub fn panicker() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     build("panicker", &C, |src, out| {
