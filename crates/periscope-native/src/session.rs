@@ -1783,29 +1783,67 @@ fn capture_stack(
     out
 }
 
-/// The message of a panic at `rust_panic(payload: &mut dyn PanicPayload)`'s entry, when it can be
-/// read exactly: std is built without type information, so the payload's concrete type is told
-/// by its vtable (whose methods are named in the symbol tables), and only `StaticStrPayload`
-/// (a literal message: `panic!("…")`, overflow and bounds messages are formatted) has a layout
-/// known for certain: one `&str`.
+/// The message of a panic at `rust_panic(payload: &mut dyn PanicPayload)`'s entry. Rust's std
+/// ships without type information, so the payload's concrete type is told by its vtable (whose
+/// methods are named in the symbol table):
+/// - `StaticStrPayload(&'static str)` (`panic!("literal")`): one `&str`, read exactly.
+/// - `FormatStringPayload { inner: &fmt::Arguments, string: Option<String> }`: by the time
+///   `rust_panic` runs, the panic hook has made `string` hold the formatted message. The two
+///   fields' order and `String`'s three words (capacity, pointer, length) are not described, so
+///   every arrangement is decoded and accepted only when exactly one is structurally valid: one
+///   readable pointer, a length no larger than the capacity, and valid UTF-8 behind it. No
+///   valid arrangement (or two) means no message rather than a guess.
 fn panic_message(target: &Target, mem: &Memory, regs: &process::Regs) -> Option<String> {
     let (data, vtable) = (regs.rdi, regs.rsi);
     // Slots 3.. hold the trait methods (after drop, size, align).
-    let is_static_str = (3..7).any(|slot| {
-        mem.read_u64(vtable + slot * 8)
-            .ok()
-            .map(|f| target.describe(f))
-            .is_some_and(|name| name.contains("StaticStrPayload"))
-    });
-    if !is_static_str {
-        return None;
+    let payload_kind = (3..8).find_map(|slot| {
+        let name = target.describe(mem.read_u64(vtable + slot * 8).ok()?);
+        if name.contains("StaticStrPayload") {
+            Some(true)
+        } else if name.contains("FormatStringPayload") {
+            Some(false)
+        } else {
+            None
+        }
+    })?;
+    let read_text = |ptr: u64, len: u64| -> Option<String> {
+        if len > 64 * 1024 {
+            return None;
+        }
+        let mut b = vec![0u8; len as usize];
+        mem.read(ptr, &mut b).ok()?;
+        String::from_utf8(b).ok()
+    };
+    if payload_kind {
+        let ptr = mem.read_u64(data).ok()?;
+        let len = mem.read_u64(data + 8).ok()?;
+        return read_text(ptr, len);
     }
-    let ptr = mem.read_u64(data).ok()?;
-    let len = mem.read_u64(data + 8).ok()?;
-    if len > 64 * 1024 {
-        return None;
+    let words: Vec<u64> = (0..4)
+        .map(|i| mem.read_u64(data + i * 8))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let readable = |p: u64| p >= 4096 && mem.read_u64(p).is_ok();
+    // The `string` field is words 0..3 (then `inner` is word 3) or words 1..4 (`inner` word 0).
+    let candidates = [(&words[0..3], words[3]), (&words[1..4], words[0])];
+    let mut found = Vec::new();
+    for (string, inner) in candidates {
+        if !readable(inner) {
+            continue;
+        }
+        let pointers: Vec<usize> = (0..3).filter(|i| readable(string[*i])).collect();
+        let [p] = pointers[..] else { continue };
+        let others: Vec<u64> = (0..3).filter(|i| *i != p).map(|i| string[i]).collect();
+        let (len, cap) = (others[0].min(others[1]), others[0].max(others[1]));
+        if cap > 1 << 32 {
+            continue;
+        }
+        if let Some(text) = read_text(string[p], len) {
+            found.push(text);
+        }
     }
-    let mut b = vec![0u8; len as usize];
-    mem.read(ptr, &mut b).ok()?;
-    Some(crate::values::escape_bytes(&b))
+    match found.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
 }

@@ -111,6 +111,7 @@ fn a_rust_panic_is_captured_before_unwinding_with_the_panicking_frames_locals() 
     assert_eq!(snaps.len(), 1, "{snaps:?}");
     let s = &snaps[0];
     assert_eq!(s["failure"]["kind"], "panic");
+    assert_eq!(s["failure"]["message"], "index 50 beyond limit 6");
     assert_eq!(
         s["location"],
         format!(
@@ -143,4 +144,26 @@ fn a_literal_panic_message_is_read_exactly() {
     let out = w.wait_with_output().unwrap();
     let snaps = stdout_json(&out);
     assert_eq!(snaps[0]["failure"]["message"], "boom");
+}
+
+#[test]
+fn a_bounds_check_panic_carries_rusts_own_message() {
+    let mut t = Target::start(&panicker(), &[]);
+    let pid = t.pid.to_string();
+    let (w, _stderr) = watch_json(&pid, &["--panics"]);
+    send(&mut t, "5");
+    let (status, _) = t.wait_output();
+    assert_eq!(status.code(), Some(101));
+    let out = w.wait_with_output().unwrap();
+    let s = &stdout_json(&out)[0];
+    assert_eq!(
+        s["failure"]["message"],
+        "index out of bounds: the len is 3 but the index is 5"
+    );
+    let frames = s["frames"].as_array().unwrap();
+    let check = frames
+        .iter()
+        .find(|f| f["function"] == "panicker::check")
+        .expect("panicking frame");
+    assert_eq!(check["variables"]["i"]["value"], 5);
 }
