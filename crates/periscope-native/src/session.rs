@@ -1728,59 +1728,89 @@ fn capture_stack(
         let file = row
             .and_then(|r| idx.files.get(r.file as usize))
             .map(|p| p.display().to_string());
-        let mut variables = Vec::new();
-        let runtime = skip_runtime && file.as_deref().is_none_or(|p| p.starts_with("/rustc/"));
-        if vars_left > 0 && !runtime {
-            vars_left -= 1;
-            let unit = row.map(|r| r.unit).or_else(|| idx.unit_at(file_pc));
-            let visible = unit
-                .and_then(|u| idx.scopes(u).ok())
-                .and_then(|s| s.visible_at(file_pc));
-            if let (Some(unit), Some(visible)) = (unit, visible) {
-                let frame = Frame {
-                    index: idx,
-                    bias: obj.bias,
-                    unit,
-                    mem,
-                    regs: f.regs,
-                    tid,
-                    cfa: if i == 0 { cfa0.or(f.cfa) } else { f.cfa },
-                    frame_base: visible.frame_base.clone(),
-                    unknown_regs: f.unknown,
-                    caller,
-                };
-                let r = reader.sharing(idx);
-                // Arguments first, then locals, each in declaration order (scopes list theirs
-                // innermost-first and last-declared first, for shadowing).
-                let mut vars: Vec<(usize, &crate::index::scope::Var)> =
-                    visible.vars.iter().enumerate().collect();
-                vars.sort_by_key(|(i, v)| {
-                    (!v.is_param, v.decl_line.unwrap_or(0), std::cmp::Reverse(*i))
-                });
-                for (_, v) in vars {
-                    let ty = v.ty.map(|t| idx.type_at(t.unit, t.offset));
-                    let value = if reader.redactor.is_sensitive(&v.name) {
-                        periscope_core::Value::Redacted {
-                            ty: ty.map(|t| t.name.clone()),
-                        }
-                    } else {
-                        match ty {
-                            Some(t) => r.render(&frame.var_place(v), &t, r.limits.depth),
-                            None => periscope_core::Value::unavailable(None, "no type information"),
-                        }
+        let unit = row.map(|r| r.unit).or_else(|| idx.unit_at(file_pc));
+        let scopes = unit.and_then(|u| idx.scopes(u).ok());
+        // One physical frame is one or more source frames: each inlined call is a frame of its
+        // own, as a reader of the source expects (gdb shows them the same way).
+        let mut chain = scopes
+            .as_ref()
+            .map(|s| s.inline_chain(file_pc))
+            .unwrap_or_default();
+        if chain.is_empty() {
+            chain.push(crate::index::scope::InlineLevel {
+                name: None,
+                vars: Vec::new(),
+                call_site: None,
+            });
+        }
+        let frame_base = scopes
+            .as_ref()
+            .and_then(|s| s.visible_at(file_pc))
+            .and_then(|v| v.frame_base);
+        for (k, level) in chain.iter().enumerate() {
+            let (file, line) = match (&level.call_site, k) {
+                (Some((path, line)), _) => (Some(path.display().to_string()), Some(*line)),
+                (None, 0) => (file.clone(), row.map(|r| r.line).filter(|l| *l > 0)),
+                (None, _) => (None, None),
+            };
+            let mut variables = Vec::new();
+            let runtime = skip_runtime && file.as_deref().is_none_or(|p| p.starts_with("/rustc/"));
+            if vars_left > 0 && !runtime {
+                vars_left -= 1;
+                if let Some(unit) = unit {
+                    let frame = Frame {
+                        index: idx,
+                        bias: obj.bias,
+                        unit,
+                        mem,
+                        regs: f.regs,
+                        tid,
+                        cfa: if i == 0 { cfa0.or(f.cfa) } else { f.cfa },
+                        frame_base: frame_base.clone(),
+                        unknown_regs: f.unknown,
+                        caller,
                     };
-                    variables.push((v.name.clone(), value));
+                    variables = frame_variables(&frame, &level.vars, reader);
                 }
             }
+            out.push(StackFrame {
+                function: level.name.clone().unwrap_or_else(|| function.clone()),
+                file,
+                line,
+                variables: Fields(variables),
+            });
         }
-        out.push(StackFrame {
-            function,
-            file,
-            line: row.map(|r| r.line).filter(|l| *l > 0),
-            variables: Fields(variables),
-        });
     }
     out
+}
+
+/// A frame's variables rendered: arguments first, then locals, each in declaration order
+/// (scopes list theirs innermost-first and last-declared first, for shadowing).
+fn frame_variables(
+    frame: &Frame,
+    vars: &[crate::index::scope::Var],
+    reader: &Reader,
+) -> Vec<(String, periscope_core::Value)> {
+    let idx = frame.index;
+    let r = reader.sharing(idx);
+    let mut vars: Vec<(usize, &crate::index::scope::Var)> = vars.iter().enumerate().collect();
+    vars.sort_by_key(|(i, v)| (!v.is_param, v.decl_line.unwrap_or(0), std::cmp::Reverse(*i)));
+    vars.into_iter()
+        .map(|(_, v)| {
+            let ty = v.ty.map(|t| idx.type_at(t.unit, t.offset));
+            let value = if reader.redactor.is_sensitive(&v.name) {
+                periscope_core::Value::Redacted {
+                    ty: ty.map(|t| t.name.clone()),
+                }
+            } else {
+                match ty {
+                    Some(t) => r.render(&frame.var_place(v), &t, r.limits.depth),
+                    None => periscope_core::Value::unavailable(None, "no type information"),
+                }
+            };
+            (v.name.clone(), value)
+        })
+        .collect()
 }
 
 /// The message of a panic at `rust_panic(payload: &mut dyn PanicPayload)`'s entry. Rust's std

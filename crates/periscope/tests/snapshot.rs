@@ -431,3 +431,56 @@ fn release_build_std_types_are_right_or_marked() {
     );
     t.assert_untouched();
 }
+
+/// C at -O2: every value DWARF still has obeys the target's relations; the rest is marked.
+#[test]
+fn c_release_build_values_are_right_or_marked() {
+    let mut t = Target::start(&jobs_release(), &["2000"]);
+    let pid = t.pid.to_string();
+    let out = run_periscope(&[
+        "snapshot",
+        &pid,
+        "process_job",
+        "--json",
+        "--frames",
+        "2",
+        "--max-hits",
+        "4",
+        "--for",
+        "60s",
+    ]);
+    assert_success(&out);
+    let mut checked = 0;
+    for s in stdout_json(&out) {
+        let top = &s["frames"][0];
+        assert_eq!(top["function"], "process_job");
+        let j = var(top, "j");
+        if j["kind"] == "unavailable" {
+            assert_eq!(j["reason"], "optimized out");
+            continue;
+        }
+        let fields = &deref(j)["fields"];
+        let id = fields["id"]["value"].as_i64().unwrap();
+        assert_eq!(fields["name"]["value"], format!("job-{id}"));
+        assert_eq!(
+            fields["owner"]["value"],
+            if id % 2 == 0 { "alice" } else { "bob" }
+        );
+        assert_eq!(fields["weight"]["value"].as_f64(), Some(id as f64 / 2.0));
+        let kind = ["KIND_SMALL", "KIND_LARGE", "KIND_URGENT"][(id % 3) as usize];
+        assert_eq!(fields["kind"]["variant"], kind);
+        checked += 1;
+        let round = var(top, "round");
+        if round["kind"] == "int" {
+            let round = round["value"].as_i64().unwrap();
+            assert!(round >= 0);
+            // worker's ids: base + round * 2 + k, base a multiple of 1000000.
+            assert!(
+                matches!((id % 1_000_000) - round * 2, 0 | 1),
+                "id {id} round {round}"
+            );
+        }
+    }
+    assert!(checked > 0, "j was optimized out at every hit");
+    t.assert_untouched();
+}

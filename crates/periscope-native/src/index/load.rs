@@ -158,7 +158,7 @@ pub fn demangle(raw: &str) -> String {
 }
 
 /// `ns::Class::method(int, char const*) const` → `ns::Class::method`.
-fn strip_cpp_params(name: &str) -> String {
+pub(super) fn strip_cpp_params(name: &str) -> String {
     let trimmed = name
         .trim_end_matches(" const")
         .trim_end_matches(" &&")
@@ -248,7 +248,7 @@ fn sort_rows_by_sequence(rows: &mut Vec<LineRow>) {
     *rows = seqs.into_iter().flatten().collect();
 }
 
-fn file_path(
+pub(super) fn file_path(
     dwarf: &gimli::Dwarf<R>,
     unit: &gimli::Unit<R>,
     header: &gimli::LineProgramHeader<R>,

@@ -38,6 +38,25 @@ pub struct Scope {
     pub vars: Vec<Var>,
     /// `DW_AT_frame_base` of a function scope.
     pub frame_base: Option<gimli::AttributeValue<R>>,
+    /// For an inlined call: the callee's name, and where in the caller the call is.
+    pub inlined: Option<InlinedCall>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InlinedCall {
+    pub name: String,
+    pub call_file: Option<std::path::PathBuf>,
+    pub call_line: Option<u32>,
+}
+
+/// One level of the (possibly inlined) call chain at an address, innermost first.
+#[derive(Debug, Clone)]
+pub struct InlineLevel {
+    /// The inlined callee's name; `None` for the physical function itself.
+    pub name: Option<String>,
+    pub vars: Vec<Var>,
+    /// Where this level calls the level inside it (from the inner level's call site).
+    pub call_site: Option<(std::path::PathBuf, u32)>,
 }
 
 impl Scope {
@@ -116,6 +135,8 @@ impl UnitScopes {
                         offset: entry.offset(),
                         vars: Vec::new(),
                         frame_base: entry.attr_value(gimli::DW_AT_frame_base),
+                        inlined: (kind == ScopeKind::Inlined)
+                            .then(|| inlined_call(index, unit, unit_idx, entry)),
                     });
                     if entry.has_children() {
                         stack.push((depth, Some(idx), None));
@@ -181,6 +202,48 @@ impl UnitScopes {
             scopes,
             type_prefix,
         })
+    }
+
+    /// The call chain at `pc` within one physical function: inlined callees innermost first,
+    /// then the function itself, each with its own variables.
+    pub fn inline_chain(&self, pc: u64) -> Vec<InlineLevel> {
+        let Some(innermost) = self.scopes.iter().rposition(|s| s.contains(pc)) else {
+            return Vec::new();
+        };
+        let mut levels = Vec::new();
+        let mut vars: Vec<Var> = Vec::new();
+        let mut call_site = None;
+        let mut cur = Some(innermost);
+        while let Some(i) = cur {
+            let s = &self.scopes[i];
+            for v in s.vars.iter().rev() {
+                if !vars.iter().any(|w| w.name == v.name) {
+                    vars.push(v.clone());
+                }
+            }
+            match s.kind {
+                ScopeKind::Block => {}
+                ScopeKind::Inlined => {
+                    let call = s.inlined.clone();
+                    levels.push(InlineLevel {
+                        name: call.as_ref().map(|c| c.name.clone()),
+                        vars: std::mem::take(&mut vars),
+                        call_site: call_site.take(),
+                    });
+                    call_site = call.and_then(|c| Some((c.call_file?, c.call_line?)));
+                }
+                ScopeKind::Function => {
+                    levels.push(InlineLevel {
+                        name: None,
+                        vars: std::mem::take(&mut vars),
+                        call_site: call_site.take(),
+                    });
+                    break;
+                }
+            }
+            cur = s.parent;
+        }
+        levels
     }
 
     /// The variables of the physical function itself at `pc`: like [`Self::visible_at`], but
@@ -251,5 +314,50 @@ impl UnitScopes {
             scope_id,
             frame_base,
         })
+    }
+}
+
+/// Name and call site of an inlined call.
+fn inlined_call(
+    index: &ObjectIndex,
+    unit: &gimli::Unit<R>,
+    unit_idx: u32,
+    entry: &gimli::DebuggingInformationEntry<R>,
+) -> InlinedCall {
+    let dwarf = &index.dwarf;
+    let origin = origin_entry(unit, entry);
+    let lang = index.unit_lang(unit_idx);
+    let linkage = origin
+        .as_ref()
+        .and_then(|o| o.attr_value(gimli::DW_AT_linkage_name))
+        .and_then(|v| attr_str(dwarf, unit, v));
+    let short = origin
+        .as_ref()
+        .and_then(|o| o.attr_value(gimli::DW_AT_name))
+        .and_then(|v| attr_str(dwarf, unit, v));
+    let name = match (linkage, lang) {
+        (Some(l), super::Lang::Rust) => super::load::demangle(&l),
+        (Some(l), super::Lang::Cpp) => super::load::strip_cpp_params(&super::load::demangle(&l)),
+        (_, _) => short.unwrap_or_else(|| "<inlined>".into()),
+    };
+    let call_file = match entry.attr_value(gimli::DW_AT_call_file) {
+        Some(gimli::AttributeValue::FileIndex(n)) | Some(gimli::AttributeValue::Udata(n)) => {
+            unit.line_program.as_ref().and_then(|p| {
+                let header = p.header();
+                header
+                    .file(n)
+                    .map(|f| super::load::file_path(dwarf, unit, header, f))
+            })
+        }
+        _ => None,
+    };
+    let call_line = match entry.attr_value(gimli::DW_AT_call_line) {
+        Some(gimli::AttributeValue::Udata(n)) => Some(n as u32),
+        _ => None,
+    };
+    InlinedCall {
+        name,
+        call_file,
+        call_line,
     }
 }

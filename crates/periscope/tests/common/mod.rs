@@ -145,6 +145,11 @@ pub fn jobs_pie() -> PathBuf {
     jobs("jobs", &C, &["-pie", "-fPIE"])
 }
 
+pub fn jobs_release() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    jobs("jobs-release", &C, &["-O2"])
+}
+
 pub fn jobs_nopie() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     jobs("jobs-nopie", &C, &["-no-pie", "-fno-pie"])
