@@ -109,18 +109,34 @@ impl Reader<'_> {
         base: u64,
         level: u32,
     ) -> Option<(u64, TypeRef)> {
+        self.find_member_where(ty, &|m, _| m.name == name, base, level)
+    }
+
+    /// The first member, depth-first below `ty`, that `pred` accepts (given the member and its
+    /// type), with its offset from `ty`'s start.
+    fn find_member_where(
+        &self,
+        ty: &Type,
+        pred: &dyn Fn(&crate::index::types::Member, &Type) -> bool,
+        base: u64,
+        level: u32,
+    ) -> Option<(u64, TypeRef)> {
         if level > 8 {
             return None;
         }
         let TypeKind::Struct { members, .. } = &ty.kind else {
             return None;
         };
-        if let Some(m) = members.iter().find(|m| m.name == name) {
-            return Some((base + m.offset, m.ty?));
+        for m in members {
+            let Some(t) = m.ty else { continue };
+            let mt = self.ty(t);
+            if pred(m, &mt) {
+                return Some((base + m.offset, t));
+            }
         }
         members
             .iter()
-            .find_map(|m| self.find_member(&self.ty(m.ty?), name, base + m.offset, level + 1))
+            .find_map(|m| self.find_member_where(&self.ty(m.ty?), pred, base + m.offset, level + 1))
     }
 
     fn read_usize_member(&self, place: &Place, ty: &Type, name: &str) -> Option<u64> {
@@ -244,23 +260,7 @@ impl Reader<'_> {
         base: u64,
         level: u32,
     ) -> Option<(u64, TypeRef)> {
-        if level > 8 {
-            return None;
-        }
-        let TypeKind::Struct { members, .. } = &ty.kind else {
-            return None;
-        };
-        for m in members {
-            let Some(t) = m.ty else { continue };
-            let mt = self.ty(t);
-            if kind_of(&mt.name) == kind {
-                return Some((base + m.offset, t));
-            }
-            if let Some(found) = self.find_member_of_kind(&mt, kind, base + m.offset, level + 1) {
-                return Some(found);
-            }
-        }
-        None
+        self.find_member_where(ty, &|_, t| kind_of(&t.name) == kind, base, level)
     }
 
     fn render_btree(&self, place: &Place, ty: &Type, depth: u32) -> Option<Value> {
