@@ -69,6 +69,17 @@ fn bad_input_is_explained_and_the_target_left_alone() {
     );
     fails_with(&["log", &pid, &good, "x", "--for", "soon"], &["500ms, 10s"]);
     fails_with(
+        &["log", &pid, &good, "{t.from.ownr}"],
+        &[
+            "`t.from` (ledger::Account) has no field `ownr`",
+            "its fields: owner, balance, id",
+        ],
+    );
+    fails_with(
+        &["log", &pid, &good, "x", "--if", "t.sq > 1"],
+        &["has no field `sq`", "seq"],
+    );
+    fails_with(
         &["lines", "/no/such/binary", "x.rs"],
         &["neither a running process id nor an existing file"],
     );
