@@ -26,6 +26,30 @@ pub struct Target {
     pub objects: Vec<LoadedObject>,
 }
 
+/// A source file's lines, as [`Target::source_lines`] lists them.
+#[derive(Debug, Clone)]
+pub struct SourceListing {
+    pub file: PathBuf,
+    pub lines: Vec<SourceLine>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceLine {
+    pub line: u32,
+    /// `None` when the source file is not on disk (the line table still knows the line).
+    pub text: Option<String>,
+    pub instrumentable: bool,
+}
+
+/// A function, as [`Target::find_functions`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FunctionInfo {
+    pub name: String,
+    /// The declaring source file, or the object file when the debug info does not say.
+    pub file: PathBuf,
+    pub line: Option<u32>,
+}
+
 /// One code address a probe goes to.
 #[derive(Debug, Clone)]
 pub struct Site {
@@ -422,6 +446,90 @@ impl Target {
             function,
             visible,
         })
+    }
+
+    /// A source file as the debug info knows it: each line, with its text when the file is on
+    /// disk (read through /proc/PID/root for processes, so containers work) and whether a probe
+    /// can go there. `range` limits the listing to FROM..=TO.
+    pub fn source_lines(
+        &self,
+        file: &str,
+        range: Option<(u32, u32)>,
+    ) -> Result<SourceListing, NativeError> {
+        let hits = self.find_file(file)?;
+        let path = hits[0].2.clone();
+        let mut code: BTreeSet<u32> = BTreeSet::new();
+        for (o, f, _) in &hits {
+            code.extend(self.objects[*o].index.lines_with_code(*f));
+        }
+        let on_disk = match self.pid {
+            Some(pid) => {
+                let in_root = PathBuf::from(format!("/proc/{pid}/root{}", path.display()));
+                if in_root.exists() {
+                    in_root
+                } else {
+                    path.clone()
+                }
+            }
+            None => path.clone(),
+        };
+        let wanted = |n: u32| range.is_none_or(|(a, b)| n >= a && n <= b);
+        let lines = match std::fs::read_to_string(&on_disk) {
+            Ok(text) => text
+                .lines()
+                .enumerate()
+                .map(|(i, t)| (i as u32 + 1, t))
+                .filter(|(n, _)| wanted(*n))
+                .map(|(n, t)| SourceLine {
+                    line: n,
+                    text: Some(t.to_string()),
+                    instrumentable: code.contains(&n),
+                })
+                .collect(),
+            Err(_) => code
+                .iter()
+                .filter(|n| wanted(**n))
+                .map(|n| SourceLine {
+                    line: *n,
+                    text: None,
+                    instrumentable: true,
+                })
+                .collect(),
+        };
+        Ok(SourceListing { file: path, lines })
+    }
+
+    /// Functions whose qualified name contains `pattern` (case-insensitive; `*` matches
+    /// anything), each with its declaration's file and line, sorted by name.
+    pub fn find_functions(&self, pattern: &str) -> Vec<FunctionInfo> {
+        let pat = pattern.to_lowercase();
+        let parts: Vec<&str> = pat.split('*').collect();
+        let matches = |name: &str| {
+            let n = name.to_lowercase();
+            let mut at = 0;
+            for p in &parts {
+                match n[at..].find(p) {
+                    Some(i) => at += i + p.len(),
+                    None => return false,
+                }
+            }
+            true
+        };
+        let mut rows: BTreeSet<FunctionInfo> = BTreeSet::new();
+        for o in &self.objects {
+            for f in o.index.functions.iter().filter(|f| matches(&f.name)) {
+                let file = f
+                    .decl_file
+                    .and_then(|i| o.index.files.get(i as usize))
+                    .cloned();
+                rows.insert(FunctionInfo {
+                    name: f.name.clone(),
+                    file: file.unwrap_or_else(|| o.index.path.clone()),
+                    line: f.decl_line,
+                });
+            }
+        }
+        rows.into_iter().collect()
     }
 
     /// A run-time code address as `function (file:line)` or a symbol, for stacks and errors.

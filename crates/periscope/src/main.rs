@@ -112,6 +112,9 @@ enum Command {
         target: String,
         /// FILE or FILE:FROM-TO.
         file: String,
+        /// `{"file":…,"lines":[{"line":N,"text":"…","instrumentable":true},…]}`.
+        #[arg(long)]
+        json: bool,
     },
     /// List functions matching a pattern, with their file:line.
     Functions {
@@ -119,6 +122,9 @@ enum Command {
         target: String,
         /// Substring of the qualified name (case-insensitive); `*` matches anything.
         pattern: String,
+        /// `{"functions":[{"name":…,"file":…,"line":N},…]}`.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -224,8 +230,12 @@ fn run(cli: Cli) -> Result<()> {
             };
             run_watch(pid, panics, signals, frames, depth, &common)
         }
-        Command::Lines { target, file } => run_lines(&target, &file),
-        Command::Functions { target, pattern } => run_functions(&target, &pattern),
+        Command::Lines { target, file, json } => run_lines(&target, &file, json),
+        Command::Functions {
+            target,
+            pattern,
+            json,
+        } => run_functions(&target, &pattern, json),
     }
 }
 
@@ -699,113 +709,72 @@ fn open_target(target: &str) -> Result<Target> {
     Ok(Target::from_binary(&path)?)
 }
 
-fn run_lines(target: &str, file: &str) -> Result<()> {
+fn run_lines(target: &str, file: &str, json: bool) -> Result<()> {
     let t = open_target(target)?;
+    let bad_range = |r: &str| anyhow!("bad line range `{r}`: write FROM-TO, e.g. 10-40");
     let (name, range) = match file.rsplit_once(':') {
         Some((n, r)) if r.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
             let (a, b) = r.split_once('-').unwrap_or((r, r));
-            let a: u32 = a
-                .parse()
-                .map_err(|_| anyhow!("bad line range `{r}`: write FROM-TO, e.g. 10-40"))?;
-            let b: u32 = b
-                .parse()
-                .map_err(|_| anyhow!("bad line range `{r}`: write FROM-TO, e.g. 10-40"))?;
+            let a: u32 = a.parse().map_err(|_| bad_range(r))?;
+            let b: u32 = b.parse().map_err(|_| bad_range(r))?;
             (n, Some((a.min(b), a.max(b))))
         }
         _ => (file, None),
     };
-    let hits = t.find_file(name)?;
-    let (oi, fid, path) = &hits[0];
-    let mut code_lines: std::collections::BTreeSet<u32> = Default::default();
-    for (o, f, _) in &hits {
-        code_lines.extend(t.objects[*o].index.lines_with_code(*f));
-    }
-    let _ = oi;
-    let _ = fid;
-    let source_path = match t.pid {
-        Some(pid) => {
-            let in_root = PathBuf::from(format!("/proc/{pid}/root{}", path.display()));
-            if in_root.exists() {
-                in_root
-            } else {
-                path.clone()
-            }
-        }
-        None => path.clone(),
-    };
+    let listing = t.source_lines(name, range)?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}  (* = a probe can go here)", path.display())?;
-    match std::fs::read_to_string(&source_path) {
-        Ok(text) => {
-            for (i, line) in text.lines().enumerate() {
-                let n = i as u32 + 1;
-                if range.is_some_and(|(a, b)| n < a || n > b) {
-                    continue;
-                }
-                let mark = if code_lines.contains(&n) { '*' } else { ' ' };
-                writeln!(out, "{mark} {n:>5}  {line}")?;
-            }
-        }
-        Err(_) => {
-            writeln!(
-                out,
-                "(source not found on disk; lines with code from the debug info:)"
-            )?;
-            for n in &code_lines {
-                if range.is_some_and(|(a, b)| *n < a || *n > b) {
-                    continue;
-                }
-                writeln!(out, "* {n:>5}")?;
-            }
-        }
+    if json {
+        let lines: Vec<serde_json::Value> = listing
+            .lines
+            .iter()
+            .map(|l| serde_json::json!({"line": l.line, "text": l.text, "instrumentable": l.instrumentable}))
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"file": listing.file, "lines": lines})
+        )?;
+        return Ok(());
+    }
+    writeln!(out, "{}  (* = a probe can go here)", listing.file.display())?;
+    if listing.lines.iter().all(|l| l.text.is_none()) {
+        writeln!(
+            out,
+            "(source not found on disk; lines with code from the debug info:)"
+        )?;
+    }
+    for l in &listing.lines {
+        let mark = if l.instrumentable { '*' } else { ' ' };
+        writeln!(
+            out,
+            "{mark} {:>5}  {}",
+            l.line,
+            l.text.as_deref().unwrap_or("")
+        )?;
     }
     Ok(())
 }
 
-fn run_functions(target: &str, pattern: &str) -> Result<()> {
+fn run_functions(target: &str, pattern: &str, json: bool) -> Result<()> {
     let t = open_target(target)?;
-    let pat = pattern.to_lowercase();
-    let parts: Vec<&str> = pat.split('*').collect();
-    let matches = |name: &str| {
-        let n = name.to_lowercase();
-        if parts.len() == 1 {
-            return n.contains(&pat);
-        }
-        // Glob: the pieces in order.
-        let mut at = 0;
-        for p in &parts {
-            match n[at..].find(p) {
-                Some(i) => at += i + p.len(),
-                None => return false,
-            }
-        }
-        true
-    };
-    let mut rows: std::collections::BTreeSet<(String, String)> = Default::default();
-    for o in &t.objects {
-        for f in &o.index.functions {
-            if matches(&f.name) {
-                let loc = match (f.decl_file, f.decl_line) {
-                    (Some(file), Some(line)) => format!(
-                        "{}:{line}",
-                        o.index
-                            .files
-                            .get(file as usize)
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default()
-                    ),
-                    _ => o.index.path.display().to_string(),
-                };
-                rows.insert((f.name.clone(), loc));
-            }
-        }
-    }
+    let rows = t.find_functions(pattern);
     if rows.is_empty() {
         bail!("no function matches `{pattern}`");
     }
     let mut out = std::io::stdout().lock();
-    for (name, loc) in rows {
-        writeln!(out, "{name}  {loc}")?;
+    if json {
+        let fs: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|f| serde_json::json!({"name": f.name, "file": f.file, "line": f.line}))
+            .collect();
+        writeln!(out, "{}", serde_json::json!({ "functions": fs }))?;
+        return Ok(());
+    }
+    for f in rows {
+        match f.line {
+            Some(line) => writeln!(out, "{}  {}:{line}", f.name, f.file.display())?,
+            None => writeln!(out, "{}  {}", f.name, f.file.display())?,
+        }
     }
     Ok(())
 }

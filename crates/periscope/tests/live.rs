@@ -378,6 +378,29 @@ fn lines_and_functions_work_on_pids_and_binaries() {
         assert!(text.contains("ledger::settle"), "{text}");
         assert!(text.contains(&format!("ledger.rs:{}", line - 1)), "{text}");
     }
+    // JSON forms, for scripts and agents.
+    let out = run_periscope(&[
+        "lines",
+        &t.pid.to_string(),
+        &format!("ledger.rs:{}-{}", line - 1, line + 1),
+        "--json",
+    ]);
+    assert_success(&out);
+    let listing = &stdout_json(&out)[0];
+    assert!(listing["file"].as_str().unwrap().ends_with("ledger.rs"));
+    let lines = listing["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[1]["line"].as_u64(), Some(line as u64));
+    assert_eq!(lines[1]["instrumentable"], true);
+    assert!(lines[1]["text"]
+        .as_str()
+        .unwrap()
+        .contains("PROBE: settle-total"));
+    let out = run_periscope(&["functions", &t.pid.to_string(), "ledger::*batch", "--json"]);
+    assert_success(&out);
+    let fs = &stdout_json(&out)[0]["functions"];
+    assert_eq!(fs[0]["name"], "ledger::run_batch");
+    assert!(fs[0]["line"].as_u64().is_some());
 }
 
 #[test]
