@@ -292,19 +292,21 @@ pub fn dwarf_reg(regs: &Regs, reg: u16) -> Option<u64> {
     })
 }
 
+/// One field of /proc/TID/status (`Tgid`, `TracerPid`, `SigPnd`, …), trimmed.
+pub fn status_field(tid: i32, name: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        let (key, value) = l.split_once(':')?;
+        (key == name).then(|| value.trim().to_string())
+    })
+}
+
 /// Why a process cannot be traced, in words that say what to change.
 pub fn explain_attach_error(pid: u32, e: nix::errno::Errno) -> NativeError {
     match e {
         nix::errno::Errno::ESRCH => NativeError::NoSuchProcess { pid },
         nix::errno::Errno::EPERM => {
-            let tracer = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find(|l| l.starts_with("TracerPid:"))
-                        .map(|l| l["TracerPid:".len()..].trim().to_string())
-                })
-                .filter(|t| t != "0");
+            let tracer = status_field(pid as i32, "TracerPid").filter(|t| t != "0");
             let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default();

@@ -1,4 +1,5 @@
-//! Rust std types rendered the way users think of them: smart pointers and cells see-through,
+//! Rust std types rendered the way users think of them: `&str`/`String` as strings, `Vec` and
+//! slices as lists, smart pointers and cells see-through,
 //! `VecDeque` as a list, `HashMap`/`BTreeMap` as maps, the sets as lists.
 //!
 //! Every layout fact about std lives here, found by field names (never positions), so a rustc
@@ -38,6 +39,9 @@ impl Reader<'_> {
         ty: &Type,
         depth: u32,
     ) -> Option<Value> {
+        if let Some(v) = self.render_strings_and_slices(place, ty, depth) {
+            return Some(v);
+        }
         let name = ty.name.as_str();
         match (kind_of(name), &ty.kind) {
             ("Box", TypeKind::Pointer { target: Some(t) }) => {
@@ -80,7 +84,66 @@ impl Reader<'_> {
         ))
     }
 
-    /// Offset and pointee type of the first pointer inside a (nested) struct.
+    /// `&str`, `String`, `Vec<T>` and `&[T]`: strings and lists.
+    fn render_strings_and_slices(&self, place: &Place, ty: &Type, depth: u32) -> Option<Value> {
+        let name = ty.name.as_str();
+        let tname = Some(name.to_string());
+        if name == "&str" || name == "&mut str" || name == "*const str" {
+            let (ptr, len) = self.rust_slice_parts(place, ty)?;
+            return Some(self.string_at(ptr, len, tname));
+        }
+        if name == "alloc::string::String" || name == "String" {
+            let (ptr, len) = self.rust_vec_parts(place, ty)?;
+            return Some(self.string_at(ptr, len, tname));
+        }
+        if name.starts_with("alloc::vec::Vec<") || name.starts_with("Vec<") {
+            let (ptr, len) = self.rust_vec_parts(place, ty)?;
+            let et = self.ty(ty.param("T")?);
+            return Some(self.list_at(ptr, len, ty, &et, depth));
+        }
+        if (name.starts_with("&[") || name.starts_with("&mut [")) && name.ends_with(']') {
+            let (ptr, len) = self.rust_slice_parts(place, ty)?;
+            let et = match self.ty(ty.member("data_ptr")?.ty?).kind {
+                TypeKind::Pointer { target: Some(t) } => self.ty(t),
+                _ => return None,
+            };
+            return Some(self.list_at(ptr, len, ty, &et, depth));
+        }
+        None
+    }
+
+    /// `len` elements at `ptr`, unless the length read from the target is implausible.
+    fn list_at(&self, ptr: u64, len: u64, ty: &Type, et: &Type, depth: u32) -> Value {
+        if len > 1 << 40 {
+            return Value::unavailable(Some(ty.name.clone()), format!("implausible length {len}"));
+        }
+        self.render_list(&Place::Memory(ptr), ty.name.clone(), et, len, depth)
+    }
+
+    /// (data pointer, length) of a Rust fat pointer to a slice or str.
+    pub fn rust_slice_parts(&self, place: &Place, ty: &Type) -> Option<(u64, u64)> {
+        let ptr = ty.member("data_ptr")?;
+        let len = ty.member("length")?;
+        Some((
+            self.read_u64_at(place, ptr.offset).ok()?,
+            self.read_u64_at(place, len.offset).ok()?,
+        ))
+    }
+
+    /// (buffer pointer, length) of a `Vec` or `String` (`String { vec: Vec<u8> }`).
+    pub fn rust_vec_parts(&self, place: &Place, ty: &Type) -> Option<(u64, u64)> {
+        if let Some(vec) = ty.member("vec") {
+            return self.rust_vec_parts(&Reader::sub_place(place, vec.offset), &self.ty(vec.ty?));
+        }
+        let len = self.read_u64_at(place, ty.member("len")?.offset).ok()?;
+        let buf = ty.member("buf")?;
+        let (ptr_off, _) = self.find_typed_pointer(&self.ty(buf.ty?), buf.offset, 0)?;
+        Some((self.read_u64_at(place, ptr_off).ok()?, len))
+    }
+
+    /// Offset and pointee type of the first pointer inside a (nested) struct, such as RawVec's
+    /// data pointer, whose nesting (`RawVecInner`, `Unique`, `NonNull`) changes between rustc
+    /// versions. Fields named like pointers are tried before the others (`cap`, `alloc`).
     fn find_typed_pointer(
         &self,
         ty: &Type,
@@ -92,10 +155,19 @@ impl Reader<'_> {
         }
         match &ty.kind {
             TypeKind::Pointer { target } => Some((base, *target)),
-            TypeKind::Struct { members, .. } => members.iter().find_map(|m| {
-                let mt = self.ty(m.ty?);
-                self.find_typed_pointer(&mt, base + m.offset, level + 1)
-            }),
+            TypeKind::Struct { members, .. } => {
+                const PREFERRED: [&str; 3] = ["ptr", "pointer", "inner"];
+                let preferred = members
+                    .iter()
+                    .filter(|m| PREFERRED.contains(&m.name.as_str()));
+                let others = members
+                    .iter()
+                    .filter(|m| !PREFERRED.contains(&m.name.as_str()));
+                preferred.chain(others).find_map(|m| {
+                    let mt = self.ty(m.ty?);
+                    self.find_typed_pointer(&mt, base + m.offset, level + 1)
+                })
+            }
             _ => None,
         }
     }

@@ -1246,19 +1246,10 @@ impl Engine {
         None
     }
 
-    fn tgid_of(tid: i32) -> Option<u32> {
-        std::fs::read_to_string(format!("/proc/{tid}/status"))
-            .ok()?
-            .lines()
-            .find(|l| l.starts_with("Tgid:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    }
-
     fn is_foreign(&self, tid: i32) -> bool {
-        Self::tgid_of(tid).is_some_and(|t| t != self.pid)
+        process::status_field(tid, "Tgid")
+            .and_then(|t| t.parse::<u32>().ok())
+            .is_some_and(|t| t != self.pid)
     }
 
     /// A fork child of the target is a copy of it, breakpoints included, but nobody would
@@ -1761,12 +1752,8 @@ impl Engine {
 
 /// Whether SIGTRAP is pending for this thread (its private pending set in /proc).
 fn trap_pending(tid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{tid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("SigPnd:"))?.to_string();
-            u64::from_str_radix(line["SigPnd:".len()..].trim(), 16).ok()
-        })
+    process::status_field(tid, "SigPnd")
+        .and_then(|m| u64::from_str_radix(&m, 16).ok())
         .is_some_and(|mask| mask & (1 << (SIGTRAP - 1)) != 0)
 }
 

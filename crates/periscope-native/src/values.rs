@@ -10,7 +10,7 @@ use crate::index::types::{Type, TypeKind, VariantPart};
 use crate::index::{Lang, ObjectIndex};
 use crate::process::Memory;
 use periscope_core::redact::Redactor;
-use periscope_core::value::{Fields, Int128, Value, OPTIMIZED_OUT, UNSUPPORTED};
+use periscope_core::value::{Fields, Int128, Value, UNSUPPORTED};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -137,9 +137,6 @@ impl<'a> Reader<'a> {
             return Value::unavailable(tname, reason.clone());
         }
         if ty.lang == Lang::Rust {
-            if let Some(v) = self.render_rust_std(place, ty, depth) {
-                return v;
-            }
             if let Some(v) = self.render_rust_special(place, ty, depth) {
                 return v;
             }
@@ -536,103 +533,6 @@ impl<'a> Reader<'a> {
             Err(e) => Value::unavailable(ty, e),
         }
     }
-
-    /// Rust std types users think of as strings and lists. `None`: not one of those.
-    fn render_rust_std(&self, place: &Place, ty: &Type, depth: u32) -> Option<Value> {
-        let name = ty.name.as_str();
-        let tname = Some(name.to_string());
-        if name == "&str" || name == "&mut str" || name == "*const str" {
-            let (ptr, len) = self.rust_slice_parts(place, ty)?;
-            return Some(self.string_at(ptr, len, tname));
-        }
-        if name == "alloc::string::String" || name == "String" {
-            let (ptr, len) = self.rust_vec_parts(place, ty)?;
-            return Some(self.string_at(ptr, len, tname));
-        }
-        if name.starts_with("alloc::vec::Vec<") || name.starts_with("Vec<") {
-            let (ptr, len) = self.rust_vec_parts(place, ty)?;
-            let et = self.ty(ty.param("T")?);
-            if len > 1 << 40 {
-                return Some(Value::unavailable(
-                    tname,
-                    format!("implausible length {len}"),
-                ));
-            }
-            return Some(self.render_list(&Place::Memory(ptr), name.to_string(), &et, len, depth));
-        }
-        if (name.starts_with("&[") || name.starts_with("&mut [")) && name.ends_with(']') {
-            let (ptr, len) = self.rust_slice_parts(place, ty)?;
-            let data = ty.member("data_ptr")?;
-            let pt = self.ty(data.ty?);
-            let et = match pt.kind {
-                TypeKind::Pointer { target: Some(t) } => self.ty(t),
-                _ => return None,
-            };
-            if len > 1 << 40 {
-                return Some(Value::unavailable(
-                    tname,
-                    format!("implausible length {len}"),
-                ));
-            }
-            return Some(self.render_list(&Place::Memory(ptr), name.to_string(), &et, len, depth));
-        }
-        None
-    }
-
-    /// (data pointer, length) of a Rust fat pointer to a slice or str.
-    pub fn rust_slice_parts(&self, place: &Place, ty: &Type) -> Option<(u64, u64)> {
-        let ptr = ty.member("data_ptr")?;
-        let len = ty.member("length")?;
-        Some((
-            self.read_u64_at(place, ptr.offset).ok()?,
-            self.read_u64_at(place, len.offset).ok()?,
-        ))
-    }
-
-    /// (buffer pointer, length) of a `Vec` or `String`, found by field names.
-    pub fn rust_vec_parts(&self, place: &Place, ty: &Type) -> Option<(u64, u64)> {
-        // String { vec: Vec<u8> }
-        if let Some(vec) = ty.member("vec") {
-            let vt = self.ty(vec.ty?);
-            let (p, l) = self.rust_vec_parts(&Self::sub_place(place, vec.offset), &vt)?;
-            return Some((p, l));
-        }
-        let len = ty.member("len")?;
-        let len_v = self.read_u64_at(place, len.offset).ok()?;
-        let buf = ty.member("buf")?;
-        let ptr_off = self.find_pointer(buf.ty?, buf.offset, 0)?;
-        let ptr_v = self.read_u64_at(place, ptr_off).ok()?;
-        Some((ptr_v, len_v))
-    }
-
-    /// Offset of the first pointer inside a (nested) struct: the data pointer of RawVec, whose
-    /// nesting (`RawVecInner`, `Unique`, `NonNull`) changes between rustc versions.
-    fn find_pointer(&self, t: TypeRef, base: u64, depth: u32) -> Option<u64> {
-        if depth > 8 {
-            return None;
-        }
-        let ty = self.ty(t);
-        match &ty.kind {
-            TypeKind::Pointer { .. } => Some(base),
-            TypeKind::Struct { members, .. } => {
-                // Prefer fields named like pointers over `cap`/`alloc`.
-                let preferred = ["ptr", "pointer", "inner"];
-                let mut ordered: Vec<_> = members
-                    .iter()
-                    .filter(|m| preferred.contains(&m.name.as_str()))
-                    .collect();
-                ordered.extend(
-                    members
-                        .iter()
-                        .filter(|m| !preferred.contains(&m.name.as_str())),
-                );
-                ordered
-                    .into_iter()
-                    .find_map(|m| self.find_pointer(m.ty?, base + m.offset, depth + 1))
-            }
-            _ => None,
-        }
-    }
 }
 
 /// Little-endian bytes to an unsigned integer of up to 128 bits.
@@ -666,11 +566,6 @@ pub fn escape_bytes(b: &[u8]) -> String {
         }
     }
     out
-}
-
-/// The value shown for a variable whose location list has no entry at this pc.
-pub fn optimized_out(ty: Option<String>) -> Value {
-    Value::unavailable(ty, OPTIMIZED_OUT)
 }
 
 #[cfg(test)]

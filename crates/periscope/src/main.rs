@@ -79,13 +79,8 @@ enum Command {
         /// Follow pointers and nested values this deep.
         #[arg(long, default_value_t = 3)]
         depth: u32,
-        /// Stop after this long (e.g. 30s, 5m).
-        #[arg(long = "for", value_parser = parse_duration, value_name = "DURATION")]
-        duration: Option<Duration>,
-        #[arg(long)]
-        json: bool,
-        #[arg(long = "redact", value_name = "REGEX")]
-        redact: Vec<String>,
+        #[command(flatten)]
+        output: Output,
     },
     /// Count how often a source line or function runs.
     Count {
@@ -133,6 +128,13 @@ struct Common {
     /// Only hits where this condition holds: --if 'amount > 1000 && user.name == "bob"'.
     #[arg(long = "if", value_name = "EXPR")]
     condition: Option<String>,
+    #[command(flatten)]
+    output: Output,
+}
+
+/// How long a command runs and what it prints: shared by every probing command and `watch`.
+#[derive(Args)]
+struct Output {
     /// Stop after this long (e.g. 30s, 5m).
     #[arg(long = "for", value_parser = parse_duration, value_name = "DURATION")]
     duration: Option<Duration>,
@@ -213,22 +215,14 @@ fn run(cli: Cli) -> Result<()> {
             signals,
             frames,
             depth,
-            duration,
-            json,
-            redact,
+            output,
         } => {
-            let common = Common {
-                condition: None,
-                duration,
-                json,
-                redact,
-            };
             let (panics, signals) = if panics || signals {
                 (panics, signals)
             } else {
                 (true, true)
             };
-            run_watch(pid, panics, signals, frames, depth, &common)
+            run_watch(pid, panics, signals, frames, depth, &output)
         }
         Command::Lines { target, file, json } => run_lines(&target, &file, json),
         Command::Functions {
@@ -265,7 +259,7 @@ fn probe_spec(
         condition,
         max_hits,
         limits: Limits::default(),
-        redactor: Redactor::new(&common.redact)?,
+        redactor: Redactor::new(&common.output.redact)?,
     })
 }
 
@@ -372,8 +366,8 @@ fn pump(
 
 fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
     let session = start(pid, spec)?;
-    let deadline = common.duration.map(|d| Instant::now() + d);
-    let json = common.json;
+    let deadline = common.output.duration.map(|d| Instant::now() + d);
+    let json = common.output.json;
     let stdout = std::io::stdout();
     let reason = pump(
         &session,
@@ -463,9 +457,9 @@ fn run_watch(
     signals: bool,
     frames: usize,
     depth: u32,
-    common: &Common,
+    output: &Output,
 ) -> Result<()> {
-    let redactor = Redactor::new(&common.redact)?;
+    let redactor = Redactor::new(&output.redact)?;
     let limits = Limits {
         depth,
         ..Limits::default()
@@ -504,8 +498,8 @@ fn run_watch(
     note(&format!(
         "periscope: watching pid {pid} for {what}; Ctrl-C to stop"
     ));
-    let deadline = common.duration.map(|d| Instant::now() + d);
-    let json = common.json;
+    let deadline = output.duration.map(|d| Instant::now() + d);
+    let json = output.json;
     let reason = pump(
         &session,
         deadline,
@@ -577,8 +571,8 @@ fn run_count(
     let location = spec.location.to_string();
     let session = start(pid, spec)?;
     let tallies = session.tallies.clone();
-    let deadline = common.duration.map(|d| Instant::now() + d);
-    let json = common.json;
+    let deadline = common.output.duration.map(|d| Instant::now() + d);
+    let json = common.output.json;
     let mut last_total = 0u64;
     let started = Instant::now();
     let mut print = |final_line: bool| -> Result<()> {
