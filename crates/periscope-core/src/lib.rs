@@ -2,6 +2,7 @@
 //! evaluate ([`expr`], [`template`]), and what comes back ([`Value`], [`event`]).
 //! Pure data and parsing: no OS code lives here.
 
+pub mod api;
 pub mod event;
 pub mod expr;
 pub mod location;

@@ -129,7 +129,9 @@ impl Stop {
 /// thread has anything to report.
 pub fn wait(tid: i32, nohang: bool) -> Result<Option<Stop>, nix::errno::Errno> {
     let mut status = 0;
-    let flags = libc::__WALL | if nohang { libc::WNOHANG } else { 0 };
+    // __WNOTHREAD: only this thread's tracees. Without it a tracer thread would reap stops of
+    // processes that another session's tracer thread owns (and could not ptrace them).
+    let flags = libc::__WALL | libc::__WNOTHREAD | if nohang { libc::WNOHANG } else { 0 };
     loop {
         // SAFETY: status is a valid out-pointer.
         let r = unsafe { libc::waitpid(tid, &mut status, flags) };

@@ -16,6 +16,7 @@ use crate::process::{self, Memory, Stop};
 use crate::target::{Site, Target};
 use crate::trap::{self, Breakpoint, Displaced, SLOT_SIZE};
 use crate::values::{Limits, Reader};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use periscope_core::event::{
@@ -71,6 +72,36 @@ pub struct ProbeSpec {
     pub limits: Limits,
     /// Names whose values are never read (built-in secrets plus `--redact` patterns).
     pub redactor: Redactor,
+    /// Hits per second that are captured; hits beyond it are counted in
+    /// [`Tally::rate_dropped`], not captured. `None`: no limit.
+    pub rate_limit: Option<f64>,
+    /// How much of the target's time the probe may take; beyond it the probe is paused.
+    pub budget: Option<Budget>,
+}
+
+/// An overhead budget: at most `limit` of time spent handling the probe's hits (the target
+/// thread is held all that time) in any `window`.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub limit: std::time::Duration,
+    pub window: std::time::Duration,
+}
+
+impl ProbeSpec {
+    /// A probe with no condition and no limits beyond the default capture limits.
+    pub fn new(id: impl Into<String>, location: Location, action: Action) -> ProbeSpec {
+        ProbeSpec {
+            id: id.into(),
+            location,
+            action,
+            condition: None,
+            max_hits: None,
+            limits: Limits::default(),
+            redactor: Redactor::default(),
+            rate_limit: None,
+            budget: None,
+        }
+    }
 }
 
 impl ProbeSpec {
@@ -126,16 +157,41 @@ pub enum EngineEvent {
     Log(LogEvent),
     Snapshot(Box<SnapshotEvent>),
     ProbeError(ProbeError),
+    /// A probe stopped taking hits: its breakpoints are out, the others go on.
+    ProbeStopped {
+        probe: String,
+        state: ProbeState,
+    },
     Ended(EndReason),
+}
+
+/// Where a probe is in its life inside a session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ProbeState {
+    #[default]
+    Active,
+    /// It reached its hit limit.
+    HitLimit,
+    /// Its handling took more than its overhead budget; the reason says how much.
+    Paused(String),
+    /// Removed by [`Session::remove_probe`].
+    Removed,
 }
 
 /// Per-probe tallies, readable while the session runs (`count` prints from them).
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
+    /// The probe's id.
+    pub probe: String,
     pub hits: u64,
     /// Hits whose condition was false.
     pub filtered: u64,
     pub errors: u64,
+    /// Hits beyond the rate limit: counted, not captured.
+    pub rate_dropped: u64,
+    /// Time the target's threads were held handling this probe's hits.
+    pub busy: std::time::Duration,
+    pub state: ProbeState,
     /// (thread, group key) → hits, for counters.
     pub counts: HashMap<(i32, Option<String>), u64>,
 }
@@ -301,6 +357,9 @@ pub struct SessionOptions {
     pub queue: usize,
     /// Capture a snapshot when a thread is about to die of a fatal signal.
     pub watch_signals: Option<WatchSignals>,
+    /// Keep running when every probe has ended (an agent adds more later); otherwise the
+    /// session ends when the last probe reaches its hit limit.
+    pub keep_alive: bool,
 }
 
 /// How `periscope watch --signals` captures: frames with variables, limits, redaction.
@@ -317,13 +376,22 @@ impl Default for SessionOptions {
             stop_on_signals: true,
             queue: 4096,
             watch_signals: None,
+            keep_alive: false,
         }
     }
 }
 
+/// A request to the tracer thread. Sent on a channel; the thread is woken through its eventfd.
+enum Command {
+    Add(Box<ProbeSpec>, mpsc::Sender<Result<usize, NativeError>>),
+    Remove(String, mpsc::Sender<bool>),
+    Stop,
+}
+
 /// A running session. Dropping it without `stop()` also ends it cleanly.
 pub struct Session {
-    control: Option<nix::sys::eventfd::EventFd>,
+    wake: Arc<EventFd>,
+    commands: mpsc::Sender<Command>,
     thread: Option<JoinHandle<Summary>>,
     pub events: Receiver<EngineEvent>,
     pub tallies: Tallies,
@@ -355,34 +423,36 @@ impl Session {
         options: SessionOptions,
     ) -> Result<Session, NativeError> {
         let pid = target.pid.ok_or(NativeError::NoSuchProcess { pid: 0 })?;
-        let control = nix::sys::eventfd::EventFd::from_value_and_flags(
-            0,
-            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
-        )
-        .map_err(|e| NativeError::Io {
-            what: "create an eventfd".into(),
-            source: e.into(),
-        })?;
-        let control_fd = control
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| NativeError::Io {
-                what: "duplicate the eventfd".into(),
-                source: e,
-            })?;
+        let wake = Arc::new(
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .map_err(|e| NativeError::Io {
+                    what: "create an eventfd".into(),
+                    source: e.into(),
+                })?,
+        );
         let (tx, rx) = mpsc::sync_channel(options.queue.max(1));
-        let tallies: Tallies = Arc::new(Mutex::new(vec![Tally::default(); probes.len()]));
+        let (commands, command_rx) = mpsc::channel();
+        let tallies: Tallies = Arc::new(Mutex::new(
+            probes
+                .iter()
+                .map(|p| Tally {
+                    probe: p.spec.id.clone(),
+                    ..Tally::default()
+                })
+                .collect(),
+        ));
         let site_counts = probes.iter().map(|p| p.sites.len()).collect();
         let (ready_tx, ready_rx) = mpsc::channel();
         let t2 = tallies.clone();
-        let stop_on_signals = options.stop_on_signals;
-        let watch_signals = options.watch_signals;
+        let wake2 = wake.clone();
         let thread = std::thread::Builder::new()
             .name("periscope-tracer".into())
             .spawn(move || {
-                let mut engine =
-                    Engine::new(pid, target, probes, tx, t2, control_fd, stop_on_signals);
-                engine.watch_signals = watch_signals;
+                let registration = child_wakers::register(wake2.clone());
+                let mut engine = Engine::new(pid, target, probes, tx, t2, wake2, command_rx);
+                engine.stop_on_signals = options.stop_on_signals;
+                engine.keep_alive = options.keep_alive;
+                engine.watch_signals = options.watch_signals;
                 match engine.setup() {
                     Ok(()) => {
                         let _ = ready_tx.send(Ok(engine.recovered));
@@ -395,6 +465,7 @@ impl Session {
                 }
                 let reason = engine.run();
                 engine.teardown();
+                drop(registration);
                 engine.emit(EngineEvent::Ended(reason));
                 engine.summary()
             })
@@ -405,7 +476,8 @@ impl Session {
         match ready_rx.recv() {
             Ok(Ok(recovered)) => Ok(Session {
                 recovered,
-                control: Some(control),
+                wake,
+                commands,
                 thread: Some(thread),
                 events: rx,
                 tallies,
@@ -425,15 +497,47 @@ impl Session {
         }
     }
 
+    /// Adds a probe to the running session. Returns the number of code addresses it covers,
+    /// or why it cannot go in (the location or an expression does not resolve here).
+    pub fn add_probe(&self, spec: ProbeSpec) -> Result<usize, NativeError> {
+        let (reply, answer) = mpsc::channel();
+        self.request(Command::Add(Box::new(spec), reply));
+        answer.recv().unwrap_or(Err(NativeError::TargetExited))
+    }
+
+    /// Removes a probe (every one with this id); its breakpoints come out, the others stay.
+    /// False when no active probe has the id or the session has ended.
+    pub fn remove_probe(&self, id: &str) -> bool {
+        let (reply, answer) = mpsc::channel();
+        self.request(Command::Remove(id.to_string(), reply));
+        answer.recv().unwrap_or(false)
+    }
+
+    /// Takes the event receiver (to read it on another thread); the session's own is then
+    /// one that never yields.
+    pub fn take_events(&mut self) -> Receiver<EngineEvent> {
+        let (_, empty) = mpsc::sync_channel(0);
+        std::mem::replace(&mut self.events, empty)
+    }
+
+    /// Whether the tracer thread has ended (the target exited, or a fatal error).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    fn request(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            let _ = self.wake.write(1);
+        }
+    }
+
     /// Asks the session to end: removes every breakpoint, detaches, and returns the summary.
     pub fn stop(mut self) -> Summary {
         self.finish()
     }
 
     fn finish(&mut self) -> Summary {
-        if let Some(c) = self.control.take() {
-            let _ = c.write(1);
-        }
+        self.request(Command::Stop);
         match self.thread.take() {
             Some(t) => t.join().unwrap_or_default(),
             None => Summary::default(),
@@ -444,6 +548,68 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// SIGCHLD is sent to the whole process, and one signalfd read consumes it; with several
+/// sessions in one process (an agent watching many targets) only one tracer would wake. So one
+/// thread reads SIGCHLD and wakes every session's eventfd; each session then reaps its own
+/// tracees (`wait` uses `__WNOTHREAD`).
+mod child_wakers {
+    use nix::sys::eventfd::EventFd;
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    type Registry = Mutex<Vec<(u64, Arc<EventFd>)>>;
+
+    fn registry() -> &'static Registry {
+        static REGISTRY: OnceLock<Registry> = OnceLock::new();
+        REGISTRY.get_or_init(|| {
+            let mut mask = SigSet::empty();
+            mask.add(Signal::SIGCHLD);
+            if let Ok(sfd) = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC) {
+                let _ = std::thread::Builder::new()
+                    .name("periscope-sigchld".into())
+                    .spawn(move || loop {
+                        match sfd.read_signal() {
+                            Ok(_) => wake_all(),
+                            Err(nix::errno::Errno::EINTR) => {}
+                            Err(_) => return,
+                        }
+                    });
+            }
+            Mutex::new(Vec::new())
+        })
+    }
+
+    fn wake_all() {
+        let list = registry().lock().unwrap_or_else(|p| p.into_inner());
+        for (_, fd) in list.iter() {
+            let _ = fd.write(1);
+        }
+    }
+
+    /// Keeps `fd` woken at every SIGCHLD until dropped.
+    pub struct Registration(u64);
+
+    pub fn register(fd: Arc<EventFd>) -> Registration {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        registry()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, fd));
+        Registration(id)
+    }
+
+    impl Drop for Registration {
+        fn drop(&mut self) {
+            registry()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(id, _)| *id != self.0);
+        }
     }
 }
 
@@ -485,11 +651,21 @@ struct Engine {
     done: Vec<bool>,
     tx: SyncSender<EngineEvent>,
     tallies: Tallies,
-    control: std::os::fd::OwnedFd,
+    /// Woken at every SIGCHLD and every command.
+    wake: Arc<EventFd>,
+    commands: Receiver<Command>,
     stop_on_signals: bool,
+    keep_alive: bool,
     mem: Memory,
     threads: HashSet<i32>,
     breakpoints: HashMap<u64, Breakpoint>,
+    /// Breakpoints removed while the session runs. A thread may have hit one just before
+    /// (its SIGTRAP still to be reported): it is rewound to the original instruction.
+    retired: HashMap<u64, Breakpoint>,
+    /// Per probe: (start of the current second, hits captured in it), for rate limits.
+    rate: HashMap<usize, (Instant, u64)>,
+    /// Per probe: (start of the current budget window, time used in it).
+    budget_used: HashMap<usize, (Instant, std::time::Duration)>,
     /// Breakpoint address → the probe sites there.
     site_map: HashMap<u64, Vec<SiteRuntime>>,
     scratch: HashMap<usize, ScratchArea>,
@@ -519,8 +695,8 @@ impl Engine {
         probes: Vec<ResolvedProbe>,
         tx: SyncSender<EngineEvent>,
         tallies: Tallies,
-        control: std::os::fd::OwnedFd,
-        stop_on_signals: bool,
+        wake: Arc<EventFd>,
+        commands: Receiver<Command>,
     ) -> Engine {
         let n = probes.len();
         Engine {
@@ -530,11 +706,16 @@ impl Engine {
             done: vec![false; n],
             tx,
             tallies,
-            control,
-            stop_on_signals,
+            wake,
+            commands,
+            stop_on_signals: true,
+            keep_alive: false,
             mem: Memory::new(pid),
             threads: HashSet::new(),
             breakpoints: HashMap::new(),
+            retired: HashMap::new(),
+            rate: HashMap::new(),
+            budget_used: HashMap::new(),
             site_map: HashMap::new(),
             scratch: HashMap::new(),
             last_hit: HashMap::new(),
@@ -607,25 +788,37 @@ impl Engine {
     }
 
     fn install(&mut self) -> Result<(), NativeError> {
-        // Group sites by address: several probes may share one breakpoint.
-        let mut by_addr: Vec<(u64, usize, usize, usize)> = Vec::new(); // (addr, object, probe, site)
-        for (pi, p) in self.probes.iter().enumerate() {
-            for (si, s) in p.sites.iter().enumerate() {
-                by_addr.push((s.address, s.object, pi, si));
-            }
-        }
-        let objects: HashSet<usize> = by_addr.iter().map(|x| x.1).collect();
         let mut recovered = 0;
         self.with_stopped_leader(|engine, tid| {
             recovered = engine.recover_leftovers(tid)?;
-            for &o in &objects {
-                engine.allocate_scratch(tid, o)?;
-            }
             Ok(())
         })?;
         self.recovered = recovered;
-        for (addr, object, pi, si) in by_addr {
-            let file_pc = self.probes[pi].sites[si].file_address;
+        for pi in 0..self.probes.len() {
+            self.arm(pi)?;
+        }
+        Ok(())
+    }
+
+    /// Puts in the breakpoints of probe `pi` (several probes may share one breakpoint).
+    fn arm(&mut self, pi: usize) -> Result<(), NativeError> {
+        let missing: HashSet<usize> = self.probes[pi]
+            .sites
+            .iter()
+            .map(|s| s.object)
+            .filter(|o| !self.scratch.contains_key(o))
+            .collect();
+        if !missing.is_empty() {
+            self.with_stopped_leader(|engine, tid| {
+                for &o in &missing {
+                    engine.allocate_scratch(tid, o)?;
+                }
+                Ok(())
+            })?;
+        }
+        for si in 0..self.probes[pi].sites.len() {
+            let site = &self.probes[pi].sites[si];
+            let (addr, object, file_pc) = (site.address, site.object, site.file_address);
             let cfa = cfa_rule(&self.target.objects[object].index, file_pc);
             self.site_map.entry(addr).or_default().push(SiteRuntime {
                 probe: pi,
@@ -633,6 +826,12 @@ impl Engine {
                 cfa,
             });
             if self.breakpoints.contains_key(&addr) {
+                continue;
+            }
+            if let Some(bp) = self.retired.remove(&addr) {
+                // Its out-of-line slot is still in place: reuse it.
+                self.mem.write(addr, &[0xcc])?;
+                self.breakpoints.insert(addr, bp);
                 continue;
             }
             let mut code = [0u8; 16];
@@ -668,6 +867,90 @@ impl Engine {
             self.breakpoints.insert(addr, bp);
         }
         Ok(())
+    }
+
+    /// Takes out the breakpoints of probe `pi` that no other probe uses. Threads keep running:
+    /// one byte is written back, and a thread that trapped on it meanwhile is rewound when its
+    /// stop is reported (see `on_trap`).
+    fn disarm(&mut self, pi: usize) {
+        let addrs: Vec<u64> = self.probes[pi].sites.iter().map(|s| s.address).collect();
+        for addr in addrs {
+            let Some(list) = self.site_map.get_mut(&addr) else {
+                continue;
+            };
+            list.retain(|s| s.probe != pi);
+            if !list.is_empty() {
+                continue;
+            }
+            self.site_map.remove(&addr);
+            if let Some(bp) = self.breakpoints.remove(&addr) {
+                let _ = self.mem.write(addr, &bp.original[..1]);
+                self.retired.insert(addr, bp);
+            }
+        }
+        self.last_hit.retain(|(_, p), _| *p != pi);
+    }
+
+    /// Ends probe `pi`: breakpoints out, state recorded, consumers told.
+    fn end_probe(&mut self, pi: usize, state: ProbeState) {
+        if self.done[pi] && state != ProbeState::Removed {
+            return;
+        }
+        self.done[pi] = true;
+        self.disarm(pi);
+        let probe = self.probes[pi].spec.id.clone();
+        let s2 = state.clone();
+        self.tally(pi, |t| t.state = s2);
+        self.emit(EngineEvent::ProbeStopped { probe, state });
+    }
+
+    fn add_probe(&mut self, spec: ProbeSpec) -> Result<usize, NativeError> {
+        let resolved = resolve(&self.target, spec)?;
+        let sites = resolved.sites.len();
+        let pi = self.probes.len();
+        let id = resolved.spec.id.clone();
+        self.probes.push(resolved);
+        self.done.push(false);
+        self.tallies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Tally {
+                probe: id,
+                ..Tally::default()
+            });
+        if let Err(e) = self.arm(pi) {
+            self.done[pi] = true;
+            self.disarm(pi);
+            self.tally(pi, |t| t.state = ProbeState::Removed);
+            return Err(e);
+        }
+        Ok(sites)
+    }
+
+    fn remove_probe(&mut self, id: &str) -> bool {
+        let found: Vec<usize> = (0..self.probes.len())
+            .filter(|&pi| self.probes[pi].spec.id == id && !self.done[pi])
+            .collect();
+        for &pi in &found {
+            self.end_probe(pi, ProbeState::Removed);
+        }
+        !found.is_empty()
+    }
+
+    /// Carries out queued commands; returns true when asked to stop.
+    fn run_commands(&mut self) -> bool {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Add(spec, reply) => {
+                    let _ = reply.send(self.add_probe(*spec));
+                }
+                Command::Remove(id, reply) => {
+                    let _ = reply.send(self.remove_probe(&id));
+                }
+                Command::Stop => return true,
+            }
+        }
+        false
     }
 
     /// Adds a breakpoint to the fail-safe table before its int3 is written (entry, then count:
@@ -719,6 +1002,12 @@ impl Engine {
                     event: PTRACE_EVENT_STOP,
                     ..
                 }) => break 0,
+                Some(Stop::Signal {
+                    signal: SIGTRAP, ..
+                }) if !self.breakpoints.is_empty() => {
+                    // A breakpoint hit came first: handle it; our interrupt stop follows.
+                    self.on_trap(tid);
+                }
                 Some(Stop::Signal { signal, .. }) => {
                     // A signal arrived first: we hold it, and deliver it when we resume.
                     break signal;
@@ -993,7 +1282,6 @@ impl Engine {
 
     fn run(&mut self) -> EndReason {
         let mut mask = SigSet::empty();
-        mask.add(Signal::SIGCHLD);
         if self.stop_on_signals {
             mask.add(Signal::SIGINT);
             mask.add(Signal::SIGTERM);
@@ -1005,12 +1293,20 @@ impl Engine {
             Err(e) => return EndReason::Error(format!("signalfd: {e}")),
         };
         loop {
+            // Reset the wake-up counter first: a SIGCHLD from here on wakes the poll below.
+            let _ = self.wake.read();
             // Drain everything the kernel has for us before sleeping again.
+            let mut handled = 0u32;
             loop {
                 match process::wait(-1, true) {
                     Ok(Some(stop)) => {
                         if let Some(reason) = self.handle(stop) {
                             return reason;
+                        }
+                        handled += 1;
+                        // A busy target can keep this loop going: take commands in between.
+                        if handled.is_multiple_of(64) && self.run_commands() {
+                            return EndReason::Requested;
                         }
                     }
                     Ok(None) => break,
@@ -1023,29 +1319,26 @@ impl Engine {
                     Err(e) => return EndReason::Error(format!("waitpid: {e}")),
                 }
             }
-            if self.done.iter().all(|d| *d) && !self.done.is_empty() {
+            if self.run_commands() {
+                return EndReason::Requested;
+            }
+            if !self.keep_alive && self.done.iter().all(|d| *d) && !self.done.is_empty() {
                 return EndReason::HitLimit;
             }
             let mut fds = [
+                nix::poll::PollFd::new(self.wake.as_fd(), nix::poll::PollFlags::POLLIN),
                 nix::poll::PollFd::new(sfd.as_fd(), nix::poll::PollFlags::POLLIN),
-                nix::poll::PollFd::new(self.control.as_fd(), nix::poll::PollFlags::POLLIN),
             ];
             match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return EndReason::Error(format!("poll: {e}")),
             }
-            let control_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
-            while let Ok(Some(info)) = sfd.read_signal() {
+            if let Ok(Some(info)) = sfd.read_signal() {
                 let signo = info.ssi_signo as i32;
-                if signo != libc::SIGCHLD {
-                    let name = Signal::try_from(signo)
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_else(|_| signo.to_string());
-                    return EndReason::Signal(name);
-                }
-            }
-            if control_ready {
-                return EndReason::Requested;
+                let name = Signal::try_from(signo)
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|_| signo.to_string());
+                return EndReason::Signal(name);
             }
         }
     }
@@ -1183,7 +1476,8 @@ impl Engine {
     }
 
     fn original_for_slot(&self, rip: u64) -> Option<u64> {
-        self.breakpoints.values().find_map(|bp| match bp.displaced {
+        let all = self.breakpoints.values().chain(self.retired.values());
+        all.into_iter().find_map(|bp| match bp.displaced {
             Displaced::OutOfLine { slot } if rip == slot => Some(bp.address),
             _ => None,
         })
@@ -1290,19 +1584,65 @@ impl Engine {
         };
         let addr = regs.rip.wrapping_sub(1);
         if !self.breakpoints.contains_key(&addr) {
+            if self.retired.contains_key(&addr) {
+                // It hit a breakpoint removed since: run the original instruction.
+                regs.rip = addr;
+                let _ = process::setregs(tid, regs);
+                let sig = self.pending_signals.remove(&tid).unwrap_or(0);
+                let _ = process::cont(tid, sig);
+                return;
+            }
             // Not ours: the program's own int3 or single-step. Hand it the signal.
             let _ = process::cont(tid, SIGTRAP);
             return;
         }
+        let started = Instant::now();
         regs.rip = addr;
         self.affinity.on_hit(tid);
-        self.on_hit(tid, addr, &regs);
+        let hit = self.on_hit(tid, addr, &regs);
         self.resume_past(tid, addr, regs);
+        // Charged after the thread is resumed: the time it was held, shared by the probes hit.
+        let held = started.elapsed() / hit.len().max(1) as u32;
+        for pi in hit {
+            self.charge(pi, held);
+        }
+    }
+
+    /// Adds `held` to probe `pi`'s overhead; pauses the probe when its budget is used up.
+    fn charge(&mut self, pi: usize, held: std::time::Duration) {
+        self.tally(pi, |t| t.busy += held);
+        let Some(budget) = self.probes[pi].spec.budget else {
+            return;
+        };
+        let now = Instant::now();
+        let (start, used) = self
+            .budget_used
+            .entry(pi)
+            .or_insert((now, Default::default()));
+        if now.duration_since(*start) >= budget.window {
+            *start = now;
+            *used = Default::default();
+        }
+        *used += held;
+        if *used > budget.limit {
+            let reason = format!(
+                "overhead budget exceeded: its hits held the target for {:.1} ms within {:.1} s (budget {:.1} ms)",
+                used.as_secs_f64() * 1e3,
+                now.duration_since(*start).as_secs_f64().max(0.001),
+                budget.limit.as_secs_f64() * 1e3
+            );
+            self.end_probe(pi, ProbeState::Paused(reason));
+        }
     }
 
     /// Resumes a thread stopped at breakpoint `addr` without removing the breakpoint.
     fn resume_past(&mut self, tid: i32, addr: u64, mut regs: process::Regs) {
         let Some(bp) = self.breakpoints.get(&addr) else {
+            // Removed while handling this hit (hit limit, budget): the original instruction is
+            // back at `addr`, where `regs` already point.
+            let _ = process::setregs(tid, regs);
+            let sig = self.pending_signals.remove(&tid).unwrap_or(0);
+            let _ = process::cont(tid, sig);
             return;
         };
         match &bp.displaced {
@@ -1320,12 +1660,14 @@ impl Engine {
         let _ = process::cont(tid, sig);
     }
 
-    fn on_hit(&mut self, tid: i32, addr: u64, regs: &process::Regs) {
+    /// Runs the probes at `addr`; returns those that took the hit.
+    fn on_hit(&mut self, tid: i32, addr: u64, regs: &process::Regs) -> Vec<usize> {
         let Some(sites) = self.site_map.get(&addr) else {
-            return;
+            return Vec::new();
         };
         let sites: Vec<(usize, usize, Option<CfaRule>)> =
             sites.iter().map(|s| (s.probe, s.site, s.cfa)).collect();
+        let mut hit = Vec::new();
         for (pi, si, cfa_rule) in sites {
             if self.done[pi] {
                 continue;
@@ -1335,7 +1677,9 @@ impl Engine {
                 continue;
             }
             self.hit_probe(tid, pi, si, regs, cfa);
+            hit.push(pi);
         }
+        hit
     }
 
     /// True when this hit continues the execution of a line already reported on this thread:
@@ -1423,6 +1767,14 @@ impl Engine {
             }
         }
         let max = probe.spec.max_hits;
+        // Field-wise borrow: `probe` and the evaluator keep borrowing other fields.
+        if !within_rate(&mut self.rate, pi, probe.spec.rate_limit) {
+            self.tally(pi, |t| {
+                t.hits += 1;
+                t.rate_dropped += 1;
+            });
+            return;
+        }
         let mut event = None;
         let mut snapshot = None;
         let mut count_key = None;
@@ -1541,7 +1893,7 @@ impl Engine {
             self.emit(EngineEvent::Snapshot(Box::new(s)));
         }
         if reached {
-            self.done[pi] = true;
+            self.end_probe(pi, ProbeState::HitLimit);
         }
     }
 
@@ -1609,7 +1961,7 @@ impl Engine {
                 } => {
                     // A breakpoint trap not yet handled: rewind to re-execute the original.
                     if let Ok(mut regs) = process::getregs(tid) {
-                        if self.breakpoints.contains_key(&regs.rip.wrapping_sub(1)) {
+                        if self.is_ours(regs.rip.wrapping_sub(1)) {
                             regs.rip -= 1;
                             let _ = process::setregs(tid, regs);
                             stopped.insert(tid, 0);
@@ -1696,7 +2048,7 @@ impl Engine {
     fn consume_pending_trap(&mut self, tid: i32) -> Option<i32> {
         let mut regs = process::getregs(tid).ok()?;
         let bp = regs.rip.wrapping_sub(1);
-        if !self.breakpoints.contains_key(&bp) || !trap_pending(tid) {
+        if !self.is_ours(bp) || !trap_pending(tid) {
             return None;
         }
         regs.rip = bp;
@@ -1718,6 +2070,11 @@ impl Engine {
             }
         }
         other
+    }
+
+    /// Whether `addr` holds, or held during this session, one of our breakpoints.
+    fn is_ours(&self, addr: u64) -> bool {
+        self.breakpoints.contains_key(&addr) || self.retired.contains_key(&addr)
     }
 
     fn in_scratch(&self, rip: u64) -> bool {
@@ -1747,6 +2104,26 @@ impl Engine {
                 _ => return,
             }
         }
+    }
+}
+
+/// Whether a hit of probe `pi` may be captured now under its rate limit (hits per second);
+/// `rate` holds each probe's current one-second window and the hits captured in it.
+fn within_rate(rate: &mut HashMap<usize, (Instant, u64)>, pi: usize, limit: Option<f64>) -> bool {
+    let Some(limit) = limit else {
+        return true;
+    };
+    let now = Instant::now();
+    let (start, n) = rate.entry(pi).or_insert((now, 0));
+    if now.duration_since(*start).as_secs_f64() >= 1.0 {
+        *start = now;
+        *n = 0;
+    }
+    if (*n as f64) < limit {
+        *n += 1;
+        true
+    } else {
+        false
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 type Mapping = (u64, u64, u64);
 
 /// One object file as mapped into the target.
+#[derive(Clone)]
 pub struct LoadedObject {
     pub index: Arc<ObjectIndex>,
     /// Added to the file's addresses to get run-time addresses.
@@ -21,6 +22,8 @@ pub struct LoadedObject {
     pub ranges: Vec<(u64, u64)>,
 }
 
+/// Cheap to clone: the indexes are shared.
+#[derive(Clone)]
 pub struct Target {
     pub pid: Option<u32>,
     pub objects: Vec<LoadedObject>,

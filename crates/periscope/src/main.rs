@@ -13,6 +13,8 @@ use periscope_native::{
 };
 use std::io::Write;
 use std::path::PathBuf;
+
+mod fleet;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -121,6 +123,68 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the control plane: HTTP API, live event stream, store, tokens, audit log.
+    Server(fleet::ServerArgs),
+    /// Run a host agent: attach to processes and apply the server's probes to them.
+    Agent {
+        #[command(flatten)]
+        args: fleet::AgentArgs,
+        #[command(flatten)]
+        remote: fleet::Remote,
+    },
+    /// Place, list, show and remove probes across instances (against a server).
+    Probe {
+        #[command(subcommand)]
+        command: fleet::ProbeCommand,
+        #[command(flatten)]
+        remote: fleet::Remote,
+    },
+    /// Live events as they arrive (of one probe, or all).
+    Tail {
+        /// Probe id.
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: fleet::Remote,
+    },
+    /// Stored events of a probe.
+    Events {
+        id: String,
+        /// A time (2026-11-22T10:00:00Z) or a duration ago (10m).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: fleet::Remote,
+    },
+    /// Processes the agents watch.
+    Instances {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: fleet::Remote,
+    },
+    /// Create, list and revoke API tokens (admin).
+    Token {
+        #[command(subcommand)]
+        command: fleet::TokenCommand,
+        #[command(flatten)]
+        remote: fleet::Remote,
+    },
+    /// The audit log: probe and token changes, denied requests (admin).
+    Audit {
+        /// A time (2026-11-22T10:00:00Z) or a duration ago (10m).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: fleet::Remote,
+    },
 }
 
 #[derive(Args)]
@@ -156,6 +220,29 @@ fn main() {
     // Before any thread exists: the tracer thread reads these through a signalfd.
     periscope_native::block_signals();
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Probe { .. }
+            | Command::Tail { .. }
+            | Command::Events { .. }
+            | Command::Instances { .. }
+            | Command::Token { .. }
+            | Command::Audit { .. }
+            | Command::Lines { .. }
+            | Command::Functions { .. }
+    ) {
+        // Commands that attach to nothing end on Ctrl-C the ordinary way. No thread exists
+        // yet, so unblocking here covers the whole process.
+        let mut set = nix::sys::signal::SigSet::empty();
+        for s in [
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::Signal::SIGHUP,
+        ] {
+            set.add(s);
+        }
+        let _ = set.thread_unblock();
+    }
     match run(cli) {
         Ok(()) => {}
         Err(e) => {
@@ -230,6 +317,24 @@ fn run(cli: Cli) -> Result<()> {
             pattern,
             json,
         } => run_functions(&target, &pattern, json),
+        Command::Server(args) => fleet::server(args),
+        Command::Agent { args, remote } => fleet::agent(&remote, args),
+        Command::Probe { command, remote } => fleet::probe(&remote, command),
+        Command::Tail { id, json, remote } => fleet::tail(&remote, id.as_deref(), json),
+        Command::Events {
+            id,
+            since,
+            limit,
+            json,
+            remote,
+        } => fleet::events(&remote, &id, since.as_deref(), limit, json),
+        Command::Instances { json, remote } => fleet::instances(&remote, json),
+        Command::Token { command, remote } => fleet::token(&remote, command),
+        Command::Audit {
+            since,
+            json,
+            remote,
+        } => fleet::audit(&remote, since.as_deref(), json),
     }
 }
 
@@ -260,6 +365,8 @@ fn probe_spec(
         max_hits,
         limits: Limits::default(),
         redactor: Redactor::new(&common.output.redact)?,
+        rate_limit: None,
+        budget: None,
     })
 }
 
@@ -398,7 +505,7 @@ fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
                     }
                 }
                 EngineEvent::ProbeError(e) => print_probe_error(json, &e, &mut out)?,
-                EngineEvent::Ended(_) => {}
+                EngineEvent::ProbeStopped { .. } | EngineEvent::Ended(_) => {}
             }
             out.flush()?;
             Ok(())
@@ -475,6 +582,8 @@ fn run_watch(
             max_hits: None,
             limits,
             redactor: redactor.clone(),
+            rate_limit: None,
+            budget: None,
         };
         match periscope_native::session::resolve(&target, spec) {
             Ok(p) => probes.push(p),

@@ -149,6 +149,15 @@ pub struct ObjectIndex {
 }
 
 impl ObjectIndex {
+    /// The program's language: the one most of its compilation units with debug info use.
+    pub fn language(&self) -> Option<Lang> {
+        let mut counts: HashMap<&'static str, (usize, Lang)> = HashMap::new();
+        for u in self.units.iter().filter(|u| u.lang != Lang::Other) {
+            counts.entry(u.lang.name()).or_insert((0, u.lang)).0 += 1;
+        }
+        counts.into_values().max_by_key(|(n, _)| *n).map(|(_, l)| l)
+    }
+
     /// Reads and indexes an ELF file.
     pub fn open(path: &Path) -> Result<ObjectIndex, NativeError> {
         load::open(path)

@@ -392,3 +392,4 @@ pub fn assert_success(out: &Output) {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+pub mod fleet;

@@ -1,0 +1,737 @@
+//! The host agent. It watches processes (by pid, or every process of an executable name,
+//! including ones started later), asks the server which probes apply to them, keeps each
+//! process's probes in line with that (attaching only while a process has probes, so a process
+//! without any is untouched), and ships the events back.
+//!
+//! Threads: the reconciler (owns the instances and their sessions; everything that changes
+//! them arrives on one channel), the syncer (long-polls the server for the desired state), the
+//! shipper (sends reports from the [`outbox::Outbox`], retrying with backoff), and one
+//! forwarder per probed process (engine events → outbox). When the server is away the
+//! probes keep running within their limits and the outbox keeps the newest events.
+
+pub mod discover;
+pub mod outbox;
+
+use discover::{Found, Selection};
+use outbox::Outbox;
+use periscope_client::Client;
+use periscope_core::api::{
+    AgentInfo, AgentReport, Desired, InstallState, Instance, Probe, ProbeInstance, ProbeKind,
+    StatusReport,
+};
+use periscope_core::redact::Redactor;
+use periscope_native::session::{Budget, EngineEvent, ProbeState, Tallies};
+use periscope_native::values::Limits;
+use periscope_native::{Action, ProbeSpec, Session, SessionOptions, Target};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub server: String,
+    pub token: String,
+    pub selection: Selection,
+    pub tags: BTreeMap<String, String>,
+    /// Host name reported for the instances (default: the machine's).
+    pub host: String,
+    /// Agent id (default: host and the agent's pid).
+    pub id: String,
+    /// Events kept while the server cannot be reached.
+    pub buffer: usize,
+    /// How often processes are looked for (`--exe`) and probe states refreshed.
+    pub scan_interval: Duration,
+    /// How often counters are reported.
+    pub count_interval: Duration,
+    /// Overhead budget per probe per instance, unless the probe sets its own.
+    pub budget: Budget,
+    pub redactor: Redactor,
+}
+
+impl AgentConfig {
+    pub fn new(server: &str, token: &str, selection: Selection) -> AgentConfig {
+        let host = discover::hostname();
+        AgentConfig {
+            server: server.to_string(),
+            token: token.to_string(),
+            selection,
+            tags: BTreeMap::new(),
+            id: format!("{host}-agent-{}", std::process::id()),
+            host,
+            buffer: 10_000,
+            scan_interval: Duration::from_secs(1),
+            count_interval: Duration::from_secs(10),
+            budget: Budget {
+                limit: Duration::from_millis(100),
+                window: Duration::from_secs(10),
+            },
+            redactor: Redactor::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("no process {pid}: check the pid (`ps -p {pid}`)")]
+    NoSuchProcess { pid: u32 },
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What reaches the reconciler.
+enum Msg {
+    Desired(Desired),
+    /// A probe stopped inside a session (hit limit, overhead budget).
+    Stopped {
+        instance: String,
+        probe: String,
+        state: ProbeState,
+    },
+    /// A session ended: the process exited or exec'd, or the engine failed.
+    Ended {
+        instance: String,
+        reason: String,
+    },
+    Shutdown,
+}
+
+/// One probe on one instance, as the agent runs it.
+struct ProbeRun {
+    probe: Probe,
+    state: InstallState,
+    last_error: Option<String>,
+    sites: Option<usize>,
+    /// Local expiry (the server expires it too; this holds while the server is away).
+    expires: Option<time::OffsetDateTime>,
+    reported: Option<ProbeInstance>,
+    /// Counters: the totals at the last count report.
+    counted: (u64, HashMap<String, u64>),
+    last_count: Instant,
+}
+
+struct InstanceRun {
+    info: Instance,
+    found: Found,
+    target: Option<Target>,
+    session: Option<Session>,
+    tallies: Option<Tallies>,
+    probes: HashMap<String, ProbeRun>,
+}
+
+/// Runs the agent until `shutdown` receives (or its sender is dropped).
+pub fn run(config: AgentConfig, shutdown: Receiver<()>) -> Result<(), AgentError> {
+    for &pid in &config.selection.pids {
+        if discover::inspect(pid).is_none() {
+            return Err(AgentError::NoSuchProcess { pid });
+        }
+    }
+    let client = Client::new(&config.server, Some(config.token.clone()), "agent");
+    let outbox = Arc::new(Outbox::new(config.buffer));
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let info = AgentInfo {
+        id: config.id.clone(),
+        host: config.host.clone(),
+        tags: config.tags.clone(),
+    };
+
+    let shipper = {
+        let (client, outbox, info) = (client.clone(), outbox.clone(), info.clone());
+        spawn("periscope-shipper", move || ship(&client, &outbox, &info))?
+    };
+    {
+        let (client, tx, id) = (client.clone(), tx.clone(), config.id.clone());
+        spawn("periscope-syncer", move || sync(&client, &id, &tx))?;
+    }
+    {
+        let tx = tx.clone();
+        spawn("periscope-shutdown", move || {
+            let _ = shutdown.recv();
+            let _ = tx.send(Msg::Shutdown);
+        })?;
+    }
+
+    let mut agent = Reconciler {
+        config,
+        outbox: outbox.clone(),
+        tx,
+        instances: HashMap::new(),
+        desired: None,
+    };
+    agent.scan();
+    agent.run(rx);
+    agent.stop_all();
+    outbox.close();
+    // The last report (final states, last events) gets a moment to go out.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !shipper.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn spawn(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, AgentError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(AgentError::Thread)
+}
+
+/// Sends reports until the outbox is closed and empty. Failures keep the batch and retry with
+/// backoff (0.2 s doubling to 5 s).
+fn ship(client: &Client, outbox: &Outbox, info: &AgentInfo) {
+    let mut backoff = Duration::from_millis(200);
+    while let Some(batch) = outbox.take(2000, Duration::from_secs(5)) {
+        let report = AgentReport {
+            agent: info.clone(),
+            instances: batch.instances.clone(),
+            statuses: batch.statuses.clone(),
+            events: batch.events.clone(),
+            dropped_events: batch.dropped,
+        };
+        match client.report(&report) {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(e) if e.status().is_some_and(|s| s == 400) => {
+                // The server refuses this batch as such: retrying would loop forever.
+                eprintln!("periscope agent: the server refused a report: {e}");
+            }
+            Err(e) => {
+                eprintln!("periscope agent: cannot report ({e}); retrying in {backoff:?}");
+                outbox.give_back(batch);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Long-polls the server for the desired state and hands each new one to the reconciler.
+fn sync(client: &Client, agent: &str, tx: &Sender<Msg>) {
+    let mut version = None;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match client.desired(agent, version, Duration::from_secs(20)) {
+            Ok(d) => {
+                backoff = Duration::from_millis(200);
+                version = Some(d.version);
+                if tx.send(Msg::Desired(d)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                if e.status().is_some_and(|s| s == 401 || s == 403) {
+                    eprintln!("periscope agent: {e}");
+                }
+                // A restarted server counts versions from 1 again: ask without one.
+                version = None;
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+struct Reconciler {
+    config: AgentConfig,
+    outbox: Arc<Outbox>,
+    tx: Sender<Msg>,
+    /// By instance id.
+    instances: HashMap<String, InstanceRun>,
+    desired: Option<Desired>,
+}
+
+impl Reconciler {
+    fn run(&mut self, rx: Receiver<Msg>) {
+        let mut next_scan = Instant::now() + self.config.scan_interval;
+        loop {
+            let wait = next_scan.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Msg::Desired(d)) => {
+                    self.desired = Some(d);
+                    self.apply();
+                }
+                Ok(Msg::Stopped {
+                    instance,
+                    probe,
+                    state,
+                }) => self.on_stopped(&instance, &probe, state),
+                Ok(Msg::Ended { instance, reason }) => self.on_ended(&instance, &reason),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.scan();
+                    self.expire_local();
+                    self.refresh_states();
+                    next_scan = Instant::now() + self.config.scan_interval;
+                }
+            }
+        }
+    }
+
+    /// Finds new processes and forgets vanished ones.
+    fn scan(&mut self) {
+        let found = self.config.selection.scan();
+        let ids: Vec<String> = found
+            .iter()
+            .map(|f| discover::instance_id(&self.config.host, f))
+            .collect();
+        let gone: Vec<String> = self
+            .instances
+            .keys()
+            .filter(|k| !ids.contains(k))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.on_ended(&id, "the process exited");
+        }
+        for (f, id) in found.into_iter().zip(ids) {
+            if self.instances.contains_key(&id) {
+                continue;
+            }
+            let target = Target::attach_view(f.pid).ok();
+            let main = target.as_ref().map(|t| t.main_object().index.clone());
+            let mut tags = self.config.tags.clone();
+            tags.insert("host".into(), self.config.host.clone());
+            let info = Instance {
+                id: id.clone(),
+                agent: self.config.id.clone(),
+                host: self.config.host.clone(),
+                pid: f.pid,
+                executable: f.executable.clone(),
+                build_id: main.as_ref().and_then(|m| m.build_id.clone()),
+                language: main
+                    .as_ref()
+                    .and_then(|m| m.language())
+                    .map(|l| l.name().to_string()),
+                tags,
+                state: "online".into(),
+                last_seen: String::new(),
+            };
+            self.instances.insert(
+                id,
+                InstanceRun {
+                    info,
+                    found: f,
+                    target,
+                    session: None,
+                    tallies: None,
+                    probes: HashMap::new(),
+                },
+            );
+        }
+        self.publish_instances();
+    }
+
+    fn publish_instances(&self) {
+        let mut list: Vec<Instance> = self.instances.values().map(|i| i.info.clone()).collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        self.outbox.set_instances(list);
+    }
+
+    /// Makes every instance's probes match the desired state.
+    fn apply(&mut self) {
+        let Some(desired) = &self.desired else {
+            return;
+        };
+        let mut wanted: HashMap<String, Vec<Probe>> = HashMap::new();
+        for a in &desired.assignments {
+            for i in &a.instances {
+                wanted.entry(i.clone()).or_default().push(a.probe.clone());
+            }
+        }
+        let ids: Vec<String> = self.instances.keys().cloned().collect();
+        for id in ids {
+            let probes = wanted.remove(&id).unwrap_or_default();
+            self.apply_instance(&id, probes);
+        }
+    }
+
+    fn apply_instance(&mut self, id: &str, wanted: Vec<Probe>) {
+        let Some(inst) = self.instances.get_mut(id) else {
+            return;
+        };
+        // Removed on the server (or no longer matching): out.
+        let stale: Vec<String> = inst
+            .probes
+            .keys()
+            .filter(|p| !wanted.iter().any(|w| &w.id == *p))
+            .cloned()
+            .collect();
+        for p in stale {
+            if let Some(mut run) = inst.probes.remove(&p) {
+                if let Some(s) = &inst.session {
+                    s.remove_probe(&p);
+                }
+                if matches!(run.state, InstallState::Installed | InstallState::Pending) {
+                    run.state = InstallState::Removed;
+                }
+                report_state(&self.outbox, &inst.info.id, &mut run, inst.tallies.as_ref());
+            }
+        }
+        let now = time::OffsetDateTime::now_utc();
+        for probe in wanted {
+            if inst.probes.contains_key(&probe.id) {
+                continue;
+            }
+            let expires = time::OffsetDateTime::parse(
+                &probe.expires_at,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok();
+            let mut run = ProbeRun {
+                probe: probe.clone(),
+                state: InstallState::Pending,
+                last_error: None,
+                sites: None,
+                expires,
+                reported: None,
+                counted: (0, HashMap::new()),
+                last_count: Instant::now(),
+            };
+            if expires.is_some_and(|e| e <= now) {
+                run.state = InstallState::Expired;
+            } else {
+                match install(inst, &probe, &self.config, &self.outbox, &self.tx) {
+                    Ok(sites) => {
+                        run.state = InstallState::Installed;
+                        run.sites = Some(sites);
+                    }
+                    Err(e) => {
+                        run.state = InstallState::Error;
+                        run.last_error = Some(e);
+                    }
+                }
+            }
+            report_state(&self.outbox, &inst.info.id, &mut run, inst.tallies.as_ref());
+            inst.probes.insert(probe.id.clone(), run);
+        }
+        detach_if_idle(inst);
+    }
+
+    fn on_stopped(&mut self, instance: &str, probe: &str, state: ProbeState) {
+        let Some(inst) = self.instances.get_mut(instance) else {
+            return;
+        };
+        if let Some(run) = inst.probes.get_mut(probe) {
+            match state {
+                ProbeState::HitLimit => run.state = InstallState::HitLimit,
+                ProbeState::Paused(reason) => {
+                    run.state = InstallState::Paused;
+                    run.last_error = Some(reason);
+                }
+                ProbeState::Removed | ProbeState::Active => {}
+            }
+            report_state(&self.outbox, instance, run, inst.tallies.as_ref());
+        }
+        detach_if_idle(inst);
+    }
+
+    fn on_ended(&mut self, instance: &str, reason: &str) {
+        let Some(mut inst) = self.instances.remove(instance) else {
+            return;
+        };
+        for run in inst.probes.values_mut() {
+            if run.state == InstallState::Installed {
+                run.state = InstallState::Error;
+                run.last_error = Some(format!("the session ended: {reason}"));
+            }
+            report_state(&self.outbox, instance, run, inst.tallies.as_ref());
+        }
+        self.publish_instances();
+        // A process that exec'd is still there: the next scan finds it as a new instance.
+    }
+
+    /// Probes whose TTL passed are removed here too, so they end even with the server away.
+    fn expire_local(&mut self) {
+        let now = time::OffsetDateTime::now_utc();
+        for inst in self.instances.values_mut() {
+            let due: Vec<String> = inst
+                .probes
+                .iter()
+                .filter(|(_, r)| {
+                    r.state == InstallState::Installed && r.expires.is_some_and(|e| e <= now)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for p in due {
+                if let Some(s) = &inst.session {
+                    s.remove_probe(&p);
+                }
+                if let Some(run) = inst.probes.get_mut(&p) {
+                    run.state = InstallState::Expired;
+                    report_state(&self.outbox, &inst.info.id, run, inst.tallies.as_ref());
+                }
+            }
+            detach_if_idle(inst);
+        }
+    }
+
+    /// Sends changed hit counts, and counter reports when their interval has passed.
+    fn refresh_states(&mut self) {
+        let every = self.config.count_interval;
+        for inst in self.instances.values_mut() {
+            for run in inst.probes.values_mut() {
+                report_state(&self.outbox, &inst.info.id, run, inst.tallies.as_ref());
+                if run.probe.spec.kind == ProbeKind::Count && run.last_count.elapsed() >= every {
+                    report_count(&self.outbox, &inst.info, run, inst.tallies.as_ref());
+                }
+            }
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for inst in self.instances.values_mut() {
+            for run in inst.probes.values_mut() {
+                if run.probe.spec.kind == ProbeKind::Count {
+                    report_count(&self.outbox, &inst.info, run, inst.tallies.as_ref());
+                }
+            }
+            if let Some(s) = inst.session.take() {
+                s.stop();
+            }
+            for run in inst.probes.values_mut() {
+                if run.state == InstallState::Installed {
+                    run.state = InstallState::Pending;
+                    run.last_error = Some("the agent stopped".into());
+                }
+                report_state(&self.outbox, &inst.info.id, run, inst.tallies.as_ref());
+            }
+        }
+    }
+}
+
+/// Puts a probe into an instance's session, starting the session (attaching) if needed.
+fn install(
+    inst: &mut InstanceRun,
+    probe: &Probe,
+    config: &AgentConfig,
+    outbox: &Arc<Outbox>,
+    tx: &Sender<Msg>,
+) -> Result<usize, String> {
+    let spec = engine_spec(probe, config)?;
+    if inst.session.is_none() {
+        let target = match inst.target.clone() {
+            Some(t) => t,
+            None => Target::attach_view(inst.found.pid).map_err(|e| e.to_string())?,
+        };
+        let options = SessionOptions {
+            stop_on_signals: false,
+            keep_alive: true,
+            ..SessionOptions::default()
+        };
+        let mut session =
+            Session::start_resolved(target, Vec::new(), options).map_err(|e| e.to_string())?;
+        let events = session.take_events();
+        inst.tallies = Some(session.tallies.clone());
+        let (outbox, tx, info) = (outbox.clone(), tx.clone(), inst.info.clone());
+        std::thread::Builder::new()
+            .name("periscope-forward".into())
+            .spawn(move || forward(events, &info, &outbox, &tx))
+            .map_err(|e| e.to_string())?;
+        inst.session = Some(session);
+    }
+    let session = inst.session.as_ref().ok_or("no session")?;
+    session.add_probe(spec).map_err(|e| e.to_string())
+}
+
+/// Ends the session (detaches) when no probe is left installed: a process without probes is
+/// left exactly as it was.
+fn detach_if_idle(inst: &mut InstanceRun) {
+    let busy = inst
+        .probes
+        .values()
+        .any(|r| r.state == InstallState::Installed);
+    if !busy {
+        if let Some(s) = inst.session.take() {
+            s.stop();
+        }
+    }
+}
+
+/// The engine's form of a server probe, with the agent's limits filled in.
+fn engine_spec(probe: &Probe, config: &AgentConfig) -> Result<ProbeSpec, String> {
+    use periscope_core::{expr, template::Template};
+    let p = &probe.spec;
+    let location = p.location.parse().map_err(|e| format!("{e}"))?;
+    let action = match p.kind {
+        ProbeKind::Log => Action::Log(
+            Template::parse(p.template.as_deref().unwrap_or(""))
+                .map_err(|e| format!("bad template: {e}"))?,
+        ),
+        ProbeKind::Snapshot => Action::Snapshot {
+            frames: p.frames.unwrap_or(5),
+            watches: p
+                .watch
+                .iter()
+                .map(|w| {
+                    expr::parse(w)
+                        .map(|e| (w.clone(), e))
+                        .map_err(|e| format!("bad watch expression: {e}"))
+                })
+                .collect::<Result<_, _>>()?,
+        },
+        ProbeKind::Count => Action::Count {
+            by: p
+                .by
+                .as_deref()
+                .map(expr::parse)
+                .transpose()
+                .map_err(|e| format!("bad grouping expression: {e}"))?,
+        },
+    };
+    let condition = p
+        .condition
+        .as_deref()
+        .map(expr::parse)
+        .transpose()
+        .map_err(|e| format!("bad condition: {e}"))?;
+    let budget = match p.budget_ms {
+        Some(ms) => Budget {
+            limit: Duration::from_millis(ms),
+            window: Duration::from_secs(10),
+        },
+        None => config.budget,
+    };
+    Ok(ProbeSpec {
+        id: probe.id.clone(),
+        location,
+        action,
+        condition,
+        max_hits: p.max_hits,
+        limits: Limits::default(),
+        redactor: config.redactor.clone(),
+        rate_limit: p.rate_limit.or(p.kind.default_rate_limit()),
+        budget: Some(budget),
+    })
+}
+
+/// Engine events of one process → the outbox (events) and the reconciler (state changes).
+fn forward(events: Receiver<EngineEvent>, info: &Instance, outbox: &Outbox, tx: &Sender<Msg>) {
+    let tag = |mut v: serde_json::Value, kind: &str| {
+        if let Some(o) = v.as_object_mut() {
+            o.insert("kind".into(), kind.into());
+            o.insert("instance".into(), info.id.clone().into());
+        }
+        v
+    };
+    for ev in events {
+        match ev {
+            EngineEvent::Log(e) => {
+                if let Ok(v) = serde_json::to_value(&e) {
+                    outbox.push_event(tag(v, "log"));
+                }
+            }
+            EngineEvent::Snapshot(e) => {
+                if let Ok(v) = serde_json::to_value(&*e) {
+                    outbox.push_event(tag(v, "snapshot"));
+                }
+            }
+            EngineEvent::ProbeError(e) => {
+                if let Ok(v) = serde_json::to_value(&e) {
+                    outbox.push_event(tag(v, "error"));
+                }
+            }
+            EngineEvent::ProbeStopped { probe, state } => {
+                let _ = tx.send(Msg::Stopped {
+                    instance: info.id.clone(),
+                    probe,
+                    state,
+                });
+            }
+            EngineEvent::Ended(reason) => {
+                use periscope_native::EndReason;
+                let why = match reason {
+                    EndReason::Requested => return, // we stopped it
+                    EndReason::TargetExited { code, signal } => match (code, signal) {
+                        (Some(c), _) => format!("the process exited with code {c}"),
+                        (_, Some(s)) => format!("the process was killed by signal {s}"),
+                        _ => "the process exited".into(),
+                    },
+                    EndReason::TargetExec => "the process exec'd a new program".into(),
+                    other => format!("{other:?}"),
+                };
+                let _ = tx.send(Msg::Ended {
+                    instance: info.id.clone(),
+                    reason: why,
+                });
+                return;
+            }
+        }
+    }
+}
+
+/// The probe's current state on the instance, sent when it changed since the last report.
+fn report_state(outbox: &Outbox, instance: &str, run: &mut ProbeRun, tallies: Option<&Tallies>) {
+    let (hits, dropped, errors) = tallies
+        .and_then(|t| {
+            let t = t.lock().unwrap_or_else(|p| p.into_inner());
+            t.iter()
+                .rev()
+                .find(|t| t.probe == run.probe.id)
+                .map(|t| (t.hits, t.rate_dropped, t.errors))
+        })
+        .unwrap_or((0, 0, 0));
+    let status = ProbeInstance {
+        instance: instance.to_string(),
+        state: run.state,
+        hits,
+        dropped,
+        errors,
+        last_error: run.last_error.clone(),
+        sites: run.sites,
+        updated_at: String::new(),
+    };
+    if run.reported.as_ref() != Some(&status) {
+        run.reported = Some(status.clone());
+        outbox.set_status(StatusReport {
+            probe: run.probe.id.clone(),
+            status: ProbeInstance {
+                updated_at: periscope_core::event::now_rfc3339(),
+                ..status
+            },
+        });
+    }
+}
+
+/// A counter's hits since the last report, with totals per group (the agent aggregates;
+/// counters are never shipped hit by hit).
+fn report_count(outbox: &Outbox, info: &Instance, run: &mut ProbeRun, tallies: Option<&Tallies>) {
+    let Some(t) = tallies else {
+        return;
+    };
+    let (total, groups) = {
+        let t = t.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = t.iter().rev().find(|t| t.probe == run.probe.id) else {
+            return;
+        };
+        let mut groups: BTreeMap<String, u64> = BTreeMap::new();
+        for ((_, key), n) in &t.counts {
+            *groups.entry(key.clone().unwrap_or_default()).or_default() += n;
+        }
+        (t.hits - t.rate_dropped.min(t.hits), groups)
+    };
+    let interval = run.last_count.elapsed();
+    run.last_count = Instant::now();
+    let delta = total.saturating_sub(run.counted.0);
+    if delta == 0 && run.counted.0 != 0 {
+        return;
+    }
+    run.counted.0 = total;
+    let mut event = serde_json::json!({
+        "kind": "count",
+        "ts": periscope_core::event::now_rfc3339(),
+        "pid": info.pid,
+        "instance": info.id,
+        "probe": run.probe.id,
+        "location": run.probe.spec.location,
+        "interval_seconds": interval.as_secs_f64(),
+        "hits": delta,
+        "total": total,
+    });
+    if run.probe.spec.by.is_some() {
+        event["groups"] = serde_json::to_value(&groups).unwrap_or_default();
+    }
+    outbox.push_event(event);
+}

@@ -1,0 +1,158 @@
+//! What the agent has to tell the server, held while the server is away: a bounded queue of
+//! events (the oldest dropped first, drops counted and reported), the latest state of each
+//! probe on each instance, and the instance list.
+
+use periscope_core::api::{Instance, StatusReport};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+pub struct Outbox {
+    inner: Mutex<Inner>,
+    changed: Condvar,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    events: VecDeque<serde_json::Value>,
+    /// Dropped since the last report that reached the server.
+    dropped: u64,
+    dropped_total: u64,
+    statuses: HashMap<(String, String), StatusReport>,
+    instances: Vec<Instance>,
+    instances_dirty: bool,
+    closed: bool,
+}
+
+/// One report's worth of content, taken from the outbox; given back if sending fails.
+pub struct Batch {
+    pub events: Vec<serde_json::Value>,
+    pub statuses: Vec<StatusReport>,
+    pub instances: Vec<Instance>,
+    pub dropped: u64,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Outbox {
+        Outbox {
+            inner: Mutex::new(Inner::default()),
+            changed: Condvar::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn push_event(&self, event: serde_json::Value) {
+        let mut inner = self.lock();
+        if inner.events.len() >= self.capacity {
+            inner.events.pop_front();
+            inner.dropped += 1;
+            inner.dropped_total += 1;
+        }
+        inner.events.push_back(event);
+        drop(inner);
+        self.changed.notify_one();
+    }
+
+    pub fn set_status(&self, status: StatusReport) {
+        let key = (status.probe.clone(), status.status.instance.clone());
+        self.lock().statuses.insert(key, status);
+        self.changed.notify_one();
+    }
+
+    pub fn set_instances(&self, instances: Vec<Instance>) {
+        let mut inner = self.lock();
+        if inner.instances != instances {
+            inner.instances = instances;
+            inner.instances_dirty = true;
+            drop(inner);
+            self.changed.notify_one();
+        }
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.lock().dropped_total
+    }
+
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits until there is something to send (or `heartbeat` passes: the instance list is
+    /// sent then anyway, so the server knows the agent is alive), then takes up to `max`
+    /// events. None once closed and empty.
+    pub fn take(&self, max: usize, heartbeat: Duration) -> Option<Batch> {
+        let mut inner = self.lock();
+        let pending =
+            |i: &Inner| !i.events.is_empty() || !i.statuses.is_empty() || i.instances_dirty;
+        if !pending(&inner) && !inner.closed {
+            inner = self
+                .changed
+                .wait_timeout_while(inner, heartbeat, |i| !pending(i) && !i.closed)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        if inner.closed && !pending(&inner) {
+            return None;
+        }
+        let n = inner.events.len().min(max);
+        let events = inner.events.drain(..n).collect();
+        let statuses = inner.statuses.drain().map(|(_, v)| v).collect();
+        inner.instances_dirty = false;
+        Some(Batch {
+            events,
+            statuses,
+            instances: inner.instances.clone(),
+            dropped: std::mem::take(&mut inner.dropped),
+        })
+    }
+
+    /// Puts back a batch that could not be sent: its events go first again (within capacity,
+    /// dropping the oldest), and statuses not superseded meanwhile are restored.
+    pub fn give_back(&self, batch: Batch) {
+        let mut inner = self.lock();
+        inner.dropped += batch.dropped;
+        for e in batch.events.into_iter().rev() {
+            if inner.events.len() >= self.capacity {
+                inner.dropped += 1;
+                inner.dropped_total += 1;
+                continue; // the batch's oldest are the ones dropped
+            }
+            inner.events.push_front(e);
+        }
+        for s in batch.statuses {
+            let key = (s.probe.clone(), s.status.instance.clone());
+            inner.statuses.entry(key).or_insert(s);
+        }
+        inner.instances_dirty = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_outbox_drops_oldest_and_counts() {
+        let o = Outbox::new(3);
+        for i in 0..5 {
+            o.push_event(serde_json::json!(i));
+        }
+        let b = o.take(10, Duration::ZERO).unwrap();
+        assert_eq!(b.events, vec![serde_json::json!(2), 3.into(), 4.into()]);
+        assert_eq!(b.dropped, 2);
+        o.push_event(serde_json::json!(5));
+        o.push_event(serde_json::json!(6));
+        o.give_back(b);
+        // 5 and 6 stay; of the returned 2,3,4 only the newest fits.
+        let b = o.take(10, Duration::ZERO).unwrap();
+        assert_eq!(b.events, vec![serde_json::json!(4), 5.into(), 6.into()]);
+        assert_eq!(b.dropped, 4);
+        assert_eq!(o.dropped_total(), 4);
+    }
+}

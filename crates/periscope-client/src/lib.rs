@@ -1,0 +1,416 @@
+//! A blocking client for the server's HTTP API (`/api/v1`). The CLI, the agent and the MCP
+//! server all speak to the server through it, so each endpoint's path and envelope is written
+//! once. Blocking on purpose: its users are command-line commands and the agent's own threads.
+
+use periscope_core::api::{
+    AgentReport, AuditEntry, Desired, Instance, NewProbe, NewToken, Probe, TokenInfo,
+};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::io::BufRead;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the server at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The server answered with an error status; `message` is its explanation.
+    #[error("{message} (HTTP {status})")]
+    Status { status: u16, message: String },
+    #[error("unexpected answer from the server for {what}: {reason}")]
+    Decode { what: String, reason: String },
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// One event from the live stream: the server's sequence number and the event object.
+#[derive(Debug, Clone)]
+pub struct StreamedEvent {
+    pub id: Option<i64>,
+    pub event: serde_json::Value,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    via: String,
+    http: ureq::Agent,
+}
+
+#[derive(Deserialize)]
+struct ProbeEnvelope {
+    probe: Probe,
+}
+#[derive(Deserialize)]
+struct ProbesEnvelope {
+    probes: Vec<Probe>,
+}
+#[derive(Deserialize)]
+struct EventsEnvelope {
+    events: Vec<serde_json::Value>,
+}
+#[derive(Deserialize)]
+struct InstancesEnvelope {
+    instances: Vec<Instance>,
+}
+#[derive(Deserialize)]
+struct TokenEnvelope {
+    token: TokenInfo,
+}
+#[derive(Deserialize)]
+struct TokensEnvelope {
+    tokens: Vec<TokenInfo>,
+}
+#[derive(Deserialize)]
+struct AuditEnvelope {
+    entries: Vec<AuditEntry>,
+}
+
+/// Which stored events to fetch.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only events at or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Only events after this sequence number (a cursor from an earlier page).
+    pub after: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+impl Client {
+    /// `base` is the server's URL (`http://127.0.0.1:7700`); `via` names the surface in the
+    /// audit log (`cli`, `mcp`, `agent`).
+    pub fn new(base: &str, token: Option<String>, via: &str) -> Client {
+        let http = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            via: via.to_string(),
+            http,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    fn unreachable(&self, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn finish<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
+        let mut response = result.map_err(|e| self.unreachable(e))?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| self.unreachable(e))?;
+        if status >= 400 {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or(text);
+            return Err(ClientError::Status { status, message });
+        }
+        serde_json::from_str(&text).map_err(|e| ClientError::Decode {
+            what: what.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        timeout: Option<Duration>,
+    ) -> Result<T, ClientError> {
+        let mut req = self
+            .http
+            .get(self.url(path))
+            .header("x-periscope-via", &self.via);
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in query {
+            req = req.query(*k, v);
+        }
+        let req = req
+            .config()
+            .timeout_global(Some(timeout.unwrap_or(Duration::from_secs(30))))
+            .build();
+        self.finish(path, req.call())
+    }
+
+    fn send<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let result = match method {
+            "DELETE" => {
+                let mut req = self.http.delete(&url).header("x-periscope-via", &self.via);
+                if let Some(a) = &auth {
+                    req = req.header("authorization", a);
+                }
+                req.config()
+                    .timeout_global(Some(Duration::from_secs(30)))
+                    .build()
+                    .call()
+            }
+            _ => {
+                let mut req = self.http.post(&url).header("x-periscope-via", &self.via);
+                if let Some(a) = &auth {
+                    req = req.header("authorization", a);
+                }
+                let req = req
+                    .config()
+                    .timeout_global(Some(Duration::from_secs(30)))
+                    .build();
+                match body {
+                    Some(b) => req.send_json(b),
+                    None => req.send_empty(),
+                }
+            }
+        };
+        self.finish(path, result)
+    }
+
+    pub fn add_probe(&self, probe: &NewProbe) -> Result<Probe, ClientError> {
+        let e: ProbeEnvelope = self.send("POST", "/probes", Some(probe))?;
+        Ok(e.probe)
+    }
+
+    /// Active probes; with `all`, removed and expired ones too.
+    pub fn probes(&self, all: bool) -> Result<Vec<Probe>, ClientError> {
+        let q = if all {
+            vec![("all", "true".to_string())]
+        } else {
+            vec![]
+        };
+        let e: ProbesEnvelope = self.get("/probes", &q, None)?;
+        Ok(e.probes)
+    }
+
+    pub fn probe(&self, id: &str) -> Result<Probe, ClientError> {
+        let e: ProbeEnvelope = self.get(&format!("/probes/{}", encode(id)), &[], None)?;
+        Ok(e.probe)
+    }
+
+    pub fn remove_probe(&self, id: &str) -> Result<Probe, ClientError> {
+        let e: ProbeEnvelope =
+            self.send("DELETE", &format!("/probes/{}", encode(id)), None::<&()>)?;
+        Ok(e.probe)
+    }
+
+    pub fn events(
+        &self,
+        probe: &str,
+        query: &EventQuery,
+    ) -> Result<Vec<serde_json::Value>, ClientError> {
+        let mut q = Vec::new();
+        if let Some(s) = &query.since {
+            q.push(("since", s.clone()));
+        }
+        if let Some(a) = query.after {
+            q.push(("after", a.to_string()));
+        }
+        if let Some(l) = query.limit {
+            q.push(("limit", l.to_string()));
+        }
+        let e: EventsEnvelope = self.get(&format!("/probes/{}/events", encode(probe)), &q, None)?;
+        Ok(e.events)
+    }
+
+    /// Blocks until `count` events of the probe after `after` are stored, or `timeout` passes;
+    /// returns what there is then.
+    pub fn wait_for_events(
+        &self,
+        probe: &str,
+        after: Option<i64>,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<serde_json::Value>, ClientError> {
+        let mut q = vec![
+            ("count", count.to_string()),
+            ("timeout_ms", timeout.as_millis().to_string()),
+        ];
+        if let Some(a) = after {
+            q.push(("after", a.to_string()));
+        }
+        let e: EventsEnvelope = self.get(
+            &format!("/probes/{}/wait", encode(probe)),
+            &q,
+            Some(timeout + Duration::from_secs(10)),
+        )?;
+        Ok(e.events)
+    }
+
+    pub fn instances(&self) -> Result<Vec<Instance>, ClientError> {
+        let e: InstancesEnvelope = self.get("/instances", &[], None)?;
+        Ok(e.instances)
+    }
+
+    pub fn create_token(&self, token: &NewToken) -> Result<TokenInfo, ClientError> {
+        let e: TokenEnvelope = self.send("POST", "/tokens", Some(token))?;
+        Ok(e.token)
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
+        let e: TokensEnvelope = self.get("/tokens", &[], None)?;
+        Ok(e.tokens)
+    }
+
+    pub fn revoke_token(&self, name: &str) -> Result<TokenInfo, ClientError> {
+        let e: TokenEnvelope =
+            self.send("DELETE", &format!("/tokens/{}", encode(name)), None::<&()>)?;
+        Ok(e.token)
+    }
+
+    pub fn audit(&self, since: Option<&str>) -> Result<Vec<AuditEntry>, ClientError> {
+        let q: Vec<(&str, String)> = since
+            .map(|s| ("since", s.to_string()))
+            .into_iter()
+            .collect();
+        let e: AuditEnvelope = self.get("/audit", &q, None)?;
+        Ok(e.entries)
+    }
+
+    pub fn status(&self) -> Result<serde_json::Value, ClientError> {
+        self.get("/status", &[], None)
+    }
+
+    /// Sends an agent's report (instances, states, events).
+    pub fn report(&self, report: &AgentReport) -> Result<(), ClientError> {
+        let _: serde_json::Value = self.send("POST", "/agent/report", Some(report))?;
+        Ok(())
+    }
+
+    /// The agent's desired probes; waits up to `wait` for a version newer than `version`.
+    pub fn desired(
+        &self,
+        agent: &str,
+        version: Option<u64>,
+        wait: Duration,
+    ) -> Result<Desired, ClientError> {
+        let mut q = vec![
+            ("agent", agent.to_string()),
+            ("wait_ms", wait.as_millis().to_string()),
+        ];
+        if let Some(v) = version {
+            q.push(("version", v.to_string()));
+        }
+        self.get("/agent/desired", &q, Some(wait + Duration::from_secs(10)))
+    }
+
+    /// The live event stream (server-sent events), optionally of one probe, resuming after
+    /// event `last_id`. The iterator ends when the connection does.
+    pub fn stream(
+        &self,
+        probe: Option<&str>,
+        last_id: Option<i64>,
+    ) -> Result<impl Iterator<Item = StreamedEvent>, ClientError> {
+        let mut req = self
+            .http
+            .get(self.url("/events/stream"))
+            .header("x-periscope-via", &self.via)
+            .header("accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(p) = probe {
+            req = req.query("probe", p);
+        }
+        if let Some(id) = last_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let mut response = req.call().map_err(|e| self.unreachable(e))?;
+        let status = response.status().as_u16();
+        if status >= 400 {
+            let text = response.body_mut().read_to_string().unwrap_or_default();
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or(text);
+            return Err(ClientError::Status { status, message });
+        }
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        Ok(SseEvents {
+            lines: reader.lines(),
+        })
+    }
+}
+
+/// Parses `text/event-stream`: `id:` and `data:` lines, an empty line ends an event.
+struct SseEvents<R: BufRead> {
+    lines: std::io::Lines<R>,
+}
+
+impl<R: BufRead> Iterator for SseEvents<R> {
+    type Item = StreamedEvent;
+    fn next(&mut self) -> Option<StreamedEvent> {
+        let mut id = None;
+        let mut data = String::new();
+        loop {
+            let line = self.lines.next()?.ok()?;
+            if line.is_empty() {
+                if data.is_empty() {
+                    continue; // a keep-alive or a comment block
+                }
+                match serde_json::from_str(&data) {
+                    Ok(event) => return Some(StreamedEvent { id, event }),
+                    Err(_) => {
+                        data.clear();
+                        continue;
+                    }
+                }
+            } else if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().parse().ok();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+    }
+}
+
+/// Percent-encodes a path segment (ids and names are plain, but a user may type anything).
+fn encode(segment: &str) -> String {
+    let mut out = String::new();
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

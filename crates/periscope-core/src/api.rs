@@ -1,0 +1,479 @@
+//! The control plane's vocabulary: probes as the server keeps them, instances, each probe's
+//! state on each instance, tokens, the audit trail, and what agents and the server say to each
+//! other. Server, agent, client, CLI and MCP all use these, so every JSON shape has one
+//! definition (see ARCHITECTURE.md: fields may be added, never renamed).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    Log,
+    Snapshot,
+    Count,
+}
+
+impl ProbeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Log => "log",
+            ProbeKind::Snapshot => "snapshot",
+            ProbeKind::Count => "count",
+        }
+    }
+
+    /// Captured hits per second per instance when the probe does not say (counters are not
+    /// captured one by one: the agent aggregates them, so they have no limit).
+    pub fn default_rate_limit(self) -> Option<f64> {
+        match self {
+            ProbeKind::Log => Some(1000.0),
+            ProbeKind::Snapshot => Some(1.0),
+            ProbeKind::Count => None,
+        }
+    }
+}
+
+impl std::str::FromStr for ProbeKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "log" => Ok(ProbeKind::Log),
+            "snapshot" => Ok(ProbeKind::Snapshot),
+            "count" | "counter" => Ok(ProbeKind::Count),
+            _ => Err(format!(
+                "unknown probe kind `{s}`: expected log, snapshot or count"
+            )),
+        }
+    }
+}
+
+/// Default time to live of a probe: nothing stays forever.
+pub const DEFAULT_TTL_SECONDS: u64 = 3600;
+
+/// A probe as a client asks for it (`POST /api/v1/probes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProbe {
+    pub kind: ProbeKind,
+    /// Which instances: tags (`service=ledger`, several separated by commas or spaces, all
+    /// must match) or an instance id.
+    pub target: String,
+    /// `FILE:LINE` or a function name.
+    pub location: String,
+    /// Log message with `{expr}` holes (log probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// Extra expressions captured with a snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch: Vec<String>,
+    /// Group a counter by the value of this expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// Hits per instance after which the probe is removed from that instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_hits: Option<u64>,
+    /// Captured hits per second per instance; beyond it hits are counted, not captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<f64>,
+    /// Snapshot: frames whose variables are captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<usize>,
+    /// Overhead budget: milliseconds of the target's time per 10 s window (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeLifecycle {
+    Active,
+    Removed,
+    Expired,
+}
+
+/// A probe as the server keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    pub id: String,
+    #[serde(flatten)]
+    pub spec: NewProbe,
+    pub state: ProbeLifecycle,
+    pub created_at: String,
+    pub expires_at: String,
+    pub created_by: String,
+    /// `cli`, `api` or `mcp`: the surface the probe was placed through.
+    pub via: String,
+    /// Hits over all instances.
+    #[serde(default)]
+    pub hits: u64,
+    /// Each instance the probe applies to, with its state there (filled by `probe show`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<ProbeInstance>,
+}
+
+/// A probe's state on one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstallState {
+    Pending,
+    Installed,
+    Error,
+    /// Paused for overhead: its hits took more of the target's time than its budget.
+    Paused,
+    HitLimit,
+    Expired,
+    Removed,
+}
+
+impl InstallState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstallState::Pending => "pending",
+            InstallState::Installed => "installed",
+            InstallState::Error => "error",
+            InstallState::Paused => "paused",
+            InstallState::HitLimit => "hit_limit",
+            InstallState::Expired => "expired",
+            InstallState::Removed => "removed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeInstance {
+    pub instance: String,
+    pub state: InstallState,
+    #[serde(default)]
+    pub hits: u64,
+    /// Hits counted but not captured: beyond the rate limit, or lost on the way.
+    #[serde(default)]
+    pub dropped: u64,
+    #[serde(default)]
+    pub errors: u64,
+    /// The engine's message for `error`, the reason for `paused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Code addresses the probe covers on this instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sites: Option<usize>,
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+/// A process an agent watches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub agent: String,
+    pub host: String,
+    pub pid: u32,
+    pub executable: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
+    /// `rust`, `c` or `c++`, from the main program's debug info.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// `online`, `offline` (its agent stopped reporting) or `exited`.
+    #[serde(default = "online")]
+    pub state: String,
+    #[serde(default)]
+    pub last_seen: String,
+}
+
+fn online() -> String {
+    "online".into()
+}
+
+/// Which instances a probe applies to: every `key=value` must match, or one instance id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    Tags(Vec<(String, String)>),
+    Instance(String),
+}
+
+impl Selector {
+    pub fn parse(text: &str) -> Result<Selector, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(
+                "empty target: give tags such as `service=ledger` or an instance id".into(),
+            );
+        }
+        if !text.contains('=') {
+            return Ok(Selector::Instance(text.to_string()));
+        }
+        let mut pairs = Vec::new();
+        for part in text.split([',', ' ']).filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some((k, v)) if !k.is_empty() && !v.is_empty() => {
+                    pairs.push((k.to_string(), v.to_string()))
+                }
+                _ => {
+                    return Err(format!(
+                        "bad target part `{part}`: expected KEY=VALUE (e.g. service=ledger), several separated by commas"
+                    ))
+                }
+            }
+        }
+        Ok(Selector::Tags(pairs))
+    }
+
+    /// Tags match an instance's own tags, or its `host`, `pid`, `executable`, `agent`, `id`.
+    pub fn matches(&self, instance: &Instance) -> bool {
+        match self {
+            Selector::Instance(id) => &instance.id == id,
+            Selector::Tags(pairs) => pairs.iter().all(|(k, v)| {
+                let builtin = match k.as_str() {
+                    "host" => Some(instance.host.clone()),
+                    "pid" => Some(instance.pid.to_string()),
+                    "executable" | "exe" => Some(instance.executable.clone()),
+                    "agent" => Some(instance.agent.clone()),
+                    "id" | "instance" => Some(instance.id.clone()),
+                    _ => None,
+                };
+                instance.tags.get(k) == Some(v) || builtin.as_ref() == Some(v)
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Registers instances and reports events; nothing else.
+    Agent,
+    /// Reads probes, events, instances.
+    Viewer,
+    /// Viewer, plus adds and removes probes.
+    Operator,
+    /// Operator, plus tokens, settings and the audit log.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Whether this role may do what `needed` may (agents only what agents do).
+    pub fn allows(self, needed: Role) -> bool {
+        match (self, needed) {
+            (Role::Agent, n) => n == Role::Agent,
+            (_, Role::Agent) => self == Role::Admin,
+            (r, n) => r >= n,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "agent" => Ok(Role::Agent),
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            _ => Err(format!(
+                "unknown role `{s}`: expected viewer, operator, admin or agent"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: Role,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    /// Only in the answer to a create: the secret itself, never shown again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// One line of the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub ts: String,
+    /// The token's name, or `anonymous` / `unknown token` for denied requests.
+    pub actor: String,
+    pub action: String,
+    #[serde(default)]
+    pub target: String,
+    /// `ok` or `denied`.
+    pub outcome: String,
+    /// The client's address.
+    #[serde(default)]
+    pub remote: String,
+    /// `api`, `cli` or `mcp`.
+    #[serde(default)]
+    pub via: String,
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+/// Who the agent is (sent with every report).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub id: String,
+    pub host: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A probe's state on one instance, as an agent reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub probe: String,
+    #[serde(flatten)]
+    pub status: ProbeInstance,
+}
+
+/// What an agent sends (`POST /api/v1/agent/report`): its instances (all of them, each time),
+/// state changes, and a batch of events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentReport {
+    pub agent: AgentInfo,
+    pub instances: Vec<Instance>,
+    #[serde(default)]
+    pub statuses: Vec<StatusReport>,
+    /// Events in the local JSON shape plus `kind` and `instance`.
+    #[serde(default)]
+    pub events: Vec<serde_json::Value>,
+    /// Events the agent dropped since its last report (its buffer was full).
+    #[serde(default)]
+    pub dropped_events: u64,
+}
+
+/// The probes an agent must have, per instance (`GET /api/v1/agent/desired`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Desired {
+    /// Changes whenever probes or instances change; the agent asks again with it to wait for
+    /// the next change.
+    pub version: u64,
+    pub assignments: Vec<Assignment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub probe: Probe,
+    pub instances: Vec<String>,
+}
+
+/// An API error body: `{"error": "..."}` with the field at fault when there is one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance() -> Instance {
+        Instance {
+            id: "web-3-100".into(),
+            agent: "a1".into(),
+            host: "web-3".into(),
+            pid: 100,
+            executable: "ledger".into(),
+            build_id: None,
+            language: None,
+            tags: [("service".to_string(), "ledger".to_string())].into(),
+            state: "online".into(),
+            last_seen: String::new(),
+        }
+    }
+
+    #[test]
+    fn selectors_match_tags_builtins_and_ids() {
+        let i = instance();
+        assert!(Selector::parse("service=ledger").unwrap().matches(&i));
+        assert!(Selector::parse("service=ledger,host=web-3")
+            .unwrap()
+            .matches(&i));
+        assert!(!Selector::parse("service=ledger host=web-4")
+            .unwrap()
+            .matches(&i));
+        assert!(Selector::parse("web-3-100").unwrap().matches(&i));
+        assert!(Selector::parse("pid=100").unwrap().matches(&i));
+        assert!(Selector::parse("service=").is_err());
+    }
+
+    #[test]
+    fn roles_nest_except_agents() {
+        assert!(Role::Admin.allows(Role::Operator));
+        assert!(Role::Operator.allows(Role::Viewer));
+        assert!(!Role::Viewer.allows(Role::Operator));
+        assert!(!Role::Agent.allows(Role::Viewer));
+        assert!(Role::Agent.allows(Role::Agent));
+        assert!(!Role::Operator.allows(Role::Agent));
+    }
+
+    #[test]
+    fn probe_json_is_flat() {
+        let p = NewProbe {
+            kind: ProbeKind::Log,
+            target: "service=ledger".into(),
+            location: "main.rs:3".into(),
+            template: Some("x={x}".into()),
+            condition: None,
+            watch: vec![],
+            by: None,
+            ttl_seconds: None,
+            max_hits: None,
+            rate_limit: None,
+            frames: None,
+            budget_ms: None,
+        };
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["kind"], "log");
+        let stored = Probe {
+            id: "p1".into(),
+            spec: p,
+            state: ProbeLifecycle::Active,
+            created_at: "t".into(),
+            expires_at: "t".into(),
+            created_by: "me".into(),
+            via: "cli".into(),
+            hits: 3,
+            instances: vec![],
+        };
+        let text = serde_json::to_string(&stored).unwrap();
+        assert_eq!(serde_json::from_str::<Probe>(&text).unwrap(), stored);
+        assert!(serde_json::from_str::<NewProbe>(
+            r#"{"kind":"log","target":"a","location":"b","tmpl":"x"}"#
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,250 @@
+//! Periscope's control plane. It keeps the desired probes, tells each agent which of them
+//! apply to its instances, stores the events agents send, streams them live, and guards all
+//! of it with bearer tokens and an append-only audit log.
+//!
+//! Layout: [`store`] (SQLite), [`auth`] (tokens, roles, the audit helper), [`routes`] (the
+//! HTTP API). The store is reached only through blocking tasks, never from async workers.
+
+pub mod auth;
+pub mod routes;
+pub mod store;
+
+use auth::TokenTable;
+use periscope_core::api::{AuditEntry, ProbeLifecycle};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::{Store, StoreError, StoredEvent};
+use tokio::sync::{broadcast, watch, Notify};
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The SQLite file; `admin.token` is written beside it on first start.
+    pub db: PathBuf,
+    /// Events older than this are deleted.
+    pub retention: Duration,
+    /// Event bodies beyond this many bytes are deleted, oldest first.
+    pub max_event_bytes: u64,
+    /// An instance whose agent has not reported for this long is shown `offline`.
+    pub offline_after: Duration,
+    /// Probes placed over MCP: default time to live, and how many one token may hold.
+    pub mcp_ttl: Duration,
+    pub mcp_max_probes: usize,
+}
+
+impl ServerConfig {
+    pub fn new(listen: SocketAddr, db: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen,
+            db,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_event_bytes: 1 << 30,
+            offline_after: Duration::from_secs(30),
+            mcp_ttl: Duration::from_secs(15 * 60),
+            mcp_max_probes: 10,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the database {path}: {source}")]
+    Open { path: PathBuf, source: StoreError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Counters shown by `/api/v1/status`.
+#[derive(Default)]
+pub struct Stats {
+    pub events_ingested: AtomicU64,
+    /// Events agents reported dropping (their buffers were full while the server was away).
+    pub agent_dropped: AtomicU64,
+    pub reports: AtomicU64,
+}
+
+pub struct AppState {
+    pub store: Mutex<Store>,
+    pub tokens: TokenTable,
+    /// Bumped whenever probes or instances change; agents wait on it for their next desired
+    /// state.
+    pub version: watch::Sender<u64>,
+    pub events: broadcast::Sender<Arc<StoredEvent>>,
+    /// Woken when a probe is added, so the expiry task recomputes its next deadline.
+    pub expiry_changed: Notify,
+    pub config: ServerConfig,
+    pub stats: Stats,
+}
+
+impl AppState {
+    pub fn bump_version(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+}
+
+/// What the server did on start, for the caller to print.
+pub struct Started {
+    pub addr: SocketAddr,
+    /// Set on the first start: where the admin token was written.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// Opens the store (creating the first admin token if there is none) and binds the listener.
+/// `serve` then runs until the future `shutdown` completes.
+pub async fn start(
+    config: ServerConfig,
+) -> Result<(Arc<AppState>, tokio::net::TcpListener, Started), ServerError> {
+    let store = Store::open(&config.db).map_err(|source| ServerError::Open {
+        path: config.db.clone(),
+        source,
+    })?;
+    let admin_token_file = auth::bootstrap_admin(&store, &config.db)?;
+    let tokens = TokenTable::load(&store)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    let (version, _) = watch::channel(1u64);
+    let (events, _) = broadcast::channel(16 * 1024);
+    let state = Arc::new(AppState {
+        store: Mutex::new(store),
+        tokens,
+        version,
+        events,
+        expiry_changed: Notify::new(),
+        config,
+        stats: Stats::default(),
+    });
+    Ok((
+        state,
+        listener,
+        Started {
+            addr,
+            admin_token_file,
+        },
+    ))
+}
+
+/// Serves the API and runs the background tasks (expiry, retention) until `shutdown`.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    tokio::spawn(expire_probes(state.clone()));
+    tokio::spawn(retain_events(state.clone()));
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(ServerError::Serve)
+}
+
+/// Runs a store operation on the blocking pool.
+pub async fn db<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = state.store.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut store)
+    })
+    .await
+    .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
+}
+
+/// Marks probes expired when their time is up. Sleeps until the next deadline, or until a
+/// probe is added (which may bring the deadline closer).
+async fn expire_probes(state: Arc<AppState>) {
+    loop {
+        let now = store::now_ms();
+        let due = db(&state, move |s| s.due_expiries(now))
+            .await
+            .unwrap_or_default();
+        for id in due {
+            let id2 = id.clone();
+            if db(&state, move |s| s.end_probe(&id2, ProbeLifecycle::Expired))
+                .await
+                .unwrap_or(false)
+            {
+                auth::record(
+                    &state,
+                    AuditEntry {
+                        id: 0,
+                        ts: periscope_core::event::now_rfc3339(),
+                        actor: "system".into(),
+                        action: "probe.expire".into(),
+                        target: id,
+                        outcome: "ok".into(),
+                        remote: String::new(),
+                        via: "server".into(),
+                        detail: serde_json::json!({"reason": "ttl"}),
+                    },
+                )
+                .await;
+                state.bump_version();
+            }
+        }
+        let next = db(&state, |s| s.next_expiry_ms()).await.ok().flatten();
+        let wait = next
+            .map(|t| Duration::from_millis((t - store::now_ms()).clamp(0, 3_600_000) as u64))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = state.expiry_changed.notified() => {}
+        }
+    }
+}
+
+/// Applies event retention (age and size) once a minute.
+async fn retain_events(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let before = store::now_ms() - state.config.retention.as_millis() as i64;
+        let max = state.config.max_event_bytes.min(i64::MAX as u64) as i64;
+        let _ = db(&state, move |s| s.prune_events(before, max)).await;
+    }
+}
+
+/// Stores a batch of events and publishes them to live subscribers.
+pub async fn ingest(
+    state: &Arc<AppState>,
+    events: Vec<serde_json::Value>,
+) -> Result<usize, StoreError> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let stored = db(state, move |s| s.insert_events(events)).await?;
+    let n = stored.len();
+    state
+        .stats
+        .events_ingested
+        .fetch_add(n as u64, Ordering::Relaxed);
+    for e in stored {
+        let _ = state.events.send(Arc::new(e));
+    }
+    Ok(n)
+}

@@ -1,0 +1,944 @@
+//! The HTTP API under `/api/v1` (described in `openapi.json`, served at
+//! `/api/v1/openapi.json`). Every handler starts by checking the caller's token and role.
+
+use crate::auth::{self, Caller, Denied};
+use crate::store::{self, StoreError, StoredEvent};
+use crate::{db, ingest, AppState};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use periscope_core::api::{
+    AgentReport, Assignment, Desired, InstallState, NewProbe, NewToken, Probe, ProbeInstance,
+    ProbeKind, ProbeLifecycle, Role, Selector, TokenInfo, DEFAULT_TTL_SECONDS,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+const OPENAPI: &str = include_str!("openapi.json");
+/// Longest TTL a probe may ask for: nothing stays forever.
+const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/probes", get(list_probes).post(add_probe))
+        .route("/api/v1/probes/{id}", get(show_probe).delete(remove_probe))
+        .route("/api/v1/probes/{id}/events", get(probe_events))
+        .route("/api/v1/probes/{id}/wait", get(wait_events))
+        .route("/api/v1/events/stream", get(stream_events))
+        .route("/api/v1/instances", get(instances))
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{name}", axum::routing::delete(revoke_token))
+        .route("/api/v1/audit", get(audit))
+        .route("/api/v1/agent/report", post(agent_report))
+        .route("/api/v1/agent/desired", get(agent_desired))
+        .with_state(state)
+}
+
+/// An API error: status, a message saying what was wrong and what would be right, and the
+/// request field at fault when there is one.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub field: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn bad(field: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            field: Some(field),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+            field: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": self.message});
+        if let Some(f) = self.field {
+            body["field"] = f.into();
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> ApiError {
+        ApiError {
+            status: d.status,
+            message: d.message,
+            field: None,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: e.to_string(),
+            field: None,
+        }
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(v: Value) -> ApiResult {
+    Ok(Json(v).into_response())
+}
+
+/// Parses a JSON body ourselves so a mistake is a 400 naming the field, not a bare 422.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        let field = ["unknown field", "missing field"]
+            .iter()
+            .any(|p| msg.contains(p))
+            .then_some("body");
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("bad request body: {msg}"),
+            field,
+        }
+    })
+}
+
+struct Request {
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    remote: SocketAddr,
+}
+
+impl Request {
+    async fn caller(&self, needed: Role, action: &str) -> Result<Caller, ApiError> {
+        Ok(auth::authorize(&self.state, &self.headers, self.remote, needed, action).await?)
+    }
+}
+
+async fn openapi(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    r.caller(Role::Viewer, "openapi.read").await?;
+    Ok(([("content-type", "application/json")], OPENAPI).into_response())
+}
+
+async fn status(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    r.caller(Role::Viewer, "status.read").await?;
+    let s = &r.state;
+    let (last_seq, bytes) = db(s, |st| Ok(st.event_totals())).await?;
+    use std::sync::atomic::Ordering::Relaxed;
+    ok(json!({
+        "version": *s.version.borrow(),
+        "events_ingested": s.stats.events_ingested.load(Relaxed),
+        "agent_dropped_events": s.stats.agent_dropped.load(Relaxed),
+        "agent_reports": s.stats.reports.load(Relaxed),
+        "last_event_seq": last_seq,
+        "stored_event_bytes": bytes,
+        "retention_seconds": s.config.retention.as_secs(),
+        "max_event_bytes": s.config.max_event_bytes,
+    }))
+}
+
+// ---- probes -------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_probes(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    r.caller(Role::Viewer, "probe.list").await?;
+    let probes = db(&r.state, move |s| s.probes(q.all)).await?;
+    ok(json!({ "probes": probes }))
+}
+
+/// Checks every field of a new probe; the error names the field and says what is expected.
+pub fn validate(p: &NewProbe) -> Result<(), ApiError> {
+    use periscope_core::{expr, template::Template, Location};
+    Selector::parse(&p.target).map_err(|e| ApiError::bad("target", e))?;
+    p.location
+        .parse::<Location>()
+        .map_err(|e| ApiError::bad("location", e.to_string()))?;
+    match (p.kind, &p.template) {
+        (ProbeKind::Log, None) => {
+            return Err(ApiError::bad(
+                "template",
+                "a log probe needs a template, e.g. \"user={user.name} total={total}\"",
+            ))
+        }
+        (ProbeKind::Log, Some(t)) => {
+            Template::parse(t)
+                .map_err(|e| ApiError::bad("template", format!("bad template: {e}")))?;
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::bad(
+                "template",
+                "only log probes take a template; snapshots take `watch` expressions",
+            ))
+        }
+        _ => {}
+    }
+    if let Some(c) = &p.condition {
+        expr::parse(c).map_err(|e| ApiError::bad("condition", format!("bad condition: {e}")))?;
+    }
+    for w in &p.watch {
+        expr::parse(w).map_err(|e| ApiError::bad("watch", format!("bad watch expression: {e}")))?;
+    }
+    if !p.watch.is_empty() && p.kind != ProbeKind::Snapshot {
+        return Err(ApiError::bad(
+            "watch",
+            "only snapshot probes take watch expressions",
+        ));
+    }
+    if let Some(b) = &p.by {
+        if p.kind != ProbeKind::Count {
+            return Err(ApiError::bad(
+                "by",
+                "only count probes group by an expression",
+            ));
+        }
+        expr::parse(b).map_err(|e| ApiError::bad("by", format!("bad grouping expression: {e}")))?;
+    }
+    match p.ttl_seconds {
+        Some(0) => {
+            return Err(ApiError::bad(
+                "ttl_seconds",
+                "ttl must be at least 1 second",
+            ))
+        }
+        Some(t) if t > MAX_TTL_SECONDS => {
+            return Err(ApiError::bad(
+                "ttl_seconds",
+                format!("ttl may be at most {MAX_TTL_SECONDS} seconds (30 days)"),
+            ))
+        }
+        _ => {}
+    }
+    if p.max_hits == Some(0) {
+        return Err(ApiError::bad("max_hits", "max_hits must be at least 1"));
+    }
+    if let Some(r) = p.rate_limit {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(ApiError::bad(
+                "rate_limit",
+                "rate_limit is hits per second and must be above 0",
+            ));
+        }
+    }
+    if p.frames.is_some_and(|f| f > 64) {
+        return Err(ApiError::bad("frames", "frames may be at most 64"));
+    }
+    if p.budget_ms.is_some_and(|b| b == 0 || b > 10_000) {
+        return Err(ApiError::bad(
+            "budget_ms",
+            "budget_ms is milliseconds per 10 s window, from 1 to 10000",
+        ));
+    }
+    Ok(())
+}
+
+/// Places a probe for `caller`. Probes placed over MCP get the MCP TTL by default and count
+/// against the per-token cap.
+pub async fn place_probe(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    mut spec: NewProbe,
+) -> Result<Probe, ApiError> {
+    validate(&spec)?;
+    let mcp = caller.via == "mcp";
+    if mcp {
+        let name = caller.name.clone();
+        let held = db(state, move |s| {
+            Ok(s.probes(false)?
+                .into_iter()
+                .filter(|p| p.via == "mcp" && p.created_by == name)
+                .count())
+        })
+        .await?;
+        if held >= state.config.mcp_max_probes {
+            return Err(ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: format!(
+                    "this token already holds {held} probes placed over MCP (the limit is {}); remove one with remove_probe first",
+                    state.config.mcp_max_probes
+                ),
+                field: None,
+            });
+        }
+    }
+    let ttl = spec.ttl_seconds.unwrap_or(if mcp {
+        state.config.mcp_ttl.as_secs()
+    } else {
+        DEFAULT_TTL_SECONDS
+    });
+    spec.ttl_seconds = Some(ttl);
+    let (by, via) = (caller.name.clone(), caller.via.clone());
+    let probe = db(state, move |s| {
+        s.insert_probe(&spec, &by, &via, time::OffsetDateTime::now_utc(), ttl)
+    })
+    .await?;
+    auth::record(
+        state,
+        caller.audit(
+            "probe.add",
+            &probe.id,
+            serde_json::to_value(&probe.spec).unwrap_or_default(),
+        ),
+    )
+    .await;
+    state.bump_version();
+    state.expiry_changed.notify_one();
+    Ok(probe)
+}
+
+async fn add_probe(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    let caller = r.caller(Role::Operator, "probe.add").await?;
+    let spec: NewProbe = parse_body(&body)?;
+    let probe = place_probe(&r.state, &caller, spec).await?;
+    let probe = with_instances(&r.state, probe).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "probe": probe }))).into_response())
+}
+
+/// Fills a probe's per-instance states: every instance it applies to (pending until its agent
+/// reports), plus instances that reported on it before and no longer match.
+pub async fn with_instances(state: &Arc<AppState>, mut probe: Probe) -> Result<Probe, ApiError> {
+    let id = probe.id.clone();
+    let offline = state.config.offline_after.as_millis() as i64;
+    let (statuses, instances) = db(state, move |s| {
+        Ok((
+            s.statuses(&id)?,
+            s.instances(store::now_ms(), offline, false)?,
+        ))
+    })
+    .await?;
+    let selector = Selector::parse(&probe.spec.target).ok();
+    let mut by_instance: HashMap<String, ProbeInstance> = statuses
+        .into_iter()
+        .map(|s| (s.instance.clone(), s))
+        .collect();
+    let mut out = Vec::new();
+    for i in &instances {
+        if selector.as_ref().is_some_and(|s| s.matches(i)) {
+            let status = by_instance.remove(&i.id).unwrap_or(ProbeInstance {
+                instance: i.id.clone(),
+                state: InstallState::Pending,
+                hits: 0,
+                dropped: 0,
+                errors: 0,
+                last_error: None,
+                sites: None,
+                updated_at: String::new(),
+            });
+            out.push(status);
+        }
+    }
+    out.extend(by_instance.into_values());
+    if probe.state != ProbeLifecycle::Active {
+        // Whatever the agents last said, the probe is gone everywhere.
+        let end = if probe.state == ProbeLifecycle::Expired {
+            InstallState::Expired
+        } else {
+            InstallState::Removed
+        };
+        for s in &mut out {
+            if matches!(s.state, InstallState::Pending | InstallState::Installed) {
+                s.state = end;
+            }
+        }
+    }
+    out.sort_by(|a, b| a.instance.cmp(&b.instance));
+    probe.hits = out.iter().map(|s| s.hits).sum();
+    probe.instances = out;
+    Ok(probe)
+}
+
+async fn find_probe(state: &Arc<AppState>, id: &str) -> Result<Probe, ApiError> {
+    let id2 = id.to_string();
+    db(state, move |s| s.probe(&id2)).await?.ok_or_else(|| {
+        ApiError::not_found(format!("no probe `{id}`; `periscope probe ls` lists them"))
+    })
+}
+
+async fn show_probe(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    r.caller(Role::Viewer, "probe.show").await?;
+    let probe = find_probe(&r.state, &id).await?;
+    let probe = with_instances(&r.state, probe).await?;
+    ok(json!({ "probe": probe }))
+}
+
+/// Removes a probe for `caller` (404 if unknown; removing an ended probe changes nothing).
+pub async fn delete_probe(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    id: &str,
+) -> Result<Probe, ApiError> {
+    find_probe(state, id).await?;
+    let id2 = id.to_string();
+    let changed = db(state, move |s| s.end_probe(&id2, ProbeLifecycle::Removed)).await?;
+    if changed {
+        auth::record(state, caller.audit("probe.remove", id, Value::Null)).await;
+        state.bump_version();
+    }
+    find_probe(state, id).await
+}
+
+async fn remove_probe(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    let caller = r.caller(Role::Operator, "probe.remove").await?;
+    let probe = delete_probe(&r.state, &caller, &id).await?;
+    let probe = with_instances(&r.state, probe).await?;
+    ok(json!({ "probe": probe }))
+}
+
+// ---- events -------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    since: Option<String>,
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+fn raw_events(events: &[StoredEvent]) -> Result<Vec<Value>, ApiError> {
+    events
+        .iter()
+        .map(|e| serde_json::from_str(&e.body).map_err(|e| ApiError::from(StoreError::Json(e))))
+        .collect()
+}
+
+/// Stored events of a probe, oldest first. `after` is the `seq` of the last event already
+/// seen (a cursor); `since` an RFC 3339 time.
+pub async fn probe_events_page(
+    state: &Arc<AppState>,
+    id: &str,
+    since: Option<&str>,
+    after: Option<i64>,
+    limit: Option<usize>,
+) -> Result<Vec<Value>, ApiError> {
+    find_probe(state, id).await?;
+    let since_ms = match since {
+        Some(s) => Some(store::parse_rfc3339_ms(s).ok_or_else(|| {
+            ApiError::bad(
+                "since",
+                format!("`{s}` is not an RFC 3339 time such as 2026-11-22T10:00:00Z"),
+            )
+        })?),
+        None => None,
+    };
+    let limit = limit.unwrap_or(100).clamp(1, 10_000);
+    let id = id.to_string();
+    let events = db(state, move |s| {
+        s.events(Some(&id), after.unwrap_or(0), since_ms, limit)
+    })
+    .await?;
+    raw_events(&events)
+}
+
+async fn probe_events(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult {
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    r.caller(Role::Viewer, "event.list").await?;
+    let events = probe_events_page(&r.state, &id, q.since.as_deref(), q.after, q.limit).await?;
+    ok(json!({ "events": events }))
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    after: Option<i64>,
+    count: Option<usize>,
+    timeout_ms: Option<u64>,
+}
+
+/// Waits until `count` events of probe `id` after `after` are stored, or `timeout` passes.
+pub async fn wait_for(
+    state: &Arc<AppState>,
+    id: &str,
+    after: Option<i64>,
+    count: usize,
+    timeout: Duration,
+) -> Result<Vec<Value>, ApiError> {
+    find_probe(state, id).await?;
+    let count = count.clamp(1, 1000);
+    // Subscribe before reading what is stored, so nothing falls between the two.
+    let mut live = state.events.subscribe();
+    let after = after.unwrap_or(0);
+    let id2 = id.to_string();
+    let mut events = db(state, move |s| s.events(Some(&id2), after, None, count)).await?;
+    let mut last = events.last().map(|e| e.seq).unwrap_or(after);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while events.len() < count {
+        match tokio::time::timeout_at(deadline, live.recv()).await {
+            Err(_) => break,
+            Ok(Ok(e)) => {
+                if e.probe == id && e.seq > last {
+                    last = e.seq;
+                    events.push((*e).clone());
+                }
+            }
+            Ok(Err(RecvError::Lagged(_))) => {
+                // Fell behind the live feed: catch up from the store.
+                let id2 = id.to_string();
+                let more = count - events.len();
+                let extra = db(state, move |s| s.events(Some(&id2), last, None, more)).await?;
+                if let Some(e) = extra.last() {
+                    last = e.seq;
+                }
+                events.extend(extra);
+            }
+            Ok(Err(RecvError::Closed)) => break,
+        }
+    }
+    raw_events(&events)
+}
+
+async fn wait_events(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> ApiResult {
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    r.caller(Role::Viewer, "event.wait").await?;
+    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(30_000).min(600_000));
+    let events = wait_for(&r.state, &id, q.after, q.count.unwrap_or(1), timeout).await?;
+    ok(json!({ "events": events }))
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    probe: Option<String>,
+}
+
+/// Live events as server-sent events (`id:` is the event's `seq`). A client that reconnects
+/// with `Last-Event-ID` first gets what it missed from the store.
+async fn stream_events(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> ApiResult {
+    let last_id: Option<i64> = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    r.caller(Role::Viewer, "event.stream").await?;
+    if let Some(p) = &q.probe {
+        find_probe(&r.state, p).await?;
+    }
+    let state = r.state.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(1024);
+    let mut live = state.events.subscribe();
+    tokio::spawn(async move {
+        let probe = q.probe;
+        let mut last = match last_id {
+            Some(id) => id,
+            None => db(&state, |s| Ok(s.event_totals().0)).await.unwrap_or(0),
+        };
+        let send = |e: &StoredEvent| Event::default().id(e.seq.to_string()).data(e.body.clone());
+        // Replay what the client missed, page by page, then follow the live feed.
+        loop {
+            let p = probe.clone();
+            let page = db(&state, move |s| s.events(p.as_deref(), last, None, 1000))
+                .await
+                .unwrap_or_default();
+            for e in &page {
+                if tx.send(Ok(send(e))).await.is_err() {
+                    return;
+                }
+                last = e.seq;
+            }
+            if page.len() < 1000 {
+                break;
+            }
+        }
+        loop {
+            match live.recv().await {
+                Ok(e) => {
+                    if e.seq <= last || probe.as_ref().is_some_and(|p| p != &e.probe) {
+                        continue;
+                    }
+                    last = e.seq;
+                    if tx.send(Ok(send(&e))).await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    let p = probe.clone();
+                    let page = db(&state, move |s| s.events(p.as_deref(), last, None, 10_000))
+                        .await
+                        .unwrap_or_default();
+                    for e in &page {
+                        if tx.send(Ok(send(e))).await.is_err() {
+                            return;
+                        }
+                        last = e.seq;
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+// ---- instances ----------------------------------------------------------------------------
+
+pub async fn list_instances(
+    state: &Arc<AppState>,
+) -> Result<Vec<periscope_core::api::Instance>, ApiError> {
+    let offline = state.config.offline_after.as_millis() as i64;
+    Ok(db(state, move |s| s.instances(store::now_ms(), offline, false)).await?)
+}
+
+async fn instances(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    r.caller(Role::Viewer, "instance.list").await?;
+    let list = list_instances(&r.state).await?;
+    ok(json!({ "instances": list }))
+}
+
+// ---- tokens and audit ---------------------------------------------------------------------
+
+async fn create_token(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    let caller = r.caller(Role::Admin, "token.create").await?;
+    let new: NewToken = parse_body(&body)?;
+    let name = new.name.trim().to_string();
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    {
+        return Err(ApiError::bad(
+            "name",
+            "token names are 1-64 characters: letters, digits, - _ . @",
+        ));
+    }
+    let secret = auth::new_token().map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!("no randomness for a token: {e}"),
+        field: None,
+    })?;
+    let hash = auth::hash_token(&secret);
+    let now = periscope_core::event::now_rfc3339();
+    let (n2, h2, now2, role) = (name.clone(), hash.clone(), now.clone(), new.role);
+    let inserted = db(&r.state, move |s| s.insert_token(&n2, role, &h2, &now2)).await?;
+    if !inserted {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            message: format!(
+                "a token named `{name}` exists already; pick another name or revoke it first"
+            ),
+            field: Some("name"),
+        });
+    }
+    let info = TokenInfo {
+        name: name.clone(),
+        role,
+        created_at: now,
+        revoked_at: None,
+        token: None,
+    };
+    r.state.tokens.insert(hash, info.clone());
+    auth::record(
+        &r.state,
+        caller.audit("token.create", &name, json!({"role": role})),
+    )
+    .await;
+    let shown = TokenInfo {
+        token: Some(secret),
+        ..info
+    };
+    Ok((StatusCode::CREATED, Json(json!({ "token": shown }))).into_response())
+}
+
+async fn list_tokens(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    r.caller(Role::Admin, "token.list").await?;
+    let tokens = db(&r.state, |s| s.tokens()).await?;
+    ok(json!({ "tokens": tokens }))
+}
+
+async fn revoke_token(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    let caller = r.caller(Role::Admin, "token.revoke").await?;
+    let now = periscope_core::event::now_rfc3339();
+    let (n2, now2) = (name.clone(), now.clone());
+    let info = db(&r.state, move |s| s.revoke_token(&n2, &now2))
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no token named `{name}`; `periscope token ls` lists them"
+            ))
+        })?;
+    r.state.tokens.revoke(&name, &now);
+    auth::record(&r.state, caller.audit("token.revoke", &name, Value::Null)).await;
+    ok(json!({ "token": info }))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult {
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    r.caller(Role::Admin, "audit.read").await?;
+    let since = match &q.since {
+        Some(s) => Some(store::parse_rfc3339_ms(s).ok_or_else(|| {
+            ApiError::bad(
+                "since",
+                format!("`{s}` is not an RFC 3339 time such as 2026-11-22T10:00:00Z"),
+            )
+        })?),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
+    let entries = db(&r.state, move |s| s.audit_since(since, limit)).await?;
+    ok(json!({ "entries": entries }))
+}
+
+// ---- agents -------------------------------------------------------------------------------
+
+async fn agent_report(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    r.caller(Role::Agent, "agent.report").await?;
+    let report: AgentReport = parse_body(&body)?;
+    let state = &r.state;
+    use std::sync::atomic::Ordering::Relaxed;
+    state.stats.reports.fetch_add(1, Relaxed);
+    state
+        .stats
+        .agent_dropped
+        .fetch_add(report.dropped_events, Relaxed);
+    let agent = report.agent.id.clone();
+    let instances = report.instances;
+    let statuses = report.statuses;
+    // Events first: a state such as hit_limit is never visible before the events that led
+    // to it.
+    let stored = ingest(state, report.events).await?;
+    let changed = db(state, move |s| {
+        let changed = s.record_instances(&agent, &instances, store::now_ms())?;
+        s.record_statuses(&statuses)?;
+        Ok(changed)
+    })
+    .await?;
+    if changed {
+        state.bump_version();
+    }
+    ok(json!({ "stored": stored }))
+}
+
+#[derive(Deserialize)]
+struct DesiredQuery {
+    agent: String,
+    version: Option<u64>,
+    wait_ms: Option<u64>,
+}
+
+/// The probes that apply to an agent's instances. With `version`, waits (up to `wait_ms`) until
+/// the desired state may have changed: a long poll, so agents learn of a new probe at once.
+async fn agent_desired(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<DesiredQuery>,
+) -> ApiResult {
+    let r = Request {
+        state,
+        headers,
+        remote,
+    };
+    r.caller(Role::Agent, "agent.desired").await?;
+    let state = &r.state;
+    let mut rx = state.version.subscribe();
+    if let Some(v) = q.version {
+        let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(60_000));
+        let _ = tokio::time::timeout(wait, rx.wait_for(|cur| *cur != v)).await;
+    }
+    let version = *rx.borrow();
+    let agent = q.agent.clone();
+    let offline = state.config.offline_after.as_millis() as i64;
+    let (probes, instances) = db(state, move |s| {
+        Ok((
+            s.probes(false)?,
+            s.instances(store::now_ms(), offline, false)?,
+        ))
+    })
+    .await?;
+    let mine: Vec<_> = instances.into_iter().filter(|i| i.agent == agent).collect();
+    let assignments = probes
+        .into_iter()
+        .filter_map(|p| {
+            let sel = Selector::parse(&p.spec.target).ok()?;
+            let ids: Vec<String> = mine
+                .iter()
+                .filter(|i| sel.matches(i))
+                .map(|i| i.id.clone())
+                .collect();
+            (!ids.is_empty()).then_some(Assignment {
+                probe: p,
+                instances: ids,
+            })
+        })
+        .collect();
+    Ok(Json(Desired {
+        version,
+        assignments,
+    })
+    .into_response())
+}

@@ -1,0 +1,632 @@
+//! Commands that talk to a Periscope server: probes across a fleet, live and stored events,
+//! instances, tokens and the audit log; and the two daemons, `server` and `agent`.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use periscope_client::{Client, EventQuery};
+use periscope_core::api::{NewProbe, NewToken, Probe, ProbeKind, Role};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the server is and which token to use: flags, then `PERISCOPE_SERVER` /
+/// `PERISCOPE_TOKEN`, then the config file (`$PERISCOPE_CONFIG`, or
+/// `~/.config/periscope/config.toml` with `server = "…"` and `token = "…"`).
+#[derive(Args, Clone)]
+pub struct Remote {
+    /// Server URL, e.g. http://127.0.0.1:7700.
+    #[arg(long, env = "PERISCOPE_SERVER", global = true)]
+    server: Option<String>,
+    /// API token (`periscope token create` makes one).
+    #[arg(long, env = "PERISCOPE_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Remote {
+    pub fn client(&self, via: &str) -> Result<Client> {
+        let file = config_file();
+        let server = self
+            .server
+            .clone()
+            .or_else(|| file.as_ref().and_then(|f| f.server.clone()))
+            .ok_or_else(|| {
+                anyhow!("no server given: use --server URL, PERISCOPE_SERVER, or `server = \"URL\"` in {}", config_path().display())
+            })?;
+        let token = self
+            .token
+            .clone()
+            .or_else(|| file.as_ref().and_then(|f| f.token.clone()));
+        Ok(Client::new(&server, token, via))
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ConfigFile {
+    server: Option<String>,
+    token: Option<String>,
+}
+
+fn config_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("PERISCOPE_CONFIG") {
+        return PathBuf::from(p);
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("periscope").join("config.toml")
+}
+
+fn config_file() -> Option<ConfigFile> {
+    let text = std::fs::read_to_string(config_path()).ok()?;
+    match toml::from_str(&text) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("periscope: ignoring {}: {e}", config_path().display());
+            None
+        }
+    }
+}
+
+// Built once per run by clap: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum ProbeCommand {
+    /// Place a probe on every instance TARGET selects.
+    Add {
+        /// log, snapshot or count.
+        kind: ProbeKind,
+        /// Tags such as service=ledger (several: service=ledger,host=web-3) or an instance id.
+        target: String,
+        /// FILE:LINE or a function name.
+        location: String,
+        /// Log message with expressions in braces (log probes).
+        template: Option<String>,
+        /// Only hits where this condition holds.
+        #[arg(long = "if", value_name = "EXPR")]
+        condition: Option<String>,
+        /// Remove the probe after this long (default 1h).
+        #[arg(long, value_parser = super::parse_duration)]
+        ttl: Option<Duration>,
+        /// Hits per instance, after which the probe comes out there.
+        #[arg(long)]
+        max_hits: Option<u64>,
+        /// Captured hits per second per instance (default: logs 1000, snapshots 1).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Snapshot: an extra expression to capture (repeatable).
+        #[arg(long = "watch", value_name = "EXPR")]
+        watch: Vec<String>,
+        /// Count: group by the value of this expression.
+        #[arg(long)]
+        by: Option<String>,
+        /// Snapshot: frames whose variables are captured.
+        #[arg(long)]
+        frames: Option<usize>,
+        /// Overhead budget: milliseconds of the target's time per 10 s (default 100).
+        #[arg(long)]
+        budget_ms: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List probes (active ones; --all for removed and expired too).
+    Ls {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A probe and its state on each instance.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a probe everywhere.
+    Rm {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; prints the token alone on stdout (it is not shown again).
+    Create {
+        #[arg(long)]
+        role: Role,
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (names and roles, never the secrets).
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by name.
+    Revoke { name: String },
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string(v)?)?;
+    Ok(())
+}
+
+pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
+    let client = remote.client("cli")?;
+    match cmd {
+        ProbeCommand::Add {
+            kind,
+            target,
+            location,
+            template,
+            condition,
+            ttl,
+            max_hits,
+            rate,
+            watch,
+            by,
+            frames,
+            budget_ms,
+            json,
+        } => {
+            let spec = NewProbe {
+                kind,
+                target,
+                location,
+                template,
+                condition,
+                watch,
+                by,
+                ttl_seconds: ttl.map(|d| d.as_secs().max(1)),
+                max_hits,
+                rate_limit: rate,
+                frames,
+                budget_ms,
+            };
+            let p = client.add_probe(&spec)?;
+            if json {
+                return print_json(&p);
+            }
+            println!(
+                "{}: {} probe at {} on {} (expires {})",
+                p.id,
+                p.spec.kind.as_str(),
+                p.spec.location,
+                p.spec.target,
+                p.expires_at
+            );
+            if p.instances.is_empty() {
+                println!(
+                    "  no instance matches {} yet; it applies to matching instances as they appear",
+                    p.spec.target
+                );
+            }
+            print_instances_of(&p);
+            Ok(())
+        }
+        ProbeCommand::Ls { all, json } => {
+            let probes = client.probes(all)?;
+            if json {
+                return print_json(&serde_json::json!({ "probes": probes }));
+            }
+            println!(
+                "{:<6} {:<9} {:<24} {:<24} {:<8} {:>8}  EXPIRES",
+                "ID", "KIND", "TARGET", "LOCATION", "STATE", "HITS"
+            );
+            for p in probes {
+                println!(
+                    "{:<6} {:<9} {:<24} {:<24} {:<8} {:>8}  {}",
+                    p.id,
+                    p.spec.kind.as_str(),
+                    p.spec.target,
+                    p.spec.location,
+                    format!("{:?}", p.state).to_lowercase(),
+                    p.hits,
+                    p.expires_at
+                );
+            }
+            Ok(())
+        }
+        ProbeCommand::Show { id, json } => {
+            let p = client.probe(&id)?;
+            if json {
+                return print_json(&p);
+            }
+            println!("{}  {} at {}", p.id, p.spec.kind.as_str(), p.spec.location);
+            println!("  target:   {}", p.spec.target);
+            if let Some(t) = &p.spec.template {
+                println!("  template: {t}");
+            }
+            if let Some(c) = &p.spec.condition {
+                println!("  if:       {c}");
+            }
+            println!(
+                "  state:    {}  (created {} by {} via {}; expires {})",
+                format!("{:?}", p.state).to_lowercase(),
+                p.created_at,
+                p.created_by,
+                p.via,
+                p.expires_at
+            );
+            println!("  hits:     {}", p.hits);
+            print_instances_of(&p);
+            Ok(())
+        }
+        ProbeCommand::Rm { id, json } => {
+            let p = client.remove_probe(&id)?;
+            if json {
+                return print_json(&p);
+            }
+            println!("{}: {}", p.id, format!("{:?}", p.state).to_lowercase());
+            Ok(())
+        }
+    }
+}
+
+fn print_instances_of(p: &Probe) {
+    if p.instances.is_empty() {
+        return;
+    }
+    println!(
+        "  {:<28} {:<10} {:>8} {:>8} {:>7}  LAST ERROR",
+        "INSTANCE", "STATE", "HITS", "DROPPED", "ERRORS"
+    );
+    for i in &p.instances {
+        println!(
+            "  {:<28} {:<10} {:>8} {:>8} {:>7}  {}",
+            i.instance,
+            i.state.as_str(),
+            i.hits,
+            i.dropped,
+            i.errors,
+            i.last_error.as_deref().unwrap_or("")
+        );
+    }
+}
+
+/// `--since` as the server wants it: an RFC 3339 time, or a duration meaning that long ago.
+fn since_time(since: Option<&str>) -> Result<Option<String>> {
+    let Some(s) = since else { return Ok(None) };
+    if time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok() {
+        return Ok(Some(s.to_string()));
+    }
+    let d = humantime::parse_duration(s).map_err(|_| {
+        anyhow!(
+            "--since takes a time (2026-11-22T10:00:00Z) or a duration ago (10m, 2h); got `{s}`"
+        )
+    })?;
+    let t = time::OffsetDateTime::now_utc() - d;
+    Ok(Some(
+        t.format(&time::format_description::well_known::Rfc3339)?,
+    ))
+}
+
+/// Live events; reconnects (resuming after the last event seen) when the server goes away.
+pub fn tail(remote: &Remote, probe: Option<&str>, json: bool) -> Result<()> {
+    let client = remote.client("cli")?;
+    let mut last: Option<i64> = None;
+    let mut backoff = Duration::from_millis(200);
+    let mut out = std::io::stdout();
+    loop {
+        match client.stream(probe, last) {
+            Ok(stream) => {
+                backoff = Duration::from_millis(200);
+                for e in stream {
+                    if e.id.is_some() {
+                        last = e.id;
+                    }
+                    let written = if json {
+                        writeln!(out, "{}", serde_json::to_string(&e.event)?)
+                    } else {
+                        print_event(&e.event, &mut out)
+                    };
+                    if written.and_then(|_| out.flush()).is_err() {
+                        return Ok(()); // stdout closed (e.g. `| head`)
+                    }
+                }
+                eprintln!("periscope: the stream ended; reconnecting");
+            }
+            Err(e) if e.status().is_some() => return Err(e.into()),
+            Err(e) => {
+                eprintln!("periscope: {e}; retrying in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn print_event(e: &serde_json::Value, out: &mut impl Write) -> std::io::Result<()> {
+    let s = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let ts = super::short_time(s("ts"));
+    let head = format!("{ts} {} {} {}", s("instance"), s("probe"), s("location"));
+    match s("kind") {
+        "log" => writeln!(out, "{head}  {}", s("message")),
+        "count" => writeln!(
+            out,
+            "{head}  +{} hits (total {}){}",
+            e["hits"],
+            e["total"],
+            e.get("groups")
+                .map(|g| format!(" by group: {g}"))
+                .unwrap_or_default()
+        ),
+        "error" => writeln!(out, "{head}  probe error: {}", s("error")),
+        "snapshot" => {
+            match serde_json::from_value::<periscope_core::event::SnapshotEvent>(e.clone()) {
+                Ok(snap) => {
+                    write!(out, "{} ", s("instance"))?;
+                    let mut buf = Vec::new();
+                    let _ = super::print_snapshot(&snap, &mut buf);
+                    out.write_all(&buf)
+                }
+                Err(_) => writeln!(out, "{head}  snapshot"),
+            }
+        }
+        _ => writeln!(out, "{e}"),
+    }
+}
+
+pub fn events(
+    remote: &Remote,
+    id: &str,
+    since: Option<&str>,
+    limit: Option<usize>,
+    json: bool,
+) -> Result<()> {
+    let client = remote.client("cli")?;
+    let query = EventQuery {
+        since: since_time(since)?,
+        after: None,
+        limit,
+    };
+    let events = client.events(id, &query)?;
+    let mut out = std::io::stdout().lock();
+    for e in &events {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(e)?)?;
+        } else {
+            print_event(e, &mut out)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn instances(remote: &Remote, json: bool) -> Result<()> {
+    let list = remote.client("cli")?.instances()?;
+    if json {
+        return print_json(&serde_json::json!({ "instances": list }));
+    }
+    println!(
+        "{:<28} {:<12} {:>7} {:<20} {:<5} {:<8} TAGS",
+        "ID", "HOST", "PID", "EXECUTABLE", "LANG", "STATE"
+    );
+    for i in list {
+        let exe = std::path::Path::new(&i.executable)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or(i.executable.clone());
+        let tags: Vec<String> = i.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{:<28} {:<12} {:>7} {:<20} {:<5} {:<8} {}",
+            i.id,
+            i.host,
+            i.pid,
+            exe,
+            i.language.as_deref().unwrap_or("-"),
+            i.state,
+            tags.join(",")
+        );
+    }
+    Ok(())
+}
+
+pub fn token(remote: &Remote, cmd: TokenCommand) -> Result<()> {
+    let client = remote.client("cli")?;
+    match cmd {
+        TokenCommand::Create { role, name } => {
+            let t = client.create_token(&NewToken { name, role })?;
+            let secret = t.token.context("the server sent no token")?;
+            println!("{secret}");
+        }
+        TokenCommand::Ls { json } => {
+            let tokens = client.tokens()?;
+            if json {
+                return print_json(&serde_json::json!({ "tokens": tokens }));
+            }
+            println!("{:<24} {:<9} {:<36} REVOKED", "NAME", "ROLE", "CREATED");
+            for t in tokens {
+                println!(
+                    "{:<24} {:<9} {:<36} {}",
+                    t.name,
+                    t.role,
+                    t.created_at,
+                    t.revoked_at.as_deref().unwrap_or("")
+                );
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            let t = client.revoke_token(&name)?;
+            println!(
+                "{}: revoked at {}",
+                t.name,
+                t.revoked_at.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn audit(remote: &Remote, since: Option<&str>, json: bool) -> Result<()> {
+    let since = since_time(since)?;
+    let entries = remote.client("cli")?.audit(since.as_deref())?;
+    let mut out = std::io::stdout().lock();
+    for e in entries {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(&e)?)?;
+        } else {
+            writeln!(
+                out,
+                "{} {:<8} {:<16} {:<16} {:<10} via {:<5} from {} {}",
+                e.ts,
+                e.outcome,
+                e.actor,
+                e.action,
+                e.target,
+                e.via,
+                e.remote,
+                if e.detail.is_null() {
+                    String::new()
+                } else {
+                    e.detail.to_string()
+                }
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits for SIGINT, SIGTERM or SIGHUP (blocked in every thread by `block_signals`).
+fn wait_for_signal() -> Option<nix::sys::signal::Signal> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGHUP);
+    set.wait().ok()
+}
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Address to listen on (only this machine by default).
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: std::net::SocketAddr,
+    /// SQLite database file (created if missing).
+    #[arg(long, default_value = "periscope.db")]
+    db: PathBuf,
+    /// Delete events older than this.
+    #[arg(long, default_value = "7d", value_parser = super::parse_duration)]
+    retention: Duration,
+    /// Keep at most this many bytes of events (oldest deleted first).
+    #[arg(long, default_value_t = 1 << 30)]
+    max_event_bytes: u64,
+    /// Default time to live of probes placed over MCP.
+    #[arg(long, default_value = "15m", value_parser = super::parse_duration)]
+    mcp_ttl: Duration,
+    /// How many probes one token may hold over MCP.
+    #[arg(long, default_value_t = 10)]
+    mcp_max_probes: usize,
+}
+
+pub fn server(args: ServerArgs) -> Result<()> {
+    let mut config = periscope_server::ServerConfig::new(args.listen, args.db);
+    config.retention = args.retention;
+    config.max_event_bytes = args.max_event_bytes;
+    config.mcp_ttl = args.mcp_ttl;
+    config.mcp_max_probes = args.mcp_max_probes;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let (state, listener, started) = periscope_server::start(config).await?;
+        if let Some(path) = &started.admin_token_file {
+            eprintln!(
+                "periscope server: first start; the admin token is in {} (mode 0600)",
+                path.display()
+            );
+        }
+        eprintln!("periscope server: listening on http://{}", started.addr);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            wait_for_signal();
+            let _ = tx.send(());
+        });
+        let router = periscope_server::routes::router(state.clone());
+        periscope_server::serve(state, listener, router, async move {
+            let _ = rx.await;
+        })
+        .await?;
+        eprintln!("periscope server: stopped");
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// Attach to this process (repeatable).
+    #[arg(long = "pid")]
+    pids: Vec<u32>,
+    /// Attach to every process running an executable of this name, including later ones
+    /// (repeatable).
+    #[arg(long = "exe", value_name = "NAME")]
+    exes: Vec<String>,
+    /// A tag for this agent's instances (repeatable), e.g. --tag service=ledger.
+    #[arg(long = "tag", value_name = "K=V")]
+    tags: Vec<String>,
+    /// Host name to report (default: this machine's).
+    #[arg(long)]
+    host: Option<String>,
+    /// Events kept while the server cannot be reached (the oldest are dropped first).
+    #[arg(long, default_value_t = 10_000)]
+    buffer: usize,
+    /// How often counters are reported.
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    count_interval: Duration,
+    /// How often new processes are looked for (with --exe).
+    #[arg(long, default_value = "1s", value_parser = super::parse_duration)]
+    scan_interval: Duration,
+    /// Also redact names matching this regular expression (repeatable).
+    #[arg(long = "redact", value_name = "REGEX")]
+    redact: Vec<String>,
+}
+
+pub fn agent(remote: &Remote, args: AgentArgs) -> Result<()> {
+    if args.pids.is_empty() && args.exes.is_empty() {
+        bail!("say what to watch: --pid PID or --exe NAME (both repeatable)");
+    }
+    let client = remote.client("agent")?;
+    let token = match std::env::var("PERISCOPE_TOKEN").ok().or(remote.token.clone()) {
+        Some(t) => t,
+        None => config_file()
+            .and_then(|f| f.token)
+            .context("the agent needs a token of role agent: --token TOKEN (periscope token create --role agent --name NAME)")?,
+    };
+    let mut config = periscope_agent::AgentConfig::new(
+        client.base(),
+        &token,
+        periscope_agent::discover::Selection {
+            pids: args.pids,
+            exes: args.exes,
+        },
+    );
+    for t in &args.tags {
+        let (k, v) = t
+            .split_once('=')
+            .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+            .ok_or_else(|| anyhow!("bad --tag `{t}`: expected KEY=VALUE, e.g. service=ledger"))?;
+        config.tags.insert(k.to_string(), v.to_string());
+    }
+    if let Some(h) = args.host {
+        config.id = format!("{h}-agent-{}", std::process::id());
+        config.host = h;
+    }
+    config.buffer = args.buffer;
+    config.count_interval = args.count_interval;
+    config.scan_interval = args.scan_interval;
+    config.redactor = periscope_core::redact::Redactor::new(&args.redact)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        wait_for_signal();
+        let _ = tx.send(());
+    });
+    eprintln!(
+        "periscope agent: {} reporting to {}",
+        config.id, config.server
+    );
+    periscope_agent::run(config, rx)?;
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Test support for the control plane: a real `periscope server` on a free port with its own
+//! SQLite file, real `periscope agent` processes, and API access through the client crate.
+#![allow(dead_code)]
+
+use periscope_client::Client;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A fresh directory for one test's database and files.
+pub fn test_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("fleet")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create test dir");
+    d
+}
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub dir: PathBuf,
+    pub admin: String,
+}
+
+impl Server {
+    /// Starts a server with its database in `dir`, on `port` (0: any free port).
+    pub fn start(dir: &Path, port: u16) -> Server {
+        let mut child = super::periscope()
+            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--db"])
+            .arg(dir.join("periscope.db"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn server");
+        let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut url = None;
+        for _ in 0..4 {
+            let mut line = String::new();
+            if err.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            if let Some(u) = line.trim().strip_prefix("periscope server: listening on ") {
+                url = Some(u.to_string());
+                break;
+            }
+        }
+        let url = url.expect("server did not start");
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = err.read_to_string(&mut rest);
+        });
+        let admin = std::fs::read_to_string(dir.join("admin.token"))
+            .expect("admin.token beside the database")
+            .trim()
+            .to_string();
+        Server {
+            child,
+            url,
+            dir: dir.to_path_buf(),
+            admin,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
+    }
+
+    pub fn client(&self, token: Option<&str>) -> Client {
+        Client::new(&self.url, token.map(str::to_string), "cli")
+    }
+
+    pub fn admin(&self) -> Client {
+        self.client(Some(&self.admin))
+    }
+
+    /// Runs a periscope client command against this server with `token`.
+    pub fn cli(&self, token: &str, args: &[&str]) -> Output {
+        super::periscope()
+            .args(args)
+            .env("PERISCOPE_SERVER", &self.url)
+            .env("PERISCOPE_TOKEN", token)
+            .env("PERISCOPE_CONFIG", self.dir.join("no-config.toml"))
+            .output()
+            .expect("run periscope")
+    }
+
+    /// A new token of `role`, made with `periscope token create`.
+    pub fn token(&self, role: &str, name: &str) -> String {
+        let out = self.cli(
+            &self.admin,
+            &["token", "create", "--role", role, "--name", name],
+        );
+        super::assert_success(&out);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "token create prints the token alone: {text:?}"
+        );
+        assert!(lines[0].starts_with("psk_"), "{text}");
+        lines[0].to_string()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Agent {
+    pub child: Child,
+}
+
+impl Agent {
+    /// Starts `periscope agent` with `args` (selection, tags) and returns once it runs.
+    pub fn start(server: &Server, token: &str, args: &[&str]) -> Agent {
+        let mut child = super::periscope()
+            .arg("agent")
+            .args(args)
+            .args(["--server", &server.url, "--token", token])
+            .args(["--count-interval", "1s", "--scan-interval", "200ms"])
+            .env("PERISCOPE_CONFIG", server.dir.join("no-config.toml"))
+            .env_remove("PERISCOPE_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn agent");
+        let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        err.read_line(&mut line).expect("agent banner");
+        assert!(line.contains("reporting to"), "agent did not start: {line}");
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = err.read_to_string(&mut rest);
+        });
+        Agent { child }
+    }
+
+    /// SIGTERM, then waits: the agent removes its probes and detaches on the way out.
+    pub fn stop(&mut self) {
+        let _ = nix_kill(self.child.id(), libc::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn nix_kill(pid: u32, sig: i32) -> i32 {
+    // SAFETY: sending a signal to a child we started.
+    unsafe { libc::kill(pid as i32, sig) }
+}
+
+/// Waits until `f` gives a value, checking every 50 ms; panics after 60 s with `what`.
+/// Used for states that have no push API (probe states, instance lists); events are waited
+/// for with the server's own wait endpoint.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The instance id the agents gave `pid`, once it is online.
+pub fn instance_of(server: &Server, pid: u32) -> String {
+    let c = server.admin();
+    eventually(&format!("instance for pid {pid}"), || {
+        c.instances()
+            .ok()?
+            .into_iter()
+            .find(|i| i.pid == pid && i.state == "online")
+            .map(|i| i.id)
+    })
+}
+
+pub fn json_out(out: &Output) -> serde_json::Value {
+    super::assert_success(out);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// A copy of `exe` under a name no other test uses, for `--exe` selection.
+pub fn unique_copy(exe: &Path, dir: &Path, name: &str) -> PathBuf {
+    let to = dir.join(name);
+    std::fs::copy(exe, &to).expect("copy target");
+    to
+}
+
+pub fn ledger_args() -> Vec<String> {
+    vec!["2000".into(), "2".into()]
+}
+
+pub fn run_cmd(cmd: &mut Command) -> Output {
+    cmd.output().expect("run")
+}

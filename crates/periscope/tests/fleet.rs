@@ -1,0 +1,570 @@
+//! The control plane end to end: a real server (SQLite file), real agents attached to real
+//! targets with ptrace, and the CLI and HTTP API as users drive them.
+
+mod common;
+
+use common::fleet::*;
+use common::*;
+use periscope_client::EventQuery;
+use periscope_core::api::{InstallState, NewProbe, ProbeKind, ProbeLifecycle};
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn settle_line() -> String {
+    // The line after `let total = …`: `total` is in scope there.
+    format!("ledger.rs:{}", probe_line("ledger.rs", "settle-total") + 1)
+}
+
+fn log_probe(target: &str, template: &str) -> NewProbe {
+    NewProbe {
+        kind: ProbeKind::Log,
+        target: target.into(),
+        location: settle_line(),
+        template: Some(template.into()),
+        condition: None,
+        watch: vec![],
+        by: None,
+        ttl_seconds: None,
+        max_hits: None,
+        rate_limit: None,
+        frames: None,
+        budget_ms: None,
+    }
+}
+
+fn values_int(e: &serde_json::Value, expr: &str) -> i64 {
+    e["values"][expr]["value"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{expr} in {e}"))
+}
+
+#[test]
+fn a_probe_reaches_exactly_the_matching_instances_and_tail_shows_it_live() {
+    let dir = test_dir("placement");
+    let server = Server::start(&dir, 0);
+    let agent_token = server.token("agent", "agents");
+    let mut t1 = Target::start(&ledger_debug(), &["2000", "2"]);
+    let mut t2 = Target::start(&ledger_debug(), &["2000", "2"]);
+    let mut t3 = Target::start(&ledger_debug(), &["2000", "2"]);
+    let (p1, p2, p3) = (t1.pid.to_string(), t2.pid.to_string(), t3.pid.to_string());
+    let _a = Agent::start(
+        &server,
+        &agent_token,
+        &[
+            "--pid",
+            &p1,
+            "--pid",
+            &p2,
+            "--tag",
+            "service=ledger",
+            "--tag",
+            "zone=a",
+            "--host",
+            "host-a",
+        ],
+    );
+    let _b = Agent::start(
+        &server,
+        &agent_token,
+        &[
+            "--pid",
+            &p3,
+            "--tag",
+            "service=ledger",
+            "--tag",
+            "zone=b",
+            "--host",
+            "host-b",
+        ],
+    );
+    let (i1, i2, i3) = (
+        instance_of(&server, t1.pid),
+        instance_of(&server, t2.pid),
+        instance_of(&server, t3.pid),
+    );
+
+    // `instances --json`: identity and tags as the agents report them.
+    let listed = json_out(&server.cli(&server.admin, &["instances", "--json"]));
+    let inst = listed["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .find(|i| i["id"] == i3.as_str())
+        .expect("third instance listed")
+        .clone();
+    assert_eq!(inst["host"], "host-b");
+    assert_eq!(inst["pid"], t3.pid);
+    assert_eq!(inst["tags"]["service"], "ledger");
+    assert_eq!(inst["tags"]["zone"], "b");
+    assert_eq!(inst["language"], "rust");
+    assert!(inst["executable"].as_str().unwrap().ends_with("/ledger"));
+    assert!(inst["build_id"].as_str().is_some_and(|b| b.len() > 8));
+
+    // A live tail of everything, started before the probe exists.
+    let mut tail = periscope()
+        .args([
+            "tail",
+            "--json",
+            "--server",
+            &server.url,
+            "--token",
+            &server.admin,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tail");
+    let tail_out = std::io::BufReader::new(tail.stdout.take().expect("stdout"));
+    let (tail_tx, tail_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in tail_out.lines().map_while(Result::ok) {
+            if tail_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    let added = json_out(&server.cli(
+        &server.admin,
+        &[
+            "probe",
+            "add",
+            "log",
+            "zone=a",
+            &settle_line(),
+            "total={total} fee={fee}",
+            "--json",
+        ],
+    ));
+    let id = added["id"].as_str().expect("probe id").to_string();
+    assert_eq!(added["state"], "active");
+
+    // Events arrive from both zone=a instances, none from zone=b, each carrying its identity.
+    let admin = server.admin();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut after = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 2 {
+        assert!(Instant::now() < deadline, "events from both instances");
+        let events = admin
+            .wait_for_events(&id, after, 10, Duration::from_secs(10))
+            .expect("wait");
+        for e in &events {
+            after = e["seq"].as_i64();
+            let inst = e["instance"].as_str().expect("instance").to_string();
+            assert!(inst == i1 || inst == i2, "event from {inst}, not in zone=a");
+            let pid = e["pid"].as_u64().unwrap() as u32;
+            assert_eq!(pid, if inst == i1 { t1.pid } else { t2.pid });
+            assert_eq!(e["kind"], "log");
+            assert_eq!(e["probe"], id.as_str());
+            let (total, fee) = (values_int(e, "total"), values_int(e, "fee"));
+            assert_eq!(fee, (total - fee) / 10, "fee is a tenth of the amount: {e}");
+            seen.insert(inst);
+        }
+    }
+    // `tail` showed them live.
+    let line = loop {
+        let l = tail_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("tail printed an event");
+        if l.contains(&format!("\"probe\":\"{id}\"")) {
+            break l;
+        }
+    };
+    let ev: serde_json::Value = serde_json::from_str(&line).expect("tail --json line");
+    assert!(ev["seq"].as_i64().is_some() && ev["instance"].is_string());
+
+    // `probe show`: installed on both zone=a instances, the zone=b one is not involved.
+    let shown = eventually("both installed", || {
+        let p = admin.probe(&id).ok()?;
+        (p.instances.len() == 2
+            && p.instances
+                .iter()
+                .all(|s| s.state == InstallState::Installed && s.hits > 0))
+        .then_some(p)
+    });
+    assert!(shown.instances.iter().all(|s| s.instance != i3));
+    assert_eq!(
+        t3.status_field("TracerPid:"),
+        "0",
+        "zone=b was never attached"
+    );
+
+    // Removed: it comes out everywhere and the processes are as before.
+    let out = server.cli(&server.admin, &["probe", "rm", &id]);
+    assert_success(&out);
+    eventually("detached after removal", || {
+        (t1.status_field("TracerPid:") == "0" && t2.status_field("TracerPid:") == "0").then_some(())
+    });
+    t1.assert_untouched();
+    t2.assert_untouched();
+    t3.assert_untouched();
+    let after_rm = admin.probe(&id).expect("show");
+    assert_eq!(after_rm.state, ProbeLifecycle::Removed);
+    let _ = tail.kill();
+    let _ = tail.wait();
+}
+
+#[test]
+fn a_server_restart_loses_no_probe_and_no_event_and_agents_resume() {
+    let dir = test_dir("restart");
+    let mut server = Server::start(&dir, 0);
+    let port = server.port();
+    let agent_token = server.token("agent", "agent");
+    let mut t = Target::start(&ledger_debug(), &["5000", "1"]);
+    let _agent = Agent::start(
+        &server,
+        &agent_token,
+        &["--pid", &t.pid.to_string(), "--tag", "service=ledger"],
+    );
+    instance_of(&server, t.pid);
+    let probe = server
+        .admin()
+        .add_probe(&log_probe("service=ledger", "total={total}"))
+        .expect("add");
+    let before = server
+        .admin()
+        .wait_for_events(&probe.id, None, 5, Duration::from_secs(30))
+        .expect("events before the restart");
+    assert_eq!(before.len(), 5);
+
+    server.kill(); // SIGKILL: no goodbye
+    let stored_before = {
+        // Read the file directly once the server is gone: what it acknowledged is there.
+        let s = Server::start(&dir, port);
+        let n = s
+            .admin()
+            .events(
+                &probe.id,
+                &EventQuery {
+                    limit: Some(10_000),
+                    ..Default::default()
+                },
+            )
+            .expect("events")
+            .len();
+        drop(s);
+        n
+    };
+    assert!(stored_before >= 5);
+    let restarted = Server::start(&dir, port);
+    let admin = restarted.admin();
+    let probes = admin.probes(false).expect("probes");
+    assert!(
+        probes
+            .iter()
+            .any(|p| p.id == probe.id && p.state == ProbeLifecycle::Active),
+        "the probe survived the restart"
+    );
+    // The agent reconnects by itself; new events follow the old ones.
+    let last = before.last().and_then(|e| e["seq"].as_i64());
+    let resumed = admin
+        .wait_for_events(&probe.id, last, 5, Duration::from_secs(60))
+        .expect("events after the restart");
+    assert_eq!(resumed.len(), 5, "events resume after the restart");
+    let all = admin
+        .events(
+            &probe.id,
+            &EventQuery {
+                limit: Some(10_000),
+                ..Default::default()
+            },
+        )
+        .expect("events");
+    let seqs: Vec<i64> = all.iter().filter_map(|e| e["seq"].as_i64()).collect();
+    let unique: HashSet<i64> = seqs.iter().copied().collect();
+    assert_eq!(unique.len(), seqs.len(), "no event stored twice");
+    assert!(all.len() >= stored_before + 5);
+    for e in &before {
+        assert!(
+            unique.contains(&e["seq"].as_i64().unwrap()),
+            "old event kept"
+        );
+    }
+    drop(_agent);
+    t.assert_untouched();
+}
+
+#[test]
+fn ttl_hit_limit_rate_limit_and_overhead_budget_each_end_or_thin_a_probe() {
+    let dir = test_dir("limits");
+    let server = Server::start(&dir, 0);
+    let agent_token = server.token("agent", "agent");
+    // Fast: about 2 x 5,000 transfers a second.
+    let mut t = Target::start(&ledger_debug(), &["200", "2"]);
+    let mut agent = Agent::start(
+        &server,
+        &agent_token,
+        &["--pid", &t.pid.to_string(), "--tag", "service=fast"],
+    );
+    let inst = instance_of(&server, t.pid);
+    let admin = server.admin();
+    let state_of = |id: &str| {
+        admin
+            .probe(id)
+            .ok()
+            .and_then(|p| p.instances.into_iter().find(|s| s.instance == inst))
+    };
+
+    // Hit limit: exactly 3 events, then the probe is out on that instance.
+    let mut p = log_probe("service=fast", "total={total}");
+    p.max_hits = Some(3);
+    let limited = admin.add_probe(&p).expect("add");
+    let s = eventually("hit_limit", || {
+        state_of(&limited.id).filter(|s| s.state == InstallState::HitLimit)
+    });
+    assert_eq!(s.hits, 3);
+    let events = admin
+        .events(&limited.id, &EventQuery::default())
+        .expect("events");
+    assert_eq!(events.len(), 3, "exactly max_hits events");
+
+    // Rate limit: hits beyond 5 a second are counted, not captured.
+    let mut p = log_probe("service=fast", "total={total}");
+    p.rate_limit = Some(5.0);
+    let started = Instant::now();
+    let rated = admin.add_probe(&p).expect("add");
+    let s = eventually("dropped hits counted", || {
+        state_of(&rated.id).filter(|s| s.dropped > 100 && s.hits > 200)
+    });
+    let events = admin
+        .events(
+            &rated.id,
+            &EventQuery {
+                limit: Some(10_000),
+                ..Default::default()
+            },
+        )
+        .expect("events");
+    let seconds = started.elapsed().as_secs() + 2;
+    assert!(
+        (events.len() as u64) <= 5 * seconds,
+        "{} events in about {seconds} s with a limit of 5/s",
+        events.len()
+    );
+    assert!(s.hits > s.dropped && s.dropped > 0, "{s:?}");
+    admin.remove_probe(&rated.id).expect("rm");
+
+    // Overhead budget: 1 ms per 10 s on a line hit thousands of times a second pauses it.
+    let mut p = log_probe("service=fast", "total={total}");
+    p.budget_ms = Some(1);
+    let costly = admin.add_probe(&p).expect("add");
+    let s = eventually("paused for overhead", || {
+        state_of(&costly.id).filter(|s| s.state == InstallState::Paused)
+    });
+    let reason = s.last_error.expect("reason");
+    assert!(reason.contains("overhead budget"), "{reason}");
+
+    // TTL: expired on the server and on the instance; nothing stays attached.
+    let mut p = log_probe("service=fast", "total={total}");
+    p.ttl_seconds = Some(2);
+    p.budget_ms = Some(10_000); // not paused for overhead before its time is up
+    let short = admin.add_probe(&p).expect("add");
+    eventually("installed", || {
+        state_of(&short.id).filter(|s| s.state == InstallState::Installed)
+    });
+    let expired = eventually("expired", || {
+        admin
+            .probe(&short.id)
+            .ok()
+            .filter(|p| p.state == ProbeLifecycle::Expired)
+    });
+    assert!(
+        expired
+            .instances
+            .iter()
+            .all(|s| matches!(s.state, InstallState::Expired | InstallState::Removed)),
+        "{:?}",
+        expired.instances
+    );
+    let audit = admin.audit(None).expect("audit");
+    assert!(audit
+        .iter()
+        .any(|e| e.action == "probe.expire" && e.target == short.id));
+    eventually("detached", || {
+        (t.status_field("TracerPid:") == "0").then_some(())
+    });
+    agent.stop();
+    t.assert_untouched();
+}
+
+#[test]
+fn requests_without_a_valid_token_or_role_are_refused_and_audited() {
+    let dir = test_dir("auth");
+    let server = Server::start(&dir, 0);
+    // The admin token file is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("admin.token"))
+        .expect("admin.token")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let viewer = server.token("viewer", "vera");
+    let anonymous = server.client(None).probes(false).unwrap_err();
+    assert_eq!(anonymous.status(), Some(401));
+    let wrong = server.client(Some("psk_nope")).probes(false).unwrap_err();
+    assert_eq!(wrong.status(), Some(401));
+    let denied = server
+        .client(Some(&viewer))
+        .add_probe(&log_probe("service=x", "a={a}"))
+        .unwrap_err();
+    assert_eq!(denied.status(), Some(403), "{denied}");
+    assert!(denied.to_string().contains("operator"), "{denied}");
+    // A viewer reads fine.
+    server
+        .client(Some(&viewer))
+        .probes(false)
+        .expect("viewer reads");
+    // Agents only report.
+    let agent = server.token("agent", "agent-1");
+    assert_eq!(
+        server
+            .client(Some(&agent))
+            .probes(false)
+            .unwrap_err()
+            .status(),
+        Some(403)
+    );
+
+    let audit = server.admin().audit(None).expect("audit");
+    let denied_entries: Vec<_> = audit.iter().filter(|e| e.outcome == "denied").collect();
+    assert!(denied_entries
+        .iter()
+        .any(|e| e.actor == "anonymous" && e.action == "probe.list"));
+    assert!(denied_entries.iter().any(|e| e.actor == "vera"
+        && e.action == "probe.add"
+        && e.remote.starts_with("127.0.0.1")));
+    assert!(audit
+        .iter()
+        .any(|e| e.action == "token.create" && e.target == "vera" && e.actor == "admin"));
+
+    // The CLI says the same, with exit code 1.
+    let out = server.cli(
+        &viewer,
+        &["probe", "add", "log", "service=x", "main.rs:1", "x"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("403"), "{}", stderr(&out));
+
+    // Revoked tokens stop working.
+    assert_success(&server.cli(&server.admin, &["token", "revoke", "vera"]));
+    assert_eq!(
+        server
+            .client(Some(&viewer))
+            .probes(false)
+            .unwrap_err()
+            .status(),
+        Some(401)
+    );
+}
+
+#[test]
+fn bad_input_gets_400_naming_the_field_and_unknown_ids_404() {
+    let dir = test_dir("badinput");
+    let server = Server::start(&dir, 0);
+    let admin = server.admin();
+    let mut p = log_probe("service=x", "a={a}");
+    p.condition = Some("a >".into());
+    let e = admin.add_probe(&p).unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    assert!(
+        e.to_string().contains("condition") && e.to_string().contains("column"),
+        "{e}"
+    );
+    let mut p = log_probe("service=", "a={a}");
+    p.target = "service=".into();
+    let e = admin.add_probe(&p).unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    assert!(e.to_string().contains("KEY=VALUE"), "{e}");
+    let mut p = log_probe("service=x", "a={a}");
+    p.template = None;
+    let e = admin.add_probe(&p).unwrap_err();
+    assert!(e.to_string().contains("template"), "{e}");
+    assert_eq!(admin.probe("p999").unwrap_err().status(), Some(404));
+    assert_eq!(admin.remove_probe("p999").unwrap_err().status(), Some(404));
+    let out = server.cli(
+        &server.admin,
+        &[
+            "probe",
+            "add",
+            "log",
+            "service=x",
+            "main.rs:1",
+            "{a",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("template"), "{}", stderr(&out));
+    // A location that does not resolve shows the engine's message per instance.
+    let mut t = Target::start(&ledger_debug(), &["2000", "1"]);
+    let agent_token = server.token("agent", "agent");
+    let _agent = Agent::start(
+        &server,
+        &agent_token,
+        &["--pid", &t.pid.to_string(), "--tag", "service=bad"],
+    );
+    let inst = instance_of(&server, t.pid);
+    let mut p = log_probe("service=bad", "x");
+    p.location = "ledger.rs:9999".into();
+    let probe = admin.add_probe(&p).expect("add");
+    let s = eventually("engine error reported", || {
+        admin
+            .probe(&probe.id)
+            .ok()?
+            .instances
+            .into_iter()
+            .find(|s| s.instance == inst && s.state == InstallState::Error)
+    });
+    let msg = s.last_error.expect("message");
+    assert!(msg.contains("nearest lines with code"), "{msg}");
+    t.assert_untouched();
+}
+
+#[test]
+fn an_exe_agent_follows_processes_that_start_and_exit() {
+    let dir = test_dir("exe");
+    let server = Server::start(&dir, 0);
+    let agent_token = server.token("agent", "agent");
+    let name = format!("ldg{}", std::process::id() % 100_000);
+    let exe = unique_copy(&ledger_debug(), &dir, &name);
+    let mut first = Target::start(&exe, &["2000", "1"]);
+    let _agent = Agent::start(
+        &server,
+        &agent_token,
+        &["--exe", &name, "--tag", "service=byname"],
+    );
+    let i1 = instance_of(&server, first.pid);
+    let probe = server
+        .admin()
+        .add_probe(&log_probe("service=byname", "total={total}"))
+        .expect("add");
+    // A process started after the agent gets the probe too.
+    let second = Target::start(&exe, &["2000", "1"]);
+    let i2 = instance_of(&server, second.pid);
+    assert_ne!(i1, i2);
+    let admin = server.admin();
+    let mut from: HashSet<String> = HashSet::new();
+    let mut after = None;
+    while !from.contains(&i2) {
+        let evs = admin
+            .wait_for_events(&probe.id, after, 5, Duration::from_secs(30))
+            .expect("wait");
+        assert!(!evs.is_empty(), "events from the later process");
+        for e in evs {
+            after = e["seq"].as_i64();
+            from.insert(e["instance"].as_str().unwrap_or("").to_string());
+        }
+    }
+    // The first exits: its instance is dropped from the live list.
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    eventually("exited instance dropped", || {
+        let list = admin.instances().ok()?;
+        (!list.iter().any(|i| i.id == i1)).then_some(())
+    });
+    drop(second);
+}
