@@ -20,7 +20,7 @@ use periscope_core::api::{
     StatusReport,
 };
 use periscope_core::redact::Redactor;
-use periscope_native::session::{Budget, EngineEvent, ProbeState, Tallies};
+use periscope_native::session::{Budget, EngineEvent, ProbeState, Tallies, WatchSignals};
 use periscope_native::values::Limits;
 use periscope_native::{Action, ProbeSpec, Session, SessionOptions, Target};
 use std::collections::{BTreeMap, HashMap};
@@ -362,7 +362,7 @@ impl Reconciler {
         for p in stale {
             if let Some(mut run) = inst.probes.remove(&p) {
                 if let Some(s) = &inst.session {
-                    s.remove_probe(&p);
+                    take_out(s, &run);
                 }
                 if matches!(run.state, InstallState::Installed | InstallState::Pending) {
                     run.state = InstallState::Removed;
@@ -456,8 +456,8 @@ impl Reconciler {
                 .map(|(k, _)| k.clone())
                 .collect();
             for p in due {
-                if let Some(s) = &inst.session {
-                    s.remove_probe(&p);
+                if let (Some(s), Some(run)) = (&inst.session, inst.probes.get(&p)) {
+                    take_out(s, run);
                 }
                 if let Some(run) = inst.probes.get_mut(&p) {
                     run.state = InstallState::Expired;
@@ -510,7 +510,11 @@ fn install(
     outbox: &Arc<Outbox>,
     tx: &Sender<Msg>,
 ) -> Result<usize, String> {
-    let spec = engine_spec(probe, config)?;
+    let spec = if probe.spec.kind == ProbeKind::Failures {
+        None
+    } else {
+        Some(engine_spec(probe, config)?)
+    };
     if inst.session.is_none() {
         let target = match inst.target.clone() {
             Some(t) => t,
@@ -533,7 +537,37 @@ fn install(
         inst.session = Some(session);
     }
     let session = inst.session.as_ref().ok_or("no session")?;
-    session.add_probe(spec).map_err(|e| e.to_string())
+    match spec {
+        Some(spec) => session.add_probe(spec).map_err(|e| e.to_string()),
+        None => Ok(watch_failures(session, probe, config)),
+    }
+}
+
+/// A failures probe: fatal signals through the session's signal watch, Rust panics through a
+/// breakpoint on `rust_panic` (absent from C and C++ programs: then signals only).
+fn watch_failures(session: &Session, probe: &Probe, config: &AgentConfig) -> usize {
+    let frames = probe.spec.frames.unwrap_or(5);
+    session.watch_signals(Some(WatchSignals {
+        probe: probe.id.clone(),
+        frames,
+        limits: Limits::default(),
+        redactor: config.redactor.clone(),
+    }));
+    let mut panic = ProbeSpec::new(
+        probe.id.clone(),
+        periscope_core::Location::Function("rust_panic".into()),
+        Action::Panic { frames },
+    );
+    panic.redactor = config.redactor.clone();
+    session.add_probe(panic).unwrap_or(0)
+}
+
+/// Takes a probe out of a running session.
+fn take_out(session: &Session, run: &ProbeRun) {
+    session.remove_probe(&run.probe.id);
+    if run.probe.spec.kind == ProbeKind::Failures {
+        session.watch_signals(None);
+    }
 }
 
 /// Ends the session (detaches) when no probe is left installed: a process without probes is
@@ -572,6 +606,7 @@ fn engine_spec(probe: &Probe, config: &AgentConfig) -> Result<ProbeSpec, String>
                 })
                 .collect::<Result<_, _>>()?,
         },
+        ProbeKind::Failures => return Err("a failures probe has no location".into()),
         ProbeKind::Count => Action::Count {
             by: p
                 .by

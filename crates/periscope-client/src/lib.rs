@@ -223,6 +223,17 @@ impl Client {
         Ok(e.probe)
     }
 
+    /// The probe once every instance it applies to reported installed or an error (or after
+    /// `wait`).
+    pub fn settled_probe(&self, id: &str, wait: Duration) -> Result<Probe, ClientError> {
+        let e: ProbeEnvelope = self.get(
+            &format!("/probes/{}", encode(id)),
+            &[("settle_ms", wait.as_millis().to_string())],
+            Some(wait + Duration::from_secs(10)),
+        )?;
+        Ok(e.probe)
+    }
+
     pub fn remove_probe(&self, id: &str) -> Result<Probe, ClientError> {
         let e: ProbeEnvelope =
             self.send("DELETE", &format!("/probes/{}", encode(id)), None::<&()>)?;

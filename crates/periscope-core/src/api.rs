@@ -13,6 +13,8 @@ pub enum ProbeKind {
     Log,
     Snapshot,
     Count,
+    /// Panics and fatal signals, captured as snapshots with a `failure`; no location.
+    Failures,
 }
 
 impl ProbeKind {
@@ -21,6 +23,7 @@ impl ProbeKind {
             ProbeKind::Log => "log",
             ProbeKind::Snapshot => "snapshot",
             ProbeKind::Count => "count",
+            ProbeKind::Failures => "failures",
         }
     }
 
@@ -30,7 +33,7 @@ impl ProbeKind {
         match self {
             ProbeKind::Log => Some(1000.0),
             ProbeKind::Snapshot => Some(1.0),
-            ProbeKind::Count => None,
+            ProbeKind::Count | ProbeKind::Failures => None,
         }
     }
 }
@@ -42,8 +45,9 @@ impl std::str::FromStr for ProbeKind {
             "log" => Ok(ProbeKind::Log),
             "snapshot" => Ok(ProbeKind::Snapshot),
             "count" | "counter" => Ok(ProbeKind::Count),
+            "failures" => Ok(ProbeKind::Failures),
             _ => Err(format!(
-                "unknown probe kind `{s}`: expected log, snapshot or count"
+                "unknown probe kind `{s}`: expected log, snapshot, count or failures"
             )),
         }
     }

@@ -1,1 +1,852 @@
-//! placeholder
+//! Periscope for AI agents, over the Model Context Protocol (with the `rmcp` SDK).
+//!
+//! Every tool goes through the server's HTTP API with the caller's own token, so roles, the
+//! MCP limits (short TTL, a cap on probes held) and the audit log (`via: mcp`) apply exactly as
+//! for people. Over stdio the token is the one `periscope mcp` was started with; over
+//! streamable HTTP (`/mcp` on the server) it is each request's bearer token.
+//!
+//! `find_functions` and `read_source` read the instance's binary on this machine (through
+//! `/proc/PID/exe` when the process is local, or its path), since the API carries no binaries.
+
+use periscope_client::{Client, ClientError, EventQuery};
+use periscope_core::api::{InstallState, NewProbe, ProbeKind};
+use periscope_native::Target;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig};
+use rmcp::service::RequestContext;
+use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Tool arguments that never fail to parse at the protocol level: a mistake (a wrong type, a
+/// missing field) becomes a tool error the model can read and correct, with the schema of the
+/// real arguments still published.
+pub struct Args<T>(Result<T, String>);
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Args<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        // The path names the argument at fault (`count: invalid type: string "many", …`).
+        Ok(Args(serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                e.into_inner().to_string()
+            } else {
+                format!("`{path}`: {}", e.into_inner())
+            }
+        })))
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Args<T> {
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+}
+
+/// Where the API calls go and with whose token.
+#[derive(Clone)]
+pub enum Backend {
+    /// One client for the whole session (stdio).
+    Fixed(Client),
+    /// The server's own API, with each HTTP request's bearer token (`/mcp`).
+    PerRequest { base: String },
+}
+
+/// Indexed binaries by (executable, build id).
+type TargetCache = Arc<Mutex<HashMap<(String, Option<String>), Target>>>;
+
+#[derive(Clone)]
+pub struct Periscope {
+    tool_router: ToolRouter<Self>,
+    backend: Backend,
+    /// Indexed binaries by (executable, build id): reading one is the slow part of a lookup.
+    targets: TargetCache,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FindFunctionsArgs {
+    /// Instance id, as list_instances gives it.
+    pub instance: String,
+    /// Part of the function's qualified name (case-insensitive), e.g. `settle` or `cart::total`.
+    pub pattern: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadSourceArgs {
+    /// Instance id, as list_instances gives it.
+    pub instance: String,
+    /// Source file, matched by path suffix: `main.rs`, `src/cart.rs`.
+    pub file: String,
+    /// First line to show (default: 1).
+    pub from_line: Option<u32>,
+    /// Last line to show (default: the end of the file).
+    pub to_line: Option<u32>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddLogArgs {
+    /// Which instances: tags such as `service=ledger` (comma-separated, all must match) or an
+    /// instance id.
+    pub target: String,
+    /// `FILE:LINE` (a line read_source marks instrumentable) or a function name.
+    pub location: String,
+    /// Message with expressions in braces: `"total={total} user={user.name}"`.
+    pub template: String,
+    /// Only hits where this expression is true, e.g. `amount > 1000`.
+    pub condition: Option<String>,
+    /// Seconds until the probe is removed (default 900).
+    pub ttl_seconds: Option<u64>,
+    /// Hits per instance after which the probe is removed there.
+    pub max_hits: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddSnapshotArgs {
+    /// Which instances: tags such as `service=ledger` or an instance id.
+    pub target: String,
+    /// `FILE:LINE` or a function name.
+    pub location: String,
+    /// Extra expressions to capture besides the stack's arguments and locals.
+    #[serde(default)]
+    pub watch: Vec<String>,
+    /// Only hits where this expression is true.
+    pub condition: Option<String>,
+    /// Seconds until the probe is removed (default 900).
+    pub ttl_seconds: Option<u64>,
+    /// Snapshots per instance (default 1).
+    pub max_hits: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddCounterArgs {
+    /// Which instances: tags such as `service=ledger` or an instance id.
+    pub target: String,
+    /// `FILE:LINE` or a function name.
+    pub location: String,
+    /// Group counts by the value of this expression.
+    pub by: Option<String>,
+    /// Only hits where this expression is true.
+    pub condition: Option<String>,
+    /// Seconds until the probe is removed (default 900).
+    pub ttl_seconds: Option<u64>,
+    /// Hits per instance after which the counter stops.
+    pub max_hits: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetEventsArgs {
+    /// The probe's id (from add_log, add_snapshot, add_counter or list_probes).
+    pub probe_id: String,
+    /// At most this many events (default 20).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page, to get the events after it.
+    pub cursor: Option<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitArgs {
+    /// The probe's id.
+    pub probe_id: String,
+    /// How many events to wait for (default 1).
+    pub count: Option<usize>,
+    /// Longest wait in seconds (default 30, at most 300).
+    pub timeout_seconds: Option<u64>,
+    /// Only events after this cursor (`next_cursor` of an earlier answer).
+    pub cursor: Option<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WatchFailuresArgs {
+    /// Which instances: tags such as `service=ledger` or an instance id.
+    pub target: String,
+    /// How long to watch, in seconds (default 900).
+    pub duration_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeIdArgs {
+    /// The probe's id.
+    pub probe_id: String,
+}
+
+/// A tool failure: the message tells the model what to do next.
+pub struct Failure(String);
+
+impl Failure {
+    fn result(self) -> CallToolResult {
+        CallToolResult::error(vec![ContentBlock::text(self.0)])
+    }
+}
+
+fn tool_error(message: impl Into<String>) -> Failure {
+    Failure(message.into())
+}
+
+/// Structured content plus a short text for models that read text only.
+fn tool_ok(value: Value, summary: String) -> CallToolResult {
+    let mut r = CallToolResult::structured(value);
+    r.content = vec![ContentBlock::text(summary)];
+    r
+}
+
+fn explain(e: ClientError, what: &str) -> Failure {
+    let hint = match e.status() {
+        Some(400) => " Fix the argument named and call again.",
+        Some(401) => " The token is missing or not valid for this server.",
+        Some(403) => " This token's role does not allow it (viewers can list and read only).",
+        Some(404) => " list_probes lists the probes, list_instances the instances.",
+        Some(429) => "",
+        _ => "",
+    };
+    tool_error(format!("{what} failed: {e}.{hint}"))
+}
+
+fn bad_args(tool: &str, e: String) -> CallToolResult {
+    tool_error(format!(
+        "bad arguments for {tool}: {e}. See the tool's input schema for the fields and their types."
+    ))
+    .result()
+}
+
+fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>, Failure> {
+    match cursor {
+        None => Ok(None),
+        Some(c) => c.parse().map(Some).map_err(|_| {
+            tool_error(format!(
+                "bad cursor `{c}`: pass the next_cursor value of an earlier answer"
+            ))
+        }),
+    }
+}
+
+impl Periscope {
+    pub fn new(backend: Backend) -> Periscope {
+        Periscope {
+            tool_router: Self::tool_router(),
+            backend,
+            targets: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The API client for this request.
+    fn client(&self, ctx: &RequestContext<RoleServer>) -> Result<Client, Failure> {
+        match &self.backend {
+            Backend::Fixed(c) => Ok(c.clone()),
+            Backend::PerRequest { base } => {
+                let parts = ctx.extensions.get::<http::request::Parts>();
+                let token = parts
+                    .and_then(|p| p.headers.get("authorization"))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(|t| t.trim().to_string());
+                match token {
+                    Some(t) => Ok(Client::new(base, Some(t), "mcp")),
+                    None => Err(tool_error(
+                        "no bearer token on this request: configure the MCP client with `Authorization: Bearer TOKEN`",
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Runs blocking API work off the async workers.
+    async fn call<T: Send + 'static>(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        f: impl FnOnce(Client) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let client = self.client(ctx)?;
+        tokio::task::spawn_blocking(move || f(client))
+            .await
+            .unwrap_or_else(|e| Err(tool_error(format!("internal error: {e}"))))
+    }
+
+    async fn place(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        spec: NewProbe,
+    ) -> Result<CallToolResult, ErrorData> {
+        let r = self
+            .call(ctx, move |c| {
+                let p = c.add_probe(&spec).map_err(|e| explain(e, "placing the probe"))?;
+                // The agents install it within moments; answer with the outcome.
+                let p = c.settled_probe(&p.id, Duration::from_secs(10)).unwrap_or(p);
+                let failed: Vec<String> = p
+                    .instances
+                    .iter()
+                    .filter(|i| i.state == InstallState::Error)
+                    .map(|i| format!("{}: {}", i.instance, i.last_error.as_deref().unwrap_or("error")))
+                    .collect();
+                if p.instances.is_empty() {
+                    let _ = c.remove_probe(&p.id);
+                    return Err(tool_error(format!(
+                        "no instance matches target `{}`, so the probe was removed; list_instances shows the instances with their ids and tags",
+                        p.spec.target
+                    )));
+                }
+                if failed.len() == p.instances.len() {
+                    // Nowhere to run: take it back so it does not count against the cap.
+                    let _ = c.remove_probe(&p.id);
+                    return Err(tool_error(format!(
+                        "the probe could not be placed on any instance, so it was removed. {}. Use read_source to find instrumentable lines, or find_functions for a function name.",
+                        failed.join("; ")
+                    )));
+                }
+                Ok(p)
+            })
+            .await;
+        Ok(match r {
+            Ok(p) => {
+                let summary = format!(
+                    "probe {} placed at {} on {} ({} instance(s): {}); expires {}. Call wait_for_events with probe_id {} next.",
+                    p.id,
+                    p.spec.location,
+                    p.spec.target,
+                    p.instances.len(),
+                    p.instances
+                        .iter()
+                        .map(|i| format!("{} {}", i.instance, i.state.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    p.expires_at,
+                    p.id
+                );
+                tool_ok(json!({ "probe": p }), summary)
+            }
+            Err(e) => e.result(),
+        })
+    }
+
+    /// The instance's binary, indexed (from the live process when it runs here).
+    fn target_of(&self, client: &Client, instance: &str) -> Result<Target, Failure> {
+        let list = client
+            .instances()
+            .map_err(|e| explain(e, "listing instances"))?;
+        let Some(i) = list.iter().find(|i| i.id == instance) else {
+            let ids: Vec<&str> = list.iter().map(|i| i.id.as_str()).collect();
+            return Err(tool_error(format!(
+                "no instance `{instance}`; valid instances: {}",
+                if ids.is_empty() {
+                    "none (no agent reports any)".to_string()
+                } else {
+                    ids.join(", ")
+                }
+            )));
+        };
+        let key = (i.executable.clone(), i.build_id.clone());
+        if let Some(t) = self
+            .targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(t.clone());
+        }
+        let local_exe = std::fs::read_link(format!("/proc/{}/exe", i.pid))
+            .ok()
+            .map(|p| {
+                p.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_string()
+            });
+        let target = if local_exe.as_deref() == Some(i.executable.as_str()) {
+            Target::attach_view(i.pid)
+        } else {
+            Target::from_binary(std::path::Path::new(&i.executable))
+        }
+        .map_err(|e| {
+            tool_error(format!(
+                "cannot read the binary of {instance} ({} on host {}): {e}. find_functions and read_source need the binary on the machine running this MCP server.",
+                i.executable, i.host
+            ))
+        })?;
+        self.targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, target.clone());
+        Ok(target)
+    }
+}
+
+#[tool_router]
+impl Periscope {
+    #[tool(
+        description = "List the running instances (processes) Periscope can probe, with their tags (e.g. service), host, pid, executable, language and build id. Start here: the `id` and tags are what the other tools take as `instance` and `target`."
+    )]
+    async fn list_instances(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<Args<NoArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        if let Err(e) = args.0 {
+            return Ok(bad_args("list_instances", e));
+        }
+        let r = self
+            .call(&ctx, |c| {
+                c.instances().map_err(|e| explain(e, "listing instances"))
+            })
+            .await;
+        Ok(match r {
+            Ok(list) => {
+                let summary = if list.is_empty() {
+                    "no instances: no agent reports any process yet".to_string()
+                } else {
+                    list.iter()
+                        .map(|i| {
+                            let tags: Vec<String> =
+                                i.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            format!(
+                                "{} pid {} {} [{}] {}",
+                                i.id,
+                                i.pid,
+                                i.executable,
+                                tags.join(","),
+                                i.state
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                tool_ok(json!({ "instances": list }), summary)
+            }
+            Err(e) => e.result(),
+        })
+    }
+
+    #[tool(
+        description = "Find functions whose qualified name contains `pattern` in an instance's binary, with the file and line where each is defined. Use it to locate code before read_source."
+    )]
+    async fn find_functions(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<Args<FindFunctionsArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let a = match args.0 {
+            Ok(a) => a,
+            Err(e) => return Ok(bad_args("find_functions", e)),
+        };
+        let me = self.clone();
+        let r = self
+            .call(&ctx, move |c| {
+                let t = me.target_of(&c, &a.instance)?;
+                Ok(t.find_functions(&a.pattern))
+            })
+            .await;
+        Ok(match r {
+            Ok(found) => {
+                let list: Vec<Value> = found
+                    .iter()
+                    .take(200)
+                    .map(|f| json!({"name": f.name, "file": f.file, "line": f.line}))
+                    .collect();
+                let summary = if list.is_empty() {
+                    "no function matches; try a shorter part of the name".to_string()
+                } else {
+                    found
+                        .iter()
+                        .take(50)
+                        .map(|f| {
+                            format!(
+                                "{}  {}:{}",
+                                f.name,
+                                f.file.display(),
+                                f.line.map(|l| l.to_string()).unwrap_or_default()
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                tool_ok(json!({ "functions": list }), summary)
+            }
+            Err(e) => e.result(),
+        })
+    }
+
+    #[tool(
+        description = "Read lines of a source file as the instance's debug info knows it. Each line says whether it is instrumentable (a probe can go there). Pick a `location` for add_log/add_snapshot/add_counter from the instrumentable lines."
+    )]
+    async fn read_source(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<Args<ReadSourceArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let a = match args.0 {
+            Ok(a) => a,
+            Err(e) => return Ok(bad_args("read_source", e)),
+        };
+        let me = self.clone();
+        let r = self
+            .call(&ctx, move |c| {
+                let t = me.target_of(&c, &a.instance)?;
+                let range = match (a.from_line, a.to_line) {
+                    (None, None) => None,
+                    (f, to) => Some((f.unwrap_or(1), to.unwrap_or(u32::MAX))),
+                };
+                t.source_lines(&a.file, range)
+                    .map_err(|e| tool_error(format!("{e}")))
+            })
+            .await;
+        Ok(match r {
+            Ok(listing) => {
+                let lines: Vec<Value> = listing
+                    .lines
+                    .iter()
+                    .map(|l| json!({"line": l.line, "text": l.text, "instrumentable": l.instrumentable}))
+                    .collect();
+                let text = listing
+                    .lines
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "{} {:>5}  {}",
+                            if l.instrumentable { '*' } else { ' ' },
+                            l.line,
+                            l.text.as_deref().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                tool_ok(
+                    json!({"file": listing.file, "lines": lines}),
+                    format!("{} (* = instrumentable)\n{text}", listing.file.display()),
+                )
+            }
+            Err(e) => e.result(),
+        })
+    }
+
+    #[tool(
+        description = "Add a log probe: each time the location runs on a matching instance, the template is rendered with live values (expressions in braces). Returns the probe id and its install state per instance. Probes expire (default 15 minutes)."
+    )]
+    async fn add_log(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<Args<AddLogArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let a = match args.0 {
+            Ok(a) => a,
+            Err(e) => return Ok(bad_args("add_log", e)),
+        };
+        let spec = NewProbe {
+            kind: ProbeKind::Log,
+            target: a.target,
+            location: a.location,
+            template: Some(a.template),
+            condition: a.condition,
+            watch: vec![],
+            by: None,
+            ttl_seconds: a.ttl_seconds,
+            max_hits: a.max_hits,
+            rate_limit: None,
+            frames: None,
+            budget_ms: None,
+        };
+        self.place(&ctx, spec).await
+    }
+
+    #[tool(
+        description = "Add a snapshot probe: when the location runs, capture the call stack with arguments and local variables as typed values (plus any `watch` expressions). Default: one snapshot per instance. Then call wait_for_events."
+    )]
+    async fn add_snapshot(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<Args<AddSnapshotArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let a = match args.0 {
+            Ok(a) => a,
+            Err(e) => return Ok(bad_args("add_snapshot", e)),
+        };
+        let spec = NewProbe {
+            kind: ProbeKind::Snapshot,
+            target: a.target,
+            location: a.location,
+            template: None,
+            condition: a.condition,
+            watch: a.watch,
+            by: None,
+            ttl_seconds: a.ttl_seconds,
+            max_hits: Some(a.max_hits.unwrap_or(1)),
+            rate_limit: None,
+            frames: None,
+            budget_ms: None,
+        };
+        self.place(&ctx, spec).await
+    }
+
+    #[tool(
+        description = "Add a counter: count how often the location runs on each matching instance, optionally grouped by an expression. Counts arrive as events every few seconds."
+    )]
+    async fn add_counter(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<Args<AddCounterArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let a = match args.0 {
+            Ok(a) => a,
+            Err(e) => return Ok(bad_args("add_counter", e)),
+        };
+        let spec = NewProbe {
+            kind: ProbeKind::Count,
+            target: a.target,
+            location: a.location,
+            template: None,
+            condition: a.condition,
+            watch: vec![],
+            by: a.by,
+            ttl_seconds: a.ttl_seconds,
+            max_hits: a.max_hits,
+            rate_limit: None,
+            frames: None,
+            budget_ms: None,
+        };
+        self.place(&ctx, spec).await
+    }
+
+    #[tool(
+        description = "Get stored events of a probe, oldest first, one page at a time: log lines with their values, snapshots with the stack and variables as typed value trees, counts, and probe errors. Pass next_cursor back as `cursor` for the next page."
+    )]
+    async fn get_events(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<Args<GetEventsArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let a = match args.0 {
+            Ok(a) => a,
+            Err(e) => return Ok(bad_args("get_events", e)),
+        };
+        let after = match parse_cursor(a.cursor.as_deref()) {
+            Ok(c) => c,
+            Err(e) => return Ok(e.result()),
+        };
+        let limit = a.limit.unwrap_or(20).clamp(1, 1000);
+        let id = a.probe_id.clone();
+        let r = self
+            .call(&ctx, move |c| {
+                c.events(
+                    &id,
+                    &EventQuery {
+                        since: None,
+                        after,
+                        limit: Some(limit),
+                    },
+                )
+                .map_err(|e| explain(e, "reading events"))
+            })
+            .await;
+        Ok(match r {
+            Ok(events) => events_result(&a.probe_id, events, after),
+            Err(e) => e.result(),
+        })
+    }
+
+    #[tool(
+        description = "Wait until `count` events of a probe arrive (or `timeout_seconds` pass) and return them. Use this instead of polling get_events."
+    )]
+    async fn wait_for_events(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<Args<WaitArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let a = match args.0 {
+            Ok(a) => a,
+            Err(e) => return Ok(bad_args("wait_for_events", e)),
+        };
+        let after = match parse_cursor(a.cursor.as_deref()) {
+            Ok(c) => c,
+            Err(e) => return Ok(e.result()),
+        };
+        let count = a.count.unwrap_or(1).clamp(1, 1000);
+        let timeout = Duration::from_secs(a.timeout_seconds.unwrap_or(30).min(300));
+        let id = a.probe_id.clone();
+        let r = self
+            .call(&ctx, move |c| {
+                c.wait_for_events(&id, after, count, timeout)
+                    .map_err(|e| explain(e, "waiting for events"))
+            })
+            .await;
+        Ok(match r {
+            Ok(events) => events_result(&a.probe_id, events, after),
+            Err(e) => e.result(),
+        })
+    }
+
+    #[tool(
+        description = "List the active probes with their kind, target, location, hits and expiry."
+    )]
+    async fn list_probes(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<Args<NoArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        if let Err(e) = args.0 {
+            return Ok(bad_args("list_probes", e));
+        }
+        let r = self
+            .call(&ctx, |c| {
+                c.probes(false).map_err(|e| explain(e, "listing probes"))
+            })
+            .await;
+        Ok(match r {
+            Ok(probes) => {
+                let summary = if probes.is_empty() {
+                    "no active probes".to_string()
+                } else {
+                    probes
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{} {} at {} on {}: {} hits, expires {}",
+                                p.id,
+                                p.spec.kind.as_str(),
+                                p.spec.location,
+                                p.spec.target,
+                                p.hits,
+                                p.expires_at
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                tool_ok(json!({ "probes": probes }), summary)
+            }
+            Err(e) => e.result(),
+        })
+    }
+
+    #[tool(description = "Remove a probe everywhere. Its stored events stay readable.")]
+    async fn remove_probe(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<Args<ProbeIdArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let a = match args.0 {
+            Ok(a) => a,
+            Err(e) => return Ok(bad_args("remove_probe", e)),
+        };
+        let r = self
+            .call(&ctx, move |c| {
+                c.remove_probe(&a.probe_id)
+                    .map_err(|e| explain(e, "removing the probe"))
+            })
+            .await;
+        Ok(match r {
+            Ok(p) => {
+                let s = format!("probe {} is {:?}", p.id, p.state).to_lowercase();
+                tool_ok(json!({ "probe": p }), s)
+            }
+            Err(e) => e.result(),
+        })
+    }
+}
+
+fn events_result(probe: &str, events: Vec<Value>, after: Option<i64>) -> CallToolResult {
+    let next = events
+        .last()
+        .and_then(|e| e["seq"].as_i64())
+        .or(after)
+        .map(|s| s.to_string());
+    let summary = if events.is_empty() {
+        format!("no events of {probe} yet; call wait_for_events to wait for them")
+    } else {
+        let lines: Vec<String> = events
+            .iter()
+            .take(20)
+            .map(|e| match e["kind"].as_str() {
+                Some("log") => format!("{} {} {}", e["instance"], e["location"], e["message"]),
+                Some("snapshot") => format!(
+                    "{} snapshot at {}: {} frames; top frame variables {}",
+                    e["instance"],
+                    e["location"],
+                    e["frames"].as_array().map(|f| f.len()).unwrap_or(0),
+                    e["frames"][0]["variables"]
+                ),
+                Some("count") => format!(
+                    "{} count: +{} (total {})",
+                    e["instance"], e["hits"], e["total"]
+                ),
+                Some("error") => format!("{} probe error: {}", e["instance"], e["error"]),
+                _ => e.to_string(),
+            })
+            .collect();
+        format!("{} event(s):\n{}", events.len(), lines.join("\n"))
+    };
+    tool_ok(json!({ "events": events, "next_cursor": next }), summary)
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Periscope {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
+            "Periscope shows what live processes are doing, without restarting them. To investigate: \
+             list_instances; find_functions to locate the code; read_source to see its lines and which \
+             are instrumentable; add_snapshot (or add_log/add_counter) at a line; wait_for_events; read \
+             the variables; remove_probe when done. Probes are read-only: they never change what the \
+             program does, and they expire on their own.",
+        )
+    }
+}
+
+/// Serves the tools over stdio until the client disconnects.
+pub async fn serve_stdio(client: Client) -> Result<(), std::io::Error> {
+    use rmcp::ServiceExt;
+    let server = Periscope::new(Backend::Fixed(client))
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    server
+        .waiting()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(())
+}
+
+/// The streamable HTTP service for `/mcp`: tools call the API at `base` with each request's
+/// bearer token. `any_host` lifts rmcp's loopback-only Host check (for a server listening on a
+/// public address; bearer tokens still guard every call).
+pub fn http_service(
+    base: String,
+    any_host: bool,
+) -> rmcp::transport::streamable_http_server::StreamableHttpService<
+    Periscope,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+> {
+    use rmcp::transport::streamable_http_server::{
+        session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let mut config = StreamableHttpServerConfig::default();
+    if any_host {
+        config = config.disable_allowed_hosts();
+    }
+    StreamableHttpService::new(
+        move || Ok(Periscope::new(Backend::PerRequest { base: base.clone() })),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    )
+}

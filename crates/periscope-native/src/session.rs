@@ -365,6 +365,8 @@ pub struct SessionOptions {
 /// How `periscope watch --signals` captures: frames with variables, limits, redaction.
 #[derive(Debug, Clone)]
 pub struct WatchSignals {
+    /// The probe id the captures carry.
+    pub probe: String,
     pub frames: usize,
     pub limits: Limits,
     pub redactor: Redactor,
@@ -385,6 +387,7 @@ impl Default for SessionOptions {
 enum Command {
     Add(Box<ProbeSpec>, mpsc::Sender<Result<usize, NativeError>>),
     Remove(String, mpsc::Sender<bool>),
+    WatchSignals(Option<WatchSignals>),
     Stop,
 }
 
@@ -511,6 +514,11 @@ impl Session {
         let (reply, answer) = mpsc::channel();
         self.request(Command::Remove(id.to_string(), reply));
         answer.recv().unwrap_or(false)
+    }
+
+    /// Starts (or, with None, stops) capturing fatal signals in the running session.
+    pub fn watch_signals(&self, watch: Option<WatchSignals>) {
+        self.request(Command::WatchSignals(watch));
     }
 
     /// Takes the event receiver (to read it on another thread); the session's own is then
@@ -947,6 +955,7 @@ impl Engine {
                 Command::Remove(id, reply) => {
                     let _ = reply.send(self.remove_probe(&id));
                 }
+                Command::WatchSignals(w) => self.watch_signals = w,
                 Command::Stop => return true,
             }
         }
@@ -1462,7 +1471,7 @@ impl Engine {
             pid: self.pid,
             tid: tid as u32,
             location,
-            probe: "watch".into(),
+            probe: watch.probe.clone(),
             frames,
             watches: Fields::default(),
             failure: Some(Failure {

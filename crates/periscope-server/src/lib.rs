@@ -87,6 +87,8 @@ pub struct AppState {
     pub events: broadcast::Sender<Arc<StoredEvent>>,
     /// Woken when a probe is added, so the expiry task recomputes its next deadline.
     pub expiry_changed: Notify,
+    /// Woken when agents report probe states (for callers waiting for a probe to settle).
+    pub status_changed: Notify,
     pub config: ServerConfig,
     pub stats: Stats,
 }
@@ -130,6 +132,7 @@ pub async fn start(
         version,
         events,
         expiry_changed: Notify::new(),
+        status_changed: Notify::new(),
         config,
         stats: Stats::default(),
     });

@@ -205,9 +205,11 @@ async fn list_probes(
 pub fn validate(p: &NewProbe) -> Result<(), ApiError> {
     use periscope_core::{expr, template::Template, Location};
     Selector::parse(&p.target).map_err(|e| ApiError::bad("target", e))?;
-    p.location
-        .parse::<Location>()
-        .map_err(|e| ApiError::bad("location", e.to_string()))?;
+    if p.kind != ProbeKind::Failures {
+        p.location
+            .parse::<Location>()
+            .map_err(|e| ApiError::bad("location", e.to_string()))?;
+    }
     match (p.kind, &p.template) {
         (ProbeKind::Log, None) => {
             return Err(ApiError::bad(
@@ -418,11 +420,18 @@ async fn find_probe(state: &Arc<AppState>, id: &str) -> Result<Probe, ApiError> 
     })
 }
 
+#[derive(Deserialize)]
+struct ShowQuery {
+    /// Wait up to this long until no instance is `pending` any more.
+    settle_ms: Option<u64>,
+}
+
 async fn show_probe(
     State(state): State<Arc<AppState>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(q): Query<ShowQuery>,
 ) -> ApiResult {
     let r = Request {
         state,
@@ -430,9 +439,36 @@ async fn show_probe(
         remote,
     };
     r.caller(Role::Viewer, "probe.show").await?;
-    let probe = find_probe(&r.state, &id).await?;
-    let probe = with_instances(&r.state, probe).await?;
+    let wait = Duration::from_millis(q.settle_ms.unwrap_or(0).min(60_000));
+    let probe = settled_probe(&r.state, &id, wait).await?;
     ok(json!({ "probe": probe }))
+}
+
+/// A probe with its per-instance states, waiting up to `wait` for the agents to report an
+/// outcome (installed or error) on every instance it applies to.
+pub async fn settled_probe(
+    state: &Arc<AppState>,
+    id: &str,
+    wait: Duration,
+) -> Result<Probe, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before reading, so a report in between still wakes us.
+        let changed = state.status_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let probe = with_instances(state, find_probe(state, id).await?).await?;
+        let pending = probe
+            .instances
+            .iter()
+            .any(|i| i.state == InstallState::Pending);
+        if !pending || tokio::time::Instant::now() >= deadline {
+            return Ok(probe);
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return Ok(probe);
+        }
+    }
 }
 
 /// Removes a probe for `caller` (404 if unknown; removing an ended probe changes nothing).
@@ -880,6 +916,7 @@ async fn agent_report(
     if changed {
         state.bump_version();
     }
+    state.status_changed.notify_waiters();
     ok(json!({ "stored": stored }))
 }
 
@@ -941,4 +978,29 @@ async fn agent_desired(
         assignments,
     })
     .into_response())
+}
+
+/// Guards a surface mounted beside the API (`/mcp`): any valid token passes; what it may do is
+/// then checked call by call by the API itself.
+pub async fn require_token(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers().clone();
+    let via = "mcp".to_string();
+    match auth::authorize_token(
+        &state,
+        auth::bearer(&headers),
+        remote.to_string(),
+        via,
+        Role::Viewer,
+        "mcp.connect",
+    )
+    .await
+    {
+        Ok(_) => next.run(request).await,
+        Err(d) => ApiError::from(d).into_response(),
+    }
 }

@@ -545,7 +545,7 @@ pub fn server(args: ServerArgs) -> Result<()> {
             wait_for_signal();
             let _ = tx.send(());
         });
-        let router = periscope_server::routes::router(state.clone());
+        let router = with_mcp(state.clone(), started.addr);
         periscope_server::serve(state, listener, router, async move {
             let _ = rx.await;
         })
@@ -553,6 +553,109 @@ pub fn server(args: ServerArgs) -> Result<()> {
         eprintln!("periscope server: stopped");
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// The API plus MCP over streamable HTTP at `/mcp` (tools call the API on this same server
+/// with each request's token).
+fn with_mcp(
+    state: std::sync::Arc<periscope_server::AppState>,
+    addr: std::net::SocketAddr,
+) -> axum::Router {
+    let loopback = addr.ip().is_loopback();
+    let port = addr.port();
+    let base = if addr.ip().is_unspecified() || loopback {
+        format!("http://127.0.0.1:{port}")
+    } else {
+        format!("http://{addr}")
+    };
+    let mcp = axum::Router::new()
+        .nest_service("/mcp", periscope_mcp::http_service(base, !loopback))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            periscope_server::routes::require_token,
+        ));
+    periscope_server::routes::router(state).merge(mcp)
+}
+
+#[derive(Args)]
+pub struct McpArgs {
+    /// Local mode (no --server): watch this process (repeatable).
+    #[arg(long = "pid")]
+    pids: Vec<u32>,
+    /// Local mode: watch every process of this executable name (repeatable).
+    #[arg(long = "exe", value_name = "NAME")]
+    exes: Vec<String>,
+    /// Local mode: a tag for the watched processes (repeatable), e.g. service=ledger.
+    #[arg(long = "tag", value_name = "K=V")]
+    tags: Vec<String>,
+}
+
+/// `periscope mcp`: MCP over stdio. With a server, the tools use it with the given token;
+/// without one (local mode), an embedded server and agent watch the given processes.
+pub fn mcp(remote: &Remote, args: McpArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let has_server = remote.server.is_some() || config_file().is_some_and(|f| f.server.is_some());
+    if has_server {
+        let client = remote.client("mcp")?;
+        return runtime
+            .block_on(periscope_mcp::serve_stdio(client))
+            .map_err(Into::into);
+    }
+    if args.pids.is_empty() && args.exes.is_empty() {
+        bail!("local mode needs processes to watch: --pid PID or --exe NAME (or give --server URL --token TOKEN)");
+    }
+    let dir = std::env::temp_dir().join(format!("periscope-mcp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = runtime.block_on(async {
+        let config = periscope_server::ServerConfig::new(
+            "127.0.0.1:0".parse().expect("address"),
+            dir.join("periscope.db"),
+        );
+        let (state, listener, started) = periscope_server::start(config).await?;
+        let admin = std::fs::read_to_string(dir.join("admin.token"))?
+            .trim()
+            .to_string();
+        let url = format!("http://{}", started.addr);
+        let router = periscope_server::routes::router(state.clone());
+        let state_version = state.version.clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(periscope_server::serve(state, listener, router, async {
+            let _ = stop_rx.await;
+        }));
+        let mut agent = periscope_agent::AgentConfig::new(
+            &url,
+            &admin,
+            periscope_agent::discover::Selection {
+                pids: args.pids,
+                exes: args.exes,
+            },
+        );
+        for t in &args.tags {
+            let (k, v) = t
+                .split_once('=')
+                .ok_or_else(|| anyhow!("bad --tag `{t}`: expected KEY=VALUE"))?;
+            agent.tags.insert(k.to_string(), v.to_string());
+        }
+        agent.count_interval = Duration::from_secs(2);
+        let (agent_stop, agent_rx) = std::sync::mpsc::channel();
+        let mut version = state_version.subscribe();
+        let before = *version.borrow();
+        let agent_thread = std::thread::spawn(move || periscope_agent::run(agent, agent_rx));
+        // Serve once the agent has reported its processes, so the first list_instances sees them.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), version.wait_for(|v| *v != before)).await;
+        let served = periscope_mcp::serve_stdio(Client::new(&url, Some(admin), "mcp")).await;
+        let _ = agent_stop.send(());
+        let _ = tokio::task::spawn_blocking(move || agent_thread.join()).await;
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        served.map_err(anyhow::Error::from)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 #[derive(Args)]

@@ -125,6 +125,13 @@ enum Command {
     },
     /// Run the control plane: HTTP API, live event stream, store, tokens, audit log.
     Server(fleet::ServerArgs),
+    /// Serve MCP over stdio for AI agents (with --server/--token, or local mode on --pid/--exe).
+    Mcp {
+        #[command(flatten)]
+        args: fleet::McpArgs,
+        #[command(flatten)]
+        remote: fleet::Remote,
+    },
     /// Run a host agent: attach to processes and apply the server's probes to them.
     Agent {
         #[command(flatten)]
@@ -319,6 +326,7 @@ fn run(cli: Cli) -> Result<()> {
         } => run_functions(&target, &pattern, json),
         Command::Server(args) => fleet::server(args),
         Command::Agent { args, remote } => fleet::agent(&remote, args),
+        Command::Mcp { args, remote } => fleet::mcp(&remote, args),
         Command::Probe { command, remote } => fleet::probe(&remote, command),
         Command::Tail { id, json, remote } => fleet::tail(&remote, id.as_deref(), json),
         Command::Events {
@@ -592,6 +600,7 @@ fn run_watch(
     }
     let options = SessionOptions {
         watch_signals: signals.then(|| WatchSignals {
+            probe: "watch".into(),
             frames,
             limits,
             redactor,

@@ -568,3 +568,64 @@ fn an_exe_agent_follows_processes_that_start_and_exit() {
     });
     drop(second);
 }
+
+#[test]
+fn a_failures_probe_captures_a_panic_on_an_instance_and_the_program_still_fails() {
+    let dir = test_dir("failures");
+    let server = Server::start(&dir, 0);
+    let agent_token = server.token("agent", "agent");
+    let mut t = Target::start(&panicker(), &[]);
+    let _agent = Agent::start(
+        &server,
+        &agent_token,
+        &["--pid", &t.pid.to_string(), "--tag", "service=panicky"],
+    );
+    let inst = instance_of(&server, t.pid);
+    let admin = server.admin();
+    let probe = admin
+        .add_probe(&NewProbe {
+            kind: ProbeKind::Failures,
+            target: inst.clone(),
+            location: String::new(),
+            template: None,
+            condition: None,
+            watch: vec![],
+            by: None,
+            ttl_seconds: Some(120),
+            max_hits: None,
+            rate_limit: None,
+            frames: Some(2),
+            budget_ms: None,
+        })
+        .expect("add");
+    let settled = admin
+        .settled_probe(&probe.id, Duration::from_secs(30))
+        .expect("show");
+    assert_eq!(settled.instances[0].state, InstallState::Installed);
+    if let Some(s) = t.stdin.as_mut() {
+        use std::io::Write;
+        writeln!(s, "50").expect("send");
+    }
+    let (status, _) = t.wait_output();
+    assert_eq!(
+        status.code(),
+        Some(101),
+        "the panic goes on as without Periscope"
+    );
+    let events = admin
+        .wait_for_events(&probe.id, None, 1, Duration::from_secs(30))
+        .expect("wait");
+    let e = &events[0];
+    assert_eq!(e["kind"], "snapshot");
+    assert_eq!(e["instance"], inst.as_str());
+    assert_eq!(e["failure"]["kind"], "panic");
+    assert_eq!(e["failure"]["message"], "index 50 beyond limit 6");
+    let check = e["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .find(|f| f["function"] == "panicker::check")
+        .expect("the panicking frame");
+    assert_eq!(check["variables"]["i"]["value"], 50);
+    assert_eq!(check["variables"]["limit"]["value"], 6);
+}
