@@ -698,6 +698,35 @@ impl Periscope {
     }
 
     #[tool(
+        description = "Arm failure capture on matching instances for a while: a Rust panic (before unwinding) or a fatal signal (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) is captured with the stack and the variables of the failing frames, as a snapshot event with a `failure` field. The program then fails as it would have anyway. Wait for the events with wait_for_events."
+    )]
+    async fn watch_failures(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<Args<WatchFailuresArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let a = match args.0 {
+            Ok(a) => a,
+            Err(e) => return Ok(bad_args("watch_failures", e)),
+        };
+        let spec = NewProbe {
+            kind: ProbeKind::Failures,
+            target: a.target,
+            location: "panics and fatal signals".into(),
+            template: None,
+            condition: None,
+            watch: vec![],
+            by: None,
+            ttl_seconds: a.duration_seconds,
+            max_hits: None,
+            rate_limit: None,
+            frames: None,
+            budget_ms: None,
+        };
+        self.place(&ctx, spec).await
+    }
+
+    #[tool(
         description = "List the active probes with their kind, target, location, hits and expiry."
     )]
     async fn list_probes(

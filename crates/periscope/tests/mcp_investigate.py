@@ -113,6 +113,13 @@ async def investigate(session, cfg):
     r = await call(session, "remove_probe", {"probe_id": pid_})
     check(not r.isError and r.structuredContent["probe"]["state"] == "removed", text_of(r))
 
+    r = await call(session, "watch_failures", {"target": inst["id"], "duration_seconds": 60})
+    check(not r.isError, text_of(r))
+    armed = r.structuredContent["probe"]
+    check(armed["kind"] == "failures" and armed["instances"][0]["state"] == "installed", armed)
+    r = await call(session, "remove_probe", {"probe_id": armed["id"]})
+    check(not r.isError, text_of(r))
+
     # Malformed calls: tool errors with a way forward, never a crash or a hang.
     errors = {}
     r = await call(session, "add_snapshot", {"target": inst["id"], "location": "ledger.rs:9999"})
