@@ -47,6 +47,8 @@ pub struct AgentConfig {
     /// Overhead budget per probe per instance, unless the probe sets its own.
     pub budget: Budget,
     pub redactor: Redactor,
+    /// PEM certificates to trust for an HTTPS server with a private CA.
+    pub ca_cert: Option<Vec<u8>>,
 }
 
 impl AgentConfig {
@@ -67,6 +69,7 @@ impl AgentConfig {
                 window: Duration::from_secs(10),
             },
             redactor: Redactor::default(),
+            ca_cert: None,
         }
     }
 }
@@ -77,6 +80,8 @@ pub enum AgentError {
     NoSuchProcess { pid: u32 },
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// What reaches the reconciler.
@@ -126,7 +131,13 @@ pub fn run(config: AgentConfig, shutdown: Receiver<()>) -> Result<(), AgentError
             return Err(AgentError::NoSuchProcess { pid });
         }
     }
-    let client = Client::new(&config.server, Some(config.token.clone()), "agent");
+    let client = Client::with_ca(
+        &config.server,
+        Some(config.token.clone()),
+        "agent",
+        config.ca_cert.as_deref(),
+    )
+    .map_err(|e| AgentError::Config(e.to_string()))?;
     let outbox = Arc::new(Outbox::new(config.buffer));
     let (tx, rx) = mpsc::channel::<Msg>();
     let info = AgentInfo {

@@ -88,17 +88,54 @@ impl Client {
     /// `base` is the server's URL (`http://127.0.0.1:7700`); `via` names the surface in the
     /// audit log (`cli`, `mcp`, `agent`).
     pub fn new(base: &str, token: Option<String>, via: &str) -> Client {
-        let http = ureq::Agent::config_builder()
+        Self::with_ca(base, token, via, None).unwrap_or_else(|_| {
+            // Unreachable: without a CA there is nothing to parse.
+            Self::with_ca(base, None, via, None).expect("plain client")
+        })
+    }
+
+    /// Like [`Client::new`], trusting the certificates in `ca_pem` (PEM) for an HTTPS server
+    /// with a private CA or a self-signed certificate.
+    pub fn with_ca(
+        base: &str,
+        token: Option<String>,
+        via: &str,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Client, ClientError> {
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        Client {
+            .timeout_connect(Some(Duration::from_secs(5)));
+        if let Some(pem) = ca_pem {
+            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| ClientError::Decode {
+                    what: "the CA certificate".into(),
+                    reason: e.to_string(),
+                })?;
+            if certs.is_empty() {
+                return Err(ClientError::Decode {
+                    what: "the CA certificate".into(),
+                    reason: "no certificate in it (expected PEM)".into(),
+                });
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                    .build(),
+            );
+        }
+        let http = config.build().into();
+        Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             token,
             via: via.to_string(),
             http,
-        }
+        })
     }
 
     pub fn base(&self) -> &str {

@@ -62,8 +62,9 @@ impl<T: JsonSchema> JsonSchema for Args<T> {
 pub enum Backend {
     /// One client for the whole session (stdio).
     Fixed(Client),
-    /// The server's own API, with each HTTP request's bearer token (`/mcp`).
-    PerRequest { base: String },
+    /// The server's own API, with each HTTP request's bearer token (`/mcp`); `ca` is the
+    /// server's own certificate when it serves HTTPS.
+    PerRequest { base: String, ca: Option<Vec<u8>> },
 }
 
 /// Indexed binaries by (executable, build id).
@@ -259,7 +260,7 @@ impl Periscope {
     fn client(&self, ctx: &RequestContext<RoleServer>) -> Result<Client, Failure> {
         match &self.backend {
             Backend::Fixed(c) => Ok(c.clone()),
-            Backend::PerRequest { base } => {
+            Backend::PerRequest { base, ca } => {
                 let parts = ctx.extensions.get::<http::request::Parts>();
                 let token = parts
                     .and_then(|p| p.headers.get("authorization"))
@@ -267,7 +268,8 @@ impl Periscope {
                     .and_then(|v| v.strip_prefix("Bearer "))
                     .map(|t| t.trim().to_string());
                 match token {
-                    Some(t) => Ok(Client::new(base, Some(t), "mcp")),
+                    Some(t) => Client::with_ca(base, Some(t), "mcp", ca.as_deref())
+                        .map_err(|e| tool_error(e.to_string())),
                     None => Err(tool_error(
                         "no bearer token on this request: configure the MCP client with `Authorization: Bearer TOKEN`",
                     )),
@@ -861,6 +863,7 @@ pub async fn serve_stdio(client: Client) -> Result<(), std::io::Error> {
 /// public address; bearer tokens still guard every call).
 pub fn http_service(
     base: String,
+    ca: Option<Vec<u8>>,
     any_host: bool,
 ) -> rmcp::transport::streamable_http_server::StreamableHttpService<
     Periscope,
@@ -874,7 +877,12 @@ pub fn http_service(
         config = config.disable_allowed_hosts();
     }
     StreamableHttpService::new(
-        move || Ok(Periscope::new(Backend::PerRequest { base: base.clone() })),
+        move || {
+            Ok(Periscope::new(Backend::PerRequest {
+                base: base.clone(),
+                ca: ca.clone(),
+            }))
+        },
         Arc::new(LocalSessionManager::default()),
         config,
     )

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod routes;
 pub mod store;
+pub mod tls;
 
 use auth::TokenTable;
 use periscope_core::api::{AuditEntry, ProbeLifecycle};
@@ -33,6 +34,8 @@ pub struct ServerConfig {
     /// Probes placed over MCP: default time to live, and how many one token may hold.
     pub mcp_ttl: Duration,
     pub mcp_max_probes: usize,
+    /// HTTPS with this certificate chain and private key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl ServerConfig {
@@ -45,6 +48,7 @@ impl ServerConfig {
             offline_after: Duration::from_secs(30),
             mcp_ttl: Duration::from_secs(15 * 60),
             mcp_max_probes: 10,
+            tls: None,
         }
     }
 }
@@ -67,6 +71,8 @@ pub enum ServerError {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Counters shown by `/api/v1/status`.
@@ -115,6 +121,9 @@ pub async fn start(
         path: config.db.clone(),
         source,
     })?;
+    if let Some((cert, key)) = &config.tls {
+        tls::acceptor(cert, key).map_err(ServerError::Tls)?;
+    }
     let admin_token_file = auth::bootstrap_admin(&store, &config.db)?;
     let tokens = TokenTable::load(&store)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -146,7 +155,8 @@ pub async fn start(
     ))
 }
 
-/// Serves the API and runs the background tasks (expiry, retention) until `shutdown`.
+/// Serves the API and runs the background tasks (expiry, retention) until `shutdown`. With a
+/// certificate and key in the config, over HTTPS.
 pub async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
@@ -155,13 +165,21 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     tokio::spawn(expire_probes(state.clone()));
     tokio::spawn(retain_events(state.clone()));
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(ServerError::Serve)
+    let app = router.into_make_service_with_connect_info::<tls::Peer>();
+    match &state.config.tls {
+        Some((cert, key)) => {
+            let acceptor = tls::acceptor(cert, key).map_err(ServerError::Tls)?;
+            let listener = tls::TlsListener::new(listener, acceptor).map_err(ServerError::Serve)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(ServerError::Serve)
+        }
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServerError::Serve),
+    }
 }
 
 /// Runs a store operation on the blocking pool.

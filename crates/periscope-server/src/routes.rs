@@ -3,6 +3,7 @@
 
 use crate::auth::{self, Caller, Denied};
 use crate::store::{self, StoreError, StoredEvent};
+use crate::tls::Peer;
 use crate::{db, ingest, AppState};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -139,7 +140,7 @@ impl Request {
 
 async fn openapi(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> ApiResult {
     let r = Request {
@@ -153,7 +154,7 @@ async fn openapi(
 
 async fn status(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> ApiResult {
     let r = Request {
@@ -187,7 +188,7 @@ struct ListQuery {
 
 async fn list_probes(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
@@ -344,7 +345,7 @@ pub async fn place_probe(
 
 async fn add_probe(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
@@ -428,7 +429,7 @@ struct ShowQuery {
 
 async fn show_probe(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<ShowQuery>,
@@ -489,7 +490,7 @@ pub async fn delete_probe(
 
 async fn remove_probe(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult {
@@ -550,7 +551,7 @@ pub async fn probe_events_page(
 
 async fn probe_events(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
@@ -616,7 +617,7 @@ pub async fn wait_for(
 
 async fn wait_events(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
@@ -641,7 +642,7 @@ struct StreamQuery {
 /// with `Last-Event-ID` first gets what it missed from the store.
 async fn stream_events(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> ApiResult {
@@ -728,7 +729,7 @@ pub async fn list_instances(
 
 async fn instances(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> ApiResult {
     let r = Request {
@@ -745,7 +746,7 @@ async fn instances(
 
 async fn create_token(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
@@ -808,7 +809,7 @@ async fn create_token(
 
 async fn list_tokens(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> ApiResult {
     let r = Request {
@@ -823,7 +824,7 @@ async fn list_tokens(
 
 async fn revoke_token(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult {
@@ -855,7 +856,7 @@ struct AuditQuery {
 
 async fn audit(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult {
@@ -883,7 +884,7 @@ async fn audit(
 
 async fn agent_report(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
@@ -931,7 +932,7 @@ struct DesiredQuery {
 /// the desired state may have changed: a long poll, so agents learn of a new probe at once.
 async fn agent_desired(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Query(q): Query<DesiredQuery>,
 ) -> ApiResult {
@@ -984,7 +985,7 @@ async fn agent_desired(
 /// then checked call by call by the API itself.
 pub async fn require_token(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {

@@ -20,6 +20,10 @@ pub struct Remote {
     /// API token (`periscope token create` makes one).
     #[arg(long, env = "PERISCOPE_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// PEM certificate(s) to trust for an HTTPS server with a private CA or self-signed
+    /// certificate.
+    #[arg(long, env = "PERISCOPE_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
 }
 
 impl Remote {
@@ -36,7 +40,19 @@ impl Remote {
             .token
             .clone()
             .or_else(|| file.as_ref().and_then(|f| f.token.clone()));
-        Ok(Client::new(&server, token, via))
+        let ca = self.ca_pem()?;
+        Ok(Client::with_ca(&server, token, via, ca.as_deref())?)
+    }
+
+    fn ca_pem(&self) -> Result<Option<Vec<u8>>> {
+        let path = self
+            .ca_cert
+            .clone()
+            .or_else(|| config_file().and_then(|f| f.ca_cert));
+        path.map(|p| {
+            std::fs::read(&p).with_context(|| format!("cannot read --ca-cert {}", p.display()))
+        })
+        .transpose()
     }
 }
 
@@ -44,6 +60,7 @@ impl Remote {
 struct ConfigFile {
     server: Option<String>,
     token: Option<String>,
+    ca_cert: Option<PathBuf>,
 }
 
 fn config_path() -> PathBuf {
@@ -519,6 +536,12 @@ pub struct ServerArgs {
     /// How many probes one token may hold over MCP.
     #[arg(long, default_value_t = 10)]
     mcp_max_probes: usize,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub fn server(args: ServerArgs) -> Result<()> {
@@ -527,6 +550,13 @@ pub fn server(args: ServerArgs) -> Result<()> {
     config.max_event_bytes = args.max_event_bytes;
     config.mcp_ttl = args.mcp_ttl;
     config.mcp_max_probes = args.mcp_max_probes;
+    let tls_cert = match &args.tls_cert {
+        Some(c) => Some(
+            std::fs::read(c).with_context(|| format!("cannot read --tls-cert {}", c.display()))?,
+        ),
+        None => None,
+    };
+    config.tls = args.tls_cert.zip(args.tls_key);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -539,13 +569,14 @@ pub fn server(args: ServerArgs) -> Result<()> {
                 path.display()
             );
         }
-        eprintln!("periscope server: listening on http://{}", started.addr);
+        let scheme = if tls_cert.is_some() { "https" } else { "http" };
+        eprintln!("periscope server: listening on {scheme}://{}", started.addr);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
             wait_for_signal();
             let _ = tx.send(());
         });
-        let router = with_mcp(state.clone(), started.addr);
+        let router = with_mcp(state.clone(), started.addr, tls_cert);
         periscope_server::serve(state, listener, router, async move {
             let _ = rx.await;
         })
@@ -560,16 +591,21 @@ pub fn server(args: ServerArgs) -> Result<()> {
 fn with_mcp(
     state: std::sync::Arc<periscope_server::AppState>,
     addr: std::net::SocketAddr,
+    tls_cert: Option<Vec<u8>>,
 ) -> axum::Router {
     let loopback = addr.ip().is_loopback();
     let port = addr.port();
+    let scheme = if tls_cert.is_some() { "https" } else { "http" };
     let base = if addr.ip().is_unspecified() || loopback {
-        format!("http://127.0.0.1:{port}")
+        format!("{scheme}://127.0.0.1:{port}")
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     };
     let mcp = axum::Router::new()
-        .nest_service("/mcp", periscope_mcp::http_service(base, !loopback))
+        .nest_service(
+            "/mcp",
+            periscope_mcp::http_service(base, tls_cert, !loopback),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             periscope_server::routes::require_token,
@@ -721,6 +757,7 @@ pub fn agent(remote: &Remote, args: AgentArgs) -> Result<()> {
     config.count_interval = args.count_interval;
     config.scan_interval = args.scan_interval;
     config.redactor = periscope_core::redact::Redactor::new(&args.redact)?;
+    config.ca_cert = remote.ca_pem()?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         wait_for_signal();

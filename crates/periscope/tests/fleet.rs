@@ -629,3 +629,144 @@ fn a_failures_probe_captures_a_panic_on_an_instance_and_the_program_still_fails(
     assert_eq!(check["variables"]["i"]["value"], 50);
     assert_eq!(check["variables"]["limit"]["value"], 6);
 }
+
+/// A private CA and a certificate for 127.0.0.1 signed by it (openssl CLI); returns the paths
+/// of (CA certificate, server certificate, server key).
+fn make_certificates(dir: &std::path::Path) -> (String, String, String) {
+    let p = |n: &str| dir.join(n).to_string_lossy().into_owned();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.pem"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=periscope test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &p("server.key"),
+        "-out",
+        &p("server.csr"),
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("server.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &p("server.pem"),
+        "-days",
+        "2",
+        "-extfile",
+        &p("ext.cnf"),
+    ]);
+    (p("ca.pem"), p("server.pem"), p("server.key"))
+}
+
+#[test]
+fn the_server_speaks_https_with_a_certificate_and_key() {
+    let dir = test_dir("tls");
+    let (ca, cert, key) = make_certificates(&dir);
+    let server = Server::start_with(&dir, 0, &["--tls-cert", &cert, "--tls-key", &key]);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let ca_pem = std::fs::read(&ca).unwrap();
+    let trusted = periscope_client::Client::with_ca(
+        &server.url,
+        Some(server.admin.clone()),
+        "cli",
+        Some(&ca_pem),
+    )
+    .expect("client");
+    trusted.probes(false).expect("HTTPS with the private CA");
+    // Without the CA the certificate is not trusted.
+    let e = server.admin().probes(false).unwrap_err();
+    assert!(e.status().is_none(), "{e}");
+    // The CLI and an agent take --ca-cert.
+    let out = periscope()
+        .args([
+            "instances",
+            "--json",
+            "--server",
+            &server.url,
+            "--token",
+            &server.admin,
+            "--ca-cert",
+            &ca,
+        ])
+        .env("PERISCOPE_CONFIG", dir.join("none.toml"))
+        .output()
+        .expect("run");
+    assert_success(&out);
+    let agent_token = server.token_with_ca("agent", "agent", &ca);
+    let mut t = Target::start(&ledger_debug(), &["2000", "1"]);
+    let _agent = Agent::start(
+        &server,
+        &agent_token,
+        &["--pid", &t.pid.to_string(), "--ca-cert", &ca],
+    );
+    let found = eventually("instance over HTTPS", || {
+        trusted
+            .instances()
+            .ok()?
+            .into_iter()
+            .find(|i| i.pid == t.pid)
+    });
+    assert_eq!(found.state, "online");
+    drop(_agent);
+    t.assert_untouched();
+}
+
+#[test]
+fn a_bad_certificate_file_is_a_clear_startup_error() {
+    let dir = test_dir("tls-bad");
+    std::fs::write(dir.join("bad.pem"), "not a certificate").unwrap();
+    let out = periscope()
+        .args(["server", "--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.join("p.db"))
+        .args(["--tls-cert"])
+        .arg(dir.join("bad.pem"))
+        .args(["--tls-key"])
+        .arg(dir.join("bad.pem"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bad.pem") && err.contains("certificate"),
+        "{err}"
+    );
+}

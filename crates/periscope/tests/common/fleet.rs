@@ -28,9 +28,14 @@ pub struct Server {
 impl Server {
     /// Starts a server with its database in `dir`, on `port` (0: any free port).
     pub fn start(dir: &Path, port: u16) -> Server {
+        Self::start_with(dir, port, &[])
+    }
+
+    pub fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Server {
         let mut child = super::periscope()
             .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--db"])
             .arg(dir.join("periscope.db"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -107,6 +112,28 @@ impl Server {
         );
         assert!(lines[0].starts_with("psk_"), "{text}");
         lines[0].to_string()
+    }
+
+    /// Like [`Server::token`], against an HTTPS server with a private CA.
+    pub fn token_with_ca(&self, role: &str, name: &str, ca: &str) -> String {
+        let out = super::periscope()
+            .args([
+                "token",
+                "create",
+                "--role",
+                role,
+                "--name",
+                name,
+                "--ca-cert",
+                ca,
+            ])
+            .env("PERISCOPE_SERVER", &self.url)
+            .env("PERISCOPE_TOKEN", &self.admin)
+            .env("PERISCOPE_CONFIG", self.dir.join("no-config.toml"))
+            .output()
+            .expect("run periscope");
+        super::assert_success(&out);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     pub fn kill(&mut self) {
