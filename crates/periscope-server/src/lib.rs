@@ -36,6 +36,10 @@ pub struct ServerConfig {
     pub mcp_max_probes: usize,
     /// HTTPS with this certificate chain and private key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Export every event over OTLP.
+    pub otlp: Option<periscope_export::otlp::OtlpConfig>,
+    /// Export every event to a JSON-lines file: path, rotation size, rotated files kept.
+    pub jsonl: Option<(PathBuf, u64, usize)>,
 }
 
 impl ServerConfig {
@@ -49,6 +53,8 @@ impl ServerConfig {
             mcp_ttl: Duration::from_secs(15 * 60),
             mcp_max_probes: 10,
             tls: None,
+            otlp: None,
+            jsonl: None,
         }
     }
 }
@@ -73,6 +79,8 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Jsonl(#[from] periscope_export::jsonl::JsonlError),
 }
 
 /// Counters shown by `/api/v1/status`.
@@ -97,6 +105,17 @@ pub struct AppState {
     pub status_changed: Notify,
     pub config: ServerConfig,
     pub stats: Stats,
+    pub exports: Exports,
+}
+
+/// Where events go besides the store.
+pub struct Exports {
+    pub otlp: Mutex<Option<periscope_export::otlp::OtlpExporter>>,
+    pub otlp_stats: Option<Arc<periscope_export::otlp::ExportStats>>,
+    /// Written under the store's lock, in `seq` order (see [`ingest`]).
+    pub jsonl: Option<Mutex<periscope_export::jsonl::JsonlWriter>>,
+    /// The instances agents reported, for the OTLP resource of their events.
+    pub instances: Mutex<std::collections::HashMap<String, periscope_core::api::Instance>>,
 }
 
 impl AppState {
@@ -126,6 +145,33 @@ pub async fn start(
     }
     let admin_token_file = auth::bootstrap_admin(&store, &config.db)?;
     let tokens = TokenTable::load(&store)?;
+    let jsonl = match &config.jsonl {
+        Some((path, max, keep)) => {
+            let mut w = periscope_export::jsonl::JsonlWriter::open(path, *max, *keep)?;
+            // Events stored but not yet written (the server died in between) go out now.
+            loop {
+                let page = store.events(None, w.last_seq(), None, 10_000)?;
+                for e in &page {
+                    w.append(e.seq, &e.body)?;
+                }
+                if page.len() < 10_000 {
+                    break;
+                }
+            }
+            Some(Mutex::new(w))
+        }
+        None => None,
+    };
+    let otlp = config
+        .otlp
+        .clone()
+        .map(periscope_export::otlp::OtlpExporter::start);
+    let exports = Exports {
+        otlp_stats: otlp.as_ref().map(|o| o.stats.clone()),
+        otlp: Mutex::new(otlp),
+        jsonl,
+        instances: Mutex::new(Default::default()),
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -144,6 +190,7 @@ pub async fn start(
         status_changed: Notify::new(),
         config,
         stats: Stats::default(),
+        exports,
     });
     Ok((
         state,
@@ -250,7 +297,8 @@ async fn retain_events(state: Arc<AppState>) {
     }
 }
 
-/// Stores a batch of events and publishes them to live subscribers.
+/// Stores a batch of events, writes them to the JSON-lines export (under the store's lock, so
+/// the file is in `seq` order), queues them for OTLP, and publishes them to live subscribers.
 pub async fn ingest(
     state: &Arc<AppState>,
     events: Vec<serde_json::Value>,
@@ -258,7 +306,39 @@ pub async fn ingest(
     if events.is_empty() {
         return Ok(0);
     }
-    let stored = db(state, move |s| s.insert_events(events)).await?;
+    let otlp_copy = state.exports.otlp_stats.is_some().then(|| events.clone());
+    let st = state.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        let mut store = st.store.lock().unwrap_or_else(|p| p.into_inner());
+        let stored = store.insert_events(events)?;
+        if let Some(j) = &st.exports.jsonl {
+            let mut j = j.lock().unwrap_or_else(|p| p.into_inner());
+            for e in &stored {
+                if let Err(err) = j.append(e.seq, &e.body) {
+                    eprintln!("periscope server: {err}");
+                    break;
+                }
+            }
+        }
+        Ok::<_, StoreError>(stored)
+    })
+    .await
+    .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))?;
+    if let Some(copies) = otlp_copy {
+        let otlp = state.exports.otlp.lock().unwrap_or_else(|p| p.into_inner());
+        let instances = state
+            .exports
+            .instances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(o) = otlp.as_ref() {
+            for e in &copies {
+                if let Some(i) = e["instance"].as_str().and_then(|id| instances.get(id)) {
+                    o.submit(i, e);
+                }
+            }
+        }
+    }
     let n = stored.len();
     state
         .stats
@@ -268,4 +348,17 @@ pub async fn ingest(
         let _ = state.events.send(Arc::new(e));
     }
     Ok(n)
+}
+
+/// Flushes the exporters (OTLP gets up to `wait`); call when the server stops.
+pub fn flush_exports(state: &AppState, wait: Duration) {
+    let otlp = state
+        .exports
+        .otlp
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(o) = otlp {
+        o.shutdown(wait);
+    }
 }

@@ -175,6 +175,8 @@ async fn status(
         "stored_event_bytes": bytes,
         "retention_seconds": s.config.retention.as_secs(),
         "max_event_bytes": s.config.max_event_bytes,
+        "otlp": s.exports.otlp_stats.as_ref().map(|o| o.to_json()),
+        "jsonl_last_seq": s.exports.jsonl.as_ref().map(|j| j.lock().map(|w| w.last_seq()).unwrap_or(0)),
     }))
 }
 
@@ -903,6 +905,16 @@ async fn agent_report(
         .agent_dropped
         .fetch_add(report.dropped_events, Relaxed);
     let agent = report.agent.id.clone();
+    {
+        let mut known = state
+            .exports
+            .instances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for i in &report.instances {
+            known.insert(i.id.clone(), i.clone());
+        }
+    }
     let instances = report.instances;
     let statuses = report.statuses;
     // Events first: a state such as hit_limit is never visible before the events that led

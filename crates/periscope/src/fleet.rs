@@ -542,6 +542,43 @@ pub struct ServerArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    otlp: OtlpArgs,
+    /// Also write every event to this JSON-lines file (rotated by size).
+    #[arg(long, value_name = "PATH")]
+    export_jsonl: Option<PathBuf>,
+    /// Rotate the JSON-lines file at this size.
+    #[arg(long, default_value_t = 100 << 20)]
+    export_jsonl_max_bytes: u64,
+    /// Rotated JSON-lines files kept (PATH.1 … PATH.N).
+    #[arg(long, default_value_t = 10)]
+    export_jsonl_keep: usize,
+}
+
+/// OTLP export, as `OTEL_EXPORTER_OTLP_*` users know it (the variables are honoured too).
+#[derive(Args, Clone, Default)]
+pub struct OtlpArgs {
+    /// Base URL of an OpenTelemetry collector (like OTEL_EXPORTER_OTLP_ENDPOINT; over HTTP
+    /// /v1/logs and /v1/metrics are appended).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// grpc or http (http/protobuf); default OTEL_EXPORTER_OTLP_PROTOCOL, else http.
+    #[arg(long, value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<periscope_export::otlp::Protocol>,
+    /// A header for every export request (repeatable), e.g. --otlp-header api-key=SECRET.
+    #[arg(long = "otlp-header", value_name = "K=V")]
+    pub otlp_headers: Vec<String>,
+}
+
+impl OtlpArgs {
+    pub fn config(&self) -> Result<Option<periscope_export::otlp::OtlpConfig>> {
+        periscope_export::otlp::OtlpConfig::resolve(
+            self.otlp_endpoint.clone(),
+            self.otlp_protocol,
+            &self.otlp_headers,
+        )
+        .map_err(|e| anyhow!(e))
+    }
 }
 
 pub fn server(args: ServerArgs) -> Result<()> {
@@ -557,6 +594,10 @@ pub fn server(args: ServerArgs) -> Result<()> {
         None => None,
     };
     config.tls = args.tls_cert.zip(args.tls_key);
+    config.otlp = args.otlp.config()?;
+    config.jsonl = args
+        .export_jsonl
+        .map(|p| (p, args.export_jsonl_max_bytes, args.export_jsonl_keep));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -577,10 +618,15 @@ pub fn server(args: ServerArgs) -> Result<()> {
             let _ = tx.send(());
         });
         let router = with_mcp(state.clone(), started.addr, tls_cert);
-        periscope_server::serve(state, listener, router, async move {
+        periscope_server::serve(state.clone(), listener, router, async move {
             let _ = rx.await;
         })
         .await?;
+        let st = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            periscope_server::flush_exports(&st, Duration::from_secs(5))
+        })
+        .await;
         eprintln!("periscope server: stopped");
         Ok::<(), anyhow::Error>(())
     })

@@ -216,6 +216,8 @@ struct Output {
     /// (repeatable; names like password, token, secret, session are always redacted).
     #[arg(long = "redact", value_name = "REGEX")]
     redact: Vec<String>,
+    #[command(flatten)]
+    otlp: fleet::OtlpArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -479,7 +481,64 @@ fn pump(
     }
 }
 
+/// Local mode's OTLP export: the process itself is the resource.
+fn local_exporter(
+    pid: u32,
+    output: &Output,
+) -> Result<
+    Option<(
+        periscope_export::otlp::OtlpExporter,
+        periscope_core::api::Instance,
+    )>,
+> {
+    let Some(config) = output.otlp.config()? else {
+        return Ok(None);
+    };
+    let host = periscope_agent::discover::hostname();
+    let executable = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let service = std::path::Path::new(&executable)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let instance = periscope_core::api::Instance {
+        id: format!("{host}-{pid}"),
+        agent: "local".into(),
+        host,
+        pid,
+        executable,
+        build_id: None,
+        language: None,
+        tags: [("service".to_string(), service)].into(),
+        state: "online".into(),
+        last_seen: String::new(),
+    };
+    Ok(Some((
+        periscope_export::otlp::OtlpExporter::start(config),
+        instance,
+    )))
+}
+
+fn export_local(
+    exporter: &Option<(
+        periscope_export::otlp::OtlpExporter,
+        periscope_core::api::Instance,
+    )>,
+    kind: &str,
+    event: &impl serde::Serialize,
+) {
+    if let Some((e, instance)) = exporter {
+        if let Ok(mut v) = serde_json::to_value(event) {
+            v["kind"] = kind.into();
+            v["instance"] = instance.id.clone().into();
+            e.submit(instance, &v);
+        }
+    }
+}
+
 fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
+    let exporter = local_exporter(pid, &common.output)?;
     let session = start(pid, spec)?;
     let deadline = common.output.duration.map(|d| Instant::now() + d);
     let json = common.output.json;
@@ -490,6 +549,12 @@ fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
         None,
         |ev| {
             let mut out = stdout.lock();
+            match &ev {
+                EngineEvent::Log(e) => export_local(&exporter, "log", e),
+                EngineEvent::Snapshot(e) => export_local(&exporter, "snapshot", &**e),
+                EngineEvent::ProbeError(e) => export_local(&exporter, "error", e),
+                _ => {}
+            }
             match ev {
                 EngineEvent::Log(e) => {
                     if json {
@@ -520,7 +585,11 @@ fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
         },
         || Ok(()),
     );
-    finish(session, reason)
+    let result = finish(session, reason);
+    if let Some((e, _)) = exporter {
+        e.shutdown(Duration::from_secs(5));
+    }
+    result
 }
 
 /// A snapshot as an indented tree: one block per frame, one line per variable.

@@ -1,0 +1,913 @@
+//! Events to an OpenTelemetry collector over OTLP (gRPC or HTTP/protobuf).
+//!
+//! The requests are built directly from `opentelemetry-proto`'s message types rather than
+//! through the SDK's logger and meter providers: those carry one resource per provider, while
+//! Periscope's events come from many instances (one resource each) through one server. Building
+//! `ResourceLogs`/`ResourceMetrics` per instance keeps that identity, and keeps the queue ours:
+//! bounded, drops counted, a slow or absent collector never blocks the caller.
+//!
+//! Mapping (OpenTelemetry semantic conventions where a name exists):
+//! - log hits → LogRecords: body the message; `code.file.path`, `code.line.number`,
+//!   `code.function.name`, `thread.id`, `periscope.probe.id`, `periscope.probe.kind`, and each
+//!   captured value as `periscope.value.<expression>` (typed AnyValue);
+//! - snapshots and failures → LogRecords whose body is the value tree (frames, variables,
+//!   watches) as AnyValue maps and arrays, the stack as `code.stacktrace`; failures add
+//!   `exception.type` and `exception.message`;
+//! - counters → a monotonic cumulative Sum `periscope.probe.hits` per probe (and group);
+//! - resource: `service.name` (the `service` tag), `host.name`, `process.pid`,
+//!   `process.executable.name`, `periscope.instance.id`, and every other tag.
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use periscope_core::api::Instance;
+use prost::Message;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    Http,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "grpc" => Ok(Protocol::Grpc),
+            "http" | "http/protobuf" => Ok(Protocol::Http),
+            _ => Err(format!(
+                "unknown OTLP protocol `{s}`: expected grpc or http (http/protobuf)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// Base URL (`http://collector:4318`); over HTTP `/v1/logs` and `/v1/metrics` are appended.
+    pub endpoint: String,
+    /// Full URLs from `OTEL_EXPORTER_OTLP_{LOGS,METRICS}_ENDPOINT`, used as they are.
+    pub logs_endpoint: Option<String>,
+    pub metrics_endpoint: Option<String>,
+    pub protocol: Protocol,
+    pub headers: Vec<(String, String)>,
+    pub metric_interval: Duration,
+    pub timeout: Duration,
+    /// Log records held while the collector is slow or away; beyond it the oldest are dropped.
+    pub queue: usize,
+}
+
+impl OtlpConfig {
+    /// Flags first, then the standard `OTEL_EXPORTER_OTLP_*` and `OTEL_METRIC_EXPORT_INTERVAL`
+    /// variables. None when no endpoint is given either way.
+    pub fn resolve(
+        endpoint: Option<String>,
+        protocol: Option<Protocol>,
+        headers: &[String],
+    ) -> Result<Option<OtlpConfig>, String> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let logs_endpoint = env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT");
+        let metrics_endpoint = env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
+        let Some(endpoint) = endpoint
+            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+            .or_else(|| logs_endpoint.clone())
+        else {
+            return Ok(None);
+        };
+        if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+            return Err(format!(
+                "bad OTLP endpoint `{endpoint}`: expected a URL such as http://127.0.0.1:4318"
+            ));
+        }
+        let protocol = match protocol {
+            Some(p) => p,
+            None => env("OTEL_EXPORTER_OTLP_PROTOCOL")
+                .map(|p| p.parse())
+                .transpose()?
+                .unwrap_or(Protocol::Http),
+        };
+        let mut all_headers = Vec::new();
+        if let Some(h) = env("OTEL_EXPORTER_OTLP_HEADERS") {
+            for part in h.split(',').filter(|p| !p.trim().is_empty()) {
+                all_headers.push(split_header(part.trim())?);
+            }
+        }
+        for h in headers {
+            all_headers.push(split_header(h)?);
+        }
+        let ms = |k: &str, default: u64| {
+            env(k)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_millis)
+                .unwrap_or(Duration::from_millis(default))
+        };
+        Ok(Some(OtlpConfig {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            logs_endpoint,
+            metrics_endpoint,
+            protocol,
+            headers: all_headers,
+            metric_interval: ms("OTEL_METRIC_EXPORT_INTERVAL", 10_000)
+                .max(Duration::from_millis(100)),
+            timeout: ms("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000),
+            queue: 10_000,
+        }))
+    }
+
+    fn http_url(&self, signal: &str) -> String {
+        let specific = match signal {
+            "logs" => &self.logs_endpoint,
+            _ => &self.metrics_endpoint,
+        };
+        specific
+            .clone()
+            .unwrap_or_else(|| format!("{}/v1/{signal}", self.endpoint))
+    }
+}
+
+fn split_header(h: &str) -> Result<(String, String), String> {
+    h.split_once('=')
+        .filter(|(k, _)| !k.trim().is_empty())
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+        .ok_or_else(|| format!("bad OTLP header `{h}`: expected KEY=VALUE"))
+}
+
+/// What the exporter has done, for status pages and its own metrics.
+#[derive(Default)]
+pub struct ExportStats {
+    pub exported_logs: AtomicU64,
+    pub exported_points: AtomicU64,
+    /// Records dropped because the queue was full (the collector slow or away).
+    pub dropped: AtomicU64,
+    pub failed_exports: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl ExportStats {
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "exported_logs": self.exported_logs.load(Ordering::Relaxed),
+            "exported_metric_points": self.exported_points.load(Ordering::Relaxed),
+            "dropped": self.dropped.load(Ordering::Relaxed),
+            "failed_exports": self.failed_exports.load(Ordering::Relaxed),
+            "last_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
+        })
+    }
+}
+
+/// (instance, probe, group).
+type CounterKey = (String, String, String);
+/// A counter's resource, location, start time (ns) and cumulative hits.
+struct CounterPoint(Arc<Resource>, String, u64, i64);
+
+struct Queue {
+    logs: VecDeque<(Arc<Resource>, String, LogRecord)>,
+    /// (instance, probe, group) → (resource, location, start ns, cumulative hits).
+    counters: BTreeMap<CounterKey, CounterPoint>,
+    closed: bool,
+    /// When the exporter started (start time of its own cumulative counters).
+    started: u64,
+}
+
+/// A running exporter: `submit` never blocks; a worker thread sends.
+pub struct OtlpExporter {
+    queue: Arc<(Mutex<Queue>, Condvar)>,
+    pub stats: Arc<ExportStats>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    resources: Mutex<HashMap<String, Arc<Resource>>>,
+    capacity: usize,
+}
+
+impl OtlpExporter {
+    pub fn start(config: OtlpConfig) -> OtlpExporter {
+        let queue = Arc::new((
+            Mutex::new(Queue {
+                logs: VecDeque::new(),
+                counters: BTreeMap::new(),
+                closed: false,
+                started: now_ns(),
+            }),
+            Condvar::new(),
+        ));
+        let stats = Arc::new(ExportStats::default());
+        let capacity = config.queue;
+        let worker = {
+            let (queue, stats) = (queue.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("periscope-otlp".into())
+                .spawn(move || run(config, &queue, &stats))
+                .ok()
+        };
+        OtlpExporter {
+            queue,
+            stats,
+            worker,
+            resources: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    fn resource(&self, instance: &Instance) -> Arc<Resource> {
+        let mut map = self.resources.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(instance.id.clone())
+            .or_insert_with(|| Arc::new(resource_of(instance)))
+            .clone()
+    }
+
+    /// Queues one event (the JSON shape of the API) from `instance`.
+    pub fn submit(&self, instance: &Instance, event: &Value) {
+        let resource = self.resource(instance);
+        let (lock, cv) = &*self.queue;
+        let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
+        if event["kind"] == "count" {
+            record_count(&mut q, resource, &instance.id, event);
+            return;
+        }
+        let Some(record) = log_record(event) else {
+            return;
+        };
+        if q.logs.len() >= self.capacity {
+            q.logs.pop_front();
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        let probe = event["probe"].as_str().unwrap_or("").to_string();
+        q.logs.push_back((resource, probe, record));
+        drop(q);
+        cv.notify_one();
+    }
+
+    /// Sends what is queued (waiting at most `wait`) and stops the worker.
+    pub fn shutdown(mut self, wait: Duration) {
+        {
+            let (lock, cv) = &*self.queue;
+            lock.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+            cv.notify_all();
+        }
+        if let Some(w) = self.worker.take() {
+            let deadline = Instant::now() + wait;
+            while !w.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn record_count(q: &mut Queue, resource: Arc<Resource>, instance: &str, event: &Value) {
+    let probe = event["probe"].as_str().unwrap_or("").to_string();
+    let location = event["location"].as_str().unwrap_or("").to_string();
+    let now = now_ns();
+    let mut set = |group: String, total: i64| {
+        let e = q
+            .counters
+            .entry((instance.to_string(), probe.clone(), group))
+            .or_insert_with(|| CounterPoint(resource.clone(), location.clone(), now, 0));
+        e.3 = total;
+    };
+    match event.get("groups").and_then(|g| g.as_object()) {
+        Some(groups) => {
+            for (k, v) in groups {
+                set(k.clone(), v.as_i64().unwrap_or(0));
+            }
+        }
+        None => set(String::new(), event["total"].as_i64().unwrap_or(0)),
+    }
+}
+
+/// The worker: sends log batches as they come and counters every metric interval; a failed
+/// batch is retried with backoff (1 s doubling to 30 s) while new records queue up (bounded).
+fn run(config: OtlpConfig, queue: &(Mutex<Queue>, Condvar), stats: &ExportStats) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            return;
+        }
+    };
+    let sender = Sender { config, rt };
+    let mut pending: Option<ExportLogsServiceRequest> = None;
+    let mut pending_count = 0u64;
+    let mut backoff = Duration::from_secs(1);
+    let mut retry_at: Option<Instant> = None;
+    let mut next_metrics = Instant::now() + sender.config.metric_interval;
+    loop {
+        let (lock, cv) = queue;
+        let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let wake = retry_at.unwrap_or(next_metrics).min(next_metrics);
+        while q.logs.is_empty() && !q.closed && Instant::now() < wake {
+            let left = wake.saturating_duration_since(Instant::now());
+            q = cv
+                .wait_timeout(q, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+            if pending.is_some() && retry_at.is_some_and(|r| Instant::now() < r) && !q.closed {
+                // Still backing off: new records wait in the queue.
+                continue;
+            }
+        }
+        let closing = q.closed;
+        if pending.is_none() && !q.logs.is_empty() {
+            let n = q.logs.len().min(1000);
+            let batch: Vec<_> = q.logs.drain(..n).collect();
+            pending_count = batch.len() as u64;
+            pending = Some(logs_request(batch));
+        }
+        let metrics =
+            (Instant::now() >= next_metrics || closing).then(|| metrics_request(&q, stats));
+        drop(q);
+        if let Some(req) = &pending {
+            if retry_at.is_none_or(|r| Instant::now() >= r || closing) {
+                match sender.logs(req) {
+                    Ok(()) => {
+                        stats
+                            .exported_logs
+                            .fetch_add(pending_count, Ordering::Relaxed);
+                        pending = None;
+                        retry_at = None;
+                        backoff = Duration::from_secs(1);
+                    }
+                    Err(e) => {
+                        stats.failed_exports.fetch_add(1, Ordering::Relaxed);
+                        *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        retry_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        }
+        if let Some((req, points)) = metrics {
+            next_metrics = Instant::now() + sender.config.metric_interval;
+            if points > 0 {
+                match sender.metrics(&req) {
+                    Ok(()) => {
+                        stats.exported_points.fetch_add(points, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        stats.failed_exports.fetch_add(1, Ordering::Relaxed);
+                        *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    }
+                }
+            }
+        }
+        if closing {
+            let empty = queue.0.lock().map(|q| q.logs.is_empty()).unwrap_or(true);
+            if pending.is_none() && empty {
+                return;
+            }
+            if pending.is_some() && retry_at.is_some() {
+                return; // the collector is away: do not hold up the exit
+            }
+        }
+    }
+}
+
+struct Sender {
+    config: OtlpConfig,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Sender {
+    fn logs(&self, req: &ExportLogsServiceRequest) -> Result<(), String> {
+        match self.config.protocol {
+            Protocol::Http => self.post(&self.config.http_url("logs"), req.encode_to_vec()),
+            Protocol::Grpc => self.rt.block_on(async {
+                use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+                let channel = self.channel().await?;
+                let mut client = LogsServiceClient::new(channel);
+                client
+                    .export(self.grpc_request(req.clone())?)
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| format!("OTLP gRPC logs export: {}", s.message()))
+            }),
+        }
+    }
+
+    fn metrics(&self, req: &ExportMetricsServiceRequest) -> Result<(), String> {
+        match self.config.protocol {
+            Protocol::Http => self.post(&self.config.http_url("metrics"), req.encode_to_vec()),
+            Protocol::Grpc => self.rt.block_on(async {
+                use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+                let channel = self.channel().await?;
+                let mut client = MetricsServiceClient::new(channel);
+                client
+                    .export(self.grpc_request(req.clone())?)
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| format!("OTLP gRPC metrics export: {}", s.message()))
+            }),
+        }
+    }
+
+    async fn channel(&self) -> Result<tonic::transport::Channel, String> {
+        tonic::transport::Endpoint::from_shared(self.config.endpoint.clone())
+            .map_err(|e| format!("bad OTLP endpoint: {e}"))?
+            .timeout(self.config.timeout)
+            .connect_timeout(self.config.timeout)
+            .connect()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot reach the OTLP collector at {}: {e}",
+                    self.config.endpoint
+                )
+            })
+    }
+
+    fn grpc_request<T>(&self, body: T) -> Result<tonic::Request<T>, String> {
+        let mut r = tonic::Request::new(body);
+        for (k, v) in &self.config.headers {
+            let key = tonic::metadata::MetadataKey::from_bytes(k.as_bytes())
+                .map_err(|e| format!("bad OTLP header name `{k}`: {e}"))?;
+            let value = v
+                .parse()
+                .map_err(|e| format!("bad OTLP header value for `{k}`: {e}"))?;
+            r.metadata_mut().insert(key, value);
+        }
+        Ok(r)
+    }
+
+    fn post(&self, url: &str, body: Vec<u8>) -> Result<(), String> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(self.config.timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = agent
+            .post(url)
+            .header("content-type", "application/x-protobuf");
+        for (k, v) in &self.config.headers {
+            req = req.header(k, v);
+        }
+        let resp = req
+            .send(&body[..])
+            .map_err(|e| format!("cannot reach the OTLP collector at {url}: {e}"))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the OTLP collector at {url} answered {}",
+                resp.status()
+            ))
+        }
+    }
+}
+
+fn logs_request(batch: Vec<(Arc<Resource>, String, LogRecord)>) -> ExportLogsServiceRequest {
+    let mut by_resource: Vec<(Arc<Resource>, Vec<LogRecord>)> = Vec::new();
+    for (res, _, rec) in batch {
+        match by_resource.iter_mut().find(|(r, _)| Arc::ptr_eq(r, &res)) {
+            Some((_, v)) => v.push(rec),
+            None => by_resource.push((res, vec![rec])),
+        }
+    }
+    ExportLogsServiceRequest {
+        resource_logs: by_resource
+            .into_iter()
+            .map(|(res, records)| ResourceLogs {
+                resource: Some((*res).clone()),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(scope()),
+                    log_records: records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// Cumulative counter points for every probe seen, plus the exporter's own counters (under the
+/// resource `service.name=periscope`); returns the request and its point count.
+fn metrics_request(q: &Queue, stats: &ExportStats) -> (ExportMetricsServiceRequest, u64) {
+    let now = now_ns();
+    let mut by_resource: Vec<(Arc<Resource>, Vec<NumberDataPoint>)> = Vec::new();
+    let mut points = 0;
+    for ((_, probe, group), CounterPoint(res, location, start, total)) in &q.counters {
+        let mut attributes = vec![
+            kv_str("periscope.probe.id", probe),
+            kv_str("periscope.probe.kind", "count"),
+        ];
+        let (file, line) = split_location(location);
+        if let Some(f) = file {
+            attributes.push(kv_str("code.file.path", f));
+        }
+        if let Some(l) = line {
+            attributes.push(kv_int("code.line.number", l));
+        }
+        if line.is_none() && !location.is_empty() {
+            attributes.push(kv_str("code.function.name", location));
+        }
+        if !group.is_empty() {
+            attributes.push(kv_str("periscope.group", group));
+        }
+        let point = NumberDataPoint {
+            attributes,
+            start_time_unix_nano: *start,
+            time_unix_nano: now,
+            value: Some(number_data_point::Value::AsInt(*total)),
+            ..Default::default()
+        };
+        points += 1;
+        match by_resource.iter_mut().find(|(r, _)| Arc::ptr_eq(r, res)) {
+            Some((_, v)) => v.push(point),
+            None => by_resource.push((res.clone(), vec![point])),
+        }
+    }
+    let own = |name: &str, description: &str, n: u64| Metric {
+        name: name.into(),
+        description: description.into(),
+        unit: "{record}".into(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: vec![NumberDataPoint {
+                start_time_unix_nano: q.started,
+                time_unix_nano: now,
+                value: Some(number_data_point::Value::AsInt(n as i64)),
+                ..Default::default()
+            }],
+            aggregation_temporality: 2,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    };
+    let own_metrics = ResourceMetrics {
+        resource: Some(Resource {
+            attributes: vec![kv_str("service.name", "periscope")],
+            ..Default::default()
+        }),
+        scope_metrics: vec![ScopeMetrics {
+            scope: Some(scope()),
+            metrics: vec![
+                own(
+                    "periscope.otlp.exported_logs",
+                    "Log records the collector accepted",
+                    stats.exported_logs.load(Ordering::Relaxed),
+                ),
+                own(
+                    "periscope.otlp.dropped",
+                    "Log records dropped because the export queue was full",
+                    stats.dropped.load(Ordering::Relaxed),
+                ),
+                own(
+                    "periscope.otlp.failed_exports",
+                    "Export requests that failed (retried with backoff)",
+                    stats.failed_exports.load(Ordering::Relaxed),
+                ),
+            ],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut resource_metrics = vec![own_metrics];
+    resource_metrics.extend(
+        by_resource
+            .into_iter()
+            .map(|(res, data_points)| ResourceMetrics {
+                resource: Some((*res).clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope()),
+                    metrics: vec![Metric {
+                        name: "periscope.probe.hits".into(),
+                        description: "Hits of a Periscope counter probe".into(),
+                        unit: "{hit}".into(),
+                        data: Some(metric::Data::Sum(Sum {
+                            data_points,
+                            // CUMULATIVE
+                            aggregation_temporality: 2,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+    );
+    let req = ExportMetricsServiceRequest { resource_metrics };
+    (req, points + 3)
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "periscope".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    }
+}
+
+/// The resource of an instance: semantic-convention names, then every tag.
+pub fn resource_of(i: &Instance) -> Resource {
+    let exe_name = std::path::Path::new(&i.executable)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| i.executable.clone());
+    let service = i.tags.get("service").cloned().unwrap_or(exe_name.clone());
+    let mut attributes = vec![
+        kv_str("service.name", &service),
+        kv_str("host.name", &i.host),
+        kv_int("process.pid", i.pid as i64),
+        kv_str("process.executable.name", &exe_name),
+        kv_str("process.executable.path", &i.executable),
+        kv_str("periscope.instance.id", &i.id),
+    ];
+    if let Some(b) = &i.build_id {
+        attributes.push(kv_str("process.executable.build_id.gnu", b));
+    }
+    for (k, v) in &i.tags {
+        if k != "service" && k != "host" {
+            attributes.push(kv_str(k, v));
+        }
+    }
+    Resource {
+        attributes,
+        ..Default::default()
+    }
+}
+
+/// One event as a LogRecord (None for kinds that are not logs).
+pub fn log_record(e: &Value) -> Option<LogRecord> {
+    let kind = e["kind"].as_str()?;
+    let time = e["ts"].as_str().and_then(parse_ns).unwrap_or_else(now_ns);
+    let mut attributes = vec![
+        kv_str("periscope.probe.id", e["probe"].as_str().unwrap_or("")),
+        kv_str(
+            "periscope.probe.kind",
+            if e.get("failure").is_some() {
+                "failures"
+            } else {
+                kind
+            },
+        ),
+    ];
+    if let Some(tid) = e["tid"].as_i64() {
+        attributes.push(kv_int("thread.id", tid));
+    }
+    let location = e["location"].as_str().unwrap_or("");
+    let (file, line) = split_location(location);
+    let top = &e["frames"][0];
+    let file = top["file"].as_str().or(file);
+    if let Some(f) = file {
+        attributes.push(kv_str("code.file.path", f));
+    }
+    if let Some(l) = line.or_else(|| top["line"].as_i64()) {
+        attributes.push(kv_int("code.line.number", l));
+    }
+    let function = e["function"].as_str().or_else(|| top["function"].as_str());
+    if let Some(f) = function {
+        attributes.push(kv_str("code.function.name", f));
+    }
+    let (severity, text, body) = match kind {
+        "log" => {
+            if let Some(values) = e["values"].as_object() {
+                for (expr, v) in values {
+                    attributes.push(KeyValue {
+                        key: format!("periscope.value.{expr}"),
+                        value: Some(any_of_value(v)),
+                        ..Default::default()
+                    });
+                }
+            }
+            (9, "INFO", string(e["message"].as_str().unwrap_or("")))
+        }
+        "snapshot" => {
+            let frames = e["frames"].as_array().cloned().unwrap_or_default();
+            let stack: Vec<String> = frames
+                .iter()
+                .map(|f| match (f["file"].as_str(), f["line"].as_i64()) {
+                    (Some(file), Some(line)) => {
+                        format!("{} at {file}:{line}", f["function"].as_str().unwrap_or("?"))
+                    }
+                    _ => f["function"].as_str().unwrap_or("?").to_string(),
+                })
+                .collect();
+            attributes.push(kv_str("code.stacktrace", &stack.join("\n")));
+            let mut body = vec![KeyValue {
+                key: "frames".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::ArrayValue(ArrayValue {
+                        values: frames.iter().map(frame_value).collect(),
+                    })),
+                }),
+                ..Default::default()
+            }];
+            if let Some(w) = e.get("watches").and_then(|w| w.as_object()) {
+                body.push(KeyValue {
+                    key: "watches".into(),
+                    value: Some(map_of(w.iter().map(|(k, v)| (k.clone(), any_of_value(v))))),
+                    ..Default::default()
+                });
+            }
+            let failure = e.get("failure");
+            if let Some(f) = failure {
+                let etype = f["signal"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| f["kind"].as_str().unwrap_or("failure").to_string());
+                attributes.push(kv_str("exception.type", &etype));
+                if let Some(m) = f["message"].as_str() {
+                    attributes.push(kv_str("exception.message", m));
+                }
+                if let Some(a) = f["address"].as_str() {
+                    attributes.push(kv_str("periscope.fault.address", a));
+                }
+            }
+            let severity = if failure.is_some() { 17 } else { 9 };
+            let text = if failure.is_some() { "ERROR" } else { "INFO" };
+            (
+                severity,
+                text,
+                AnyValue {
+                    value: Some(any_value::Value::KvlistValue(KeyValueList { values: body })),
+                },
+            )
+        }
+        "error" => (13, "WARN", string(e["error"].as_str().unwrap_or(""))),
+        _ => return None,
+    };
+    Some(LogRecord {
+        time_unix_nano: time,
+        observed_time_unix_nano: now_ns(),
+        severity_number: severity,
+        severity_text: text.into(),
+        body: Some(body),
+        attributes,
+        ..Default::default()
+    })
+}
+
+fn frame_value(f: &Value) -> AnyValue {
+    let mut m: Vec<(String, AnyValue)> = vec![(
+        "function".into(),
+        string(f["function"].as_str().unwrap_or("")),
+    )];
+    if let Some(file) = f["file"].as_str() {
+        m.push(("file".into(), string(file)));
+    }
+    if let Some(line) = f["line"].as_i64() {
+        m.push((
+            "line".into(),
+            AnyValue {
+                value: Some(any_value::Value::IntValue(line)),
+            },
+        ));
+    }
+    if let Some(vars) = f["variables"].as_object() {
+        m.push((
+            "variables".into(),
+            map_of(vars.iter().map(|(k, v)| (k.clone(), any_of_value(v)))),
+        ));
+    }
+    map_of(m.into_iter())
+}
+
+/// A Periscope value tree as an OTLP AnyValue: scalars as themselves, structs and enums as
+/// maps, lists as arrays, maps as arrays of {key, value}; pointers as what they point to.
+pub fn any_of_value(v: &Value) -> AnyValue {
+    let val = &v["value"];
+    let inner = match v["kind"].as_str().unwrap_or("") {
+        "int" => match val.as_i64() {
+            Some(i) => any_value::Value::IntValue(i),
+            None => any_value::Value::StringValue(json_text(val)),
+        },
+        "float" => any_value::Value::DoubleValue(val.as_f64().unwrap_or(f64::NAN)),
+        "bool" => any_value::Value::BoolValue(val.as_bool().unwrap_or(false)),
+        "char" | "string" => any_value::Value::StringValue(val.as_str().unwrap_or("").to_string()),
+        "struct" => {
+            return map_of(
+                v["fields"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, f)| (k.clone(), any_of_value(f))),
+            )
+        }
+        "enum" => {
+            let mut m = vec![(
+                "variant".to_string(),
+                string(v["variant"].as_str().unwrap_or("")),
+            )];
+            for (k, f) in v["fields"].as_object().into_iter().flatten() {
+                m.push((k.clone(), any_of_value(f)));
+            }
+            return map_of(m.into_iter());
+        }
+        "list" => any_value::Value::ArrayValue(ArrayValue {
+            values: v["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(any_of_value)
+                .collect(),
+        }),
+        "map" => any_value::Value::ArrayValue(ArrayValue {
+            values: v["entries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    map_of(
+                        [
+                            ("key".to_string(), any_of_value(&e["key"])),
+                            ("value".to_string(), any_of_value(&e["value"])),
+                        ]
+                        .into_iter(),
+                    )
+                })
+                .collect(),
+        }),
+        "pointer" => match v.get("target") {
+            Some(t) => return any_of_value(t),
+            None => any_value::Value::StringValue(v["address"].as_str().unwrap_or("").to_string()),
+        },
+        "function" => any_value::Value::StringValue(v["symbol"].as_str().unwrap_or("").to_string()),
+        "unit" => any_value::Value::StringValue("()".into()),
+        "redacted" => any_value::Value::StringValue("<redacted>".into()),
+        "unavailable" => any_value::Value::StringValue(format!(
+            "<unavailable: {}>",
+            v["reason"].as_str().unwrap_or("?")
+        )),
+        _ => any_value::Value::StringValue(json_text(v)),
+    };
+    AnyValue { value: Some(inner) }
+}
+
+fn json_text(v: &Value) -> String {
+    match v.as_str() {
+        Some(s) => s.to_string(),
+        None => v.to_string(),
+    }
+}
+
+fn map_of(entries: impl Iterator<Item = (String, AnyValue)>) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::KvlistValue(KeyValueList {
+            values: entries
+                .map(|(key, value)| KeyValue {
+                    key,
+                    value: Some(value),
+                    ..Default::default()
+                })
+                .collect(),
+        })),
+    }
+}
+
+fn string(s: &str) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::StringValue(s.to_string())),
+    }
+}
+
+fn kv_str(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(string(v)),
+        ..Default::default()
+    }
+}
+
+fn kv_int(k: &str, v: i64) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(v)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// `file.rs:42` → (file, line); a function name → (None, None).
+fn split_location(loc: &str) -> (Option<&str>, Option<i64>) {
+    match loc.rsplit_once(':') {
+        Some((f, l)) if !f.is_empty() && l.chars().all(|c| c.is_ascii_digit()) && !l.is_empty() => {
+            (Some(f), l.parse().ok())
+        }
+        _ => (None, None),
+    }
+}
+
+fn parse_ns(ts: &str) -> Option<u64> {
+    time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp_nanos().max(0) as u64)
+}
+
+fn now_ns() -> u64 {
+    time::OffsetDateTime::now_utc()
+        .unix_timestamp_nanos()
+        .max(0) as u64
+}
