@@ -250,7 +250,9 @@ fn logs_and_counters_reach_a_grpc_collector_with_resource_and_attributes() {
                             assert!(sum.is_monotonic);
                             assert_eq!(sum.aggregation_temporality, 2);
                             for p in &sum.data_points {
-                                if str_attr(&p.attributes, "periscope.probe.id") == counter.id {
+                                if attr(&p.attributes, "periscope.probe.id")
+                                    == Some(&any_value::Value::StringValue(counter.id.clone()))
+                                {
                                     if let Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(n)) = p.value {
                                         if n > 0 {
                                             return Some(n);
