@@ -93,6 +93,26 @@ pub struct NewProbe {
     pub budget_ms: Option<u64>,
 }
 
+impl NewProbe {
+    /// A probe of `kind` at `location` on `target`, everything else left to the defaults.
+    pub fn new(kind: ProbeKind, target: &str, location: &str) -> NewProbe {
+        NewProbe {
+            kind,
+            target: target.to_string(),
+            location: location.to_string(),
+            template: None,
+            condition: None,
+            watch: Vec::new(),
+            by: None,
+            ttl_seconds: None,
+            max_hits: None,
+            rate_limit: None,
+            frames: None,
+            budget_ms: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeLifecycle {
@@ -447,18 +467,8 @@ mod tests {
     #[test]
     fn probe_json_is_flat() {
         let p = NewProbe {
-            kind: ProbeKind::Log,
-            target: "service=ledger".into(),
-            location: "main.rs:3".into(),
             template: Some("x={x}".into()),
-            condition: None,
-            watch: vec![],
-            by: None,
-            ttl_seconds: None,
-            max_hits: None,
-            rate_limit: None,
-            frames: None,
-            budget_ms: None,
+            ..NewProbe::new(ProbeKind::Log, "service=ledger", "main.rs:3")
         };
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["kind"], "log");

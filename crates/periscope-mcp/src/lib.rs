@@ -557,18 +557,11 @@ impl Periscope {
             Err(e) => return Ok(bad_args("add_log", e)),
         };
         let spec = NewProbe {
-            kind: ProbeKind::Log,
-            target: a.target,
-            location: a.location,
             template: Some(a.template),
             condition: a.condition,
-            watch: vec![],
-            by: None,
             ttl_seconds: a.ttl_seconds,
             max_hits: a.max_hits,
-            rate_limit: None,
-            frames: None,
-            budget_ms: None,
+            ..NewProbe::new(ProbeKind::Log, &a.target, &a.location)
         };
         self.place(&ctx, spec).await
     }
@@ -586,18 +579,11 @@ impl Periscope {
             Err(e) => return Ok(bad_args("add_snapshot", e)),
         };
         let spec = NewProbe {
-            kind: ProbeKind::Snapshot,
-            target: a.target,
-            location: a.location,
-            template: None,
             condition: a.condition,
             watch: a.watch,
-            by: None,
             ttl_seconds: a.ttl_seconds,
             max_hits: Some(a.max_hits.unwrap_or(1)),
-            rate_limit: None,
-            frames: None,
-            budget_ms: None,
+            ..NewProbe::new(ProbeKind::Snapshot, &a.target, &a.location)
         };
         self.place(&ctx, spec).await
     }
@@ -615,18 +601,11 @@ impl Periscope {
             Err(e) => return Ok(bad_args("add_counter", e)),
         };
         let spec = NewProbe {
-            kind: ProbeKind::Count,
-            target: a.target,
-            location: a.location,
-            template: None,
             condition: a.condition,
-            watch: vec![],
             by: a.by,
             ttl_seconds: a.ttl_seconds,
             max_hits: a.max_hits,
-            rate_limit: None,
-            frames: None,
-            budget_ms: None,
+            ..NewProbe::new(ProbeKind::Count, &a.target, &a.location)
         };
         self.place(&ctx, spec).await
     }
@@ -712,18 +691,8 @@ impl Periscope {
             Err(e) => return Ok(bad_args("watch_failures", e)),
         };
         let spec = NewProbe {
-            kind: ProbeKind::Failures,
-            target: a.target,
-            location: "panics and fatal signals".into(),
-            template: None,
-            condition: None,
-            watch: vec![],
-            by: None,
             ttl_seconds: a.duration_seconds,
-            max_hits: None,
-            rate_limit: None,
-            frames: None,
-            budget_ms: None,
+            ..NewProbe::new(ProbeKind::Failures, &a.target, "panics and fatal signals")
         };
         self.place(&ctx, spec).await
     }

@@ -126,10 +126,32 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiErro
     })
 }
 
-struct Request {
+/// What every handler starts from: the state, the request's headers (for the token) and the
+/// client's address (for the audit log).
+pub struct Request {
     state: Arc<AppState>,
     headers: HeaderMap,
     remote: SocketAddr,
+}
+
+impl axum::extract::FromRequestParts<Arc<AppState>> for Request {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let remote = parts
+            .extensions
+            .get::<ConnectInfo<Peer>>()
+            .map(|c| c.0 .0)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Ok(Request {
+            state: state.clone(),
+            headers: parts.headers.clone(),
+            remote,
+        })
+    }
 }
 
 impl Request {
@@ -138,30 +160,12 @@ impl Request {
     }
 }
 
-async fn openapi(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
+async fn openapi(r: Request) -> ApiResult {
     r.caller(Role::Viewer, "openapi.read").await?;
     Ok(([("content-type", "application/json")], OPENAPI).into_response())
 }
 
-async fn status(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
+async fn status(r: Request) -> ApiResult {
     r.caller(Role::Viewer, "status.read").await?;
     let s = &r.state;
     let (last_seq, bytes) = db(s, |st| Ok(st.event_totals())).await?;
@@ -188,17 +192,7 @@ struct ListQuery {
     all: bool,
 }
 
-async fn list_probes(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> ApiResult {
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
+async fn list_probes(r: Request, Query(q): Query<ListQuery>) -> ApiResult {
     r.caller(Role::Viewer, "probe.list").await?;
     let probes = db(&r.state, move |s| s.probes(q.all)).await?;
     ok(json!({ "probes": probes }))
@@ -345,17 +339,7 @@ pub async fn place_probe(
     Ok(probe)
 }
 
-async fn add_probe(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
+async fn add_probe(r: Request, body: Bytes) -> ApiResult {
     let caller = r.caller(Role::Operator, "probe.add").await?;
     let spec: NewProbe = parse_body(&body)?;
     let probe = place_probe(&r.state, &caller, spec).await?;
@@ -429,18 +413,7 @@ struct ShowQuery {
     settle_ms: Option<u64>,
 }
 
-async fn show_probe(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<ShowQuery>,
-) -> ApiResult {
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
+async fn show_probe(r: Request, Path(id): Path<String>, Query(q): Query<ShowQuery>) -> ApiResult {
     r.caller(Role::Viewer, "probe.show").await?;
     let wait = Duration::from_millis(q.settle_ms.unwrap_or(0).min(60_000));
     let probe = settled_probe(&r.state, &id, wait).await?;
@@ -490,17 +463,7 @@ pub async fn delete_probe(
     find_probe(state, id).await
 }
 
-async fn remove_probe(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
+async fn remove_probe(r: Request, Path(id): Path<String>) -> ApiResult {
     let caller = r.caller(Role::Operator, "probe.remove").await?;
     let probe = delete_probe(&r.state, &caller, &id).await?;
     let probe = with_instances(&r.state, probe).await?;
@@ -552,17 +515,10 @@ pub async fn probe_events_page(
 }
 
 async fn probe_events(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
+    r: Request,
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> ApiResult {
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
     r.caller(Role::Viewer, "event.list").await?;
     let events = probe_events_page(&r.state, &id, q.since.as_deref(), q.after, q.limit).await?;
     ok(json!({ "events": events }))
@@ -617,18 +573,7 @@ pub async fn wait_for(
     raw_events(&events)
 }
 
-async fn wait_events(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
-) -> ApiResult {
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
+async fn wait_events(r: Request, Path(id): Path<String>, Query(q): Query<WaitQuery>) -> ApiResult {
     r.caller(Role::Viewer, "event.wait").await?;
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(30_000).min(600_000));
     let events = wait_for(&r.state, &id, q.after, q.count.unwrap_or(1), timeout).await?;
@@ -642,21 +587,12 @@ struct StreamQuery {
 
 /// Live events as server-sent events (`id:` is the event's `seq`). A client that reconnects
 /// with `Last-Event-ID` first gets what it missed from the store.
-async fn stream_events(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Query(q): Query<StreamQuery>,
-) -> ApiResult {
-    let last_id: Option<i64> = headers
+async fn stream_events(r: Request, Query(q): Query<StreamQuery>) -> ApiResult {
+    let last_id: Option<i64> = r
+        .headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
     r.caller(Role::Viewer, "event.stream").await?;
     if let Some(p) = &q.probe {
         find_probe(&r.state, p).await?;
@@ -729,16 +665,7 @@ pub async fn list_instances(
     Ok(db(state, move |s| s.instances(store::now_ms(), offline, false)).await?)
 }
 
-async fn instances(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
+async fn instances(r: Request) -> ApiResult {
     r.caller(Role::Viewer, "instance.list").await?;
     let list = list_instances(&r.state).await?;
     ok(json!({ "instances": list }))
@@ -746,17 +673,7 @@ async fn instances(
 
 // ---- tokens and audit ---------------------------------------------------------------------
 
-async fn create_token(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
+async fn create_token(r: Request, body: Bytes) -> ApiResult {
     let caller = r.caller(Role::Admin, "token.create").await?;
     let new: NewToken = parse_body(&body)?;
     let name = new.name.trim().to_string();
@@ -809,32 +726,13 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(json!({ "token": shown }))).into_response())
 }
 
-async fn list_tokens(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
+async fn list_tokens(r: Request) -> ApiResult {
     r.caller(Role::Admin, "token.list").await?;
     let tokens = db(&r.state, |s| s.tokens()).await?;
     ok(json!({ "tokens": tokens }))
 }
 
-async fn revoke_token(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> ApiResult {
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
+async fn revoke_token(r: Request, Path(name): Path<String>) -> ApiResult {
     let caller = r.caller(Role::Admin, "token.revoke").await?;
     let now = periscope_core::event::now_rfc3339();
     let (n2, now2) = (name.clone(), now.clone());
@@ -856,17 +754,7 @@ struct AuditQuery {
     limit: Option<usize>,
 }
 
-async fn audit(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Query(q): Query<AuditQuery>,
-) -> ApiResult {
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
+async fn audit(r: Request, Query(q): Query<AuditQuery>) -> ApiResult {
     r.caller(Role::Admin, "audit.read").await?;
     let since = match &q.since {
         Some(s) => Some(store::parse_rfc3339_ms(s).ok_or_else(|| {
@@ -884,17 +772,7 @@ async fn audit(
 
 // ---- agents -------------------------------------------------------------------------------
 
-async fn agent_report(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
+async fn agent_report(r: Request, body: Bytes) -> ApiResult {
     r.caller(Role::Agent, "agent.report").await?;
     let report: AgentReport = parse_body(&body)?;
     let state = &r.state;
@@ -942,17 +820,7 @@ struct DesiredQuery {
 
 /// The probes that apply to an agent's instances. With `version`, waits (up to `wait_ms`) until
 /// the desired state may have changed: a long poll, so agents learn of a new probe at once.
-async fn agent_desired(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Query(q): Query<DesiredQuery>,
-) -> ApiResult {
-    let r = Request {
-        state,
-        headers,
-        remote,
-    };
+async fn agent_desired(r: Request, Query(q): Query<DesiredQuery>) -> ApiResult {
     r.caller(Role::Agent, "agent.desired").await?;
     let state = &r.state;
     let mut rx = state.version.subscribe();

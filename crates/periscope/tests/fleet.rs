@@ -19,18 +19,8 @@ fn settle_line() -> String {
 
 fn log_probe(target: &str, template: &str) -> NewProbe {
     NewProbe {
-        kind: ProbeKind::Log,
-        target: target.into(),
-        location: settle_line(),
         template: Some(template.into()),
-        condition: None,
-        watch: vec![],
-        by: None,
-        ttl_seconds: None,
-        max_hits: None,
-        rate_limit: None,
-        frames: None,
-        budget_ms: None,
+        ..NewProbe::new(ProbeKind::Log, target, &settle_line())
     }
 }
 
@@ -584,18 +574,9 @@ fn a_failures_probe_captures_a_panic_on_an_instance_and_the_program_still_fails(
     let admin = server.admin();
     let probe = admin
         .add_probe(&NewProbe {
-            kind: ProbeKind::Failures,
-            target: inst.clone(),
-            location: String::new(),
-            template: None,
-            condition: None,
-            watch: vec![],
-            by: None,
             ttl_seconds: Some(120),
-            max_hits: None,
-            rate_limit: None,
             frames: Some(2),
-            budget_ms: None,
+            ..NewProbe::new(ProbeKind::Failures, &inst, "")
         })
         .expect("add");
     let settled = admin

@@ -121,20 +121,11 @@ fn mcp_probes_are_capped_per_token() {
     let (server, _agent, mut target) = fleet("mcp-cap");
     let token = server.token("operator", "greedy");
     let client = periscope_client::Client::new(&server.url, Some(token), "mcp");
-    let spec = periscope_core::api::NewProbe {
-        kind: periscope_core::api::ProbeKind::Count,
-        target: "service=ledger".into(),
-        location: format!("ledger.rs:{}", settle_line()),
-        template: None,
-        condition: None,
-        watch: vec![],
-        by: None,
-        ttl_seconds: None,
-        max_hits: None,
-        rate_limit: None,
-        frames: None,
-        budget_ms: None,
-    };
+    let spec = periscope_core::api::NewProbe::new(
+        periscope_core::api::ProbeKind::Count,
+        "service=ledger",
+        &format!("ledger.rs:{}", settle_line()),
+    );
     for _ in 0..10 {
         client.add_probe(&spec).expect("within the cap");
     }

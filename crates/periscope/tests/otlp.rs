@@ -151,19 +151,10 @@ fn records(r: &Received, probe: &str) -> Vec<(Vec<KeyValue>, LogRecord)> {
 }
 
 fn probe(kind: ProbeKind, template: Option<&str>) -> NewProbe {
+    let location = format!("ledger.rs:{}", probe_line("ledger.rs", "settle-total") + 1);
     NewProbe {
-        kind,
-        target: "service=ledger".into(),
-        location: format!("ledger.rs:{}", probe_line("ledger.rs", "settle-total") + 1),
         template: template.map(str::to_string),
-        condition: None,
-        watch: vec![],
-        by: None,
-        ttl_seconds: None,
-        max_hits: None,
-        rate_limit: None,
-        frames: None,
-        budget_ms: None,
+        ..NewProbe::new(kind, "service=ledger", &location)
     }
 }
 
