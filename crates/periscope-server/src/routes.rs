@@ -606,22 +606,9 @@ async fn stream_events(r: Request, Query(q): Query<StreamQuery>) -> ApiResult {
             Some(id) => id,
             None => db(&state, |s| Ok(s.event_totals().0)).await.unwrap_or(0),
         };
-        let send = |e: &StoredEvent| Event::default().id(e.seq.to_string()).data(e.body.clone());
-        // Replay what the client missed, page by page, then follow the live feed.
-        loop {
-            let p = probe.clone();
-            let page = db(&state, move |s| s.events(p.as_deref(), last, None, 1000))
-                .await
-                .unwrap_or_default();
-            for e in &page {
-                if tx.send(Ok(send(e))).await.is_err() {
-                    return;
-                }
-                last = e.seq;
-            }
-            if page.len() < 1000 {
-                break;
-            }
+        // Replay what the client missed, then follow the live feed.
+        if !send_stored(&state, probe.as_deref(), &mut last, &tx).await {
+            return;
         }
         loop {
             match live.recv().await {
@@ -630,20 +617,14 @@ async fn stream_events(r: Request, Query(q): Query<StreamQuery>) -> ApiResult {
                         continue;
                     }
                     last = e.seq;
-                    if tx.send(Ok(send(&e))).await.is_err() {
+                    if tx.send(Ok(sse_event(&e))).await.is_err() {
                         return;
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
-                    let p = probe.clone();
-                    let page = db(&state, move |s| s.events(p.as_deref(), last, None, 10_000))
-                        .await
-                        .unwrap_or_default();
-                    for e in &page {
-                        if tx.send(Ok(send(e))).await.is_err() {
-                            return;
-                        }
-                        last = e.seq;
+                    // Fell behind the live feed: catch up from the store.
+                    if !send_stored(&state, probe.as_deref(), &mut last, &tx).await {
+                        return;
                     }
                 }
                 Err(RecvError::Closed) => return,
@@ -654,6 +635,35 @@ async fn stream_events(r: Request, Query(q): Query<StreamQuery>) -> ApiResult {
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+fn sse_event(e: &StoredEvent) -> Event {
+    Event::default().id(e.seq.to_string()).data(e.body.clone())
+}
+
+/// Sends the stored events after `*last` (of `probe`, or all), page by page, moving `*last`.
+/// False when the client has gone.
+async fn send_stored(
+    state: &Arc<AppState>,
+    probe: Option<&str>,
+    last: &mut i64,
+    tx: &tokio::sync::mpsc::Sender<Result<Event, Infallible>>,
+) -> bool {
+    loop {
+        let (p, after) = (probe.map(str::to_string), *last);
+        let page = db(state, move |s| s.events(p.as_deref(), after, None, 1000))
+            .await
+            .unwrap_or_default();
+        for e in &page {
+            if tx.send(Ok(sse_event(e))).await.is_err() {
+                return false;
+            }
+            *last = e.seq;
+        }
+        if page.len() < 1000 {
+            return true;
+        }
+    }
 }
 
 // ---- instances ----------------------------------------------------------------------------

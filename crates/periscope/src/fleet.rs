@@ -506,6 +506,18 @@ pub fn audit(remote: &Remote, since: Option<&str>, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `--tag K=V` flags as a map.
+fn parse_tags(tags: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    tags.iter()
+        .map(|t| {
+            t.split_once('=')
+                .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow!("bad --tag `{t}`: expected KEY=VALUE, e.g. service=ledger"))
+        })
+        .collect()
+}
+
 /// Waits for SIGINT, SIGTERM or SIGHUP (blocked in every thread by `block_signals`).
 fn wait_for_signal() -> Option<nix::sys::signal::Signal> {
     use nix::sys::signal::{SigSet, Signal};
@@ -715,12 +727,7 @@ pub fn mcp(remote: &Remote, args: McpArgs) -> Result<()> {
                 exes: args.exes,
             },
         );
-        for t in &args.tags {
-            let (k, v) = t
-                .split_once('=')
-                .ok_or_else(|| anyhow!("bad --tag `{t}`: expected KEY=VALUE"))?;
-            agent.tags.insert(k.to_string(), v.to_string());
-        }
+        agent.tags = parse_tags(&args.tags)?;
         agent.count_interval = Duration::from_secs(2);
         let (agent_stop, agent_rx) = std::sync::mpsc::channel();
         let mut version = state_version.subscribe();
@@ -788,13 +795,7 @@ pub fn agent(remote: &Remote, args: AgentArgs) -> Result<()> {
             exes: args.exes,
         },
     );
-    for t in &args.tags {
-        let (k, v) = t
-            .split_once('=')
-            .filter(|(k, v)| !k.is_empty() && !v.is_empty())
-            .ok_or_else(|| anyhow!("bad --tag `{t}`: expected KEY=VALUE, e.g. service=ledger"))?;
-        config.tags.insert(k.to_string(), v.to_string());
-    }
+    config.tags = parse_tags(&args.tags)?;
     if let Some(h) = args.host {
         config.id = format!("{h}-agent-{}", std::process::id());
         config.host = h;
