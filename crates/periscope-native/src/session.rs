@@ -796,9 +796,19 @@ impl Engine {
     }
 
     fn install(&mut self) -> Result<(), NativeError> {
+        // Leftovers are removed and every scratch area the initial probes need is mapped in one
+        // stop of the leader: a thread is held once, however many objects are probed.
+        let objects: HashSet<usize> = self
+            .probes
+            .iter()
+            .flat_map(|p| p.sites.iter().map(|s| s.object))
+            .collect();
         let mut recovered = 0;
         self.with_stopped_leader(|engine, tid| {
             recovered = engine.recover_leftovers(tid)?;
+            for &o in &objects {
+                engine.allocate_scratch(tid, o)?;
+            }
             Ok(())
         })?;
         self.recovered = recovered;
@@ -1011,18 +1021,30 @@ impl Engine {
                     event: PTRACE_EVENT_STOP,
                     ..
                 }) => break 0,
+                // Any other ptrace-stop that comes first satisfies the interrupt (ptrace(2)): no
+                // PTRACE_EVENT_STOP follows it, so after resuming from one we interrupt again.
                 Some(Stop::Signal {
                     signal: SIGTRAP, ..
-                }) if !self.breakpoints.is_empty() => {
-                    // A breakpoint hit came first: handle it; our interrupt stop follows.
+                }) if !self.breakpoints.is_empty() || !self.retired.is_empty() => {
+                    // A breakpoint hit came first: handle it, then stop the thread again.
                     self.on_trap(tid);
+                    let _ = process::interrupt(tid);
                 }
                 Some(Stop::Signal { signal, .. }) => {
                     // A signal arrived first: we hold it, and deliver it when we resume.
                     break signal;
                 }
-                Some(Stop::Event { .. }) => {
-                    let _ = process::cont(tid, 0);
+                Some(Stop::Event { event, signal, .. }) => {
+                    // Inside clone/fork/exec: no syscall may be injected there (its result
+                    // would land on top of ours). Record what it created, let it finish the
+                    // call, and stop it again.
+                    if let Some(reason) = self.on_event(tid, event, signal) {
+                        return Err(NativeError::Io {
+                            what: "stop the target".into(),
+                            source: std::io::Error::other(format!("{reason:?}")),
+                        });
+                    }
+                    let _ = process::interrupt(tid);
                 }
                 Some(Stop::Exited { .. }) | Some(Stop::Killed { .. }) => {
                     self.threads.remove(&tid);
