@@ -751,3 +751,42 @@ fn a_bad_certificate_file_is_a_clear_startup_error() {
         "{err}"
     );
 }
+
+#[test]
+fn probes_come_and_go_while_the_target_spawns_threads_nonstop() {
+    // The leader starts two threads every few milliseconds: stopping it to map a scratch page
+    // often lands inside clone(), whose event stop answers the interrupt (regression: the
+    // engine could wait forever for a second stop; this churn makes that window likely).
+    let dir = test_dir("churn");
+    let server = Server::start(&dir, 0);
+    let agent_token = server.token("agent", "agent");
+    let mut t = Target::start(&ledger_debug(), &["20", "2"]);
+    let _agent = Agent::start(
+        &server,
+        &agent_token,
+        &["--pid", &t.pid.to_string(), "--tag", "service=churn"],
+    );
+    instance_of(&server, t.pid);
+    let admin = server.admin();
+    for round in 0..30 {
+        let p = admin
+            .add_probe(&log_probe("service=churn", "total={total}"))
+            .expect("add");
+        let settled = admin
+            .settled_probe(&p.id, Duration::from_secs(30))
+            .expect("show");
+        assert_eq!(
+            settled.instances[0].state,
+            InstallState::Installed,
+            "round {round}: {settled:?}"
+        );
+        admin
+            .wait_for_events(&p.id, None, 1, Duration::from_secs(30))
+            .expect("a hit");
+        admin.remove_probe(&p.id).expect("rm");
+        eventually("detached", || {
+            (t.status_field("TracerPid:") == "0").then_some(())
+        });
+    }
+    t.assert_untouched();
+}
