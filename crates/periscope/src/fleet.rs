@@ -781,7 +781,8 @@ pub fn agent(remote: &Remote, args: AgentArgs) -> Result<()> {
         bail!("say what to watch: --pid PID or --exe NAME (both repeatable)");
     }
     let client = remote.client("agent")?;
-    let token = match std::env::var("PERISCOPE_TOKEN").ok().or(remote.token.clone()) {
+    // --token, then PERISCOPE_TOKEN (clap reads it into the flag), then the config file.
+    let token = match remote.token.clone() {
         Some(t) => t,
         None => config_file()
             .and_then(|f| f.token)
