@@ -599,3 +599,65 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         .ok()
         .map(unix_ms)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn temp_store(name: &str) -> Store {
+        let dir =
+            std::env::temp_dir().join(format!("periscope-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Store::open(&dir.join("p.db")).unwrap()
+    }
+
+    fn event(ts: &str, n: usize) -> serde_json::Value {
+        json!({"kind": "log", "probe": "p1", "instance": "i", "ts": ts, "message": "x".repeat(n)})
+    }
+
+    #[test]
+    fn retention_drops_old_events_then_the_oldest_beyond_the_size_limit() {
+        let mut s = temp_store("retention");
+        let old = event("2020-01-01T00:00:00Z", 10);
+        let now = periscope_core::event::now_rfc3339();
+        let mut batch = vec![old.clone(), old];
+        batch.extend((0..3000).map(|_| event(&now, 100)));
+        s.insert_events(batch).unwrap();
+        let cutoff = parse_rfc3339_ms("2021-01-01T00:00:00Z").unwrap();
+        let dropped = s.prune_events(cutoff, i64::MAX).unwrap();
+        assert_eq!(dropped, 2, "the two old events go by age");
+        let (_, bytes) = s.event_totals();
+        let limit = bytes / 2;
+        s.prune_events(cutoff, limit).unwrap();
+        let (_, left) = s.event_totals();
+        assert!(left <= limit, "{left} > {limit}");
+        // The newest are kept: the last sequence number is still there.
+        let last = s.events(Some("p1"), 3001, None, 10).unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].seq, 3002);
+    }
+
+    #[test]
+    fn the_audit_log_refuses_changes_and_deletions() {
+        let s = temp_store("audit");
+        s.audit(&AuditEntry {
+            id: 0,
+            ts: periscope_core::event::now_rfc3339(),
+            actor: "admin".into(),
+            action: "probe.add".into(),
+            target: "p1".into(),
+            outcome: "ok".into(),
+            remote: "127.0.0.1:1".into(),
+            via: "cli".into(),
+            detail: serde_json::Value::Null,
+        })
+        .unwrap();
+        let upd = s.conn.execute("UPDATE audit SET actor = 'mallory'", []);
+        assert!(upd.unwrap_err().to_string().contains("append-only"));
+        let del = s.conn.execute("DELETE FROM audit", []);
+        assert!(del.unwrap_err().to_string().contains("append-only"));
+        assert_eq!(s.audit_since(None, 10).unwrap()[0].actor, "admin");
+    }
+}
