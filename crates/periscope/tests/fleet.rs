@@ -790,3 +790,37 @@ fn probes_come_and_go_while_the_target_spawns_threads_nonstop() {
     }
     t.assert_untouched();
 }
+
+#[test]
+fn a_restarted_agent_reinstalls_its_probes() {
+    let dir = test_dir("agent-restart");
+    let server = Server::start(&dir, 0);
+    let agent_token = server.token("agent", "agent");
+    let mut t = Target::start(&ledger_debug(), &["2000", "2"]);
+    let pid = t.pid.to_string();
+    let args = ["--pid", pid.as_str(), "--tag", "service=phoenix"];
+    let mut first = Agent::start(&server, &agent_token, &args);
+    instance_of(&server, t.pid);
+    let admin = server.admin();
+    let mut spec = log_probe("service=phoenix", "total={total}");
+    spec.budget_ms = Some(10_000); // not paused for overhead on this busy line
+    let p = admin.add_probe(&spec).expect("add");
+    let before = admin
+        .wait_for_events(&p.id, None, 3, Duration::from_secs(30))
+        .expect("events");
+    first.stop(); // SIGTERM: the agent takes its probes out and goes
+    eventually("detached", || {
+        (t.status_field("TracerPid:") == "0").then_some(())
+    });
+    let _second = Agent::start(&server, &agent_token, &args);
+    let last = before.last().and_then(|e| e["seq"].as_i64());
+    let resumed = admin
+        .wait_for_events(&p.id, last, 3, Duration::from_secs(60))
+        .expect("events from the new agent");
+    assert_eq!(resumed.len(), 3, "the probe was installed again");
+    admin.remove_probe(&p.id).expect("rm");
+    eventually("detached", || {
+        (t.status_field("TracerPid:") == "0").then_some(())
+    });
+    t.assert_untouched();
+}
