@@ -479,6 +479,20 @@ struct EventsQuery {
     limit: Option<usize>,
 }
 
+/// A `since` query parameter as milliseconds since the epoch.
+fn since_param(since: Option<&str>) -> Result<Option<i64>, ApiError> {
+    since
+        .map(|s| {
+            store::parse_rfc3339_ms(s).ok_or_else(|| {
+                ApiError::bad(
+                    "since",
+                    format!("`{s}` is not an RFC 3339 time such as 2026-11-22T10:00:00Z"),
+                )
+            })
+        })
+        .transpose()
+}
+
 fn raw_events(events: &[StoredEvent]) -> Result<Vec<Value>, ApiError> {
     events
         .iter()
@@ -496,15 +510,7 @@ pub async fn probe_events_page(
     limit: Option<usize>,
 ) -> Result<Vec<Value>, ApiError> {
     find_probe(state, id).await?;
-    let since_ms = match since {
-        Some(s) => Some(store::parse_rfc3339_ms(s).ok_or_else(|| {
-            ApiError::bad(
-                "since",
-                format!("`{s}` is not an RFC 3339 time such as 2026-11-22T10:00:00Z"),
-            )
-        })?),
-        None => None,
-    };
+    let since_ms = since_param(since)?;
     let limit = limit.unwrap_or(100).clamp(1, 10_000);
     let id = id.to_string();
     let events = db(state, move |s| {
@@ -766,15 +772,7 @@ struct AuditQuery {
 
 async fn audit(r: Request, Query(q): Query<AuditQuery>) -> ApiResult {
     r.caller(Role::Admin, "audit.read").await?;
-    let since = match &q.since {
-        Some(s) => Some(store::parse_rfc3339_ms(s).ok_or_else(|| {
-            ApiError::bad(
-                "since",
-                format!("`{s}` is not an RFC 3339 time such as 2026-11-22T10:00:00Z"),
-            )
-        })?),
-        None => None,
-    };
+    let since = since_param(q.since.as_deref())?;
     let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
     let entries = db(&r.state, move |s| s.audit_since(since, limit)).await?;
     ok(json!({ "entries": entries }))
