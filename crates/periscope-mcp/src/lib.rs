@@ -11,11 +11,16 @@
 use periscope_client::{Client, ClientError, EventQuery};
 use periscope_core::api::{InstallState, NewProbe, ProbeKind};
 use periscope_native::Target;
+use rmcp::handler::server::router::prompt::PromptRouter;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::PromptMessage;
 use rmcp::model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig};
 use rmcp::service::RequestContext;
-use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
+use rmcp::{
+    prompt, prompt_handler, prompt_router, tool, tool_handler, tool_router, ErrorData, RoleServer,
+    ServerHandler,
+};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -73,6 +78,7 @@ type TargetCache = Arc<Mutex<HashMap<(String, Option<String>), Target>>>;
 #[derive(Clone)]
 pub struct Periscope {
     tool_router: ToolRouter<Self>,
+    prompt_router: PromptRouter<Self>,
     backend: Backend,
     /// Indexed binaries by (executable, build id): reading one is the slow part of a lookup.
     targets: TargetCache,
@@ -251,6 +257,7 @@ impl Periscope {
     pub fn new(backend: Backend) -> Periscope {
         Periscope {
             tool_router: Self::tool_router(),
+            prompt_router: Self::prompt_router(),
             backend,
             targets: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -800,10 +807,54 @@ fn events_result(probe: &str, events: Vec<Value>, after: Option<i64>) -> CallToo
     tool_ok(json!({ "events": events, "next_cursor": next }), summary)
 }
 
+#[derive(Deserialize, JsonSchema)]
+pub struct InvestigateArgs {
+    /// What goes wrong, in the user's words (an error message, a wrong total, a slow request).
+    pub symptom: String,
+    /// Which instances: tags such as `service=ledger` or an instance id (optional).
+    pub target: Option<String>,
+}
+
+#[prompt_router]
+impl Periscope {
+    #[prompt(
+        name = "investigate",
+        description = "Walk through investigating a live problem with evidence from the running process: find the code, read it, place a snapshot, wait, explain."
+    )]
+    async fn investigate(&self, Parameters(a): Parameters<InvestigateArgs>) -> Vec<PromptMessage> {
+        let target = a
+            .target
+            .map(|t| format!(" on `{t}`"))
+            .unwrap_or_else(|| " (call list_instances to pick the target)".into());
+        vec![PromptMessage::new_text(
+            rmcp::model::Role::User,
+            format!(
+                "Investigate this problem in the running service{target}: {}\n\n\
+                 1. list_instances to see what runs, with its tags and language.\n\
+                 2. find_functions with words from the symptom to locate the code.\n\
+                 3. read_source around the function; note the lines marked instrumentable.\n\
+                 4. add_snapshot at the line where the wrong value should be visible (add a \
+                 condition to catch only the bad case), or watch_failures for crashes.\n\
+                 5. wait_for_events, then read the variables in the event's frames.\n\
+                 6. Explain the cause from the captured values, citing them; remove_probe when \
+                 done. Probes never change what the program does.",
+                a.symptom
+            ),
+        )]
+    }
+}
+
 #[tool_handler(router = self.tool_router)]
+#[prompt_handler(router = self.prompt_router)]
 impl ServerHandler for Periscope {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .build(),
+        )
+        .with_instructions(
             "Periscope shows what live processes are doing, without restarting them. To investigate: \
              list_instances; find_functions to locate the code; read_source to see its lines and which \
              are instrumentable; add_snapshot (or add_log/add_counter) at a line; wait_for_events; read \

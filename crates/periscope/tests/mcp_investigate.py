@@ -54,6 +54,12 @@ async def investigate(session, cfg):
         check(tools[name].description, f"tool {name} has a description")
     check("probe_id" in json.dumps(field(tools["wait_for_events"], "input_schema", "inputSchema")), "schema names probe_id")
 
+    prompts = await session.list_prompts()
+    check(any(p.name == "investigate" for p in prompts.prompts), "the investigate prompt is listed")
+    walk = await session.get_prompt("investigate", {"symptom": "the fee looks wrong"})
+    check("wait_for_events" in str(walk.messages) and "the fee looks wrong" in str(walk.messages),
+          walk.messages)
+
     r = await call(session, "list_instances", {})
     check(not r.isError, f"list_instances: {text_of(r)}")
     instances = r.structuredContent["instances"]
