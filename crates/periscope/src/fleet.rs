@@ -441,6 +441,38 @@ pub fn instances(remote: &Remote, json: bool) -> Result<()> {
     Ok(())
 }
 
+pub fn status(remote: &Remote, json: bool) -> Result<()> {
+    let s = remote.client("cli")?.status()?;
+    if json {
+        return print_json(&s);
+    }
+    let n = |v: &serde_json::Value| v.as_u64().or(v.as_i64().map(|i| i as u64)).unwrap_or(0);
+    println!("events ingested:       {}", n(&s["events_ingested"]));
+    println!("last event seq:        {}", n(&s["last_event_seq"]));
+    println!("stored event bytes:    {}", n(&s["stored_event_bytes"]));
+    println!("dropped by agents:     {}", n(&s["agent_dropped_events"]));
+    match s.get("otlp").filter(|o| !o.is_null()) {
+        Some(o) => {
+            println!(
+                "OTLP: exported {} log records and {} metric points; dropped {}; failed exports {}{}",
+                n(&o["exported_logs"]),
+                n(&o["exported_metric_points"]),
+                n(&o["dropped"]),
+                n(&o["failed_exports"]),
+                o["last_error"]
+                    .as_str()
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            );
+        }
+        None => println!("OTLP: not configured"),
+    }
+    if let Some(seq) = s["jsonl_last_seq"].as_i64() {
+        println!("JSON lines: written up to seq {seq}");
+    }
+    Ok(())
+}
+
 pub fn token(remote: &Remote, cmd: TokenCommand) -> Result<()> {
     let client = remote.client("cli")?;
     match cmd {

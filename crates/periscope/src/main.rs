@@ -168,6 +168,13 @@ enum Command {
         #[command(flatten)]
         remote: fleet::Remote,
     },
+    /// The server's counters: events ingested and stored, agent drops, export progress and drops.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: fleet::Remote,
+    },
     /// Processes the agents watch.
     Instances {
         #[arg(long)]
@@ -235,6 +242,7 @@ fn main() {
             | Command::Tail { .. }
             | Command::Events { .. }
             | Command::Instances { .. }
+            | Command::Status { .. }
             | Command::Token { .. }
             | Command::Audit { .. }
             | Command::Lines { .. }
@@ -339,6 +347,7 @@ fn run(cli: Cli) -> Result<()> {
             remote,
         } => fleet::events(&remote, &id, since.as_deref(), limit, json),
         Command::Instances { json, remote } => fleet::instances(&remote, json),
+        Command::Status { json, remote } => fleet::status(&remote, json),
         Command::Token { command, remote } => fleet::token(&remote, command),
         Command::Audit {
             since,
