@@ -173,7 +173,7 @@ type CounterKey = (String, String, String);
 struct CounterPoint(Arc<Resource>, String, u64, i64);
 
 struct Queue {
-    logs: VecDeque<(Arc<Resource>, String, LogRecord)>,
+    logs: VecDeque<(Arc<Resource>, LogRecord)>,
     /// (instance, probe, group) → (resource, location, start ns, cumulative hits).
     counters: BTreeMap<CounterKey, CounterPoint>,
     closed: bool,
@@ -242,8 +242,7 @@ impl OtlpExporter {
             q.logs.pop_front();
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        let probe = event["probe"].as_str().unwrap_or("").to_string();
-        q.logs.push_back((resource, probe, record));
+        q.logs.push_back((resource, record));
         drop(q);
         cv.notify_one();
     }
@@ -307,17 +306,19 @@ fn run(config: OtlpConfig, queue: &(Mutex<Queue>, Condvar), stats: &ExportStats)
     loop {
         let (lock, cv) = queue;
         let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let wake = retry_at.unwrap_or(next_metrics).min(next_metrics);
-        while q.logs.is_empty() && !q.closed && Instant::now() < wake {
+        // Work is: a new batch to take (none in flight), a retry or metrics falling due, or
+        // closing. While a failed batch backs off, newly queued records are not work: they wait
+        // (woken by them, the loop would spin until the retry).
+        let wake = match retry_at {
+            Some(r) if pending.is_some() => r.min(next_metrics),
+            _ => next_metrics,
+        };
+        while !q.closed && (pending.is_some() || q.logs.is_empty()) && Instant::now() < wake {
             let left = wake.saturating_duration_since(Instant::now());
             q = cv
                 .wait_timeout(q, left)
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
-            if pending.is_some() && retry_at.is_some_and(|r| Instant::now() < r) && !q.closed {
-                // Still backing off: new records wait in the queue.
-                continue;
-            }
         }
         let closing = q.closed;
         if pending.is_none() && !q.logs.is_empty() {
@@ -467,16 +468,23 @@ impl Sender {
     }
 }
 
-fn logs_request(batch: Vec<(Arc<Resource>, String, LogRecord)>) -> ExportLogsServiceRequest {
-    let mut by_resource: Vec<(Arc<Resource>, Vec<LogRecord>)> = Vec::new();
-    for (res, _, rec) in batch {
-        match by_resource.iter_mut().find(|(r, _)| Arc::ptr_eq(r, &res)) {
-            Some((_, v)) => v.push(rec),
-            None => by_resource.push((res, vec![rec])),
+/// Items grouped by the resource (instance) they belong to, in first-seen order.
+fn group_by_resource<T>(
+    items: impl IntoIterator<Item = (Arc<Resource>, T)>,
+) -> Vec<(Arc<Resource>, Vec<T>)> {
+    let mut groups: Vec<(Arc<Resource>, Vec<T>)> = Vec::new();
+    for (res, item) in items {
+        match groups.iter_mut().find(|(r, _)| Arc::ptr_eq(r, &res)) {
+            Some((_, v)) => v.push(item),
+            None => groups.push((res, vec![item])),
         }
     }
+    groups
+}
+
+fn logs_request(batch: Vec<(Arc<Resource>, LogRecord)>) -> ExportLogsServiceRequest {
     ExportLogsServiceRequest {
-        resource_logs: by_resource
+        resource_logs: group_by_resource(batch)
             .into_iter()
             .map(|(res, records)| ResourceLogs {
                 resource: Some((*res).clone()),
@@ -495,7 +503,7 @@ fn logs_request(batch: Vec<(Arc<Resource>, String, LogRecord)>) -> ExportLogsSer
 /// resource `service.name=periscope`); returns the request and its point count.
 fn metrics_request(q: &Queue, stats: &ExportStats) -> (ExportMetricsServiceRequest, u64) {
     let now = now_ns();
-    let mut by_resource: Vec<(Arc<Resource>, Vec<NumberDataPoint>)> = Vec::new();
+    let mut with_resource: Vec<(Arc<Resource>, NumberDataPoint)> = Vec::new();
     let mut points = 0;
     for ((_, probe, group), CounterPoint(res, location, start, total)) in &q.counters {
         let mut attributes = vec![
@@ -523,10 +531,7 @@ fn metrics_request(q: &Queue, stats: &ExportStats) -> (ExportMetricsServiceReque
             ..Default::default()
         };
         points += 1;
-        match by_resource.iter_mut().find(|(r, _)| Arc::ptr_eq(r, res)) {
-            Some((_, v)) => v.push(point),
-            None => by_resource.push((res.clone(), vec![point])),
-        }
+        with_resource.push((res.clone(), point));
     }
     let own = |name: &str, description: &str, n: u64| Metric {
         name: name.into(),
@@ -573,30 +578,28 @@ fn metrics_request(q: &Queue, stats: &ExportStats) -> (ExportMetricsServiceReque
         ..Default::default()
     };
     let mut resource_metrics = vec![own_metrics];
-    resource_metrics.extend(
-        by_resource
-            .into_iter()
-            .map(|(res, data_points)| ResourceMetrics {
-                resource: Some((*res).clone()),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(scope()),
-                    metrics: vec![Metric {
-                        name: "periscope.probe.hits".into(),
-                        description: "Hits of a Periscope counter probe".into(),
-                        unit: "{hit}".into(),
-                        data: Some(metric::Data::Sum(Sum {
-                            data_points,
-                            // CUMULATIVE
-                            aggregation_temporality: 2,
-                            is_monotonic: true,
-                        })),
-                        ..Default::default()
-                    }],
+    resource_metrics.extend(group_by_resource(with_resource).into_iter().map(
+        |(res, data_points)| ResourceMetrics {
+            resource: Some((*res).clone()),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(scope()),
+                metrics: vec![Metric {
+                    name: "periscope.probe.hits".into(),
+                    description: "Hits of a Periscope counter probe".into(),
+                    unit: "{hit}".into(),
+                    data: Some(metric::Data::Sum(Sum {
+                        data_points,
+                        // CUMULATIVE
+                        aggregation_temporality: 2,
+                        is_monotonic: true,
+                    })),
                     ..Default::default()
                 }],
                 ..Default::default()
-            }),
-    );
+            }],
+            ..Default::default()
+        },
+    ));
     let req = ExportMetricsServiceRequest { resource_metrics };
     (req, points + 3)
 }
