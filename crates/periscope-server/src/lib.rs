@@ -308,8 +308,8 @@ pub async fn ingest(
     }
     let otlp_copy = state.exports.otlp_stats.is_some().then(|| events.clone());
     let st = state.clone();
-    let stored = tokio::task::spawn_blocking(move || {
-        let mut store = st.store.lock().unwrap_or_else(|p| p.into_inner());
+    // The file is written inside the store task, under its lock: in `seq` order.
+    let stored = db(state, move |store| {
         let stored = store.insert_events(events)?;
         if let Some(j) = &st.exports.jsonl {
             let mut j = j.lock().unwrap_or_else(|p| p.into_inner());
@@ -320,10 +320,9 @@ pub async fn ingest(
                 }
             }
         }
-        Ok::<_, StoreError>(stored)
+        Ok(stored)
     })
-    .await
-    .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))?;
+    .await?;
     if let Some(copies) = otlp_copy {
         let otlp = state.exports.otlp.lock().unwrap_or_else(|p| p.into_inner());
         let instances = state

@@ -98,10 +98,18 @@ impl Server {
 
     /// A new token of `role`, made with `periscope token create`.
     pub fn token(&self, role: &str, name: &str) -> String {
-        let out = self.cli(
-            &self.admin,
-            &["token", "create", "--role", role, "--name", name],
-        );
+        self.token_with(role, name, &[])
+    }
+
+    /// Like [`Server::token`], against an HTTPS server with a private CA.
+    pub fn token_with_ca(&self, role: &str, name: &str, ca: &str) -> String {
+        self.token_with(role, name, &["--ca-cert", ca])
+    }
+
+    fn token_with(&self, role: &str, name: &str, extra: &[&str]) -> String {
+        let mut args = vec!["token", "create", "--role", role, "--name", name];
+        args.extend_from_slice(extra);
+        let out = self.cli(&self.admin, &args);
         super::assert_success(&out);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let lines: Vec<&str> = text.lines().collect();
@@ -112,28 +120,6 @@ impl Server {
         );
         assert!(lines[0].starts_with("psk_"), "{text}");
         lines[0].to_string()
-    }
-
-    /// Like [`Server::token`], against an HTTPS server with a private CA.
-    pub fn token_with_ca(&self, role: &str, name: &str, ca: &str) -> String {
-        let out = super::periscope()
-            .args([
-                "token",
-                "create",
-                "--role",
-                role,
-                "--name",
-                name,
-                "--ca-cert",
-                ca,
-            ])
-            .env("PERISCOPE_SERVER", &self.url)
-            .env("PERISCOPE_TOKEN", &self.admin)
-            .env("PERISCOPE_CONFIG", self.dir.join("no-config.toml"))
-            .output()
-            .expect("run periscope");
-        super::assert_success(&out);
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     pub fn kill(&mut self) {
