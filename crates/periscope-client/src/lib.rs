@@ -146,6 +146,15 @@ impl Client {
         format!("{}/api/v1{path}", self.base)
     }
 
+    /// Adds what every request carries: the surface (for the audit log) and the bearer token.
+    fn identify<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        let req = req.header("x-periscope-via", &self.via);
+        match &self.token {
+            Some(t) => req.header("authorization", format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
     fn unreachable(&self, e: impl std::fmt::Display) -> ClientError {
         ClientError::Unreachable {
             url: self.base.clone(),
@@ -167,11 +176,7 @@ impl Client {
             .read_to_string()
             .map_err(|e| self.unreachable(e))?;
         if status >= 400 {
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or(text);
-            return Err(ClientError::Status { status, message });
+            return Err(status_error(status, text));
         }
         serde_json::from_str(&text).map_err(|e| ClientError::Decode {
             what: what.to_string(),
@@ -185,13 +190,7 @@ impl Client {
         query: &[(&str, String)],
         timeout: Option<Duration>,
     ) -> Result<T, ClientError> {
-        let mut req = self
-            .http
-            .get(self.url(path))
-            .header("x-periscope-via", &self.via);
-        if let Some(t) = &self.token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
+        let mut req = self.identify(self.http.get(self.url(path)));
         for (k, v) in query {
             req = req.query(*k, v);
         }
@@ -209,24 +208,16 @@ impl Client {
         body: Option<&impl serde::Serialize>,
     ) -> Result<T, ClientError> {
         let url = self.url(path);
-        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let result = match method {
-            "DELETE" => {
-                let mut req = self.http.delete(&url).header("x-periscope-via", &self.via);
-                if let Some(a) = &auth {
-                    req = req.header("authorization", a);
-                }
-                req.config()
-                    .timeout_global(Some(Duration::from_secs(30)))
-                    .build()
-                    .call()
-            }
+            "DELETE" => self
+                .identify(self.http.delete(&url))
+                .config()
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .call(),
             _ => {
-                let mut req = self.http.post(&url).header("x-periscope-via", &self.via);
-                if let Some(a) = &auth {
-                    req = req.header("authorization", a);
-                }
-                let req = req
+                let req = self
+                    .identify(self.http.post(&url))
                     .config()
                     .timeout_global(Some(Duration::from_secs(30)))
                     .build();
@@ -385,13 +376,8 @@ impl Client {
         last_id: Option<i64>,
     ) -> Result<impl Iterator<Item = StreamedEvent>, ClientError> {
         let mut req = self
-            .http
-            .get(self.url("/events/stream"))
-            .header("x-periscope-via", &self.via)
+            .identify(self.http.get(self.url("/events/stream")))
             .header("accept", "text/event-stream");
-        if let Some(t) = &self.token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
         if let Some(p) = probe {
             req = req.query("probe", p);
         }
@@ -402,17 +388,22 @@ impl Client {
         let status = response.status().as_u16();
         if status >= 400 {
             let text = response.body_mut().read_to_string().unwrap_or_default();
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or(text);
-            return Err(ClientError::Status { status, message });
+            return Err(status_error(status, text));
         }
         let reader = std::io::BufReader::new(response.into_body().into_reader());
         Ok(SseEvents {
             lines: reader.lines(),
         })
     }
+}
+
+/// An error answer: the server's `{"error": …}` message, or the body as it is.
+fn status_error(status: u16, text: String) -> ClientError {
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or(text);
+    ClientError::Status { status, message }
 }
 
 /// Parses `text/event-stream`: `id:` and `data:` lines, an empty line ends an event.
