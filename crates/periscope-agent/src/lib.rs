@@ -20,7 +20,7 @@ use periscope_core::api::{
     StatusReport,
 };
 use periscope_core::redact::Redactor;
-use periscope_native::session::{Budget, EngineEvent, ProbeState, Tallies, WatchSignals};
+use periscope_native::probe::{Budget, EngineEvent, ProbeState, Tallies, WatchSignals};
 use periscope_native::values::Limits;
 use periscope_native::{Action, ProbeSpec, Session, SessionOptions, Target};
 use std::collections::{BTreeMap, HashMap};
@@ -756,7 +756,7 @@ fn report_count(outbox: &Outbox, info: &Instance, run: &mut ProbeRun, tallies: O
         for ((_, key), n) in &t.counts {
             *groups.entry(key.clone().unwrap_or_default()).or_default() += n;
         }
-        (t.hits - t.rate_dropped.min(t.hits), groups)
+        (t.hits, groups)
     };
     let interval = run.last_count.elapsed();
     run.last_count = Instant::now();

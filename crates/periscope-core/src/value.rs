@@ -337,7 +337,7 @@ impl fmt::Display for Value {
                     write!(f, "{v}")?;
                 }
                 if *truncated {
-                    write!(f, ", …")?;
+                    write!(f, "{}…", if items.is_empty() { "" } else { ", " })?;
                 }
                 write!(f, "]")
             }
@@ -352,7 +352,7 @@ impl fmt::Display for Value {
                     write!(f, "{}: {}", e.key, e.value)?;
                 }
                 if *truncated {
-                    write!(f, ", …")?;
+                    write!(f, "{}…", if entries.is_empty() { "" } else { ", " })?;
                 }
                 write!(f, "}}")
             }
@@ -390,6 +390,10 @@ fn write_fields(
     truncated: bool,
 ) -> fmt::Result {
     let (open, close) = if tuple { ("(", ")") } else { (" { ", " }") };
+    if fields.0.is_empty() && truncated {
+        // Cut at the depth limit before any field: the type, and that it was cut.
+        return write!(f, "{name}{}", if tuple { "(…)" } else { " {…}" });
+    }
     write!(f, "{name}{open}")?;
     for (i, (n, v)) in fields.0.iter().enumerate() {
         if i > 0 {
@@ -455,6 +459,32 @@ mod tests {
             v.to_string(),
             "Account { owner: \"owner-1\", balance: 8591, big: 340282366920938463463374607431768211455 }"
         );
+    }
+
+    #[test]
+    fn values_cut_at_the_depth_limit_show_their_type_and_the_cut() {
+        let cut = Value::Struct {
+            ty: Some("shop::Item".into()),
+            fields: Fields::default(),
+            truncated: true,
+        };
+        assert_eq!(cut.to_string(), "Item {…}");
+        let list = Value::List {
+            ty: Some("alloc::vec::Vec<u8>".into()),
+            len: 4,
+            items: Vec::new(),
+            truncated: true,
+        };
+        assert_eq!(list.to_string(), "[…]");
+        let outer = Value::Struct {
+            ty: Some("shop::Order".into()),
+            fields: Fields(vec![
+                ("item".into(), cut),
+                ("n".into(), Value::int("u8", 1)),
+            ]),
+            truncated: false,
+        };
+        assert_eq!(outer.to_string(), "Order { item: Item {…}, n: 1 }");
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub enum NativeError {
 
     #[error("the target process exited")]
     TargetExited,
+
+    #[error("interrupted by {signal} while attaching; the target was left as it was")]
+    Interrupted { signal: String },
 }
 
 impl NativeError {

@@ -218,6 +218,7 @@ impl<'a> Evaluator<'a> {
             frame_base: None,
             unknown_regs: self.frame.unknown_regs,
             caller: self.frame.caller,
+            target: self.frame.target,
         };
         Some(Ev::Place {
             place: frame.eval_location(expr),

@@ -18,7 +18,8 @@
 //! 0x0020  entries: { address u64, original byte u64 } × MAX_ENTRIES
 //! 0x3FE0  a `struct sigaction` for SIG_DFL (all zero)
 //! 0x4000  the handler, then the restorer (rt_sigreturn)
-//! 0x4200  out-of-line instruction slots
+//! 0x4200  a system-call stub (see `engine::remote`), used when no padding is free
+//! 0x4600  out-of-line instruction slots
 //! ```
 //! The handler is assembled with iced-x86's code assembler: there is no crate that ships a
 //! position-specific signal trampoline, and it is a dozen instructions.
@@ -31,7 +32,8 @@ pub const COUNT_OFFSET: u64 = 0x18;
 pub const ENTRIES_OFFSET: u64 = 0x20;
 pub const DEFAULT_ACTION_OFFSET: u64 = 0x3fe0;
 pub const HANDLER_OFFSET: u64 = 0x4000;
-pub const SLOTS_OFFSET: u64 = 0x4200;
+pub const STUB_OFFSET: u64 = 0x4200;
+pub const SLOTS_OFFSET: u64 = 0x4600;
 pub const MAX_ENTRIES: u64 = (DEFAULT_ACTION_OFFSET - ENTRIES_OFFSET) / 16;
 
 /// Offset of the saved RIP in the `ucontext_t` a SA_SIGINFO handler receives (x86-64:
@@ -39,6 +41,7 @@ pub const MAX_ENTRIES: u64 = (DEFAULT_ACTION_OFFSET - ENTRIES_OFFSET) / 16;
 const UC_RIP: i32 = 40 + 16 * 8;
 
 /// The kernel's `struct sigaction` for rt_sigaction(2).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct KernelSigaction {
     pub handler: u64,
     pub flags: u64,
@@ -168,7 +171,7 @@ mod tests {
     #[test]
     fn handler_fits_before_the_slots() {
         let (code, restorer) = handler_code(0x7f00_0000_0000).unwrap();
-        assert!((code.len() as u64) < SLOTS_OFFSET - HANDLER_OFFSET);
+        assert!((code.len() as u64) < STUB_OFFSET - HANDLER_OFFSET);
         assert!(restorer > 0x7f00_0000_0000 + HANDLER_OFFSET);
         let a = handler_action(0x1000, restorer);
         let back = KernelSigaction::from_bytes(&a.to_bytes()).unwrap();

@@ -4,29 +4,8 @@
 use crate::index::scope::Var;
 use crate::index::{ObjectIndex, R};
 use crate::process::{dwarf_reg, Memory, Regs};
+use crate::target::Target;
 use gimli::{EvaluationResult, Location, Reader as _};
-
-/// How to compute the canonical frame address at one code address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CfaRule {
-    RegOffset { reg: u16, offset: i64 },
-}
-
-impl CfaRule {
-    pub fn eval(&self, regs: &Regs) -> Option<u64> {
-        match *self {
-            CfaRule::RegOffset { reg, offset } => {
-                dwarf_reg(regs, reg).map(|v| v.wrapping_add(offset as u64))
-            }
-        }
-    }
-}
-
-/// The CFA rule at a file address, from `.eh_frame` or `.debug_frame`. Computed once per probe
-/// site, so the per-hit cost is one addition.
-pub fn cfa_rule(index: &ObjectIndex, file_pc: u64) -> Option<CfaRule> {
-    crate::unwind::rules_at(index, file_pc).map(|(cfa, _)| cfa)
-}
 
 /// Where a value is: in target memory, or already in hand (registers, constants, pieces).
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +30,23 @@ pub struct Frame<'a> {
     /// A caller frame: its pc is a return address, so scopes and location lists are looked up
     /// at the call instruction before it.
     pub caller: bool,
+    /// The process's objects, to find this frame's caller when a value is only known where the
+    /// caller passed it (`DW_OP_entry_value`, `DW_OP_GNU_parameter_ref`). `None`: not looked for.
+    pub target: Option<&'a Target>,
 }
+
+/// What an entry value asks the caller for.
+#[derive(Debug, Clone, Copy)]
+enum Argument {
+    /// The argument passed in this register (`DW_OP_entry_value(DW_OP_regN)`).
+    Register(u16),
+    /// The argument for this parameter DIE (`DW_OP_GNU_parameter_ref`), a .debug_info offset.
+    Parameter(usize),
+}
+
+/// DWARF numbers of the registers a call may clobber (System V x86-64): rax, rdx, rcx, rsi,
+/// rdi, r8–r11.
+const CALLER_SAVED: [u16; 9] = [0, 1, 2, 4, 5, 8, 9, 10, 11];
 
 /// Bounds evaluation of one DWARF expression (a malformed one must not spin).
 const MAX_EVAL_STEPS: usize = 64;
@@ -81,6 +76,9 @@ impl Frame<'_> {
     /// The place of a variable at this frame's pc.
     pub fn var_place(&self, var: &Var) -> Place {
         let Some(loc) = &var.location else {
+            if let Some(bytes) = &var.const_value {
+                return Place::Bytes(bytes.clone());
+            }
             return Place::Unavailable(periscope_core::value::OPTIMIZED_OUT.into());
         };
         match self.expression_for(loc) {
@@ -191,10 +189,39 @@ impl Frame<'_> {
                     // x86-64 TLS (variant II): the thread pointer is fs_base.
                     eval.resume_with_tls(self.regs.fs_base.wrapping_add(offset))
                 }
-                EvaluationResult::RequiresEntryValue(_) => {
-                    return Place::Unavailable(periscope_core::value::OPTIMIZED_OUT.into())
+                EvaluationResult::RequiresEntryValue(e) => {
+                    let Some(reg) = crate::index::callsite::single_register(&e) else {
+                        return Place::Unavailable(
+                            "DW_OP_entry_value of an expression other than a register is not supported".into(),
+                        );
+                    };
+                    match self.argument(Argument::Register(reg)) {
+                        Ok(v) => eval.resume_with_entry_value(gimli::Value::Generic(v)),
+                        Err(why) => return Place::Unavailable(why),
+                    }
                 }
-                _ => return Place::Unavailable("unsupported location expression".into()),
+                EvaluationResult::RequiresParameterRef(offset) => {
+                    let Some(start) = self.index.units.get(self.unit as usize).map(|u| u.start)
+                    else {
+                        return Place::Unavailable("no unit".into());
+                    };
+                    match self.argument(Argument::Parameter(start + offset.0)) {
+                        Ok(v) => eval.resume_with_parameter_ref(v),
+                        Err(why) => return Place::Unavailable(why),
+                    }
+                }
+                EvaluationResult::RequiresAtLocation(_) => {
+                    return Place::Unavailable("DW_OP_call* is not supported".into())
+                }
+                EvaluationResult::RequiresBaseType(_) => {
+                    return Place::Unavailable(
+                        "DW_OP_*_type (typed DWARF stack) is not supported".into(),
+                    )
+                }
+                EvaluationResult::RequiresIndexedAddress { .. } => {
+                    return Place::Unavailable("DW_OP_addrx is not supported".into())
+                }
+                _ => return Place::Unavailable("a WebAssembly location is not supported".into()),
             };
         }
         let pieces = eval.result();
@@ -276,4 +303,144 @@ impl Frame<'_> {
             ),
         }
     }
+
+    /// The value an argument had at the call into this frame, read where the caller passed it:
+    /// the caller's `DW_AT_call_value` for it, evaluated in the caller's frame with the
+    /// registers the unwinder recovered. Registers a call may clobber are taken from this
+    /// frame only while no instruction before the pc wrote them (at the function's entry they
+    /// still hold what the caller set); otherwise they are unknown, never guessed.
+    fn argument(&self, wanted: Argument) -> Result<u64, String> {
+        let target = self
+            .target
+            .ok_or("the value is only known at the call site (entry value)")?;
+        if self.caller {
+            return Err("entry values are read for the innermost frame only".into());
+        }
+        let frames = crate::unwind::unwind(target, self.mem, &self.regs, 2);
+        let caller = frames.get(1).ok_or(
+            "the value is only known at the call site, and the caller could not be unwound",
+        )?;
+        let ret = caller.pc();
+        let (_, obj) = target
+            .object_at(ret.wrapping_sub(1))
+            .ok_or("the caller is in no known object")?;
+        let ret_file = ret.wrapping_sub(obj.bias);
+        let params = obj.index.call_site_params(ret_file);
+        let param = params
+            .iter()
+            .find(|p| match wanted {
+                Argument::Register(r) => p.register == Some(r),
+                Argument::Parameter(d) => p.parameter == Some(d),
+            })
+            .ok_or("the value is only known at the call site, which does not record it")?;
+        let mut regs = caller.regs;
+        let mut unknown = caller.unknown;
+        let kept = self.untouched_since_entry();
+        for r in CALLER_SAVED {
+            if kept & (1 << r) != 0 {
+                if let Some(v) = dwarf_reg(&self.regs, r) {
+                    crate::process::set_dwarf_reg(&mut regs, r, v);
+                    unknown &= !(1 << r);
+                }
+            }
+        }
+        let unit = obj
+            .index
+            .unit_at(ret_file.wrapping_sub(1))
+            .ok_or("the caller has no debug info")?;
+        let frame_base = obj
+            .index
+            .scopes(unit)
+            .ok()
+            .and_then(|s| s.visible_at(ret_file.wrapping_sub(1)))
+            .and_then(|v| v.frame_base);
+        let frame = Frame {
+            index: &obj.index,
+            bias: obj.bias,
+            unit,
+            mem: self.mem,
+            regs,
+            tid: self.tid,
+            cfa: caller.cfa,
+            frame_base,
+            unknown_regs: unknown,
+            caller: true,
+            target: None,
+        };
+        // A call value is a computed value: the stack's top is the argument itself.
+        match frame.eval_location(param.value.clone()) {
+            Place::Memory(v) => Ok(v),
+            Place::Bytes(b) => {
+                let mut w = [0u8; 8];
+                let n = b.len().min(8);
+                w[..n].copy_from_slice(&b[..n]);
+                Ok(u64::from_le_bytes(w))
+            }
+            Place::Unavailable(why) => Err(format!("at the call site: {why}")),
+        }
+    }
+
+    /// Bit n set: caller-saved DWARF register n still holds its value from the function's
+    /// entry, because the straight-line code from the entry to the pc never writes it.
+    fn untouched_since_entry(&self) -> u64 {
+        use iced_x86::{Decoder, DecoderOptions, FlowControl, InstructionInfoFactory};
+        let pc = self.file_pc();
+        let Some(f) = self.index.function_at(pc) else {
+            return 0;
+        };
+        let len = pc.wrapping_sub(f.low_pc);
+        if len > 256 {
+            return 0;
+        }
+        let mut code = vec![0u8; len as usize];
+        if self
+            .mem
+            .read(f.low_pc.wrapping_add(self.bias), &mut code)
+            .is_err()
+        {
+            return 0;
+        }
+        let mut all: u64 = CALLER_SAVED.iter().fold(0, |m, r| m | (1 << r));
+        let mut decoder = Decoder::with_ip(64, &code, f.low_pc, DecoderOptions::NONE);
+        let mut info = InstructionInfoFactory::new();
+        while decoder.can_decode() {
+            let i = decoder.decode();
+            // A breakpoint of ours or a branch: the path from the entry is not known.
+            if i.is_invalid() || code.get((i.ip() - f.low_pc) as usize) == Some(&0xcc) {
+                return 0;
+            }
+            if i.flow_control() != FlowControl::Next {
+                return 0;
+            }
+            for used in info.info(&i).used_registers() {
+                if matches!(
+                    used.access(),
+                    iced_x86::OpAccess::Read | iced_x86::OpAccess::CondRead
+                ) {
+                    continue;
+                }
+                if let Some(r) = dwarf_number(used.register().full_register()) {
+                    all &= !(1 << r);
+                }
+            }
+        }
+        all
+    }
+}
+
+/// The DWARF number of a general register (System V x86-64), for the caller-saved ones.
+fn dwarf_number(r: iced_x86::Register) -> Option<u16> {
+    use iced_x86::Register;
+    Some(match r {
+        Register::RAX => 0,
+        Register::RDX => 1,
+        Register::RCX => 2,
+        Register::RSI => 4,
+        Register::RDI => 5,
+        Register::R8 => 8,
+        Register::R9 => 9,
+        Register::R10 => 10,
+        Register::R11 => 11,
+        _ => return None,
+    })
 }

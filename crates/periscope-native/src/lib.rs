@@ -2,17 +2,23 @@
 //! breakpoints with out-of-line stepping, and reads variables into typed values.
 //!
 //! Layers, bottom up: [`index`] (one ELF file's lines, functions, scopes, types), [`target`]
-//! (a process's objects and biases; locations to addresses), [`process`] (ptrace and memory),
-//! [`trap`] (breakpoints), [`frame`] (CFA and variable locations), [`values`] (bytes to values),
-//! [`eval`] (expressions), and [`session`] (the tracer thread that ties them together).
+//! (a process's objects and biases; locations to addresses), [`maps`] (`/proc/PID/maps`),
+//! [`process`] (ptrace and memory), [`trap`] (breakpoints), [`unwind`] (CFI), [`frame`]
+//! (variable locations), [`values`] (bytes to values), [`eval`] (expressions), [`probe`] (the
+//! probe model), [`resolve`] (probes checked against the index), `engine` (the tracer thread's
+//! state machine) and [`session`] (the handle the surfaces hold).
 
 mod cpp_std;
+mod engine;
 pub mod error;
 pub mod eval;
 pub mod failsafe;
 pub mod frame;
 pub mod index;
+pub mod maps;
+pub mod probe;
 pub mod process;
+pub mod resolve;
 mod rust_std;
 pub mod session;
 pub mod target;
@@ -20,8 +26,8 @@ pub mod trap;
 pub mod unwind;
 pub mod values;
 
+pub use engine::watchdog::WATCHDOG_EXIT;
 pub use error::NativeError;
-pub use session::{
-    block_signals, Action, EndReason, EngineEvent, ProbeSpec, Session, SessionOptions,
-};
+pub use probe::{Action, EndReason, EngineEvent, ProbeSpec, SessionOptions};
+pub use session::{block_signals, Session};
 pub use target::Target;

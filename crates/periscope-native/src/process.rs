@@ -294,6 +294,31 @@ pub fn dwarf_reg(regs: &Regs, reg: u16) -> Option<u64> {
     })
 }
 
+/// Sets DWARF register `reg` (the numbering of [`dwarf_reg`]); other numbers are ignored.
+pub fn set_dwarf_reg(regs: &mut Regs, reg: u16, v: u64) {
+    let r = match reg {
+        0 => &mut regs.rax,
+        1 => &mut regs.rdx,
+        2 => &mut regs.rcx,
+        3 => &mut regs.rbx,
+        4 => &mut regs.rsi,
+        5 => &mut regs.rdi,
+        6 => &mut regs.rbp,
+        7 => &mut regs.rsp,
+        8 => &mut regs.r8,
+        9 => &mut regs.r9,
+        10 => &mut regs.r10,
+        11 => &mut regs.r11,
+        12 => &mut regs.r12,
+        13 => &mut regs.r13,
+        14 => &mut regs.r14,
+        15 => &mut regs.r15,
+        16 => &mut regs.rip,
+        _ => return,
+    };
+    *r = v;
+}
+
 /// One field of /proc/TID/status (`Tgid`, `TracerPid`, `SigPnd`, …), trimmed.
 pub fn status_field(tid: i32, name: &str) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
@@ -328,4 +353,10 @@ pub fn explain_attach_error(pid: u32, e: nix::errno::Errno) -> NativeError {
         }
         other => NativeError::ptrace("SEIZE", pid as i32, other),
     }
+}
+
+/// A thread's scheduler state from /proc/TID/stat (`R`, `S`, `t` for traced, `Z` zombie, …).
+pub fn state(tid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }

@@ -71,51 +71,18 @@ pub struct Site {
 impl Target {
     /// Indexes the executable and every mapped library of a running process.
     pub fn attach_view(pid: u32) -> Result<Target, NativeError> {
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                NativeError::NoSuchProcess { pid }
-            } else if e.kind() == std::io::ErrorKind::PermissionDenied {
-                NativeError::Permission {
-                    pid,
-                    reason: "cannot read /proc/PID/maps; run as the process's user or root".into(),
-                }
-            } else {
-                NativeError::Io {
-                    what: format!("read /proc/{pid}/maps"),
-                    source: e,
-                }
-            }
-        })?;
+        let maps = crate::maps::read(pid)?;
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
         // Mapped path → its mappings as (start, end, file offset).
         let mut by_path: Vec<(String, Vec<Mapping>)> = Vec::new();
-        for line in maps.lines() {
-            let mut parts = line.split_whitespace();
-            let (Some(range), Some(_perms), Some(offset), Some(_dev), Some(inode)) = (
-                parts.next(),
-                parts.next(),
-                parts.next(),
-                parts.next(),
-                parts.next(),
-            ) else {
-                continue;
-            };
-            let path: String = parts.collect::<Vec<_>>().join(" ");
-            if inode == "0" || !path.starts_with('/') {
+        for m in maps {
+            if m.inode == 0 || !m.path.starts_with('/') {
                 continue;
             }
-            let (Some((lo, hi)), Ok(off)) =
-                (range.split_once('-'), u64::from_str_radix(offset, 16))
-            else {
-                continue;
-            };
-            let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16))
-            else {
-                continue;
-            };
-            match by_path.iter_mut().find(|(p, _)| *p == path) {
-                Some((_, v)) => v.push((lo, hi, off)),
-                None => by_path.push((path, vec![(lo, hi, off)])),
+            let entry = (m.start, m.end, m.offset);
+            match by_path.iter_mut().find(|(p, _)| *p == m.path) {
+                Some((_, v)) => v.push(entry),
+                None => by_path.push((m.path, vec![entry])),
             }
         }
         let mut objects = Vec::new();

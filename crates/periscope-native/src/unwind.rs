@@ -2,9 +2,31 @@
 //! and frames in shared libraries unwind alike. Where an object has no CFI for a pc, the frame
 //! pointer chain is tried, as gdb does.
 
-use crate::process::{Memory, Regs};
+use crate::process::{dwarf_reg, Memory, Regs};
 use crate::target::Target;
 use gimli::UnwindSection;
+
+/// How to compute the canonical frame address at one code address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CfaRule {
+    RegOffset { reg: u16, offset: i64 },
+}
+
+impl CfaRule {
+    pub fn eval(&self, regs: &Regs) -> Option<u64> {
+        match *self {
+            CfaRule::RegOffset { reg, offset } => {
+                dwarf_reg(regs, reg).map(|v| v.wrapping_add(offset as u64))
+            }
+        }
+    }
+}
+
+/// The CFA rule at a file address, from `.eh_frame` or `.debug_frame`. Computed once per probe
+/// site, so the per-hit cost is one addition.
+pub fn cfa_rule(index: &crate::index::ObjectIndex, file_pc: u64) -> Option<CfaRule> {
+    rules_at(index, file_pc).map(|(cfa, _)| cfa)
+}
 
 /// DWARF numbers of the registers a caller can rely on after a call (System V x86-64).
 const CALLEE_SAVED: [u16; 6] = [3, 6, 12, 13, 14, 15];
@@ -39,17 +61,15 @@ pub(crate) enum Rule {
 pub(crate) fn rules_at(
     index: &crate::index::ObjectIndex,
     file_pc: u64,
-) -> Option<(crate::frame::CfaRule, Vec<(u16, Rule)>)> {
+) -> Option<(CfaRule, Vec<(u16, Rule)>)> {
     fn convert<T: gimli::ReaderOffset>(
         row: &gimli::UnwindTableRow<T>,
-    ) -> Option<(crate::frame::CfaRule, Vec<(u16, Rule)>)> {
+    ) -> Option<(CfaRule, Vec<(u16, Rule)>)> {
         let cfa = match row.cfa() {
-            gimli::CfaRule::RegisterAndOffset { register, offset } => {
-                crate::frame::CfaRule::RegOffset {
-                    reg: register.0,
-                    offset: *offset,
-                }
-            }
+            gimli::CfaRule::RegisterAndOffset { register, offset } => CfaRule::RegOffset {
+                reg: register.0,
+                offset: *offset,
+            },
             gimli::CfaRule::Expression(_) => return None,
         };
         let mut rules = Vec::new();
@@ -94,20 +114,6 @@ pub(crate) fn rules_at(
     None
 }
 
-fn set_reg(regs: &mut Regs, reg: u16, v: u64) {
-    match reg {
-        3 => regs.rbx = v,
-        6 => regs.rbp = v,
-        7 => regs.rsp = v,
-        12 => regs.r12 = v,
-        13 => regs.r13 = v,
-        14 => regs.r14 = v,
-        15 => regs.r15 = v,
-        16 => regs.rip = v,
-        _ => {}
-    }
-}
-
 /// Unwinds up to `max` frames from a stopped thread's registers.
 pub fn unwind(target: &Target, mem: &Memory, regs: &Regs, max: usize) -> Vec<UnwoundFrame> {
     let mut frames = vec![UnwoundFrame {
@@ -150,7 +156,7 @@ pub fn unwind(target: &Target, mem: &Memory, regs: &Regs, max: usize) -> Vec<Unw
                         Rule::Reg(r) => crate::process::dwarf_reg(&cur_regs, r),
                     };
                     if let Some(v) = v {
-                        set_reg(&mut caller, reg, v);
+                        crate::process::set_dwarf_reg(&mut caller, reg, v);
                         unknown &= !(1 << reg);
                         if reg == RA {
                             ra = Some(v);
@@ -198,7 +204,7 @@ pub fn unwind(target: &Target, mem: &Memory, regs: &Regs, max: usize) -> Vec<Unw
                 last.regs.rip.wrapping_sub(1)
             };
             if let Some((_, obj)) = target.object_at(pc) {
-                last.cfa = crate::frame::cfa_rule(&obj.index, pc.wrapping_sub(obj.bias))
+                last.cfa = cfa_rule(&obj.index, pc.wrapping_sub(obj.bias))
                     .and_then(|r| r.eval(&last.regs));
             }
         }

@@ -6,10 +6,10 @@ use periscope_core::expr::{self, Expr};
 use periscope_core::redact::Redactor;
 use periscope_core::template::Template;
 use periscope_core::Location;
-use periscope_native::session::{Tallies, WatchSignals};
+use periscope_native::probe::{Tallies, WatchSignals};
 use periscope_native::values::Limits;
 use periscope_native::{
-    Action, EndReason, EngineEvent, ProbeSpec, Session, SessionOptions, Target,
+    Action, EndReason, EngineEvent, NativeError, ProbeSpec, Session, SessionOptions, Target,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -262,6 +262,10 @@ fn main() {
     }
     match run(cli) {
         Ok(()) => {}
+        // Asked to stop while attaching: the target was left as it was; a normal way to end.
+        Err(e) if matches!(e.downcast_ref(), Some(NativeError::Interrupted { .. })) => {
+            eprintln!("periscope: {e:#}");
+        }
         Err(e) => {
             eprintln!("periscope: {e:#}");
             std::process::exit(1);
@@ -671,7 +675,7 @@ fn run_watch(
             rate_limit: None,
             budget: None,
         };
-        match periscope_native::session::resolve(&target, spec) {
+        match periscope_native::resolve::resolve(&target, spec) {
             Ok(p) => probes.push(p),
             Err(_) => note("periscope: no Rust panic runtime in this process (not Rust, or no debug info for it); watching signals only"),
         }

@@ -311,13 +311,13 @@ fn ttl_hit_limit_rate_limit_and_overhead_budget_each_end_or_thin_a_probe() {
         .expect("events");
     assert_eq!(events.len(), 3, "exactly max_hits events");
 
-    // Rate limit: hits beyond 5 a second are counted, not captured.
+    // Rate limit: hits beyond 5 a second are counted as dropped, not captured, and not hits.
     let mut p = log_probe("service=fast", "total={total}");
     p.rate_limit = Some(5.0);
     let started = Instant::now();
     let rated = admin.add_probe(&p).expect("add");
     let s = eventually("dropped hits counted", || {
-        state_of(&rated.id).filter(|s| s.dropped > 100 && s.hits > 200)
+        state_of(&rated.id).filter(|s| s.dropped > 100 && s.hits >= 2)
     });
     let events = admin
         .events(
@@ -334,8 +334,31 @@ fn ttl_hit_limit_rate_limit_and_overhead_budget_each_end_or_thin_a_probe() {
         "{} events in about {seconds} s with a limit of 5/s",
         events.len()
     );
-    assert!(s.hits > s.dropped && s.dropped > 0, "{s:?}");
+    assert!(
+        s.dropped > s.hits && s.hits <= 5 * seconds,
+        "a rate-limited hit is not a hit: {s:?}"
+    );
     admin.remove_probe(&rated.id).expect("rm");
+
+    // A hit limit counts captured events, not hits the rate limit dropped: a snapshot probe
+    // (1 a second by default) on a line hit thousands of times a second with --max-hits 3
+    // stores exactly 3 snapshots before it reports hit_limit.
+    let mut p = log_probe("service=fast", "");
+    p.kind = ProbeKind::Snapshot;
+    p.template = None;
+    p.max_hits = Some(3);
+    // Every dropped hit still costs a stop: lift the overhead budget so only the limit acts.
+    p.budget_ms = Some(10_000);
+    let snaps = admin.add_probe(&p).expect("add");
+    let s = eventually("snapshot hit_limit", || {
+        state_of(&snaps.id).filter(|s| s.state == InstallState::HitLimit)
+    });
+    assert_eq!(s.hits, 3, "{s:?}");
+    assert!(s.dropped > 0, "{s:?}");
+    let events = admin
+        .events(&snaps.id, &EventQuery::default())
+        .expect("events");
+    assert_eq!(events.len(), 3, "exactly max_hits snapshots: {events:?}");
 
     // Overhead budget: 1 ms per 10 s on a line hit thousands of times a second pauses it.
     let mut p = log_probe("service=fast", "total={total}");

@@ -115,6 +115,7 @@ pub(super) fn open(path: &Path) -> Result<ObjectIndex, NativeError> {
         eh_frame,
         debug_frame,
         scopes: Mutex::new(HashMap::new()),
+        call_sites: Mutex::new(HashMap::new()),
         types: Mutex::new(HashMap::new()),
     };
     if has_debug_info {

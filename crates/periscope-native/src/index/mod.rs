@@ -5,6 +5,7 @@
 //! which are parsed per compilation unit on first use (a large Rust binary has tens of thousands of
 //! functions, and a probe needs only a handful).
 
+pub mod callsite;
 mod load;
 pub mod scope;
 pub mod types;
@@ -145,6 +146,7 @@ pub struct ObjectIndex {
     pub eh_frame: Option<(gimli::EhFrame<R>, gimli::BaseAddresses)>,
     pub debug_frame: Option<gimli::DebugFrame<R>>,
     scopes: Mutex<HashMap<u32, Arc<scope::UnitScopes>>>,
+    call_sites: Mutex<HashMap<u32, Arc<callsite::UnitCallSites>>>,
     types: Mutex<HashMap<(u32, gimli::UnitOffset), Arc<types::Type>>>,
 }
 

@@ -25,6 +25,9 @@ pub struct Var {
     pub ty: Option<TypeRef>,
     /// `DW_AT_location`: an expression or a location list; `None` means optimized out.
     pub location: Option<gimli::AttributeValue<R>>,
+    /// `DW_AT_const_value`: the value itself, where the compiler knew it (a constant-propagated
+    /// parameter of a `.constprop` clone), little-endian.
+    pub const_value: Option<Vec<u8>>,
     pub is_param: bool,
     pub decl_line: Option<u32>,
 }
@@ -169,6 +172,7 @@ impl UnitScopes {
                         name: var_name,
                         ty,
                         location: entry.attr_value(gimli::DW_AT_location),
+                        const_value: attr(gimli::DW_AT_const_value).and_then(const_bytes),
                         is_param: tag == gimli::DW_TAG_formal_parameter,
                         decl_line,
                     });
@@ -360,4 +364,21 @@ fn inlined_call(
         call_file,
         call_line,
     }
+}
+
+/// The bytes of a `DW_AT_const_value`, little-endian. Integer forms are widened to 8 bytes
+/// (`DW_FORM_sdata` sign-extended; the fixed-size forms zero-extended, as compilers use them for
+/// values that fit), so a reader takes the type's size from the front.
+fn const_bytes(v: gimli::AttributeValue<R>) -> Option<Vec<u8>> {
+    use gimli::Reader as _;
+    Some(match v {
+        gimli::AttributeValue::Data1(x) => u64::from(x).to_le_bytes().to_vec(),
+        gimli::AttributeValue::Data2(x) => u64::from(x).to_le_bytes().to_vec(),
+        gimli::AttributeValue::Data4(x) => u64::from(x).to_le_bytes().to_vec(),
+        gimli::AttributeValue::Data8(x) => x.to_le_bytes().to_vec(),
+        gimli::AttributeValue::Sdata(x) => x.to_le_bytes().to_vec(),
+        gimli::AttributeValue::Udata(x) => x.to_le_bytes().to_vec(),
+        gimli::AttributeValue::Block(b) => b.to_slice().ok()?.to_vec(),
+        _ => return None,
+    })
 }

@@ -63,6 +63,27 @@ pub fn ledger_release() -> PathBuf {
     })
 }
 
+/// C built as gcc's -O2 shapes it: IPA clones, entry values, constant-propagated parameters.
+pub fn tasks_o2() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    build("tasks-o2", &C, |src, out| {
+        run(Command::new("gcc")
+            .args(["-g", "-O2", "-o"])
+            .arg(out)
+            .arg(src.join("tasks.c")))
+    })
+}
+
+pub fn churn() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    build("churn", &C, |src, out| {
+        run(Command::new("rustc")
+            .args(["--edition", "2021", "-g", "-C", "opt-level=0", "-o"])
+            .arg(out)
+            .arg(src.join("churn.rs")))
+    })
+}
+
 pub fn kinds() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     build("kinds", &C, |src, out| {

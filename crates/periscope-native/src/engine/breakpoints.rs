@@ -1,0 +1,194 @@
+//! The breakpoints of a session: which addresses hold our `int3`, which probe sites each one
+//! serves, and the ones taken out while the session runs.
+
+use super::Engine;
+use crate::error::NativeError;
+use crate::trap::{self, Breakpoint, Displaced};
+use crate::unwind::{cfa_rule, CfaRule};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// One probe site at a breakpoint address.
+pub(crate) struct SiteRuntime {
+    pub(crate) probe: usize,
+    pub(crate) site: usize,
+    pub(crate) cfa: Option<CfaRule>,
+}
+
+/// Address → original byte of every `int3` in place, shared with the watchdog so it can put
+/// the code back even if the tracer thread is stuck.
+pub(crate) type Originals = Arc<Mutex<HashMap<u64, u8>>>;
+
+#[derive(Default)]
+pub(crate) struct Breakpoints {
+    live: HashMap<u64, Breakpoint>,
+    /// Breakpoints removed while the session runs. A thread may have hit one just before
+    /// (its SIGTRAP still to be reported): it is rewound to the original instruction.
+    retired: HashMap<u64, Breakpoint>,
+    /// Breakpoint address → the probe sites there.
+    sites: HashMap<u64, Vec<SiteRuntime>>,
+    pub(crate) originals: Originals,
+}
+
+impl Breakpoints {
+    /// Whether any breakpoint is or was in place (a SIGTRAP may be ours).
+    pub(crate) fn any(&self) -> bool {
+        !self.live.is_empty() || !self.retired.is_empty()
+    }
+
+    pub(crate) fn is_live(&self, addr: u64) -> bool {
+        self.live.contains_key(&addr)
+    }
+
+    pub(crate) fn is_retired(&self, addr: u64) -> bool {
+        self.retired.contains_key(&addr)
+    }
+
+    /// Whether `addr` holds, or held during this session, one of our breakpoints.
+    pub(crate) fn is_ours(&self, addr: u64) -> bool {
+        self.is_live(addr) || self.is_retired(addr)
+    }
+
+    pub(crate) fn get(&self, addr: u64) -> Option<&Breakpoint> {
+        self.live.get(&addr)
+    }
+
+    pub(crate) fn live(&self) -> impl Iterator<Item = &Breakpoint> {
+        self.live.values()
+    }
+
+    pub(crate) fn sites_at(&self, addr: u64) -> Vec<(usize, usize, Option<CfaRule>)> {
+        self.sites
+            .get(&addr)
+            .map(|v| v.iter().map(|s| (s.probe, s.site, s.cfa)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The breakpoint whose out-of-line copy sits at `slot`.
+    pub(crate) fn original_for_slot(&self, rip: u64) -> Option<u64> {
+        let all = self.live.values().chain(self.retired.values());
+        all.into_iter().find_map(|bp| match bp.displaced {
+            Displaced::OutOfLine { slot } if rip == slot => Some(bp.address),
+            _ => None,
+        })
+    }
+
+    fn insert(&mut self, bp: Breakpoint) {
+        self.originals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(bp.address, bp.original[0]);
+        self.live.insert(bp.address, bp);
+    }
+
+    /// Forgets every breakpoint (after the bytes were written back).
+    pub(crate) fn clear(&mut self) {
+        self.live.clear();
+        self.originals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+impl Engine {
+    /// Puts in the breakpoints of probe `pi` (several probes may share one breakpoint).
+    pub(crate) fn arm(&mut self, pi: usize) -> Result<(), NativeError> {
+        let missing: Vec<usize> = self.probes[pi]
+            .sites
+            .iter()
+            .map(|s| s.object)
+            .filter(|o| !self.scratch.has(*o))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            self.with_stopped_leader(|engine, tid| {
+                for &o in &missing {
+                    engine.allocate_scratch(tid, o)?;
+                }
+                Ok(())
+            })?;
+        }
+        for si in 0..self.probes[pi].sites.len() {
+            let site = &self.probes[pi].sites[si];
+            let (addr, object, file_pc) = (site.address, site.object, site.file_address);
+            let cfa = cfa_rule(&self.target.objects[object].index, file_pc);
+            self.breakpoints
+                .sites
+                .entry(addr)
+                .or_default()
+                .push(SiteRuntime {
+                    probe: pi,
+                    site: si,
+                    cfa,
+                });
+            if self.breakpoints.is_live(addr) {
+                continue;
+            }
+            if let Some(bp) = self.breakpoints.retired.remove(&addr) {
+                // Its out-of-line slot is still in place: reuse it.
+                self.mem.write(addr, &[0xcc])?;
+                self.breakpoints.insert(bp);
+                continue;
+            }
+            let mut code = [0u8; 16];
+            self.mem
+                .read(addr, &mut code)
+                .map_err(|e| NativeError::Breakpoint {
+                    address: addr,
+                    reason: e.to_string(),
+                })?;
+            let slot = self.scratch.next_slot(object, addr)?;
+            let (bp, slot_code) = trap::plan(addr, &code, slot)?;
+            if let Some(c) = slot_code {
+                self.mem.write(slot, &c)?;
+                self.scratch.use_slot(object);
+            }
+            self.register_failsafe(addr, bp.original[0])?;
+            self.mem.write(addr, &[0xcc])?;
+            self.breakpoints.insert(bp);
+        }
+        Ok(())
+    }
+
+    /// Takes out the breakpoints of probe `pi` that no other probe uses. Threads keep running:
+    /// one byte is written back, and a thread that trapped on it meanwhile is rewound when its
+    /// stop is reported (see `on_trap`).
+    pub(crate) fn disarm(&mut self, pi: usize) {
+        let addrs: Vec<u64> = self.probes[pi].sites.iter().map(|s| s.address).collect();
+        for addr in addrs {
+            let Some(list) = self.breakpoints.sites.get_mut(&addr) else {
+                continue;
+            };
+            list.retain(|s| s.probe != pi);
+            if !list.is_empty() {
+                continue;
+            }
+            self.breakpoints.sites.remove(&addr);
+            if let Some(bp) = self.breakpoints.live.remove(&addr) {
+                let _ = self.mem.write(addr, &bp.original[..1]);
+                self.breakpoints
+                    .originals
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&addr);
+                self.breakpoints.retired.insert(addr, bp);
+            }
+        }
+        self.last_hit.retain(|(_, p), _| *p != pi);
+    }
+
+    /// Writes every original byte back (breakpoints stay known as retired, so a thread that
+    /// trapped on one is still rewound).
+    pub(crate) fn restore_code(&mut self) {
+        let live: Vec<u64> = self.breakpoints.live.keys().copied().collect();
+        for addr in live {
+            if let Some(bp) = self.breakpoints.live.remove(&addr) {
+                let _ = self.mem.write(addr, &bp.original[..1]);
+                self.breakpoints.retired.insert(addr, bp);
+            }
+        }
+        self.breakpoints.clear();
+    }
+}

@@ -1,0 +1,416 @@
+//! A thread trapped on one of our breakpoints: run the probes there (condition, rate limit,
+//! capture, hit limit, overhead budget), then resume the thread past the displaced instruction
+//! without taking the breakpoint out.
+
+use super::capture::{capture_stack, panic_message, StackWanted};
+use super::Engine;
+use crate::eval::Evaluator;
+use crate::frame::Frame;
+use crate::probe::{Action, EndReason, EngineEvent, ProbeState, Tally};
+use crate::process;
+use crate::trap::{self, Displaced};
+use crate::values::Reader;
+use periscope_core::event::{now_rfc3339, Failure, LogEvent, ProbeError, SnapshotEvent};
+use periscope_core::template::Segment;
+use periscope_core::value::Fields;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const SIGTRAP: i32 = libc::SIGTRAP;
+
+/// Per-thread memory of the last hit, so one execution of a line that maps to several
+/// addresses in the same scope reports once.
+#[derive(Clone, Copy)]
+pub(crate) struct LastHit {
+    site_addr: u64,
+    cfa: u64,
+    scope: gimli::UnitOffset,
+    reported: bool,
+}
+
+/// The running limits of each probe: its rate window, its budget window, when it last
+/// reported an error.
+#[derive(Default)]
+pub(crate) struct HitLimits {
+    /// Per probe: (start of the current second, hits captured in it).
+    rate: HashMap<usize, (Instant, u64)>,
+    /// Per probe: (start of the current budget window, time used in it).
+    budget_used: HashMap<usize, (Instant, Duration)>,
+    last_error_report: HashMap<usize, Instant>,
+}
+
+impl HitLimits {
+    /// Whether a hit of probe `pi` may be captured now under its rate limit (hits per second).
+    fn within_rate(&mut self, pi: usize, limit: Option<f64>) -> bool {
+        let Some(limit) = limit else {
+            return true;
+        };
+        let now = Instant::now();
+        let (start, n) = self.rate.entry(pi).or_insert((now, 0));
+        if now.duration_since(*start).as_secs_f64() >= 1.0 {
+            *start = now;
+            *n = 0;
+        }
+        if (*n as f64) < limit {
+            *n += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Engine {
+    pub(crate) fn on_trap(&mut self, tid: i32) {
+        let Ok(mut regs) = process::getregs(tid) else {
+            return;
+        };
+        let addr = regs.rip.wrapping_sub(1);
+        if !self.breakpoints.is_live(addr) {
+            if self.breakpoints.is_retired(addr) {
+                // It hit a breakpoint removed since: run the original instruction.
+                regs.rip = addr;
+                let _ = process::setregs(tid, regs);
+                let sig = self.pending_signals.remove(&tid).unwrap_or(0);
+                let _ = process::cont(tid, sig);
+                return;
+            }
+            // Not ours: the program's own int3 or single-step. Hand it the signal.
+            let _ = process::cont(tid, SIGTRAP);
+            return;
+        }
+        if self.stall_at_hit {
+            // Test hook: a stuck engine, holding this thread (see `Engine::stall_at_hit`).
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        let started = Instant::now();
+        regs.rip = addr;
+        self.affinity.on_hit(tid);
+        let hit = self.on_hit(tid, addr, &regs);
+        self.resume_past(tid, addr, regs);
+        // Charged after the thread is resumed: the time it was held, shared by the probes hit.
+        let held = started.elapsed() / hit.len().max(1) as u32;
+        for pi in hit {
+            self.charge(pi, held);
+        }
+    }
+
+    /// Adds `held` to probe `pi`'s overhead; pauses the probe when its budget is used up.
+    fn charge(&mut self, pi: usize, held: Duration) {
+        self.tally(pi, |t| t.busy += held);
+        let Some(budget) = self.probes[pi].spec.budget else {
+            return;
+        };
+        let now = Instant::now();
+        let (start, used) = self
+            .limits
+            .budget_used
+            .entry(pi)
+            .or_insert((now, Default::default()));
+        if now.duration_since(*start) >= budget.window {
+            *start = now;
+            *used = Default::default();
+        }
+        *used += held;
+        if *used > budget.limit {
+            let reason = format!(
+                "overhead budget exceeded: its hits held the target for {:.1} ms within {:.1} s (budget {:.1} ms)",
+                used.as_secs_f64() * 1e3,
+                now.duration_since(*start).as_secs_f64().max(0.001),
+                budget.limit.as_secs_f64() * 1e3
+            );
+            self.end_probe(pi, ProbeState::Paused(reason));
+        }
+    }
+
+    /// Resumes a thread stopped at breakpoint `addr` without removing the breakpoint.
+    fn resume_past(&mut self, tid: i32, addr: u64, mut regs: process::Regs) {
+        let Some(bp) = self.breakpoints.get(addr) else {
+            // Removed while handling this hit (hit limit, budget): the original instruction is
+            // back at `addr`, where `regs` already point.
+            let _ = process::setregs(tid, regs);
+            let sig = self.pending_signals.remove(&tid).unwrap_or(0);
+            let _ = process::cont(tid, sig);
+            return;
+        };
+        match &bp.displaced {
+            Displaced::OutOfLine { slot } => regs.rip = *slot,
+            Displaced::Call(instr) => {
+                if let Err(e) = trap::emulate_call(instr, &mut regs, &self.mem) {
+                    // Cannot happen for a call that the program itself can execute; if it
+                    // does, the least harmful course is to stop probing.
+                    self.emit(EngineEvent::Ended(EndReason::Error(e.to_string())));
+                }
+            }
+        }
+        let _ = process::setregs(tid, regs);
+        let sig = self.pending_signals.remove(&tid).unwrap_or(0);
+        let _ = process::cont(tid, sig);
+    }
+
+    /// Runs the probes at `addr`; returns those that took the hit.
+    fn on_hit(&mut self, tid: i32, addr: u64, regs: &process::Regs) -> Vec<usize> {
+        let sites = self.breakpoints.sites_at(addr);
+        let mut hit = Vec::new();
+        for (pi, si, cfa_rule) in sites {
+            if self.done[pi] {
+                continue;
+            }
+            let cfa = cfa_rule.and_then(|r| r.eval(regs));
+            if self.is_repeat(tid, pi, si, addr, cfa) {
+                continue;
+            }
+            self.hit_probe(tid, pi, si, regs, cfa);
+            hit.push(pi);
+        }
+        hit
+    }
+
+    /// True when this hit continues the execution of a line already reported on this thread:
+    /// the line left its run at a lower address in the same frame and scope and came back at a
+    /// higher one (a loop head split in two, an overflow check's panic path).
+    fn is_repeat(&mut self, tid: i32, pi: usize, si: usize, addr: u64, cfa: Option<u64>) -> bool {
+        if self.probes[pi].sites.len() < 2 {
+            return false;
+        }
+        let scope = self.probes[pi].sites[si].visible.scope_id;
+        let cfa = cfa.unwrap_or(0);
+        let now = LastHit {
+            site_addr: addr,
+            cfa,
+            scope,
+            reported: true,
+        };
+        let prev = self.last_hit.insert((tid, pi), now);
+        let repeat = prev.is_some_and(|p| {
+            p.reported
+                && p.cfa == cfa
+                && p.scope == scope
+                && p.site_addr != addr
+                && addr > p.site_addr
+        });
+        if repeat {
+            if let Some(h) = self.last_hit.get_mut(&(tid, pi)) {
+                h.reported = false;
+            }
+        }
+        repeat
+    }
+
+    fn hit_probe(
+        &mut self,
+        tid: i32,
+        pi: usize,
+        si: usize,
+        regs: &process::Regs,
+        cfa: Option<u64>,
+    ) {
+        let probe = &self.probes[pi];
+        let site = &probe.sites[si];
+        let object = &self.target.objects[site.object];
+        let frame = Frame {
+            index: &object.index,
+            bias: object.bias,
+            unit: site.unit,
+            mem: &self.mem,
+            regs: *regs,
+            tid,
+            cfa,
+            frame_base: site.visible.frame_base.clone(),
+            unknown_regs: 0,
+            caller: false,
+            target: Some(&self.target),
+        };
+        let reader = Reader::new(
+            &object.index,
+            &self.mem,
+            probe.spec.limits,
+            &probe.spec.redactor,
+        )
+        .with_target(&self.target);
+        let ev = Evaluator::new(&frame, &reader, &site.visible.vars, &site.function);
+        let location = format!(
+            "{}:{}",
+            site.file
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            site.line
+        );
+        if let Some(cond) = &probe.spec.condition {
+            match ev.condition(cond) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.tally(pi, |t| t.filtered += 1);
+                    return;
+                }
+                Err(e) => {
+                    let msg = format!("condition `{cond}` could not be evaluated: {e}");
+                    self.report_error(pi, tid, location, msg);
+                    return;
+                }
+            }
+        }
+        let max = probe.spec.max_hits;
+        // Field-wise borrow: `probe` and the evaluator keep borrowing other fields. A hit over
+        // the rate limit is counted as dropped, not as a hit: the hit limit counts captures.
+        if !self.limits.within_rate(pi, probe.spec.rate_limit) {
+            self.tally(pi, |t| t.rate_dropped += 1);
+            return;
+        }
+        let mut event = None;
+        let mut snapshot = None;
+        let mut count_key = None;
+        match &probe.spec.action {
+            Action::Log(template) => {
+                let mut message = String::new();
+                let mut values = Vec::new();
+                for seg in &template.segments {
+                    match seg {
+                        Segment::Text(t) => message.push_str(t),
+                        Segment::Hole { source, expr } => {
+                            let v = ev.value(expr);
+                            message.push_str(&v.to_message_text());
+                            if !values.iter().any(|(k, _): &(String, _)| k == source) {
+                                values.push((source.clone(), v));
+                            }
+                        }
+                    }
+                }
+                event = Some(LogEvent {
+                    ts: now_rfc3339(),
+                    pid: self.pid,
+                    tid: tid as u32,
+                    location,
+                    probe: probe.spec.id.clone(),
+                    function: Some(site.function.clone()),
+                    message,
+                    values: Fields(values),
+                });
+            }
+            Action::Count { by } => {
+                count_key = Some(by.as_ref().map(|e| ev.value(e).to_message_text()));
+            }
+            Action::Snapshot { frames, watches } => {
+                let watches = watches
+                    .iter()
+                    .map(|(text, e)| (text.clone(), ev.value(e)))
+                    .collect();
+                let stack = capture_stack(
+                    &self.target,
+                    &self.mem,
+                    regs,
+                    tid,
+                    cfa,
+                    &reader,
+                    StackWanted {
+                        with_vars: *frames,
+                        skip_runtime: false,
+                    },
+                );
+                snapshot = Some(SnapshotEvent {
+                    ts: now_rfc3339(),
+                    pid: self.pid,
+                    tid: tid as u32,
+                    location: location.clone(),
+                    probe: probe.spec.id.clone(),
+                    frames: stack,
+                    watches: Fields(watches),
+                    failure: None,
+                });
+            }
+            Action::Panic { frames } => {
+                let stack = capture_stack(
+                    &self.target,
+                    &self.mem,
+                    regs,
+                    tid,
+                    cfa,
+                    &reader,
+                    StackWanted {
+                        with_vars: *frames,
+                        skip_runtime: true,
+                    },
+                );
+                // The panicking frame: the first one in the program's own code.
+                let location = stack
+                    .iter()
+                    .find(|f| f.file.as_deref().is_some_and(|p| !p.starts_with("/rustc/")))
+                    .and_then(|f| {
+                        Some(format!(
+                            "{}:{}",
+                            f.file.as_deref()?.rsplit('/').next()?,
+                            f.line?
+                        ))
+                    })
+                    .unwrap_or_else(|| location.clone());
+                snapshot = Some(SnapshotEvent {
+                    ts: now_rfc3339(),
+                    pid: self.pid,
+                    tid: tid as u32,
+                    location,
+                    probe: probe.spec.id.clone(),
+                    frames: stack,
+                    watches: Fields::default(),
+                    failure: Some(Failure {
+                        kind: "panic".into(),
+                        message: panic_message(&self.target, &self.mem, regs),
+                        signal: None,
+                        address: None,
+                    }),
+                });
+            }
+        }
+        let mut reached = false;
+        self.tally(pi, |t| {
+            t.hits += 1;
+            if let Some(key) = count_key {
+                *t.counts.entry((tid, key)).or_insert(0) += 1;
+            }
+            reached = max.is_some_and(|m| t.hits >= m);
+        });
+        if let Some(e) = event {
+            self.emit(EngineEvent::Log(e));
+        }
+        if let Some(s) = snapshot {
+            self.emit(EngineEvent::Snapshot(Box::new(s)));
+        }
+        if reached {
+            self.end_probe(pi, ProbeState::HitLimit);
+        }
+    }
+
+    pub(crate) fn tally(&self, pi: usize, f: impl FnOnce(&mut Tally)) {
+        let mut t = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = t.get_mut(pi) {
+            f(t);
+        }
+    }
+
+    /// Reports a probe error, at most once a second per probe so a bad condition on a hot line
+    /// does not flood the output; the rest are counted.
+    pub(crate) fn report_error(&mut self, pi: usize, tid: i32, location: String, error: String) {
+        self.tally(pi, |t| t.errors += 1);
+        let now = Instant::now();
+        if self
+            .limits
+            .last_error_report
+            .get(&pi)
+            .is_some_and(|t| now.duration_since(*t).as_secs() < 1)
+        {
+            return;
+        }
+        self.limits.last_error_report.insert(pi, now);
+        let e = ProbeError {
+            ts: now_rfc3339(),
+            pid: self.pid,
+            tid: tid as u32,
+            location,
+            probe: self.probes[pi].spec.id.clone(),
+            error,
+        };
+        self.emit(EngineEvent::ProbeError(e));
+    }
+}

@@ -1,0 +1,275 @@
+//! Leaving the target exactly as it was: every breakpoint out, no thread left inside a scratch
+//! slot or with one of our traps pending, scratch areas unmapped, SIGTRAP's action given back,
+//! every thread detached.
+//!
+//! Bounded: the threads are interrupted and their stops collected until a deadline. Threads
+//! that did not stop by then (a thread the scheduler has not run, one stuck in the kernel) are
+//! left to the kernel, which detaches them when the tracer thread ends; for them the code is
+//! restored anyway, and the fail-safe handler and scratch area stay in place (a trap already
+//! pending on such a thread, or a thread inside a slot, still needs them). That remainder is
+//! reported, and the next periscope to attach removes it.
+
+use super::Engine;
+use crate::process::{self, Stop};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const SIGTRAP: i32 = libc::SIGTRAP;
+const PTRACE_EVENT_FORK: i32 = 1;
+const PTRACE_EVENT_VFORK: i32 = 2;
+const PTRACE_EVENT_CLONE: i32 = 3;
+
+/// How long teardown waits for the threads to stop. Ctrl-C must end periscope within a
+/// second in every phase; collecting stops normally takes well under a millisecond per thread.
+const STOP_ALL_TIMEOUT: Duration = Duration::from_millis(600);
+/// How long each fix-up of a stopped thread (a step out of a slot) may take.
+const FIXUP_TIMEOUT: Duration = Duration::from_millis(200);
+
+impl Engine {
+    /// Removes every breakpoint and detaches from every thread, leaving the process as it was.
+    pub(crate) fn teardown(&mut self) {
+        if self.image_replaced {
+            // exec replaced the program: none of our code changes or mappings exist any more.
+            self.breakpoints.clear();
+            self.scratch.clear();
+        }
+        if self.threads.is_empty() {
+            self.breakpoints.clear();
+            return;
+        }
+        let stopped = self.stop_all();
+        let inert = |tid: i32| matches!(process::state(tid), Some('Z' | 'X'));
+        let all_stopped = self
+            .threads
+            .iter()
+            .all(|t| stopped.contains_key(&t) || inert(t));
+        let mut all_stopped = all_stopped;
+        let mut signals = stopped;
+        let tids: Vec<i32> = signals.keys().copied().collect();
+        for tid in tids {
+            let held = match signals.get(&tid) {
+                Some(0) => match self.consume_pending_trap(tid) {
+                    Held::Stopped(Some(sig)) => {
+                        signals.insert(tid, sig);
+                        true
+                    }
+                    Held::Stopped(None) => true,
+                    Held::Lost => false,
+                },
+                _ => true,
+            };
+            if !held || !self.step_out_of_scratch(tid) {
+                // Running again (or gone): the kernel detaches it when we end; the scratch
+                // area must stay for it.
+                signals.remove(&tid);
+                all_stopped = false;
+            }
+        }
+        self.restore_code();
+        let areas = self.scratch.ranges();
+        let helper = self
+            .threads
+            .pick(self.pid as i32)
+            .filter(|t| signals.contains_key(t))
+            .or_else(|| signals.keys().next().copied());
+        match helper {
+            Some(tid) if all_stopped => {
+                if self.release_failsafe(tid).is_err() {
+                    self.left_behind.push("the SIGTRAP handler".into());
+                }
+                for (base, size) in areas {
+                    let unmap = self.inject_syscall(
+                        tid,
+                        libc::SYS_munmap,
+                        [base, size, 0, 0, 0, 0],
+                        Some((base, size)),
+                    );
+                    if unmap.is_err() {
+                        self.left_behind
+                            .push(format!("a scratch area at {base:#x}"));
+                    }
+                }
+            }
+            _ if !areas.is_empty() => {
+                let waiting = self.threads.len() - signals.len();
+                self.left_behind.push(format!(
+                    "the scratch area{} and SIGTRAP handler ({waiting} thread{} did not stop in time)",
+                    if areas.len() == 1 { "" } else { "s" },
+                    if waiting == 1 { "" } else { "s" }
+                ));
+            }
+            _ => {}
+        }
+        self.scratch.clear();
+        for (tid, sig) in signals {
+            let sig = self.pending_signals.remove(&tid).unwrap_or(sig);
+            let _ = process::detach(tid, sig);
+        }
+        self.threads.clear();
+    }
+
+    /// Interrupts every thread and collects their stops until all are stopped or the deadline
+    /// passes. Returns the stopped threads with the signal each must get on detach.
+    fn stop_all(&mut self) -> HashMap<i32, i32> {
+        let mut stopped: HashMap<i32, i32> = HashMap::new();
+        for tid in self.threads.iter() {
+            let _ = process::interrupt(tid);
+        }
+        let deadline = Instant::now() + STOP_ALL_TIMEOUT;
+        while self.threads.iter().any(|t| !stopped.contains_key(&t)) {
+            let stop = match self.wakeup.wait_stop(-1, deadline) {
+                Ok(Some(s)) => s,
+                Ok(None) => break,
+                Err(nix::errno::Errno::ECHILD) => {
+                    self.threads.clear();
+                    break;
+                }
+                Err(_) => break,
+            };
+            let tid = stop.tid();
+            match stop {
+                Stop::Exited { .. } | Stop::Killed { .. } => {
+                    self.threads.remove(tid);
+                    stopped.remove(&tid);
+                }
+                Stop::Signal {
+                    signal: SIGTRAP, ..
+                } => {
+                    // A breakpoint trap not yet handled: rewind to re-execute the original.
+                    if let Ok(mut regs) = process::getregs(tid) {
+                        if self.breakpoints.is_ours(regs.rip.wrapping_sub(1)) {
+                            regs.rip -= 1;
+                            let _ = process::setregs(tid, regs);
+                            stopped.insert(tid, 0);
+                        } else {
+                            stopped.insert(tid, SIGTRAP);
+                        }
+                    }
+                }
+                Stop::Signal { signal, .. } => {
+                    stopped.insert(tid, signal);
+                }
+                // A thread stopped at a clone or fork event is inside that system call: no
+                // syscall may be injected there (the call's return value would land on top of
+                // ours). Let it finish the call and stop it again at a plain interrupt.
+                Stop::Event {
+                    event: event @ (PTRACE_EVENT_CLONE | PTRACE_EVENT_FORK | PTRACE_EVENT_VFORK),
+                    ..
+                } => {
+                    if let Ok(new) = process::get_event_msg(tid) {
+                        let new = new as i32;
+                        if event == PTRACE_EVENT_FORK {
+                            self.on_fork_event(new);
+                        } else {
+                            self.threads.add_created(new);
+                            let _ = process::interrupt(new);
+                        }
+                    }
+                    let _ = process::cont(tid, 0);
+                    let _ = process::interrupt(tid);
+                }
+                Stop::Event { .. } => {
+                    if !self.threads.contains(tid) {
+                        if super::threads::is_foreign(self.pid, tid) {
+                            self.on_child_stop(tid);
+                            continue;
+                        }
+                        self.threads.add(tid);
+                    }
+                    stopped.insert(tid, 0);
+                }
+            }
+        }
+        stopped.retain(|t, _| self.threads.contains(*t));
+        stopped
+    }
+
+    /// A thread can stop for our PTRACE_INTERRUPT just after executing an int3, before its
+    /// SIGTRAP is dequeued (job-control traps are reported first). Detaching it then would hand
+    /// it a SIGTRAP nobody handles. So: rewind it to the breakpoint and take the signal's
+    /// delivery stop now, suppressing it. Returns another signal that stopped it meanwhile, to
+    /// deliver on detach.
+    fn consume_pending_trap(&mut self, tid: i32) -> Held {
+        let Ok(mut regs) = process::getregs(tid) else {
+            return Held::Stopped(None);
+        };
+        let bp = regs.rip.wrapping_sub(1);
+        if !self.breakpoints.is_ours(bp) || !trap_pending(tid) {
+            return Held::Stopped(None);
+        }
+        regs.rip = bp;
+        if process::setregs(tid, regs).is_err() {
+            return Held::Stopped(None);
+        }
+        let mut other = None;
+        let deadline = Instant::now() + FIXUP_TIMEOUT;
+        for _ in 0..8 {
+            if process::cont(tid, 0).is_err() {
+                return Held::Lost;
+            }
+            match self.wakeup.wait_stop(tid, deadline) {
+                Ok(Some(Stop::Signal {
+                    signal: SIGTRAP, ..
+                })) => {
+                    // Delivery stop of the breakpoint's SIGTRAP: it is dropped by not passing it.
+                    // The thread did not run, so its pc is still the breakpoint.
+                    return Held::Stopped(other.or(Some(0)));
+                }
+                Ok(Some(Stop::Signal { signal, .. })) => other = Some(signal),
+                Ok(Some(Stop::Event { .. })) => {}
+                Ok(Some(Stop::Exited { .. } | Stop::Killed { .. })) => {
+                    self.threads.remove(tid);
+                    return Held::Lost;
+                }
+                Ok(None) | Err(_) => return Held::Lost,
+            }
+        }
+        Held::Stopped(other)
+    }
+
+    /// Steps a thread that is inside a scratch slot until it is back in the program's code.
+    /// False when it could not be held stopped outside the scratch areas.
+    fn step_out_of_scratch(&mut self, tid: i32) -> bool {
+        let deadline = Instant::now() + FIXUP_TIMEOUT;
+        for _ in 0..16 {
+            let Ok(regs) = process::getregs(tid) else {
+                return false;
+            };
+            if !self.scratch.contains(regs.rip) {
+                return true;
+            }
+            if process::step(tid, 0).is_err() {
+                return false;
+            }
+            match self.wakeup.wait_stop(tid, deadline) {
+                Ok(Some(Stop::Signal {
+                    signal: SIGTRAP, ..
+                })) => {}
+                Ok(Some(Stop::Signal { signal, .. })) => {
+                    self.pending_signals.insert(tid, signal);
+                }
+                Ok(Some(Stop::Event { .. })) => {}
+                Ok(Some(Stop::Exited { .. } | Stop::Killed { .. })) => {
+                    self.threads.remove(tid);
+                    return false;
+                }
+                Ok(None) | Err(_) => return false,
+            }
+        }
+        false
+    }
+}
+
+/// A thread after a fix-up: still held stopped (with a signal to deliver on detach, if one
+/// came), or running again.
+enum Held {
+    Stopped(Option<i32>),
+    Lost,
+}
+
+/// Whether SIGTRAP is pending for this thread (its private pending set in /proc).
+fn trap_pending(tid: i32) -> bool {
+    process::status_field(tid, "SigPnd")
+        .and_then(|m| u64::from_str_radix(&m, 16).ok())
+        .is_some_and(|mask| mask & (1 << (SIGTRAP - 1)) != 0)
+}

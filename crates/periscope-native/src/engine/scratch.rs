@@ -1,0 +1,239 @@
+//! Scratch areas: one small anonymous mapping near each probed object, holding the fail-safe
+//! table and handler and the out-of-line copies of displaced instructions (layout in
+//! [`crate::failsafe`]). Mapped within ±2 GiB of the object so relocated RIP-relative operands
+//! reach; removed at teardown, and found by their magic header after a killed periscope.
+
+use super::Engine;
+use crate::error::NativeError;
+use crate::failsafe;
+use crate::trap::SLOT_SIZE;
+use std::collections::HashMap;
+
+const AREA_SIZE: u64 = 64 * 1024;
+
+struct Area {
+    base: u64,
+    /// The next free out-of-line slot.
+    next: u64,
+}
+
+/// The scratch areas of one session, and where the fail-safe handler is.
+#[derive(Default)]
+pub(crate) struct ScratchAreas {
+    /// Object index → its area.
+    areas: HashMap<usize, Area>,
+    /// `None`: not set up yet; `Some(None)`: the program owns SIGTRAP, no fail-safe;
+    /// `Some(Some(base))`: the fail-safe handler and its table live in the area at `base`.
+    failsafe: Option<Option<u64>>,
+}
+
+impl ScratchAreas {
+    pub(crate) fn has(&self, object: usize) -> bool {
+        self.areas.contains_key(&object)
+    }
+
+    pub(crate) fn bases(&self) -> impl Iterator<Item = u64> + '_ {
+        self.areas.values().map(|a| a.base)
+    }
+
+    /// Every area as `(base, size)`.
+    pub(crate) fn ranges(&self) -> Vec<(u64, u64)> {
+        self.areas.values().map(|a| (a.base, AREA_SIZE)).collect()
+    }
+
+    pub(crate) fn contains(&self, addr: u64) -> bool {
+        self.areas
+            .values()
+            .any(|a| addr >= a.base && addr < a.base + AREA_SIZE)
+    }
+
+    /// Takes the next out-of-line slot of `object`'s area.
+    pub(crate) fn next_slot(&self, object: usize, address: u64) -> Result<u64, NativeError> {
+        let area = self.areas.get(&object).ok_or(NativeError::Breakpoint {
+            address,
+            reason: "no scratch page".into(),
+        })?;
+        if area.next + SLOT_SIZE > area.base + AREA_SIZE {
+            return Err(NativeError::Breakpoint {
+                address,
+                reason: "too many probe sites in one object".into(),
+            });
+        }
+        Ok(area.next)
+    }
+
+    /// Marks the slot [`Self::next_slot`] gave as used.
+    pub(crate) fn use_slot(&mut self, object: usize) {
+        if let Some(a) = self.areas.get_mut(&object) {
+            a.next += SLOT_SIZE;
+        }
+    }
+
+    /// The area holding the fail-safe table, when there is one.
+    pub(crate) fn failsafe_base(&self) -> Option<u64> {
+        self.failsafe.flatten()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.areas.clear();
+    }
+}
+
+impl Engine {
+    /// Maps a scratch area within ±2 GiB of an object, so relocated RIP-relative operands reach.
+    pub(crate) fn allocate_scratch(&mut self, tid: i32, object: usize) -> Result<(), NativeError> {
+        let lo = self.target.objects[object]
+            .ranges
+            .iter()
+            .map(|r| r.0)
+            .min()
+            .unwrap_or(0);
+        let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let mut candidates: Vec<u64> = (1..64u64)
+            .filter_map(|k| lo.checked_sub(k * 0x10_0000))
+            .collect();
+        candidates.push(0);
+        for hint in candidates {
+            let fixed = if hint == 0 {
+                0
+            } else {
+                libc::MAP_FIXED_NOREPLACE as u64
+            };
+            let r = self.inject_syscall(
+                tid,
+                libc::SYS_mmap,
+                [hint, AREA_SIZE, prot, flags | fixed, u64::MAX, 0],
+                None,
+            )?;
+            if r < 0 && r > -4096 {
+                continue;
+            }
+            let base = r as u64;
+            self.mem.write(base, failsafe::MAGIC)?;
+            self.scratch.areas.insert(
+                object,
+                Area {
+                    base,
+                    next: base + failsafe::SLOTS_OFFSET,
+                },
+            );
+            if self.scratch.failsafe.is_none() {
+                self.install_failsafe(tid, base)?;
+            }
+            return Ok(());
+        }
+        Err(NativeError::Breakpoint {
+            address: lo,
+            reason: "could not map a scratch page in the target".into(),
+        })
+    }
+
+    /// Points SIGTRAP at the fail-safe handler in the area at `base` (see [`failsafe`]), unless
+    /// the program has a SIGTRAP disposition of its own, which we leave alone.
+    fn install_failsafe(&mut self, tid: i32, base: u64) -> Result<(), NativeError> {
+        let (code, restorer) =
+            failsafe::handler_code(base).map_err(|e| NativeError::Breakpoint {
+                address: base,
+                reason: format!("cannot assemble the fail-safe handler: {e}"),
+            })?;
+        self.mem.write(base + failsafe::HANDLER_OFFSET, &code)?;
+        let action = failsafe::handler_action(base, restorer);
+        let old = self.sigaction(tid, libc::SIGTRAP, Some(&action))?;
+        if old.handler != 0 {
+            // The program handles or ignores SIGTRAP itself: put its action back.
+            self.sigaction(tid, libc::SIGTRAP, Some(&old))?;
+            self.scratch.failsafe = Some(None);
+        } else {
+            self.scratch.failsafe = Some(Some(base));
+        }
+        Ok(())
+    }
+
+    /// Adds a breakpoint to the fail-safe table before its int3 is written (entry, then count:
+    /// the handler never sees a half-written entry).
+    pub(crate) fn register_failsafe(&mut self, addr: u64, original: u8) -> Result<(), NativeError> {
+        let Some(base) = self.scratch.failsafe_base() else {
+            return Ok(());
+        };
+        let count = self
+            .mem
+            .read_u64(base + failsafe::COUNT_OFFSET)
+            .unwrap_or(0);
+        if count >= failsafe::MAX_ENTRIES {
+            return Err(NativeError::Breakpoint {
+                address: addr,
+                reason: format!(
+                    "more than {} breakpoints in one process",
+                    failsafe::MAX_ENTRIES
+                ),
+            });
+        }
+        let entry = base + failsafe::ENTRIES_OFFSET + count * 16;
+        self.mem.write(entry, &addr.to_le_bytes())?;
+        self.mem
+            .write(entry + 8, &u64::from(original).to_le_bytes())?;
+        self.mem
+            .write(base + failsafe::COUNT_OFFSET, &(count + 1).to_le_bytes())
+    }
+
+    /// Gives SIGTRAP back its default action, if the fail-safe took it.
+    pub(crate) fn release_failsafe(&mut self, tid: i32) -> Result<(), NativeError> {
+        if self.scratch.failsafe_base().is_some() {
+            self.sigaction(
+                tid,
+                libc::SIGTRAP,
+                Some(&failsafe::KernelSigaction::default()),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Removes what an earlier periscope left behind when it was killed: restores the bytes its
+    /// table lists, gives SIGTRAP back its default action, unmaps its scratch areas, and puts
+    /// back call stubs it left in padding.
+    pub(crate) fn recover_leftovers(&mut self, tid: i32) -> Result<usize, NativeError> {
+        let mut found = self.remove_leftover_stubs();
+        for m in crate::maps::read(self.pid)? {
+            if !m.is_anonymous() || !m.perms.starts_with("r-x") {
+                continue;
+            }
+            let (lo, hi) = (m.start, m.end);
+            let mut magic = [0u8; 16];
+            if self.mem.read(lo, &mut magic).is_err() || &magic != failsafe::MAGIC {
+                continue;
+            }
+            let count = self
+                .mem
+                .read_u64(lo + failsafe::COUNT_OFFSET)
+                .unwrap_or(0)
+                .min(failsafe::MAX_ENTRIES);
+            for i in 0..count {
+                let e = lo + failsafe::ENTRIES_OFFSET + i * 16;
+                let (Ok(addr), Ok(orig)) = (self.mem.read_u64(e), self.mem.read_u64(e + 8)) else {
+                    continue;
+                };
+                let mut cur = [0u8; 1];
+                if self.mem.read(addr, &mut cur).is_ok() && cur[0] == 0xcc {
+                    self.mem.write(addr, &[orig as u8])?;
+                }
+            }
+            let current = self.sigaction(tid, libc::SIGTRAP, None)?;
+            if current.handler >= lo && current.handler < hi {
+                self.sigaction(
+                    tid,
+                    libc::SIGTRAP,
+                    Some(&failsafe::KernelSigaction::default()),
+                )?;
+            }
+            self.inject_syscall(
+                tid,
+                libc::SYS_munmap,
+                [lo, hi - lo, 0, 0, 0, 0],
+                Some((lo, hi - lo)),
+            )?;
+            found += 1;
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,182 @@
+//! How the tracer thread sleeps and wakes, and every wait for a traced thread, bounded.
+//!
+//! The tracer sleeps in `poll` on an eventfd (written at every SIGCHLD and every command) and,
+//! when the session handles them, a signalfd for SIGINT/SIGTERM/SIGHUP. Every wait for a stop
+//! goes through [`Wakeup::wait_stop`], which never blocks in `waitpid`: it polls with `WNOHANG`
+//! and sleeps on the eventfd until a deadline. So no phase (attach, install, a hit, teardown)
+//! can wait without bound, and a signal that arrives meanwhile is seen and remembered.
+
+use super::watchdog::Heartbeat;
+use crate::process::{self, Stop};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The longest single sleep: a safety net under the eventfd, never the mechanism (a wake-up
+/// comes from SIGCHLD; this only bounds the cost of one that was lost).
+const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+/// Creates the eventfd a session's tracer sleeps on.
+pub(crate) fn new_eventfd() -> std::io::Result<Arc<EventFd>> {
+    EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+        .map(Arc::new)
+        .map_err(std::io::Error::from)
+}
+
+/// What woke a sleep, besides a child or a command.
+pub(crate) struct Wakeup {
+    wake: Arc<EventFd>,
+    signals: Option<SignalFd>,
+    /// The first SIGINT/SIGTERM/SIGHUP seen (its name), kept until the session acts on it.
+    pub(crate) signalled: Option<String>,
+    heartbeat: Arc<Heartbeat>,
+    _registration: child_wakers::Registration,
+}
+
+impl Wakeup {
+    /// `stop_signals`: read SIGINT/SIGTERM/SIGHUP (blocked in every thread by
+    /// [`crate::session::block_signals`]) so the session can end on them.
+    pub(crate) fn new(wake: Arc<EventFd>, stop_signals: bool, heartbeat: Arc<Heartbeat>) -> Wakeup {
+        let signals = stop_signals.then(|| {
+            let mut mask = SigSet::empty();
+            mask.add(Signal::SIGINT);
+            mask.add(Signal::SIGTERM);
+            mask.add(Signal::SIGHUP);
+            SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok()
+        });
+        Wakeup {
+            _registration: child_wakers::register(wake.clone()),
+            wake,
+            signals: signals.flatten(),
+            signalled: None,
+            heartbeat,
+        }
+    }
+
+    /// Resets the wake-up counter. Call it before looking for work, so a wake-up that comes
+    /// after the look is not lost.
+    pub(crate) fn reset(&self) {
+        let _ = self.wake.read();
+    }
+
+    /// Sleeps until a child changes state, a command or signal arrives, or `until` (never
+    /// longer than [`MAX_SLEEP`] when `until` is set; with `None`, until woken).
+    pub(crate) fn sleep(&mut self, until: Option<Instant>) {
+        let timeout = match until {
+            None => nix::poll::PollTimeout::NONE,
+            Some(t) => {
+                let left = t.saturating_duration_since(Instant::now()).min(MAX_SLEEP);
+                nix::poll::PollTimeout::try_from(left).unwrap_or(nix::poll::PollTimeout::ZERO)
+            }
+        };
+        let mut fds = vec![nix::poll::PollFd::new(
+            self.wake.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        if let Some(s) = &self.signals {
+            fds.push(nix::poll::PollFd::new(
+                s.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            ));
+        }
+        let _ = nix::poll::poll(&mut fds, timeout);
+        self.read_signal();
+    }
+
+    /// Takes a pending SIGINT/SIGTERM/SIGHUP, if any, into [`Self::signalled`].
+    pub(crate) fn read_signal(&mut self) {
+        let Some(s) = &self.signals else { return };
+        if let Ok(Some(info)) = s.read_signal() {
+            let signo = info.ssi_signo as i32;
+            let name = Signal::try_from(signo)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| signo.to_string());
+            self.signalled.get_or_insert(name);
+        }
+    }
+
+    /// Waits for a stop of `tid` (or of any traced thread with -1) until `deadline`. `None`
+    /// when none came in time; an error when there is no such tracee.
+    pub(crate) fn wait_stop(
+        &mut self,
+        tid: i32,
+        deadline: Instant,
+    ) -> Result<Option<Stop>, nix::errno::Errno> {
+        loop {
+            self.heartbeat.beat();
+            self.reset();
+            if let Some(stop) = process::wait(tid, true)? {
+                return Ok(Some(stop));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            self.sleep(Some(deadline));
+        }
+    }
+}
+
+/// SIGCHLD is sent to the whole process, and one signalfd read consumes it; with several
+/// sessions in one process (an agent watching many targets) only one tracer would wake. So one
+/// thread reads SIGCHLD and wakes every session's eventfd; each session then reaps its own
+/// tracees (`wait` uses `__WNOTHREAD`).
+mod child_wakers {
+    use nix::sys::eventfd::EventFd;
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    type Registry = Mutex<Vec<(u64, Arc<EventFd>)>>;
+
+    fn registry() -> &'static Registry {
+        static REGISTRY: OnceLock<Registry> = OnceLock::new();
+        REGISTRY.get_or_init(|| {
+            let mut mask = SigSet::empty();
+            mask.add(Signal::SIGCHLD);
+            if let Ok(sfd) = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC) {
+                let _ = std::thread::Builder::new()
+                    .name("periscope-sigchld".into())
+                    .spawn(move || loop {
+                        match sfd.read_signal() {
+                            Ok(_) => wake_all(),
+                            Err(nix::errno::Errno::EINTR) => {}
+                            Err(_) => return,
+                        }
+                    });
+            }
+            Mutex::new(Vec::new())
+        })
+    }
+
+    fn wake_all() {
+        let list = registry().lock().unwrap_or_else(|p| p.into_inner());
+        for (_, fd) in list.iter() {
+            let _ = fd.write(1);
+        }
+    }
+
+    /// Keeps `fd` woken at every SIGCHLD until dropped.
+    pub struct Registration(u64);
+
+    pub fn register(fd: Arc<EventFd>) -> Registration {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        registry()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, fd));
+        Registration(id)
+    }
+
+    impl Drop for Registration {
+        fn drop(&mut self) {
+            registry()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(id, _)| *id != self.0);
+        }
+    }
+}

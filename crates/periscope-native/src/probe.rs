@@ -1,0 +1,198 @@
+//! The probe model the surfaces use: what a probe does at a hit, its limits, its state in a
+//! session, the tallies a session keeps, and the events and end reasons it reports.
+
+use crate::values::Limits;
+use periscope_core::event::{LogEvent, ProbeError, SnapshotEvent};
+use periscope_core::expr::Expr;
+use periscope_core::redact::Redactor;
+use periscope_core::template::Template;
+use periscope_core::Location;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// What a probe does at each hit.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Log(Template),
+    /// Count hits, optionally grouped by the value of an expression.
+    Count {
+        by: Option<Expr>,
+    },
+    /// Capture the stack, with arguments and locals of the top `frames` frames, and the value
+    /// of each watch expression.
+    Snapshot {
+        frames: usize,
+        watches: Vec<(String, Expr)>,
+    },
+    /// At a panic (placed on `rust_panic`, before unwinding starts): capture the stack with the
+    /// variables of the top `frames` frames of the program's own code.
+    Panic {
+        frames: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    pub id: String,
+    pub location: Location,
+    pub action: Action,
+    pub condition: Option<Expr>,
+    pub max_hits: Option<u64>,
+    pub limits: Limits,
+    /// Names whose values are never read (built-in secrets plus `--redact` patterns).
+    pub redactor: Redactor,
+    /// Hits per second that are captured; hits beyond it are counted in
+    /// [`Tally::rate_dropped`], not captured. `None`: no limit.
+    pub rate_limit: Option<f64>,
+    /// How much of the target's time the probe may take; beyond it the probe is paused.
+    pub budget: Option<Budget>,
+}
+
+/// An overhead budget: at most `limit` of time spent handling the probe's hits (the target
+/// thread is held all that time) in any `window`.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub limit: std::time::Duration,
+    pub window: std::time::Duration,
+}
+
+impl ProbeSpec {
+    /// A probe with no condition and no limits beyond the default capture limits.
+    pub fn new(id: impl Into<String>, location: Location, action: Action) -> ProbeSpec {
+        ProbeSpec {
+            id: id.into(),
+            location,
+            action,
+            condition: None,
+            max_hits: None,
+            limits: Limits::default(),
+            redactor: Redactor::default(),
+            rate_limit: None,
+            budget: None,
+        }
+    }
+}
+
+impl ProbeSpec {
+    /// Every expression the probe evaluates, with its text.
+    pub(crate) fn expressions(&self) -> Vec<&Expr> {
+        let mut v: Vec<&Expr> = self.condition.iter().collect();
+        match &self.action {
+            Action::Log(t) => v.extend(t.holes().map(|(_, e)| e)),
+            Action::Count { by } => v.extend(by.iter()),
+            Action::Snapshot { watches, .. } => v.extend(watches.iter().map(|(_, e)| e)),
+            Action::Panic { .. } => {}
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// `stop()` was called.
+    Requested,
+    /// SIGINT, SIGTERM or SIGHUP reached periscope.
+    Signal(String),
+    /// Every probe reached its hit limit.
+    HitLimit,
+    TargetExited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// The target replaced its program image; the probes no longer apply.
+    TargetExec,
+    Error(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    Log(LogEvent),
+    Snapshot(Box<SnapshotEvent>),
+    ProbeError(ProbeError),
+    /// A probe stopped taking hits: its breakpoints are out, the others go on.
+    ProbeStopped {
+        probe: String,
+        state: ProbeState,
+    },
+    Ended(EndReason),
+}
+
+/// Where a probe is in its life inside a session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ProbeState {
+    #[default]
+    Active,
+    /// It reached its hit limit.
+    HitLimit,
+    /// Its handling took more than its overhead budget; the reason says how much.
+    Paused(String),
+    /// Removed by [`Session::remove_probe`].
+    Removed,
+}
+
+/// Per-probe tallies, readable while the session runs (`count` prints from them).
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    /// The probe's id.
+    pub probe: String,
+    /// Hits captured: an event made (or, for counters, counted). This is what a hit limit
+    /// counts; hits dropped by the rate limit, filtered out by the condition or failed with an
+    /// error are not in it.
+    pub hits: u64,
+    /// Hits whose condition was false.
+    pub filtered: u64,
+    pub errors: u64,
+    /// Hits beyond the rate limit: counted, not captured.
+    pub rate_dropped: u64,
+    /// Time the target's threads were held handling this probe's hits.
+    pub busy: std::time::Duration,
+    pub state: ProbeState,
+    /// (thread, group key) → hits, for counters.
+    pub counts: HashMap<(i32, Option<String>), u64>,
+}
+
+pub type Tallies = Arc<Mutex<Vec<Tally>>>;
+
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub dropped_events: u64,
+    /// Scratch areas left by a killed periscope that this session removed.
+    pub recovered: usize,
+    pub sites: Vec<usize>,
+    /// What teardown could not remove within its time (the next attach removes it).
+    pub left_behind: Vec<String>,
+}
+
+pub struct SessionOptions {
+    /// End the session on SIGINT/SIGTERM/SIGHUP (the CLI's Ctrl-C).
+    pub stop_on_signals: bool,
+    /// Events buffered between the session thread and the consumer; beyond it they are dropped
+    /// and counted, so a slow consumer never slows the target.
+    pub queue: usize,
+    /// Capture a snapshot when a thread is about to die of a fatal signal.
+    pub watch_signals: Option<WatchSignals>,
+    /// Keep running when every probe has ended (an agent adds more later); otherwise the
+    /// session ends when the last probe reaches its hit limit.
+    pub keep_alive: bool,
+}
+
+/// How `periscope watch --signals` captures: frames with variables, limits, redaction.
+#[derive(Debug, Clone)]
+pub struct WatchSignals {
+    /// The probe id the captures carry.
+    pub probe: String,
+    pub frames: usize,
+    pub limits: Limits,
+    pub redactor: Redactor,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            stop_on_signals: true,
+            queue: 4096,
+            watch_signals: None,
+            keep_alive: false,
+        }
+    }
+}

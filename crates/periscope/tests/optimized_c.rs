@@ -1,0 +1,71 @@
+//! Optimized C read as gdb reads it: gcc -O2 turns `rank(const struct task *t, int pass)` into
+//! `rank.isra.0`, which receives `t->id` instead of `t` (DW_OP_GNU_parameter_ref: the pointer
+//! is only known where the caller passed it), and `scaled(v, 10)` into `scaled.constprop.0`
+//! (`scale` is a DW_AT_const_value). Probes go to the clones under their source names.
+
+mod common;
+use common::*;
+
+#[test]
+fn ipa_clones_are_found_by_source_name_and_their_parameters_read_at_the_call_site() {
+    let exe = tasks_o2();
+    let syms = std::process::Command::new("nm")
+        .arg(&exe)
+        .output()
+        .expect("nm");
+    let syms = String::from_utf8_lossy(&syms.stdout);
+    assert!(
+        syms.contains("rank.isra") && syms.contains("scaled.constprop"),
+        "gcc no longer makes these clones; the test needs new shapes:\n{syms}"
+    );
+    let mut t = Target::start(&exe, &["200"]);
+    let pid = t.pid.to_string();
+
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        "rank",
+        "id={t->id} pass={pass}",
+        "--max-hits",
+        "8",
+        "--json",
+    ]);
+    assert_success(&out);
+    let hits = stdout_json(&out);
+    assert_eq!(hits.len(), 8);
+    for h in &hits {
+        let id = int(h, "t->id");
+        assert!(
+            (157..=160).contains(&id),
+            "t->id read at the call site: {h}"
+        );
+        assert!(int(h, "pass") >= 0);
+    }
+    // Inside the body, after instructions ran: still read, since none of them wrote the
+    // register the caller's call value uses.
+    let body = format!("tasks.c:{}", probe_line("tasks.c", "rank-body"));
+    let out = run_periscope(&["log", &pid, &body, "{t->id}", "--max-hits", "4", "--json"]);
+    assert_success(&out);
+    for h in stdout_json(&out) {
+        assert!((157..=160).contains(&int(&h, "t->id")), "{h}");
+    }
+
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        "scaled",
+        "v={v} scale={scale}",
+        "--max-hits",
+        "3",
+        "--json",
+    ]);
+    assert_success(&out);
+    for h in stdout_json(&out) {
+        assert_eq!(
+            int(&h, "scale"),
+            10,
+            "the constant-propagated parameter: {h}"
+        );
+    }
+    t.assert_untouched();
+}
