@@ -302,9 +302,16 @@ fn ttl_hit_limit_rate_limit_and_overhead_budget_each_end_or_thin_a_probe() {
     let mut p = log_probe("service=fast", "total={total}");
     p.max_hits = Some(3);
     let limited = admin.add_probe(&p).expect("add");
-    let s = eventually("hit_limit", || {
-        state_of(&limited.id).filter(|s| s.state == InstallState::HitLimit)
-    });
+    let last = std::cell::RefCell::new(None);
+    let s = eventually_or(
+        "hit_limit",
+        || {
+            let seen = state_of(&limited.id);
+            *last.borrow_mut() = seen.clone();
+            seen.filter(|s| s.state == InstallState::HitLimit)
+        },
+        || format!("{:?}", last.borrow()),
+    );
     assert_eq!(s.hits, 3);
     let events = admin
         .events(&limited.id, &EventQuery::default())

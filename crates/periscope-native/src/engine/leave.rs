@@ -117,7 +117,7 @@ impl Engine {
         }
         let deadline = Instant::now() + STOP_ALL_TIMEOUT;
         while self.threads.iter().any(|t| !stopped.contains_key(&t)) {
-            let stop = match self.wakeup.wait_stop(-1, deadline) {
+            let stop = match self.wakeup.wait_stop(-1, deadline, false) {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
                 Err(nix::errno::Errno::ECHILD) => {
@@ -207,7 +207,7 @@ impl Engine {
             if process::cont(tid, 0).is_err() {
                 return Held::Lost;
             }
-            match self.wakeup.wait_stop(tid, deadline) {
+            match self.wakeup.wait_stop(tid, deadline, false) {
                 Ok(Some(Stop::Signal {
                     signal: SIGTRAP, ..
                 })) => {
@@ -241,7 +241,7 @@ impl Engine {
             if process::step(tid, 0).is_err() {
                 return false;
             }
-            match self.wakeup.wait_stop(tid, deadline) {
+            match self.wakeup.wait_stop(tid, deadline, false) {
                 Ok(Some(Stop::Signal {
                     signal: SIGTRAP, ..
                 })) => {}

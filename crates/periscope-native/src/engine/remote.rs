@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 const SIGTRAP: i32 = libc::SIGTRAP;
 const PTRACE_EVENT_STOP: i32 = 128;
 
-/// How long one stop of a thread for our own work may take to come.
-const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one stop of a thread for our own work may take to come (generous: a loaded machine
+/// may take a while to schedule the thread; a signal to periscope ends the wait at once).
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Marks a stub left behind by a killed periscope, so the next attach can remove it.
 pub(crate) const STUB_MAGIC: &[u8; 16] = b"PERISCOPE-INJECT";
@@ -150,9 +151,14 @@ impl Engine {
         let resume_sig = loop {
             let stop = self
                 .wakeup
-                .wait_stop(tid, deadline)
+                .wait_stop(tid, deadline, true)
                 .map_err(|e| NativeError::ptrace("WAIT", tid, e))?;
             match stop {
+                None if self.wakeup.signalled.is_some() => {
+                    return Err(NativeError::Interrupted {
+                        signal: self.wakeup.signalled.clone().unwrap_or_default(),
+                    })
+                }
                 None => {
                     return Err(NativeError::Io {
                         what: format!("stop thread {tid} of the target"),
@@ -274,7 +280,7 @@ impl Engine {
             process::step(tid, 0).map_err(|e| NativeError::ptrace("SINGLESTEP", tid, e))?;
             let stop = self
                 .wakeup
-                .wait_stop(tid, deadline)
+                .wait_stop(tid, deadline, false)
                 .map_err(|e| NativeError::ptrace("WAIT", tid, e))?;
             match stop {
                 Some(Stop::Signal {

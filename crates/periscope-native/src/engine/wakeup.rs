@@ -99,13 +99,18 @@ impl Wakeup {
     }
 
     /// Waits for a stop of `tid` (or of any traced thread with -1) until `deadline`. `None`
-    /// when none came in time; an error when there is no such tracee.
+    /// when none came in time (or, with `until_signal`, once SIGINT/SIGTERM/SIGHUP came); an
+    /// error when there is no such tracee.
     pub(crate) fn wait_stop(
         &mut self,
         tid: i32,
         deadline: Instant,
+        until_signal: bool,
     ) -> Result<Option<Stop>, nix::errno::Errno> {
         loop {
+            if until_signal && self.signalled.is_some() {
+                return Ok(None);
+            }
             self.heartbeat.beat();
             self.reset();
             if let Some(stop) = process::wait(tid, true)? {

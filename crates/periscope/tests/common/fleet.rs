@@ -184,13 +184,24 @@ fn nix_kill(pid: u32, sig: i32) -> i32 {
 /// Waits until `f` gives a value, checking every 50 ms; panics after 60 s with `what`.
 /// Used for states that have no push API (probe states, instance lists); events are waited
 /// for with the server's own wait endpoint.
-pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually_or(what, f, String::new)
+}
+
+/// [`eventually`], saying `last()` (what was seen last) when it times out.
+pub fn eventually_or<T>(
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+    last: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}; last seen: {}", last());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
