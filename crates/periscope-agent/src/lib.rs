@@ -500,7 +500,7 @@ impl Reconciler {
                 }
             }
             if let Some(s) = inst.session.take() {
-                s.stop();
+                end_session(s, &inst.info);
             }
             for run in inst.probes.values_mut() {
                 if run.state == InstallState::Installed {
@@ -590,8 +590,15 @@ fn detach_if_idle(inst: &mut InstanceRun) {
         .any(|r| r.state == InstallState::Installed);
     if !busy {
         if let Some(s) = inst.session.take() {
-            s.stop();
+            end_session(s, &inst.info);
         }
+    }
+}
+
+/// Detaches from a process; says so on stderr if anything had to be left in it.
+fn end_session(session: Session, info: &Instance) {
+    if let Some(text) = session.stop().left_behind_note() {
+        eprintln!("periscope agent: pid {}: {text}", info.pid);
     }
 }
 

@@ -46,6 +46,15 @@ pub enum NativeError {
     #[error("the target process exited")]
     TargetExited,
 
+    #[error("timed out waiting for {what} ({} s)", limit.as_secs_f64())]
+    Timeout {
+        what: String,
+        limit: std::time::Duration,
+    },
+
+    #[error(transparent)]
+    Memory(#[from] crate::process::ReadError),
+
     #[error("interrupted by {signal} while attaching; the target was left as it was")]
     Interrupted { signal: String },
 }

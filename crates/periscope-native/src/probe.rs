@@ -163,6 +163,18 @@ pub struct Summary {
     pub left_behind: Vec<String>,
 }
 
+impl Summary {
+    /// What was left in the target, in a sentence, when teardown could not remove everything.
+    pub fn left_behind_note(&self) -> Option<String> {
+        (!self.left_behind.is_empty()).then(|| {
+            format!(
+                "left in the process until the next periscope attaches (which removes it): {}",
+                self.left_behind.join(", ")
+            )
+        })
+    }
+}
+
 pub struct SessionOptions {
     /// End the session on SIGINT/SIGTERM/SIGHUP (the CLI's Ctrl-C).
     pub stop_on_signals: bool,

@@ -741,6 +741,19 @@ fn print_probe_error(
     Ok(())
 }
 
+/// What the session's summary says a user should know: events lost, anything left behind.
+fn report(summary: &periscope_native::probe::Summary) {
+    if summary.dropped_events > 0 {
+        note(&format!(
+            "periscope: {} events dropped because output could not keep up",
+            summary.dropped_events
+        ));
+    }
+    if let Some(text) = summary.left_behind_note() {
+        note(&format!("periscope: {text}"));
+    }
+}
+
 /// Ends the session (removing every breakpoint) and reports why it ended.
 fn finish(session: Session, reason: Result<Option<EndReason>>) -> Result<()> {
     // Stop first, whatever happened while printing (a closed pipe must not leave breakpoints).
@@ -749,12 +762,7 @@ fn finish(session: Session, reason: Result<Option<EndReason>>) -> Result<()> {
     if let Some(text) = reason.as_ref().and_then(end_note) {
         note(&format!("periscope: {text}"));
     }
-    if summary.dropped_events > 0 {
-        note(&format!(
-            "periscope: {} events dropped because output could not keep up",
-            summary.dropped_events
-        ));
-    }
+    report(&summary);
     if let Some(EndReason::Error(e)) = reason {
         bail!(e);
     }
@@ -804,12 +812,7 @@ fn run_count(
     );
     let summary = session.stop();
     print(true)?;
-    if summary.dropped_events > 0 {
-        note(&format!(
-            "periscope: {} events dropped",
-            summary.dropped_events
-        ));
-    }
+    report(&summary);
     if let Some(text) = reason?.as_ref().and_then(end_note) {
         note(&format!("periscope: {text}"));
     }

@@ -27,13 +27,18 @@ pub(crate) struct Breakpoints {
     retired: HashMap<u64, Breakpoint>,
     /// Breakpoint address → the probe sites there.
     sites: HashMap<u64, Vec<SiteRuntime>>,
-    pub(crate) originals: Originals,
+    originals: Originals,
 }
 
 impl Breakpoints {
     /// Whether any breakpoint is or was in place (a SIGTRAP may be ours).
     pub(crate) fn any(&self) -> bool {
         !self.live.is_empty() || !self.retired.is_empty()
+    }
+
+    /// The map the watchdog restores from.
+    pub(crate) fn originals(&self) -> Originals {
+        self.originals.clone()
     }
 
     pub(crate) fn is_live(&self, addr: u64) -> bool {
@@ -81,6 +86,46 @@ impl Breakpoints {
         self.live.insert(bp.address, bp);
     }
 
+    fn add_site(&mut self, addr: u64, site: SiteRuntime) {
+        self.sites.entry(addr).or_default().push(site);
+    }
+
+    /// Drops probe `pi`'s sites at `addr`; true when no probe is left there.
+    fn remove_site(&mut self, addr: u64, pi: usize) -> bool {
+        let Some(list) = self.sites.get_mut(&addr) else {
+            return false;
+        };
+        list.retain(|s| s.probe != pi);
+        if !list.is_empty() {
+            return false;
+        }
+        self.sites.remove(&addr);
+        true
+    }
+
+    /// Puts a retired breakpoint back in service (its out-of-line slot is still in place).
+    /// False when there is none at `addr`.
+    fn revive(&mut self, addr: u64) -> bool {
+        match self.retired.remove(&addr) {
+            Some(bp) => {
+                self.insert(bp);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes a live breakpoint out of service; it is kept as retired (a thread that trapped on
+    /// it is still rewound). Returns it, for its original bytes.
+    fn retire(&mut self, addr: u64) -> Option<&Breakpoint> {
+        let bp = self.live.remove(&addr)?;
+        self.originals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&addr);
+        Some(self.retired.entry(addr).or_insert(bp))
+    }
+
     /// Forgets every breakpoint (after the bytes were written back).
     pub(crate) fn clear(&mut self) {
         self.live.clear();
@@ -114,22 +159,19 @@ impl Engine {
             let site = &self.probes[pi].sites[si];
             let (addr, object, file_pc) = (site.address, site.object, site.file_address);
             let cfa = cfa_rule(&self.target.objects[object].index, file_pc);
-            self.breakpoints
-                .sites
-                .entry(addr)
-                .or_default()
-                .push(SiteRuntime {
+            self.breakpoints.add_site(
+                addr,
+                SiteRuntime {
                     probe: pi,
                     site: si,
                     cfa,
-                });
+                },
+            );
             if self.breakpoints.is_live(addr) {
                 continue;
             }
-            if let Some(bp) = self.breakpoints.retired.remove(&addr) {
-                // Its out-of-line slot is still in place: reuse it.
+            if self.breakpoints.revive(addr) {
                 self.mem.write(addr, &[0xcc])?;
-                self.breakpoints.insert(bp);
                 continue;
             }
             let mut code = [0u8; 16];
@@ -158,22 +200,8 @@ impl Engine {
     pub(crate) fn disarm(&mut self, pi: usize) {
         let addrs: Vec<u64> = self.probes[pi].sites.iter().map(|s| s.address).collect();
         for addr in addrs {
-            let Some(list) = self.breakpoints.sites.get_mut(&addr) else {
-                continue;
-            };
-            list.retain(|s| s.probe != pi);
-            if !list.is_empty() {
-                continue;
-            }
-            self.breakpoints.sites.remove(&addr);
-            if let Some(bp) = self.breakpoints.live.remove(&addr) {
-                let _ = self.mem.write(addr, &bp.original[..1]);
-                self.breakpoints
-                    .originals
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&addr);
-                self.breakpoints.retired.insert(addr, bp);
+            if self.breakpoints.remove_site(addr, pi) {
+                self.unpatch(addr);
             }
         }
         self.last_hit.retain(|(_, p), _| *p != pi);
@@ -182,13 +210,16 @@ impl Engine {
     /// Writes every original byte back (breakpoints stay known as retired, so a thread that
     /// trapped on one is still rewound).
     pub(crate) fn restore_code(&mut self) {
-        let live: Vec<u64> = self.breakpoints.live.keys().copied().collect();
+        let live: Vec<u64> = self.breakpoints.live().map(|bp| bp.address).collect();
         for addr in live {
-            if let Some(bp) = self.breakpoints.live.remove(&addr) {
-                let _ = self.mem.write(addr, &bp.original[..1]);
-                self.breakpoints.retired.insert(addr, bp);
-            }
+            self.unpatch(addr);
         }
-        self.breakpoints.clear();
+    }
+
+    /// The original byte back at `addr`, the breakpoint retired.
+    fn unpatch(&mut self, addr: u64) {
+        if let Some(bp) = self.breakpoints.retire(addr) {
+            let _ = self.mem.write(addr, &bp.original[..1]);
+        }
     }
 }

@@ -58,12 +58,7 @@ impl Engine {
         );
         let location = frames
             .first()
-            .map(|f| match (&f.file, f.line) {
-                (Some(file), Some(line)) => {
-                    format!("{}:{line}", file.rsplit('/').next().unwrap_or(file))
-                }
-                _ => f.function.clone(),
-            })
+            .map(|f| frame_location(f).unwrap_or_else(|| f.function.clone()))
             .unwrap_or_default();
         let event = SnapshotEvent {
             ts: now_rfc3339(),
@@ -82,6 +77,12 @@ impl Engine {
         };
         self.emit(EngineEvent::Snapshot(Box::new(event)));
     }
+}
+
+/// `file.rs:LINE` (the file's name alone) of a captured frame that has a source position.
+pub(crate) fn frame_location(f: &StackFrame) -> Option<String> {
+    let file = f.file.as_deref()?;
+    Some(format!("{}:{}", file.rsplit('/').next()?, f.line?))
 }
 
 /// Which frames of a captured stack get their variables read.

@@ -2,7 +2,7 @@
 //! capture, hit limit, overhead budget), then resume the thread past the displaced instruction
 //! without taking the breakpoint out.
 
-use super::capture::{capture_stack, panic_message, StackWanted};
+use super::capture::{capture_stack, frame_location, panic_message, StackWanted};
 use super::Engine;
 use crate::eval::Evaluator;
 use crate::frame::Frame;
@@ -70,9 +70,7 @@ impl Engine {
             if self.breakpoints.is_retired(addr) {
                 // It hit a breakpoint removed since: run the original instruction.
                 regs.rip = addr;
-                let _ = process::setregs(tid, regs);
-                let sig = self.pending_signals.remove(&tid).unwrap_or(0);
-                let _ = process::cont(tid, sig);
+                self.resume_past(tid, addr, regs);
                 return;
             }
             // Not ours: the program's own int3 or single-step. Hand it the signal.
@@ -125,29 +123,24 @@ impl Engine {
         }
     }
 
-    /// Resumes a thread stopped at breakpoint `addr` without removing the breakpoint.
+    /// Resumes a thread stopped at `addr` (its pc already rewound there) past the breakpoint,
+    /// without removing it. If the breakpoint is out (removed while handling this hit, or
+    /// before), the original instruction is back at `addr` and the thread simply runs it.
     fn resume_past(&mut self, tid: i32, addr: u64, mut regs: process::Regs) {
-        let Some(bp) = self.breakpoints.get(addr) else {
-            // Removed while handling this hit (hit limit, budget): the original instruction is
-            // back at `addr`, where `regs` already point.
-            let _ = process::setregs(tid, regs);
-            let sig = self.pending_signals.remove(&tid).unwrap_or(0);
-            let _ = process::cont(tid, sig);
-            return;
-        };
-        match &bp.displaced {
-            Displaced::OutOfLine { slot } => regs.rip = *slot,
-            Displaced::Call(instr) => {
-                if let Err(e) = trap::emulate_call(instr, &mut regs, &self.mem) {
-                    // Cannot happen for a call that the program itself can execute; if it
-                    // does, the least harmful course is to stop probing.
-                    self.emit(EngineEvent::Ended(EndReason::Error(e.to_string())));
+        if let Some(bp) = self.breakpoints.get(addr) {
+            match &bp.displaced {
+                Displaced::OutOfLine { slot } => regs.rip = *slot,
+                Displaced::Call(instr) => {
+                    if let Err(e) = trap::emulate_call(instr, &mut regs, &self.mem) {
+                        // Cannot happen for a call that the program itself can execute; if it
+                        // does, the least harmful course is to stop probing.
+                        self.emit(EngineEvent::Ended(EndReason::Error(e.to_string())));
+                    }
                 }
             }
         }
         let _ = process::setregs(tid, regs);
-        let sig = self.pending_signals.remove(&tid).unwrap_or(0);
-        let _ = process::cont(tid, sig);
+        self.resume(tid, 0);
     }
 
     /// Runs the probes at `addr`; returns those that took the hit.
@@ -260,6 +253,15 @@ impl Engine {
             self.tally(pi, |t| t.rate_dropped += 1);
             return;
         }
+        // The call stack, with the variables of the top `frames` frames (std's own frames
+        // passed over with `skip_runtime`).
+        let stack = |frames: usize, skip_runtime: bool| {
+            let want = StackWanted {
+                with_vars: frames,
+                skip_runtime,
+            };
+            capture_stack(&self.target, &self.mem, regs, tid, cfa, &reader, want)
+        };
         let mut event = None;
         let mut snapshot = None;
         let mut count_key = None;
@@ -298,18 +300,7 @@ impl Engine {
                     .iter()
                     .map(|(text, e)| (text.clone(), ev.value(e)))
                     .collect();
-                let stack = capture_stack(
-                    &self.target,
-                    &self.mem,
-                    regs,
-                    tid,
-                    cfa,
-                    &reader,
-                    StackWanted {
-                        with_vars: *frames,
-                        skip_runtime: false,
-                    },
-                );
+                let stack = stack(*frames, false);
                 snapshot = Some(SnapshotEvent {
                     ts: now_rfc3339(),
                     pid: self.pid,
@@ -322,29 +313,12 @@ impl Engine {
                 });
             }
             Action::Panic { frames } => {
-                let stack = capture_stack(
-                    &self.target,
-                    &self.mem,
-                    regs,
-                    tid,
-                    cfa,
-                    &reader,
-                    StackWanted {
-                        with_vars: *frames,
-                        skip_runtime: true,
-                    },
-                );
+                let stack = stack(*frames, true);
                 // The panicking frame: the first one in the program's own code.
                 let location = stack
                     .iter()
                     .find(|f| f.file.as_deref().is_some_and(|p| !p.starts_with("/rustc/")))
-                    .and_then(|f| {
-                        Some(format!(
-                            "{}:{}",
-                            f.file.as_deref()?.rsplit('/').next()?,
-                            f.line?
-                        ))
-                    })
+                    .and_then(frame_location)
                     .unwrap_or_else(|| location.clone());
                 snapshot = Some(SnapshotEvent {
                     ts: now_rfc3339(),

@@ -38,31 +38,20 @@ impl Engine {
             return;
         }
         let stopped = self.stop_all();
-        let inert = |tid: i32| matches!(process::state(tid), Some('Z' | 'X'));
-        let all_stopped = self
+        // Threads that are exiting cannot stop, and run no code that could be in our way.
+        let mut all_stopped = self
             .threads
             .iter()
-            .all(|t| stopped.contains_key(&t) || inert(t));
-        let mut all_stopped = all_stopped;
-        let mut signals = stopped;
-        let tids: Vec<i32> = signals.keys().copied().collect();
-        for tid in tids {
-            let held = match signals.get(&tid) {
-                Some(0) => match self.consume_pending_trap(tid) {
-                    Held::Stopped(Some(sig)) => {
-                        signals.insert(tid, sig);
-                        true
-                    }
-                    Held::Stopped(None) => true,
-                    Held::Lost => false,
-                },
-                _ => true,
-            };
-            if !held || !self.step_out_of_scratch(tid) {
+            .all(|t| stopped.contains_key(&t) || super::threads::exiting(t));
+        let mut signals = HashMap::new();
+        for (tid, sig) in stopped {
+            match self.settle(tid, sig) {
+                Some(sig) => {
+                    signals.insert(tid, sig);
+                }
                 // Running again (or gone): the kernel detaches it when we end; the scratch
                 // area must stay for it.
-                signals.remove(&tid);
-                all_stopped = false;
+                None => all_stopped = false,
             }
         }
         self.restore_code();
@@ -91,7 +80,7 @@ impl Engine {
                 }
             }
             _ if !areas.is_empty() => {
-                let waiting = self.threads.len() - signals.len();
+                let waiting = self.threads.len().saturating_sub(signals.len());
                 self.left_behind.push(format!(
                     "the scratch area{} and SIGTRAP handler ({waiting} thread{} did not stop in time)",
                     if areas.len() == 1 { "" } else { "s" },
@@ -182,6 +171,21 @@ impl Engine {
         }
         stopped.retain(|t, _| self.threads.contains(*t));
         stopped
+    }
+
+    /// Makes a stopped thread safe to detach: no trap of ours pending, not inside a scratch
+    /// slot. Returns the signal to give it on detach (`signal`, or one that came meanwhile),
+    /// or `None` when it could not be kept stopped.
+    fn settle(&mut self, tid: i32, signal: i32) -> Option<i32> {
+        let signal = if signal == 0 {
+            match self.consume_pending_trap(tid) {
+                Held::Stopped(other) => other.unwrap_or(0),
+                Held::Lost => return None,
+            }
+        } else {
+            signal
+        };
+        self.step_out_of_scratch(tid).then_some(signal)
     }
 
     /// A thread can stop for our PTRACE_INTERRUPT just after executing an int3, before its

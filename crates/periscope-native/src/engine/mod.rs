@@ -147,7 +147,7 @@ impl Engine {
 
     /// The original bytes of every breakpoint in place, for the watchdog.
     pub(crate) fn originals(&self) -> Originals {
-        self.breakpoints.originals.clone()
+        self.breakpoints.originals()
     }
 
     pub(crate) fn recovered(&self) -> usize {
@@ -322,6 +322,12 @@ impl Engine {
             self.heartbeat.idle();
             self.wakeup.sleep(None);
         }
+    }
+
+    /// Resumes a thread we held, delivering a signal that arrived meanwhile (else `signal`).
+    pub(crate) fn resume(&mut self, tid: i32, signal: i32) {
+        let sig = self.pending_signals.remove(&tid).unwrap_or(signal);
+        let _ = process::cont(tid, sig);
     }
 
     /// Handles one stop; returns a reason when the session must end.

@@ -154,18 +154,13 @@ impl Engine {
                 .wait_stop(tid, deadline, true)
                 .map_err(|e| NativeError::ptrace("WAIT", tid, e))?;
             match stop {
-                None if self.wakeup.signalled.is_some() => {
-                    return Err(NativeError::Interrupted {
-                        signal: self.wakeup.signalled.clone().unwrap_or_default(),
-                    })
-                }
                 None => {
-                    return Err(NativeError::Io {
-                        what: format!("stop thread {tid} of the target"),
-                        source: std::io::Error::other(format!(
-                            "it did not stop within {} s",
-                            STOP_TIMEOUT.as_secs()
-                        )),
+                    return Err(match self.wakeup.signalled.clone() {
+                        Some(signal) => NativeError::Interrupted { signal },
+                        None => NativeError::Timeout {
+                            what: format!("thread {tid} of the target to stop"),
+                            limit: STOP_TIMEOUT,
+                        },
                     })
                 }
                 Some(Stop::Event {
@@ -200,8 +195,7 @@ impl Engine {
             }
         };
         let result = f(self, tid);
-        let sig = self.pending_signals.remove(&tid).unwrap_or(resume_sig);
-        let _ = process::cont(tid, sig);
+        self.resume(tid, resume_sig);
         result
     }
 
@@ -227,12 +221,7 @@ impl Engine {
                 })?;
                 if p.padding {
                     original = vec![0u8; code.len()];
-                    self.mem.read(p.address, &mut original).map_err(|e| {
-                        NativeError::Breakpoint {
-                            address: p.address,
-                            reason: e.to_string(),
-                        }
-                    })?;
+                    self.mem.read(p.address, &mut original)?;
                 }
                 self.mem.write(p.address, &code)?;
                 p.address
@@ -295,9 +284,9 @@ impl Engine {
                 }
                 Some(Stop::Event { .. }) => {}
                 None => {
-                    return Err(NativeError::Io {
-                        what: format!("run a system call in thread {tid}"),
-                        source: std::io::Error::other("it did not finish in time"),
+                    return Err(NativeError::Timeout {
+                        what: format!("a system call run in thread {tid} to finish"),
+                        limit: STOP_TIMEOUT,
                     })
                 }
             }
@@ -387,12 +376,7 @@ impl Engine {
             });
         }
         let mut b = [0u8; 32];
-        self.mem
-            .read(old_at, &mut b)
-            .map_err(|e| NativeError::Breakpoint {
-                address: old_at,
-                reason: e.to_string(),
-            })?;
+        self.mem.read(old_at, &mut b)?;
         failsafe::KernelSigaction::from_bytes(&b).ok_or(NativeError::Breakpoint {
             address: old_at,
             reason: "short sigaction".into(),

@@ -130,7 +130,7 @@ impl Threads {
 }
 
 /// Whether a thread is exiting or gone (a zombie, dead, or no longer in /proc).
-fn exiting(tid: i32) -> bool {
+pub(crate) fn exiting(tid: i32) -> bool {
     matches!(process::state(tid), None | Some('Z' | 'X' | 'x'))
 }
 

@@ -30,6 +30,23 @@ fn run(cmd: &mut Command) {
     );
 }
 
+/// Builds `file` of examples/targets with `compiler ARGS -o OUT FILE`, once per test process.
+fn compiled(
+    name: &str,
+    cell: &'static OnceLock<PathBuf>,
+    compiler: &str,
+    args: &[&str],
+    file: &str,
+) -> PathBuf {
+    build(name, cell, |src, out| {
+        run(Command::new(compiler)
+            .args(args)
+            .arg("-o")
+            .arg(out)
+            .arg(src.join(file)))
+    })
+}
+
 /// Builds one target once per test process; returns its path.
 fn build(name: &str, cell: &'static OnceLock<PathBuf>, f: impl FnOnce(&Path, &Path)) -> PathBuf {
     cell.get_or_init(|| {
@@ -45,103 +62,95 @@ fn build(name: &str, cell: &'static OnceLock<PathBuf>, f: impl FnOnce(&Path, &Pa
 
 pub fn ledger_debug() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
-    build("ledger", &C, |src, out| {
-        run(Command::new("rustc")
-            .args(["-g", "-C", "opt-level=0", "-o"])
-            .arg(out)
-            .arg(src.join("ledger.rs")))
-    })
+    compiled(
+        "ledger",
+        &C,
+        "rustc",
+        &["-g", "-C", "opt-level=0"],
+        "ledger.rs",
+    )
 }
 
 pub fn ledger_release() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
-    build("ledger-release", &C, |src, out| {
-        run(Command::new("rustc")
-            .args(["-g", "-C", "opt-level=3", "-o"])
-            .arg(out)
-            .arg(src.join("ledger.rs")))
-    })
+    compiled(
+        "ledger-release",
+        &C,
+        "rustc",
+        &["-g", "-C", "opt-level=3"],
+        "ledger.rs",
+    )
 }
 
 /// C built as gcc's -O2 shapes it: IPA clones, entry values, constant-propagated parameters.
 pub fn tasks_o2() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
-    build("tasks-o2", &C, |src, out| {
-        run(Command::new("gcc")
-            .args(["-g", "-O2", "-o"])
-            .arg(out)
-            .arg(src.join("tasks.c")))
-    })
+    compiled("tasks-o2", &C, "gcc", &["-g", "-O2"], "tasks.c")
 }
 
 pub fn churn() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
-    build("churn", &C, |src, out| {
-        run(Command::new("rustc")
-            .args(["--edition", "2021", "-g", "-C", "opt-level=0", "-o"])
-            .arg(out)
-            .arg(src.join("churn.rs")))
-    })
+    compiled(
+        "churn",
+        &C,
+        "rustc",
+        &["--edition", "2021", "-g", "-C", "opt-level=0"],
+        "churn.rs",
+    )
 }
 
 pub fn kinds() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
-    build("kinds", &C, |src, out| {
-        run(Command::new("rustc")
-            .args(["--edition", "2021", "-g", "-o"])
-            .arg(out)
-            .arg(src.join("kinds.rs")))
-    })
+    compiled(
+        "kinds",
+        &C,
+        "rustc",
+        &["--edition", "2021", "-g"],
+        "kinds.rs",
+    )
 }
 
 pub fn kinds_release() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
-    build("kinds-release", &C, |src, out| {
-        run(Command::new("rustc")
-            .args(["--edition", "2021", "-g", "-C", "opt-level=2", "-o"])
-            .arg(out)
-            .arg(src.join("kinds.rs")))
-    })
+    compiled(
+        "kinds-release",
+        &C,
+        "rustc",
+        &["--edition", "2021", "-g", "-C", "opt-level=2"],
+        "kinds.rs",
+    )
 }
 
 pub fn panicker() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
-    build("panicker", &C, |src, out| {
-        run(Command::new("rustc")
-            .args(["--edition", "2021", "-g", "-o"])
-            .arg(out)
-            .arg(src.join("panicker.rs")))
-    })
+    compiled(
+        "panicker",
+        &C,
+        "rustc",
+        &["--edition", "2021", "-g"],
+        "panicker.rs",
+    )
 }
 
 pub fn crasher() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
-    build("crasher", &C, |src, out| {
-        run(Command::new("gcc")
-            .args(["-g", "-O0", "-o"])
-            .arg(out)
-            .arg(src.join("crasher.c")))
-    })
+    compiled("crasher", &C, "gcc", &["-g", "-O0"], "crasher.c")
 }
 
 pub fn shapes() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
-    build("shapes", &C, |src, out| {
-        run(Command::new("g++")
-            .args(["-g", "-O0", "-o"])
-            .arg(out)
-            .arg(src.join("shapes.cpp")))
-    })
+    compiled("shapes", &C, "g++", &["-g", "-O0"], "shapes.cpp")
 }
 
 pub fn libscore() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
-    build("libscore.so", &C, |src, out| {
-        run(Command::new("gcc")
-            .args(["-g", "-O0", "-shared", "-fPIC", "-o"])
-            .arg(out)
-            .arg(src.join("score.c")))
-    })
+    compiled(
+        "libscore.so",
+        &C,
+        "gcc",
+        &["-g", "-O0", "-shared", "-fPIC"],
+        "score.c",
+    )
 }
 
 fn jobs(name: &str, cell: &'static OnceLock<PathBuf>, extra: &[&str]) -> PathBuf {
@@ -178,32 +187,17 @@ pub fn jobs_nopie() -> PathBuf {
 
 pub fn hot() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
-    build("hot", &C, |src, out| {
-        run(Command::new("gcc")
-            .args(["-g", "-O0", "-o"])
-            .arg(out)
-            .arg(src.join("hot.c")))
-    })
+    compiled("hot", &C, "gcc", &["-g", "-O0"], "hot.c")
 }
 
 pub fn forker() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
-    build("forker", &C, |src, out| {
-        run(Command::new("gcc")
-            .args(["-g", "-O0", "-o"])
-            .arg(out)
-            .arg(src.join("forker.c")))
-    })
+    compiled("forker", &C, "gcc", &["-g", "-O0"], "forker.c")
 }
 
 pub fn hot_nodebug() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
-    build("hot-nodebug", &C, |src, out| {
-        run(Command::new("gcc")
-            .args(["-g0", "-O0", "-o"])
-            .arg(out)
-            .arg(src.join("hot.c")))
-    })
+    compiled("hot-nodebug", &C, "gcc", &["-g0", "-O0"], "hot.c")
 }
 
 /// The line number of the `PROBE: tag` marker in a sample source file.
