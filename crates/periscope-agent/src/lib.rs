@@ -20,9 +20,9 @@ use periscope_core::api::{
     StatusReport,
 };
 use periscope_core::redact::Redactor;
-use periscope_native::probe::{Budget, EngineEvent, ProbeState, Tallies, WatchSignals};
+use periscope_native::probe::{Budget, EngineEvent, EngineProbe, ProbeState, Tallies};
 use periscope_native::values::Limits;
-use periscope_native::{Action, ProbeSpec, Session, SessionOptions, Target};
+use periscope_native::{Session, SessionOptions, Target};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -521,11 +521,7 @@ fn install(
     outbox: &Arc<Outbox>,
     tx: &Sender<Msg>,
 ) -> Result<usize, String> {
-    let spec = if probe.spec.kind == ProbeKind::Failures {
-        None
-    } else {
-        Some(engine_spec(probe, config)?)
-    };
+    let engine_probe = engine_probe(probe, config)?;
     if inst.session.is_none() {
         let target = match inst.target.clone() {
             Some(t) => t,
@@ -548,29 +544,15 @@ fn install(
         inst.session = Some(session);
     }
     let session = inst.session.as_ref().ok_or("no session")?;
-    match spec {
-        Some(spec) => session.add_probe(spec).map_err(|e| e.to_string()),
-        None => Ok(watch_failures(session, probe, config)),
+    match engine_probe {
+        EngineProbe::Breakpoint(spec) => session.add_probe(spec).map_err(|e| e.to_string()),
+        // Fatal signals through the session's signal watch; Rust panics through a breakpoint
+        // on `rust_panic`, absent from C and C++ programs (then signals only).
+        EngineProbe::Failures { panic, signals } => {
+            session.watch_signals(Some(signals));
+            Ok(session.add_probe(panic).unwrap_or(0))
+        }
     }
-}
-
-/// A failures probe: fatal signals through the session's signal watch, Rust panics through a
-/// breakpoint on `rust_panic` (absent from C and C++ programs: then signals only).
-fn watch_failures(session: &Session, probe: &Probe, config: &AgentConfig) -> usize {
-    let frames = probe.spec.frames.unwrap_or(5);
-    session.watch_signals(Some(WatchSignals {
-        probe: probe.id.clone(),
-        frames,
-        limits: Limits::default(),
-        redactor: config.redactor.clone(),
-    }));
-    let mut panic = ProbeSpec::new(
-        probe.id.clone(),
-        periscope_core::Location::Function("rust_panic".into()),
-        Action::Panic { frames },
-    );
-    panic.redactor = config.redactor.clone();
-    session.add_probe(panic).unwrap_or(0)
 }
 
 /// Takes a probe out of a running session.
@@ -602,62 +584,21 @@ fn end_session(session: Session, info: &Instance) {
     }
 }
 
-/// The engine's form of a server probe, with the agent's limits filled in.
-fn engine_spec(probe: &Probe, config: &AgentConfig) -> Result<ProbeSpec, String> {
-    use periscope_core::{expr, template::Template};
-    let p = &probe.spec;
-    let location = p.location.parse().map_err(|e| format!("{e}"))?;
-    let action = match p.kind {
-        ProbeKind::Log => Action::Log(
-            Template::parse(p.template.as_deref().unwrap_or(""))
-                .map_err(|e| format!("bad template: {e}"))?,
-        ),
-        ProbeKind::Snapshot => Action::Snapshot {
-            frames: p.frames.unwrap_or(5),
-            watches: p
-                .watch
-                .iter()
-                .map(|w| {
-                    expr::parse(w)
-                        .map(|e| (w.clone(), e))
-                        .map_err(|e| format!("bad watch expression: {e}"))
-                })
-                .collect::<Result<_, _>>()?,
-        },
-        ProbeKind::Failures => return Err("a failures probe has no location".into()),
-        ProbeKind::Count => Action::Count {
-            by: p
-                .by
-                .as_deref()
-                .map(expr::parse)
-                .transpose()
-                .map_err(|e| format!("bad grouping expression: {e}"))?,
-        },
-    };
-    let condition = p
-        .condition
-        .as_deref()
-        .map(expr::parse)
-        .transpose()
-        .map_err(|e| format!("bad condition: {e}"))?;
-    let budget = match p.budget_ms {
-        Some(ms) => Budget {
-            limit: Duration::from_millis(ms),
-            window: Duration::from_secs(10),
-        },
-        None => config.budget,
-    };
-    Ok(ProbeSpec {
-        id: probe.id.clone(),
-        location,
-        action,
-        condition,
-        max_hits: p.max_hits,
-        limits: Limits::default(),
-        redactor: config.redactor.clone(),
-        rate_limit: p.rate_limit.or(p.kind.default_rate_limit()),
-        budget: Some(budget),
-    })
+/// The engine's form of a server probe, with the fleet's defaults filled in: the kind's rate
+/// limit and the agent's overhead budget.
+fn engine_probe(probe: &Probe, config: &AgentConfig) -> Result<EngineProbe, String> {
+    let compiled = periscope_core::compile::compile(&probe.spec).map_err(|e| e.to_string())?;
+    let mut engine_probe = EngineProbe::new(
+        &probe.id,
+        compiled,
+        Limits::default(),
+        config.redactor.clone(),
+    );
+    if let EngineProbe::Breakpoint(spec) = &mut engine_probe {
+        spec.rate_limit = spec.rate_limit.or(probe.spec.kind.default_rate_limit());
+        spec.budget = spec.budget.or(Some(config.budget));
+    }
+    Ok(engine_probe)
 }
 
 /// Engine events of one process → the outbox (events) and the reconciler (state changes).

@@ -3,10 +3,12 @@
 //! Pure data and parsing: no OS code lives here.
 
 pub mod api;
+pub mod compile;
 pub mod event;
 pub mod expr;
 pub mod location;
 pub mod redact;
+pub mod render;
 pub mod template;
 pub mod value;
 

@@ -470,25 +470,14 @@ impl Periscope {
             .await;
         Ok(match r {
             Ok(found) => {
-                let list: Vec<Value> = found
-                    .iter()
-                    .take(200)
-                    .map(|f| json!({"name": f.name, "file": f.file, "line": f.line}))
-                    .collect();
+                let list = &found[..found.len().min(200)];
                 let summary = if list.is_empty() {
                     "no function matches; try a shorter part of the name".to_string()
                 } else {
                     found
                         .iter()
                         .take(50)
-                        .map(|f| {
-                            format!(
-                                "{}  {}:{}",
-                                f.name,
-                                f.file.display(),
-                                f.line.map(|l| l.to_string()).unwrap_or_default()
-                            )
-                        })
+                        .map(|f| f.text())
                         .collect::<Vec<_>>()
                         .join("\n")
                 };
@@ -523,30 +512,7 @@ impl Periscope {
             })
             .await;
         Ok(match r {
-            Ok(listing) => {
-                let lines: Vec<Value> = listing
-                    .lines
-                    .iter()
-                    .map(|l| json!({"line": l.line, "text": l.text, "instrumentable": l.instrumentable}))
-                    .collect();
-                let text = listing
-                    .lines
-                    .iter()
-                    .map(|l| {
-                        format!(
-                            "{} {:>5}  {}",
-                            if l.instrumentable { '*' } else { ' ' },
-                            l.line,
-                            l.text.as_deref().unwrap_or("")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                tool_ok(
-                    json!({"file": listing.file, "lines": lines}),
-                    format!("{} (* = instrumentable)\n{text}", listing.file.display()),
-                )
-            }
+            Ok(listing) => tool_ok(json!(listing), listing.text()),
             Err(e) => e.result(),
         })
     }
@@ -773,6 +739,11 @@ impl Periscope {
     }
 }
 
+/// A stored event read back as its typed form (the envelope's extra fields are ignored).
+fn typed<T: serde::de::DeserializeOwned>(e: &Value) -> Option<T> {
+    serde_json::from_value(e.clone()).ok()
+}
+
 fn events_result(probe: &str, events: Vec<Value>, after: Option<i64>) -> CallToolResult {
     let next = events
         .last()
@@ -785,21 +756,22 @@ fn events_result(probe: &str, events: Vec<Value>, after: Option<i64>) -> CallToo
         let lines: Vec<String> = events
             .iter()
             .take(20)
-            .map(|e| match e["kind"].as_str() {
-                Some("log") => format!("{} {} {}", e["instance"], e["location"], e["message"]),
-                Some("snapshot") => format!(
-                    "{} snapshot at {}: {} frames; top frame variables {}",
-                    e["instance"],
-                    e["location"],
-                    e["frames"].as_array().map(|f| f.len()).unwrap_or(0),
-                    e["frames"][0]["variables"]
-                ),
-                Some("count") => format!(
-                    "{} count: +{} (total {})",
-                    e["instance"], e["hits"], e["total"]
-                ),
-                Some("error") => format!("{} probe error: {}", e["instance"], e["error"]),
-                _ => e.to_string(),
+            .map(|e| {
+                use periscope_core::{event, render};
+                let instance = e["instance"].as_str().unwrap_or("");
+                let text = match e["kind"].as_str() {
+                    Some("log") => typed(e).map(|l: event::LogEvent| render::log_line(&l)),
+                    Some("snapshot") => {
+                        typed(e).map(|s: event::SnapshotEvent| render::snapshot_tree(&s))
+                    }
+                    Some("error") => typed(e).map(|p: event::ProbeError| render::error_line(&p)),
+                    Some("count") => Some(format!("count: +{} (total {})", e["hits"], e["total"])),
+                    _ => None,
+                };
+                match text {
+                    Some(t) => format!("{instance} {}", t.trim_end()),
+                    None => e.to_string(),
+                }
             })
             .collect();
         format!("{} event(s):\n{}", events.len(), lines.join("\n"))

@@ -2,6 +2,7 @@
 //! session, the tallies a session keeps, and the events and end reasons it reports.
 
 use crate::values::Limits;
+use periscope_core::compile::{CompiledAction, CompiledProbe};
 use periscope_core::event::{LogEvent, ProbeError, SnapshotEvent};
 use periscope_core::expr::Expr;
 use periscope_core::redact::Redactor;
@@ -55,6 +56,67 @@ pub struct Budget {
     pub limit: std::time::Duration,
     pub window: std::time::Duration,
 }
+
+/// A compiled probe request as the engine runs it.
+#[derive(Debug, Clone)]
+pub enum EngineProbe {
+    /// A breakpoint probe.
+    Breakpoint(ProbeSpec),
+    /// Panics (a breakpoint on `rust_panic`, absent from C and C++ programs) and fatal signals
+    /// (the session's signal watch), under one probe id.
+    Failures {
+        panic: ProbeSpec,
+        signals: WatchSignals,
+    },
+}
+
+impl EngineProbe {
+    /// The engine's form of a request compiled by [`periscope_core::compile::compile`].
+    pub fn new(id: &str, c: CompiledProbe, limits: Limits, redactor: Redactor) -> EngineProbe {
+        let action = match c.action {
+            CompiledAction::Log(t) => Action::Log(t),
+            CompiledAction::Count { by } => Action::Count { by },
+            CompiledAction::Snapshot { frames, watches } => Action::Snapshot { frames, watches },
+            CompiledAction::Failures { frames } => {
+                let mut panic = ProbeSpec::new(
+                    id,
+                    Location::Function("rust_panic".into()),
+                    Action::Panic { frames },
+                );
+                panic.limits = limits;
+                panic.redactor = redactor.clone();
+                let signals = WatchSignals {
+                    probe: id.to_string(),
+                    frames,
+                    limits,
+                    redactor,
+                };
+                return EngineProbe::Failures { panic, signals };
+            }
+        };
+        // `compile` gives every kind but failures a location.
+        let location = c
+            .location
+            .unwrap_or_else(|| Location::Function(String::new()));
+        EngineProbe::Breakpoint(ProbeSpec {
+            id: id.to_string(),
+            location,
+            action,
+            condition: c.condition,
+            max_hits: c.max_hits,
+            limits,
+            redactor,
+            rate_limit: c.rate_limit,
+            budget: c.budget_ms.map(|ms| Budget {
+                limit: std::time::Duration::from_millis(ms),
+                window: BUDGET_WINDOW,
+            }),
+        })
+    }
+}
+
+/// The window an overhead budget is measured over.
+pub const BUDGET_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl ProbeSpec {
     /// A probe with no condition and no limits beyond the default capture limits.

@@ -29,14 +29,34 @@ pub struct Target {
     pub objects: Vec<LoadedObject>,
 }
 
-/// A source file's lines, as [`Target::source_lines`] lists them.
-#[derive(Debug, Clone)]
+/// A source file's lines, as [`Target::source_lines`] lists them. Serialized, it is the
+/// `--json` and MCP shape: `{"file", "lines":[{"line","text","instrumentable"}]}`.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SourceListing {
     pub file: PathBuf,
     pub lines: Vec<SourceLine>,
 }
 
-#[derive(Debug, Clone)]
+impl SourceListing {
+    /// The listing as a person reads it: `*` marks the lines a probe can go to.
+    pub fn text(&self) -> String {
+        let mut out = format!("{}  (* = a probe can go here)\n", self.file.display());
+        if self.lines.iter().all(|l| l.text.is_none()) {
+            out.push_str("(source not found on disk; lines with code from the debug info:)\n");
+        }
+        for l in &self.lines {
+            let mark = if l.instrumentable { '*' } else { ' ' };
+            out.push_str(&format!(
+                "{mark} {:>5}  {}\n",
+                l.line,
+                l.text.as_deref().unwrap_or("")
+            ));
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SourceLine {
     pub line: u32,
     /// `None` when the source file is not on disk (the line table still knows the line).
@@ -44,13 +64,23 @@ pub struct SourceLine {
     pub instrumentable: bool,
 }
 
-/// A function, as [`Target::find_functions`] lists it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// A function, as [`Target::find_functions`] lists it. Serialized: `{"name","file","line"}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct FunctionInfo {
     pub name: String,
     /// The declaring source file, or the object file when the debug info does not say.
     pub file: PathBuf,
     pub line: Option<u32>,
+}
+
+impl FunctionInfo {
+    /// `name  file:line`, as listings show it.
+    pub fn text(&self) -> String {
+        match self.line {
+            Some(line) => format!("{}  {}:{line}", self.name, self.file.display()),
+            None => format!("{}  {}", self.name, self.file.display()),
+        }
+    }
 }
 
 /// One code address a probe goes to.

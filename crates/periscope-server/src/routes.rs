@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use periscope_core::api::{
     AgentReport, Assignment, Desired, InstallState, NewProbe, NewToken, Probe, ProbeInstance,
-    ProbeKind, ProbeLifecycle, Role, Selector, TokenInfo, DEFAULT_TTL_SECONDS,
+    ProbeLifecycle, Role, Selector, TokenInfo, DEFAULT_TTL_SECONDS,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -26,8 +26,6 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
 const OPENAPI: &str = include_str!("openapi.json");
-/// Longest TTL a probe may ask for: nothing stays forever.
-const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -200,88 +198,8 @@ async fn list_probes(r: Request, Query(q): Query<ListQuery>) -> ApiResult {
 
 /// Checks every field of a new probe; the error names the field and says what is expected.
 pub fn validate(p: &NewProbe) -> Result<(), ApiError> {
-    use periscope_core::{expr, template::Template, Location};
     Selector::parse(&p.target).map_err(|e| ApiError::bad("target", e))?;
-    if p.kind != ProbeKind::Failures {
-        p.location
-            .parse::<Location>()
-            .map_err(|e| ApiError::bad("location", e.to_string()))?;
-    }
-    match (p.kind, &p.template) {
-        (ProbeKind::Log, None) => {
-            return Err(ApiError::bad(
-                "template",
-                "a log probe needs a template, e.g. \"user={user.name} total={total}\"",
-            ))
-        }
-        (ProbeKind::Log, Some(t)) => {
-            Template::parse(t)
-                .map_err(|e| ApiError::bad("template", format!("bad template: {e}")))?;
-        }
-        (_, Some(_)) => {
-            return Err(ApiError::bad(
-                "template",
-                "only log probes take a template; snapshots take `watch` expressions",
-            ))
-        }
-        _ => {}
-    }
-    if let Some(c) = &p.condition {
-        expr::parse(c).map_err(|e| ApiError::bad("condition", format!("bad condition: {e}")))?;
-    }
-    for w in &p.watch {
-        expr::parse(w).map_err(|e| ApiError::bad("watch", format!("bad watch expression: {e}")))?;
-    }
-    if !p.watch.is_empty() && p.kind != ProbeKind::Snapshot {
-        return Err(ApiError::bad(
-            "watch",
-            "only snapshot probes take watch expressions",
-        ));
-    }
-    if let Some(b) = &p.by {
-        if p.kind != ProbeKind::Count {
-            return Err(ApiError::bad(
-                "by",
-                "only count probes group by an expression",
-            ));
-        }
-        expr::parse(b).map_err(|e| ApiError::bad("by", format!("bad grouping expression: {e}")))?;
-    }
-    match p.ttl_seconds {
-        Some(0) => {
-            return Err(ApiError::bad(
-                "ttl_seconds",
-                "ttl must be at least 1 second",
-            ))
-        }
-        Some(t) if t > MAX_TTL_SECONDS => {
-            return Err(ApiError::bad(
-                "ttl_seconds",
-                format!("ttl may be at most {MAX_TTL_SECONDS} seconds (30 days)"),
-            ))
-        }
-        _ => {}
-    }
-    if p.max_hits == Some(0) {
-        return Err(ApiError::bad("max_hits", "max_hits must be at least 1"));
-    }
-    if let Some(r) = p.rate_limit {
-        if !(r.is_finite() && r > 0.0) {
-            return Err(ApiError::bad(
-                "rate_limit",
-                "rate_limit is hits per second and must be above 0",
-            ));
-        }
-    }
-    if p.frames.is_some_and(|f| f > 64) {
-        return Err(ApiError::bad("frames", "frames may be at most 64"));
-    }
-    if p.budget_ms.is_some_and(|b| b == 0 || b > 10_000) {
-        return Err(ApiError::bad(
-            "budget_ms",
-            "budget_ms is milliseconds per 10 s window, from 1 to 10000",
-        ));
-    }
+    periscope_core::compile::compile(p).map_err(|e| ApiError::bad(e.field, e.message))?;
     Ok(())
 }
 

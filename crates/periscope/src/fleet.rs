@@ -358,7 +358,7 @@ pub fn tail(remote: &Remote, probe: Option<&str>, json: bool) -> Result<()> {
 
 fn print_event(e: &serde_json::Value, out: &mut impl Write) -> std::io::Result<()> {
     let s = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("");
-    let ts = super::short_time(s("ts"));
+    let ts = periscope_core::render::short_time(s("ts"));
     let head = format!("{ts} {} {} {}", s("instance"), s("probe"), s("location"));
     match s("kind") {
         "log" => writeln!(out, "{head}  {}", s("message")),
@@ -375,10 +375,8 @@ fn print_event(e: &serde_json::Value, out: &mut impl Write) -> std::io::Result<(
         "snapshot" => {
             match serde_json::from_value::<periscope_core::event::SnapshotEvent>(e.clone()) {
                 Ok(snap) => {
-                    write!(out, "{} ", s("instance"))?;
-                    let mut buf = Vec::new();
-                    let _ = super::print_snapshot(&snap, &mut buf);
-                    out.write_all(&buf)
+                    let tree = periscope_core::render::snapshot_tree(&snap);
+                    write!(out, "{} {tree}", s("instance"))
                 }
                 Err(_) => writeln!(out, "{head}  snapshot"),
             }

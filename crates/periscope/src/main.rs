@@ -2,14 +2,13 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use periscope_core::expr::{self, Expr};
+use periscope_core::api::{NewProbe, ProbeKind};
 use periscope_core::redact::Redactor;
-use periscope_core::template::Template;
-use periscope_core::Location;
-use periscope_native::probe::{Tallies, WatchSignals};
+use periscope_core::render;
+use periscope_native::probe::{EngineProbe, Tallies};
 use periscope_native::values::Limits;
 use periscope_native::{
-    Action, EndReason, EngineEvent, NativeError, ProbeSpec, Session, SessionOptions, Target,
+    EndReason, EngineEvent, NativeError, ProbeSpec, Session, SessionOptions, Target,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -282,8 +281,10 @@ fn run(cli: Cli) -> Result<()> {
             common,
             max_hits,
         } => {
-            let template = Template::parse(&template).map_err(|e| anyhow!("bad template: {e}"))?;
-            let spec = probe_spec(&location, Action::Log(template), &common, max_hits)?;
+            let mut p = NewProbe::new(ProbeKind::Log, "", &location);
+            p.template = Some(template);
+            p.max_hits = max_hits;
+            let spec = local_probe(p, &common, Limits::default())?;
             run_log(pid, spec, &common)
         }
         Command::Snapshot {
@@ -295,13 +296,15 @@ fn run(cli: Cli) -> Result<()> {
             depth,
             watches,
         } => {
-            let watches = watches
-                .iter()
-                .map(|w| Ok((w.trim().to_string(), parse_expr("--watch", w)?)))
-                .collect::<Result<Vec<_>>>()?;
-            let action = Action::Snapshot { frames, watches };
-            let mut spec = probe_spec(&location, action, &common, Some(max_hits))?;
-            spec.limits.depth = depth;
+            let mut p = NewProbe::new(ProbeKind::Snapshot, "", &location);
+            p.watch = watches;
+            p.frames = Some(frames);
+            p.max_hits = Some(max_hits);
+            let limits = Limits {
+                depth,
+                ..Limits::default()
+            };
+            let spec = local_probe(p, &common, limits)?;
             run_log(pid, spec, &common)
         }
         Command::Count {
@@ -313,8 +316,10 @@ fn run(cli: Cli) -> Result<()> {
             per_thread,
             max_hits,
         } => {
-            let by = by.as_deref().map(|b| parse_expr("--by", b)).transpose()?;
-            let spec = probe_spec(&location, Action::Count { by }, &common, max_hits)?;
+            let mut p = NewProbe::new(ProbeKind::Count, "", &location);
+            p.by = by;
+            p.max_hits = max_hits;
+            let spec = local_probe(p, &common, Limits::default())?;
             run_count(pid, spec, &common, every, per_thread)
         }
         Command::Watch {
@@ -361,36 +366,31 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn parse_expr(flag: &str, text: &str) -> Result<Expr> {
-    expr::parse(text).map_err(|e| anyhow!("bad {flag} expression: {e}"))
+/// The probe compiler's output for a local command's probe, with its flags' names in errors.
+fn compile(p: &NewProbe) -> Result<periscope_core::compile::CompiledProbe> {
+    periscope_core::compile::compile(p).map_err(|e| {
+        let flag = match e.field {
+            "template" => "TEMPLATE",
+            "location" => "LOCATION",
+            "condition" => "--if",
+            "watch" => "--watch",
+            "by" => "--by",
+            "max_hits" => "--max-hits",
+            "frames" => "--frames",
+            other => other,
+        };
+        anyhow!("{e} ({flag})")
+    })
 }
 
-fn probe_spec(
-    location: &str,
-    action: Action,
-    common: &Common,
-    max_hits: Option<u64>,
-) -> Result<ProbeSpec> {
-    let location: Location = location.parse()?;
-    let condition = common
-        .condition
-        .as_deref()
-        .map(|c| parse_expr("--if", c))
-        .transpose()?;
-    if max_hits == Some(0) {
-        bail!("--max-hits must be at least 1");
+/// A local command's probe: no rate limit or overhead budget (the user watches it live).
+fn local_probe(mut p: NewProbe, common: &Common, limits: Limits) -> Result<ProbeSpec> {
+    p.condition = common.condition.clone();
+    let redactor = Redactor::new(&common.output.redact)?;
+    match EngineProbe::new("1", compile(&p)?, limits, redactor) {
+        EngineProbe::Breakpoint(spec) => Ok(spec),
+        EngineProbe::Failures { .. } => bail!("a failures probe is `periscope watch`"),
     }
-    Ok(ProbeSpec {
-        id: "1".into(),
-        location,
-        action,
-        condition,
-        max_hits,
-        limits: Limits::default(),
-        redactor: Redactor::new(&common.output.redact)?,
-        rate_limit: None,
-        budget: None,
-    })
 }
 
 fn start(pid: u32, spec: ProbeSpec) -> Result<Session> {
@@ -417,11 +417,6 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// A line on stderr; a closed stderr is not worth failing (or panicking) over.
 fn note(text: &str) {
     let _ = writeln!(std::io::stderr(), "{text}");
-}
-
-/// `HH:MM:SS.mmm` from an RFC 3339 timestamp.
-fn short_time(ts: &str) -> &str {
-    ts.get(11..23).unwrap_or(ts)
 }
 
 fn end_note(reason: &EndReason) -> Option<String> {
@@ -573,14 +568,7 @@ fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
                     if json {
                         writeln!(out, "{}", serde_json::to_string(&e)?)?;
                     } else {
-                        writeln!(
-                            out,
-                            "{} [tid {}] {}  {}",
-                            short_time(&e.ts),
-                            e.tid,
-                            e.location,
-                            e.message
-                        )?;
+                        writeln!(out, "{}", render::log_line(&e))?;
                     }
                 }
                 EngineEvent::Snapshot(e) => {
@@ -605,46 +593,9 @@ fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
     result
 }
 
-/// A snapshot as an indented tree: one block per frame, one line per variable.
+/// A snapshot as an indented tree (see [`render::snapshot_tree`]).
 fn print_snapshot(e: &periscope_core::event::SnapshotEvent, out: &mut impl Write) -> Result<()> {
-    let what = match &e.failure {
-        Some(f) => match (&f.signal, &f.message) {
-            (Some(sig), _) => format!(
-                "{sig}{}",
-                f.address
-                    .as_ref()
-                    .map(|a| format!(" at address {a}"))
-                    .unwrap_or_default()
-            ),
-            (None, Some(m)) => format!("panic: {m}"),
-            (None, None) => "panic".to_string(),
-        },
-        None => "snapshot".to_string(),
-    };
-    writeln!(
-        out,
-        "{} [tid {}] {}  {what}",
-        short_time(&e.ts),
-        e.tid,
-        e.location
-    )?;
-    for (i, f) in e.frames.iter().enumerate() {
-        match (&f.file, f.line) {
-            (Some(file), Some(line)) => {
-                writeln!(out, "  #{i:<2} {}  at {file}:{line}", f.function)?
-            }
-            _ => writeln!(out, "  #{i:<2} {}", f.function)?,
-        }
-        for (name, v) in &f.variables.0 {
-            writeln!(out, "        {name} = {v}")?;
-        }
-    }
-    if !e.watches.is_empty() {
-        writeln!(out, "  watches:")?;
-        for (expr, v) in &e.watches.0 {
-            writeln!(out, "        {expr} = {v}")?;
-        }
-    }
+    out.write_all(render::snapshot_tree(e).as_bytes())?;
     Ok(())
 }
 
@@ -656,37 +607,30 @@ fn run_watch(
     depth: u32,
     output: &Output,
 ) -> Result<()> {
-    let redactor = Redactor::new(&output.redact)?;
+    let mut request = NewProbe::new(ProbeKind::Failures, "", "");
+    request.frames = Some(frames);
     let limits = Limits {
         depth,
         ..Limits::default()
     };
+    let redactor = Redactor::new(&output.redact)?;
+    let EngineProbe::Failures {
+        panic,
+        signals: watch,
+    } = EngineProbe::new("watch", compile(&request)?, limits, redactor)
+    else {
+        bail!("a failures probe compiles to a panic probe and a signal watch");
+    };
     let target = Target::attach_view(pid)?;
     let mut probes = Vec::new();
     if panics {
-        let spec = ProbeSpec {
-            id: "panic".into(),
-            location: Location::Function("rust_panic".into()),
-            action: Action::Panic { frames },
-            condition: None,
-            max_hits: None,
-            limits,
-            redactor: redactor.clone(),
-            rate_limit: None,
-            budget: None,
-        };
-        match periscope_native::resolve::resolve(&target, spec) {
+        match periscope_native::resolve::resolve(&target, panic) {
             Ok(p) => probes.push(p),
             Err(_) => note("periscope: no Rust panic runtime in this process (not Rust, or no debug info for it); watching signals only"),
         }
     }
     let options = SessionOptions {
-        watch_signals: signals.then(|| WatchSignals {
-            probe: "watch".into(),
-            frames,
-            limits,
-            redactor,
-        }),
+        watch_signals: signals.then_some(watch),
         ..SessionOptions::default()
     };
     let session = Session::start_resolved(target, probes, options)?;
@@ -730,13 +674,7 @@ fn print_probe_error(
     if json {
         writeln!(out, "{}", serde_json::to_string(e)?)?;
     } else {
-        note(&format!(
-            "{} [tid {}] {}  probe error: {}",
-            short_time(&e.ts),
-            e.tid,
-            e.location,
-            e.error
-        ));
+        note(&render::error_line(e));
     }
     Ok(())
 }
@@ -870,13 +808,13 @@ fn count_line(
     let mut line = if final_line {
         format!(
             "{}  total {location}: {total} hits in {:.1}s",
-            short_time(&ts),
+            render::short_time(&ts),
             started.elapsed().as_secs_f64()
         )
     } else {
         format!(
             "{}  {location}: {delta} hits (total {total})",
-            short_time(&ts)
+            render::short_time(&ts)
         )
     };
     if per_thread {
@@ -921,33 +859,9 @@ fn run_lines(target: &str, file: &str, json: bool) -> Result<()> {
     let listing = t.source_lines(name, range)?;
     let mut out = std::io::stdout().lock();
     if json {
-        let lines: Vec<serde_json::Value> = listing
-            .lines
-            .iter()
-            .map(|l| serde_json::json!({"line": l.line, "text": l.text, "instrumentable": l.instrumentable}))
-            .collect();
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({"file": listing.file, "lines": lines})
-        )?;
-        return Ok(());
-    }
-    writeln!(out, "{}  (* = a probe can go here)", listing.file.display())?;
-    if listing.lines.iter().all(|l| l.text.is_none()) {
-        writeln!(
-            out,
-            "(source not found on disk; lines with code from the debug info:)"
-        )?;
-    }
-    for l in &listing.lines {
-        let mark = if l.instrumentable { '*' } else { ' ' };
-        writeln!(
-            out,
-            "{mark} {:>5}  {}",
-            l.line,
-            l.text.as_deref().unwrap_or("")
-        )?;
+        writeln!(out, "{}", serde_json::to_string(&listing)?)?;
+    } else {
+        out.write_all(listing.text().as_bytes())?;
     }
     Ok(())
 }
@@ -960,18 +874,11 @@ fn run_functions(target: &str, pattern: &str, json: bool) -> Result<()> {
     }
     let mut out = std::io::stdout().lock();
     if json {
-        let fs: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|f| serde_json::json!({"name": f.name, "file": f.file, "line": f.line}))
-            .collect();
-        writeln!(out, "{}", serde_json::json!({ "functions": fs }))?;
+        writeln!(out, "{}", serde_json::json!({ "functions": rows }))?;
         return Ok(());
     }
     for f in rows {
-        match f.line {
-            Some(line) => writeln!(out, "{}  {}:{line}", f.name, f.file.display())?,
-            None => writeln!(out, "{}  {}", f.name, f.file.display())?,
-        }
+        writeln!(out, "{}", f.text())?;
     }
     Ok(())
 }

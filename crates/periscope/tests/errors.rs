@@ -58,7 +58,16 @@ fn bad_input_is_explained_and_the_target_left_alone() {
     );
     fails_with(
         &["log", &pid, &good, "x", "--if", "t.seq >> 2"],
-        &["column 8"],
+        &["bad condition", "column 8", "(--if)"],
+    );
+    // The probe compiler the server uses names the flag at fault here.
+    fails_with(
+        &["log", &pid, &good, "x", "--max-hits", "0"],
+        &["must be at least 1", "(--max-hits)"],
+    );
+    fails_with(
+        &["count", &pid, &good, "--by", "t.seq +"],
+        &["bad grouping expression", "(--by)"],
     );
     fails_with(
         &["log", &pid, &good, "{bogus}"],

@@ -1,0 +1,207 @@
+//! The one probe compiler: a probe request ([`NewProbe`], as the API, the CLI and MCP take it)
+//! becomes a [`CompiledProbe`]: every text parsed, every field checked, each error naming the
+//! field at fault. The server validates with it, the agent and the CLI's local commands build
+//! engine probes from its output; so a probe means the same thing on every surface.
+
+use crate::api::{NewProbe, ProbeKind};
+use crate::expr::{self, Expr};
+use crate::template::Template;
+use crate::Location;
+
+/// The longest TTL a probe may have: 30 days.
+pub const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
+/// Most frames whose variables a snapshot may capture.
+pub const MAX_FRAMES: usize = 64;
+/// Frames with variables when the request does not say.
+pub const DEFAULT_FRAMES: usize = 5;
+
+/// What a compiled probe does at each hit.
+#[derive(Debug, Clone)]
+pub enum CompiledAction {
+    Log(Template),
+    Count {
+        by: Option<Expr>,
+    },
+    /// `watches`: (text as written, parsed).
+    Snapshot {
+        frames: usize,
+        watches: Vec<(String, Expr)>,
+    },
+    /// Panics and fatal signals, with the variables of the top `frames` frames.
+    Failures {
+        frames: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledProbe {
+    /// `None` for failures probes, which have no location.
+    pub location: Option<Location>,
+    pub action: CompiledAction,
+    pub condition: Option<Expr>,
+    pub max_hits: Option<u64>,
+    /// As requested; a fleet applies [`ProbeKind::default_rate_limit`] when `None`.
+    pub rate_limit: Option<f64>,
+    pub budget_ms: Option<u64>,
+}
+
+/// A request field that is wrong, and what would be right.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FieldError {
+    /// The request field, as the API names it (`template`, `condition`, `max_hits`, …).
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn bad(field: &'static str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        message: message.into(),
+    }
+}
+
+fn parse(field: &'static str, what: &str, text: &str) -> Result<Expr, FieldError> {
+    expr::parse(text).map_err(|e| bad(field, format!("bad {what}: {e}")))
+}
+
+/// Compiles a probe request (its `target` selector is the fleet's business, not checked here).
+pub fn compile(p: &NewProbe) -> Result<CompiledProbe, FieldError> {
+    let location = match p.kind {
+        ProbeKind::Failures => None,
+        _ => Some(
+            p.location
+                .parse::<Location>()
+                .map_err(|e| bad("location", e.to_string()))?,
+        ),
+    };
+    let condition = p
+        .condition
+        .as_deref()
+        .map(|c| parse("condition", "condition", c))
+        .transpose()?;
+    let watches = p
+        .watch
+        .iter()
+        .map(|w| Ok((w.trim().to_string(), parse("watch", "watch expression", w)?)))
+        .collect::<Result<Vec<_>, FieldError>>()?;
+    if !watches.is_empty() && p.kind != ProbeKind::Snapshot {
+        return Err(bad("watch", "only snapshot probes take watch expressions"));
+    }
+    let by =
+        p.by.as_deref()
+            .map(|b| parse("by", "grouping expression", b))
+            .transpose()?;
+    if by.is_some() && p.kind != ProbeKind::Count {
+        return Err(bad("by", "only count probes group by an expression"));
+    }
+    let frames = p.frames.unwrap_or(DEFAULT_FRAMES);
+    if frames > MAX_FRAMES {
+        return Err(bad("frames", format!("frames may be at most {MAX_FRAMES}")));
+    }
+    let action = match (p.kind, &p.template) {
+        (ProbeKind::Log, None) => {
+            return Err(bad(
+                "template",
+                "a log probe needs a template, e.g. \"user={user.name} total={total}\"",
+            ))
+        }
+        (ProbeKind::Log, Some(t)) => CompiledAction::Log(
+            Template::parse(t).map_err(|e| bad("template", format!("bad template: {e}")))?,
+        ),
+        (_, Some(_)) => {
+            return Err(bad(
+                "template",
+                "only log probes take a template; snapshots take `watch` expressions",
+            ))
+        }
+        (ProbeKind::Snapshot, None) => CompiledAction::Snapshot { frames, watches },
+        (ProbeKind::Count, None) => CompiledAction::Count { by },
+        (ProbeKind::Failures, None) => CompiledAction::Failures { frames },
+    };
+    match p.ttl_seconds {
+        Some(0) => return Err(bad("ttl_seconds", "ttl must be at least 1 second")),
+        Some(t) if t > MAX_TTL_SECONDS => {
+            return Err(bad(
+                "ttl_seconds",
+                format!("ttl may be at most {MAX_TTL_SECONDS} seconds (30 days)"),
+            ))
+        }
+        _ => {}
+    }
+    if p.max_hits == Some(0) {
+        return Err(bad("max_hits", "max_hits must be at least 1"));
+    }
+    if let Some(r) = p.rate_limit {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(bad(
+                "rate_limit",
+                "rate_limit is hits per second and must be above 0",
+            ));
+        }
+    }
+    if p.budget_ms.is_some_and(|b| b == 0 || b > 10_000) {
+        return Err(bad(
+            "budget_ms",
+            "budget_ms is milliseconds per 10 s window, from 1 to 10000",
+        ));
+    }
+    Ok(CompiledProbe {
+        location,
+        action,
+        condition,
+        max_hits: p.max_hits,
+        rate_limit: p.rate_limit,
+        budget_ms: p.budget_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(kind: ProbeKind) -> NewProbe {
+        NewProbe::new(kind, "service=a", "main.rs:10")
+    }
+
+    #[test]
+    fn each_error_names_its_field() {
+        let mut p = probe(ProbeKind::Log);
+        assert_eq!(compile(&p).unwrap_err().field, "template");
+        p.template = Some("x={x".into());
+        assert_eq!(compile(&p).unwrap_err().field, "template");
+        p.template = Some("x={x}".into());
+        p.condition = Some("x >".into());
+        let e = compile(&p).unwrap_err();
+        assert_eq!(e.field, "condition");
+        assert!(e.message.starts_with("bad condition"), "{e}");
+        p.condition = None;
+        p.max_hits = Some(0);
+        assert_eq!(compile(&p).unwrap_err().field, "max_hits");
+        let mut s = probe(ProbeKind::Count);
+        s.watch = vec!["x".into()];
+        assert_eq!(compile(&s).unwrap_err().field, "watch");
+        let mut f = probe(ProbeKind::Snapshot);
+        f.frames = Some(65);
+        assert_eq!(compile(&f).unwrap_err().field, "frames");
+    }
+
+    #[test]
+    fn a_good_request_compiles_to_its_action() {
+        let mut p = probe(ProbeKind::Snapshot);
+        p.watch = vec![" a.b ".into()];
+        let c = compile(&p).unwrap();
+        match c.action {
+            CompiledAction::Snapshot { frames, watches } => {
+                assert_eq!(frames, DEFAULT_FRAMES);
+                assert_eq!(watches[0].0, "a.b");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut f = NewProbe::new(ProbeKind::Failures, "service=a", "");
+        f.frames = Some(3);
+        let c = compile(&f).unwrap();
+        assert!(c.location.is_none());
+        assert!(matches!(c.action, CompiledAction::Failures { frames: 3 }));
+    }
+}
