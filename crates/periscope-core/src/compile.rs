@@ -15,29 +15,30 @@ pub const MAX_FRAMES: usize = 64;
 /// Frames with variables when the request does not say.
 pub const DEFAULT_FRAMES: usize = 5;
 
-/// What a compiled probe does at each hit.
+/// What a probe does at each hit (the engine runs these as they are).
 #[derive(Debug, Clone)]
-pub enum CompiledAction {
+pub enum Action {
+    /// Render the template with the values of its expressions.
     Log(Template),
-    Count {
-        by: Option<Expr>,
-    },
-    /// `watches`: (text as written, parsed).
+    /// Count hits, optionally grouped by the value of an expression.
+    Count { by: Option<Expr> },
+    /// Capture the stack, with arguments and locals of the top `frames` frames, and the value
+    /// of each watch expression (text as written, parsed).
     Snapshot {
         frames: usize,
         watches: Vec<(String, Expr)>,
     },
-    /// Panics and fatal signals, with the variables of the top `frames` frames.
-    Failures {
-        frames: usize,
-    },
+    /// Panics and fatal signals, with the variables of the top `frames` frames of the
+    /// program's own code. In the engine: a breakpoint on `rust_panic` (before unwinding
+    /// starts) plus the session's signal watch.
+    Failures { frames: usize },
 }
 
 #[derive(Debug, Clone)]
 pub struct CompiledProbe {
     /// `None` for failures probes, which have no location.
     pub location: Option<Location>,
-    pub action: CompiledAction,
+    pub action: Action,
     pub condition: Option<Expr>,
     pub max_hits: Option<u64>,
     /// As requested; a fleet applies [`ProbeKind::default_rate_limit`] when `None`.
@@ -106,7 +107,7 @@ pub fn compile(p: &NewProbe) -> Result<CompiledProbe, FieldError> {
                 "a log probe needs a template, e.g. \"user={user.name} total={total}\"",
             ))
         }
-        (ProbeKind::Log, Some(t)) => CompiledAction::Log(
+        (ProbeKind::Log, Some(t)) => Action::Log(
             Template::parse(t).map_err(|e| bad("template", format!("bad template: {e}")))?,
         ),
         (_, Some(_)) => {
@@ -115,9 +116,9 @@ pub fn compile(p: &NewProbe) -> Result<CompiledProbe, FieldError> {
                 "only log probes take a template; snapshots take `watch` expressions",
             ))
         }
-        (ProbeKind::Snapshot, None) => CompiledAction::Snapshot { frames, watches },
-        (ProbeKind::Count, None) => CompiledAction::Count { by },
-        (ProbeKind::Failures, None) => CompiledAction::Failures { frames },
+        (ProbeKind::Snapshot, None) => Action::Snapshot { frames, watches },
+        (ProbeKind::Count, None) => Action::Count { by },
+        (ProbeKind::Failures, None) => Action::Failures { frames },
     };
     match p.ttl_seconds {
         Some(0) => return Err(bad("ttl_seconds", "ttl must be at least 1 second")),
@@ -192,7 +193,7 @@ mod tests {
         p.watch = vec![" a.b ".into()];
         let c = compile(&p).unwrap();
         match c.action {
-            CompiledAction::Snapshot { frames, watches } => {
+            Action::Snapshot { frames, watches } => {
                 assert_eq!(frames, DEFAULT_FRAMES);
                 assert_eq!(watches[0].0, "a.b");
             }
@@ -202,6 +203,6 @@ mod tests {
         f.frames = Some(3);
         let c = compile(&f).unwrap();
         assert!(c.location.is_none());
-        assert!(matches!(c.action, CompiledAction::Failures { frames: 3 }));
+        assert!(matches!(c.action, Action::Failures { frames: 3 }));
     }
 }

@@ -2,35 +2,14 @@
 //! session, the tallies a session keeps, and the events and end reasons it reports.
 
 use crate::values::Limits;
-use periscope_core::compile::{CompiledAction, CompiledProbe};
+pub use periscope_core::compile::Action;
+use periscope_core::compile::CompiledProbe;
 use periscope_core::event::{LogEvent, ProbeError, SnapshotEvent};
 use periscope_core::expr::Expr;
 use periscope_core::redact::Redactor;
-use periscope_core::template::Template;
 use periscope_core::Location;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-
-/// What a probe does at each hit.
-#[derive(Debug, Clone)]
-pub enum Action {
-    Log(Template),
-    /// Count hits, optionally grouped by the value of an expression.
-    Count {
-        by: Option<Expr>,
-    },
-    /// Capture the stack, with arguments and locals of the top `frames` frames, and the value
-    /// of each watch expression.
-    Snapshot {
-        frames: usize,
-        watches: Vec<(String, Expr)>,
-    },
-    /// At a panic (placed on `rust_panic`, before unwinding starts): capture the stack with the
-    /// variables of the top `frames` frames of the program's own code.
-    Panic {
-        frames: usize,
-    },
-}
 
 #[derive(Debug, Clone)]
 pub struct ProbeSpec {
@@ -73,27 +52,22 @@ pub enum EngineProbe {
 impl EngineProbe {
     /// The engine's form of a request compiled by [`periscope_core::compile::compile`].
     pub fn new(id: &str, c: CompiledProbe, limits: Limits, redactor: Redactor) -> EngineProbe {
-        let action = match c.action {
-            CompiledAction::Log(t) => Action::Log(t),
-            CompiledAction::Count { by } => Action::Count { by },
-            CompiledAction::Snapshot { frames, watches } => Action::Snapshot { frames, watches },
-            CompiledAction::Failures { frames } => {
-                let mut panic = ProbeSpec::new(
-                    id,
-                    Location::Function("rust_panic".into()),
-                    Action::Panic { frames },
-                );
-                panic.limits = limits;
-                panic.redactor = redactor.clone();
-                let signals = WatchSignals {
-                    probe: id.to_string(),
-                    frames,
-                    limits,
-                    redactor,
-                };
-                return EngineProbe::Failures { panic, signals };
-            }
-        };
+        if let Action::Failures { frames } = c.action {
+            let mut panic = ProbeSpec::new(
+                id,
+                Location::Function("rust_panic".into()),
+                Action::Failures { frames },
+            );
+            panic.limits = limits;
+            panic.redactor = redactor.clone();
+            let signals = WatchSignals {
+                probe: id.to_string(),
+                frames,
+                limits,
+                redactor,
+            };
+            return EngineProbe::Failures { panic, signals };
+        }
         // `compile` gives every kind but failures a location.
         let location = c
             .location
@@ -101,7 +75,7 @@ impl EngineProbe {
         EngineProbe::Breakpoint(ProbeSpec {
             id: id.to_string(),
             location,
-            action,
+            action: c.action,
             condition: c.condition,
             max_hits: c.max_hits,
             limits,
@@ -143,7 +117,7 @@ impl ProbeSpec {
             Action::Log(t) => v.extend(t.holes().map(|(_, e)| e)),
             Action::Count { by } => v.extend(by.iter()),
             Action::Snapshot { watches, .. } => v.extend(watches.iter().map(|(_, e)| e)),
-            Action::Panic { .. } => {}
+            Action::Failures { .. } => {}
         }
         v
     }

@@ -312,7 +312,7 @@ impl Engine {
                     failure: None,
                 });
             }
-            Action::Panic { frames } => {
+            Action::Failures { frames } => {
                 let stack = stack(*frames, true);
                 // The panicking frame: the first one in the program's own code.
                 let location = stack
