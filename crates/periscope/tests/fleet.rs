@@ -810,9 +810,12 @@ fn probes_come_and_go_while_the_target_spawns_threads_nonstop() {
             InstallState::Installed,
             "round {round}: {settled:?}"
         );
-        admin
+        let hits = admin
             .wait_for_events(&p.id, None, 1, Duration::from_secs(30))
-            .expect("a hit");
+            .expect("events");
+        // Regression: a wake-up consumed while the probe was put in (the leader stopped for
+        // its scratch page) left the engine asleep with the target's threads stopped at it.
+        assert!(!hits.is_empty(), "round {round}: no hit within 30 s");
         admin.remove_probe(&p.id).expect("rm");
         eventually("detached", || {
             (t.status_field("TracerPid:") == "0").then_some(())

@@ -318,9 +318,12 @@ impl Engine {
             if !self.keep_alive && self.done.iter().all(|d| *d) && !self.done.is_empty() {
                 return EndReason::HitLimit;
             }
+            if self.wakeup.take_consumed() {
+                continue; // a nested wait read wake-ups meant for this loop: look again
+            }
             // Idle: no thread of the target is held by us while we sleep.
             self.heartbeat.idle();
-            self.wakeup.sleep(None);
+            self.wakeup.idle();
         }
     }
 

@@ -15,9 +15,11 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The longest single sleep: a safety net under the eventfd, never the mechanism (a wake-up
-/// comes from SIGCHLD; this only bounds the cost of one that was lost).
+/// The longest single sleep while waiting for a given stop: a safety net under the eventfd,
+/// never the mechanism (a wake-up comes from SIGCHLD; this only bounds the cost of one lost).
 const MAX_SLEEP: Duration = Duration::from_millis(100);
+/// The longest idle sleep of the event loop, for the same reason.
+const IDLE_RECHECK: Duration = Duration::from_secs(1);
 
 /// Creates the eventfd a session's tracer sleeps on.
 pub(crate) fn new_eventfd() -> std::io::Result<Arc<EventFd>> {
@@ -32,6 +34,9 @@ pub(crate) struct Wakeup {
     signals: Option<SignalFd>,
     /// The first SIGINT/SIGTERM/SIGHUP seen (its name), kept until the session acts on it.
     pub(crate) signalled: Option<String>,
+    /// A wait for one thread consumed wake-ups that may have been for other threads: the
+    /// event loop must look for stops again before it sleeps (see [`Self::take_consumed`]).
+    consumed: bool,
     heartbeat: Arc<Heartbeat>,
     _registration: child_wakers::Registration,
 }
@@ -52,6 +57,7 @@ impl Wakeup {
             wake,
             signals: signals.flatten(),
             signalled: None,
+            consumed: false,
             heartbeat,
         }
     }
@@ -62,16 +68,30 @@ impl Wakeup {
         let _ = self.wake.read();
     }
 
+    /// Whether a wait since the last call consumed wake-ups (and clears it). The event loop
+    /// asks before sleeping without a deadline: a SIGCHLD of another thread read during such a
+    /// wait would otherwise never wake it, with that thread held at its stop.
+    pub(crate) fn take_consumed(&mut self) -> bool {
+        std::mem::take(&mut self.consumed)
+    }
+
+    /// Sleeps while the engine has nothing to do, until woken. Bounded all the same
+    /// ([`IDLE_RECHECK`]): if a wake-up were ever lost, a thread of the target held at a stop
+    /// would wait that long, not forever.
+    pub(crate) fn idle(&mut self) {
+        self.sleep(Instant::now() + IDLE_RECHECK);
+    }
+
     /// Sleeps until a child changes state, a command or signal arrives, or `until` (never
-    /// longer than [`MAX_SLEEP`] when `until` is set; with `None`, until woken).
-    pub(crate) fn sleep(&mut self, until: Option<Instant>) {
-        let timeout = match until {
-            None => nix::poll::PollTimeout::NONE,
-            Some(t) => {
-                let left = t.saturating_duration_since(Instant::now()).min(MAX_SLEEP);
-                nix::poll::PollTimeout::try_from(left).unwrap_or(nix::poll::PollTimeout::ZERO)
-            }
-        };
+    /// longer than [`MAX_SLEEP`]).
+    fn wait_a_little(&mut self, until: Instant) {
+        self.sleep(until.min(Instant::now() + MAX_SLEEP));
+    }
+
+    fn sleep(&mut self, until: Instant) {
+        let left = until.saturating_duration_since(Instant::now());
+        let timeout =
+            nix::poll::PollTimeout::try_from(left).unwrap_or(nix::poll::PollTimeout::ZERO);
         let mut fds = vec![nix::poll::PollFd::new(
             self.wake.as_fd(),
             nix::poll::PollFlags::POLLIN,
@@ -113,13 +133,14 @@ impl Wakeup {
             }
             self.heartbeat.beat();
             self.reset();
+            self.consumed = true;
             if let Some(stop) = process::wait(tid, true)? {
                 return Ok(Some(stop));
             }
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            self.sleep(Some(deadline));
+            self.wait_a_little(deadline);
         }
     }
 }
