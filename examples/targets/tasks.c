@@ -30,6 +30,26 @@ static __attribute__((noinline)) int scaled(int v, int scale)
     return s;
 }
 
+struct pair {
+    int a;
+    int b;
+};
+
+/* Inlined with a pointer to a local that lives in registers: `p` becomes
+ * DW_OP_implicit_pointer (the pointer is gone, what it points to is known). */
+static inline int total(const struct pair *p)
+{
+    int t = p->a + p->b; /* PROBE: implicit */
+    sink = t;
+    return t;
+}
+
+static __attribute__((noinline)) int work(int x)
+{
+    struct pair q = {x, x * 2};
+    return total(&q) + 1;
+}
+
 int main(int argc, char **argv)
 {
     long sleep_us = argc > 1 ? atol(argv[1]) : 1000;
@@ -41,6 +61,7 @@ int main(int argc, char **argv)
             sink += rank(&tasks[i], pass);
             sink += scaled(tasks[i].weight + pass, 10);
         }
+        sink += work(pass);
         if (sleep_us)
             usleep(sleep_us);
     }

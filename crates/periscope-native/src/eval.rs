@@ -297,6 +297,12 @@ impl<'a> Evaluator<'a> {
         };
         match ty.kind {
             TypeKind::Pointer { target: Some(t) } => {
+                if let Place::Implicit(pointee) = place {
+                    return Ok(Ev::Place {
+                        place: *pointee,
+                        ty: self.ty(t),
+                    });
+                }
                 let addr = self.reader.read_u64_at(&place, 0)?;
                 if addr == 0 {
                     return Err(format!("`{text}` is a null pointer"));

@@ -13,7 +13,32 @@ pub enum Place {
     Memory(u64),
     Bytes(Vec<u8>),
     Unavailable(String),
+    /// A pointer the compiler optimized away (`DW_OP_implicit_pointer`): its own value is
+    /// gone, but what it pointed to is known, at this place.
+    Implicit(Box<Place>),
 }
+
+impl Place {
+    /// What a DWARF expression computed, as one word: an address it left on the stack (a
+    /// frame base, a call value), or the bytes of a value, zero-extended.
+    pub fn word(self) -> Result<u64, String> {
+        match self {
+            Place::Memory(v) => Ok(v),
+            Place::Bytes(b) => {
+                let mut w = [0u8; 8];
+                let n = b.len().min(8);
+                w[..n].copy_from_slice(&b[..n]);
+                Ok(u64::from_le_bytes(w))
+            }
+            Place::Unavailable(why) => Err(why),
+            Place::Implicit(_) => Err(IMPLICIT_POINTER.into()),
+        }
+    }
+}
+
+/// The message for reading the value of an optimized-away pointer itself.
+pub const IMPLICIT_POINTER: &str =
+    "the pointer itself was optimized away; only what it points to is known";
 
 /// One stopped frame, with what is needed to read its variables.
 pub struct Frame<'a> {
@@ -125,18 +150,16 @@ impl Frame<'_> {
         let expr = self
             .expression_for(attr)?
             .ok_or("no frame base at this pc")?;
-        match self.eval_location(expr) {
-            Place::Memory(a) => Ok(a),
-            Place::Bytes(b) if b.len() >= 8 => Ok(u64::from_le_bytes(
-                b[..8].try_into().map_err(|_| "bad frame base")?,
-            )),
-            Place::Bytes(_) => Err("bad frame base".into()),
-            Place::Unavailable(r) => Err(r),
-        }
+        self.eval_location(expr).word()
     }
 
     /// Runs a DWARF location expression against this frame.
     pub fn eval_location(&self, expr: gimli::Expression<R>) -> Place {
+        self.eval_nested(expr, 0)
+    }
+
+    /// `nested`: how many implicit pointers led here (bounded, for malformed debug info).
+    fn eval_nested(&self, expr: gimli::Expression<R>, nested: u8) -> Place {
         let Some(encoding) = self.encoding() else {
             return Place::Unavailable("no unit".into());
         };
@@ -225,17 +248,17 @@ impl Frame<'_> {
             };
         }
         let pieces = eval.result();
-        self.assemble(pieces)
+        self.assemble(pieces, nested)
     }
 
-    fn assemble(&self, pieces: Vec<gimli::Piece<R>>) -> Place {
+    fn assemble(&self, pieces: Vec<gimli::Piece<R>>, nested: u8) -> Place {
         if pieces.len() == 1 && pieces[0].size_in_bits.is_none() {
-            return self.piece_place(&pieces[0].location, 8);
+            return self.piece_place(&pieces[0].location, 8, nested);
         }
         let mut bytes = Vec::new();
         for p in &pieces {
             let size = p.size_in_bits.map(|b| b.div_ceil(8) as usize).unwrap_or(8);
-            match self.piece_place(&p.location, size) {
+            match self.piece_place(&p.location, size, nested) {
                 Place::Memory(a) => {
                     let mut b = vec![0u8; size];
                     if self.mem.read(a, &mut b).is_err() {
@@ -248,12 +271,15 @@ impl Frame<'_> {
                     bytes.extend(b);
                 }
                 Place::Unavailable(r) => return Place::Unavailable(r),
+                Place::Implicit(_) => {
+                    return Place::Unavailable(format!("a piece of it is {IMPLICIT_POINTER}"))
+                }
             }
         }
         Place::Bytes(bytes)
     }
 
-    fn piece_place(&self, loc: &Location<R>, size: usize) -> Place {
+    fn piece_place(&self, loc: &Location<R>, size: usize, nested: u8) -> Place {
         match loc {
             Location::Address { address } => Place::Memory(*address),
             Location::Register { register } => {
@@ -298,10 +324,56 @@ impl Frame<'_> {
                 Place::Bytes(value.to_slice().map(|c| c.to_vec()).unwrap_or_default())
             }
             Location::Empty => Place::Unavailable(periscope_core::value::OPTIMIZED_OUT.into()),
-            _ => Place::Unavailable(
-                "implicit pointer (the value was optimized into its uses)".into(),
-            ),
+            Location::ImplicitPointer { value, byte_offset } => {
+                match self.implicit_target(value.0, *byte_offset, nested) {
+                    Place::Unavailable(why) => Place::Unavailable(why),
+                    target => Place::Implicit(Box::new(target)),
+                }
+            }
         }
+    }
+
+    /// Where the variable an implicit pointer points into is, at this pc, `byte_offset` in:
+    /// the DIE at .debug_info offset `die` (a variable of this function, usually) read with its
+    /// own location or constant value.
+    fn implicit_target(&self, die: usize, byte_offset: i64, nested: u8) -> Place {
+        if nested >= 4 {
+            return Place::Unavailable("implicit pointers nested too deep".into());
+        }
+        let Some((unit, ud)) = self
+            .index
+            .units
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, u)| u.start <= die)
+        else {
+            return Place::Unavailable("an implicit pointer to no known variable".into());
+        };
+        let Ok(entry) = ud.unit.entry(gimli::UnitOffset(die - ud.start)) else {
+            return Place::Unavailable("an implicit pointer to no known variable".into());
+        };
+        let frame = Frame {
+            unit: unit as u32,
+            frame_base: self.frame_base.clone(),
+            regs: self.regs,
+            target: self.target,
+            ..*self
+        };
+        let target = match entry.attr_value(gimli::DW_AT_location) {
+            Some(loc) => match frame.expression_for(&loc) {
+                Ok(Some(expr)) => frame.eval_nested(expr, nested + 1),
+                Ok(None) => Place::Unavailable(periscope_core::value::OPTIMIZED_OUT.into()),
+                Err(e) => Place::Unavailable(e),
+            },
+            None => match entry.attr_value(gimli::DW_AT_const_value) {
+                Some(gimli::AttributeValue::Block(b)) => {
+                    Place::Bytes(b.to_slice().map(|c| c.to_vec()).unwrap_or_default())
+                }
+                _ => Place::Unavailable(periscope_core::value::OPTIMIZED_OUT.into()),
+            },
+        };
+        crate::values::Reader::sub_place(&target, byte_offset as u64)
     }
 
     /// The value an argument had at the call into this frame, read where the caller passed it:
@@ -368,16 +440,10 @@ impl Frame<'_> {
             target: None,
         };
         // A call value is a computed value: the stack's top is the argument itself.
-        match frame.eval_location(param.value.clone()) {
-            Place::Memory(v) => Ok(v),
-            Place::Bytes(b) => {
-                let mut w = [0u8; 8];
-                let n = b.len().min(8);
-                w[..n].copy_from_slice(&b[..n]);
-                Ok(u64::from_le_bytes(w))
-            }
-            Place::Unavailable(why) => Err(format!("at the call site: {why}")),
-        }
+        frame
+            .eval_location(param.value.clone())
+            .word()
+            .map_err(|why| format!("at the call site: {why}"))
     }
 
     /// Bit n set: caller-saved DWARF register n still holds its value from the function's

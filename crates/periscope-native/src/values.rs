@@ -110,6 +110,7 @@ impl<'a> Reader<'a> {
                     .ok_or_else(|| "value is smaller than its type".to_string())
             }
             Place::Unavailable(r) => Err(r.clone()),
+            Place::Implicit(_) => Err(crate::frame::IMPLICIT_POINTER.into()),
         }
     }
 
@@ -122,6 +123,7 @@ impl<'a> Reader<'a> {
                     .unwrap_or_default(),
             ),
             Place::Unavailable(r) => Place::Unavailable(r.clone()),
+            Place::Implicit(_) => Place::Unavailable(crate::frame::IMPLICIT_POINTER.into()),
         }
     }
 
@@ -329,6 +331,14 @@ impl<'a> Reader<'a> {
         depth: u32,
     ) -> Value {
         let tname = Some(ty.name.clone());
+        if let (Place::Implicit(pointee), Some(t)) = (place, target) {
+            // Optimized away, but what it pointed to is known: show that.
+            return Value::Pointer {
+                ty: tname,
+                address: "<synthetic pointer>".into(),
+                target: (depth > 0).then(|| Box::new(self.render(pointee, &self.ty(t), depth - 1))),
+            };
+        }
         let addr = match self.read_u64_at(place, 0) {
             Ok(a) => a,
             Err(e) => return Value::unavailable(tname, e),

@@ -1,7 +1,8 @@
 //! Optimized C read as gdb reads it: gcc -O2 turns `rank(const struct task *t, int pass)` into
 //! `rank.isra.0`, which receives `t->id` instead of `t` (DW_OP_GNU_parameter_ref: the pointer
 //! is only known where the caller passed it), and `scaled(v, 10)` into `scaled.constprop.0`
-//! (`scale` is a DW_AT_const_value). Probes go to the clones under their source names.
+//! (`scale` is a DW_AT_const_value), and an inlined `total(&q)` whose `p` is a
+//! DW_OP_implicit_pointer. Probes go to the clones under their source names.
 
 mod common;
 use common::*;
@@ -65,6 +66,32 @@ fn ipa_clones_are_found_by_source_name_and_their_parameters_read_at_the_call_sit
             int(&h, "scale"),
             10,
             "the constant-propagated parameter: {h}"
+        );
+    }
+
+    // `total(&q)` inlined: `p` is an implicit pointer to `q`, which lives in registers.
+    let implicit = format!("tasks.c:{}", probe_line("tasks.c", "implicit"));
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        &implicit,
+        "{p->a} {p->b} {p}",
+        "--max-hits",
+        "3",
+        "--json",
+    ]);
+    assert_success(&out);
+    for h in stdout_json(&out) {
+        assert_eq!(
+            int(&h, "p->b"),
+            2 * int(&h, "p->a"),
+            "read through the pointer: {h}"
+        );
+        let p = &h["values"]["p"];
+        assert_eq!(p["kind"], "pointer", "{h}");
+        assert_eq!(
+            p["target"]["fields"]["a"]["value"],
+            h["values"]["p->a"]["value"]
         );
     }
     t.assert_untouched();
