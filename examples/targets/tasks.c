@@ -30,6 +30,22 @@ static __attribute__((noinline)) int scaled(int v, int scale)
     return s;
 }
 
+__attribute__((cold, noinline)) void report(int v)
+{
+    sink = v;
+}
+
+/* The rare branch calls a cold function: gcc moves it into `check.cold`, a separate range. */
+static __attribute__((noinline)) int check(int v)
+{
+    if (v % 50 == 49) {
+        int w = v * 3; /* PROBE: cold-path */
+        report(w);
+        return w;
+    }
+    return v + 1;
+}
+
 struct pair {
     int a;
     int b;
@@ -62,6 +78,7 @@ int main(int argc, char **argv)
             sink += scaled(tasks[i].weight + pass, 10);
         }
         sink += work(pass);
+        sink += check(pass);
         if (sleep_us)
             usleep(sleep_us);
     }

@@ -16,7 +16,9 @@ fn ipa_clones_are_found_by_source_name_and_their_parameters_read_at_the_call_sit
         .expect("nm");
     let syms = String::from_utf8_lossy(&syms.stdout);
     assert!(
-        syms.contains("rank.isra") && syms.contains("scaled.constprop"),
+        syms.contains("rank.isra")
+            && syms.contains("scaled.constprop")
+            && syms.contains("check.cold"),
         "gcc no longer makes these clones; the test needs new shapes:\n{syms}"
     );
     let mut t = Target::start(&exe, &["200"]);
@@ -68,6 +70,16 @@ fn ipa_clones_are_found_by_source_name_and_their_parameters_read_at_the_call_sit
             "the constant-propagated parameter: {h}"
         );
     }
+
+    // A line in `check.cold` (a separate range of `check`): probed, and its frame goes by the
+    // source name.
+    let cold = format!("tasks.c:{}", probe_line("tasks.c", "cold-path"));
+    let out = run_periscope(&["snapshot", &pid, &cold, "--json"]);
+    assert_success(&out);
+    let snap = &stdout_json(&out)[0];
+    assert_eq!(snap["frames"][0]["function"], "check", "{snap}");
+    let v = snap["frames"][0]["variables"]["v"]["value"].as_i64();
+    assert_eq!(v.map(|v| v % 50), Some(49), "{snap}");
 
     // `total(&q)` inlined: `p` is an implicit pointer to `q`, which lives in registers.
     let implicit = format!("tasks.c:{}", probe_line("tasks.c", "implicit"));

@@ -136,7 +136,11 @@ pub(crate) fn capture_stack(
         let function = idx
             .function_at(file_pc)
             .map(|f| f.name.clone())
-            .or_else(|| idx.symbol_at(file_pc).map(|(s, _)| s.name.clone()))
+            .or_else(|| {
+                // A clone's separate part (`check.cold`) has no DWARF function of its own.
+                idx.symbol_at(file_pc)
+                    .map(|(s, _)| crate::index::clone_source_name(&s.name).to_string())
+            })
             .unwrap_or_else(|| format!("{:#x} in {}", f.pc(), idx.path.display()));
         let file = row
             .and_then(|r| idx.files.get(r.file as usize))

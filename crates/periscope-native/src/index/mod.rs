@@ -353,6 +353,40 @@ impl ObjectIndex {
     }
 }
 
+/// The source name of a GCC clone's symbol: `rank.isra.0` → `rank`, `check.cold` → `check`,
+/// `lookup.part.0` → `lookup` (suffixes stack: `f.constprop.0.isra.0`). Other names unchanged.
+pub fn clone_source_name(symbol: &str) -> &str {
+    const CLONES: [&str; 6] = [
+        "cold",
+        "part",
+        "isra",
+        "constprop",
+        "lto_priv",
+        "localalias",
+    ];
+    let mut name = symbol;
+    loop {
+        let mut parts = name.rsplitn(2, '.');
+        let last = parts.next().unwrap_or("");
+        let Some(head) = parts.next() else {
+            return name;
+        };
+        if CLONES.contains(&last) {
+            name = head;
+            continue;
+        }
+        // `.N` after a clone kind: `rank.isra.0`.
+        let mut inner = head.rsplitn(2, '.');
+        let kind = inner.next().unwrap_or("");
+        match inner.next() {
+            Some(base) if last.bytes().all(|b| b.is_ascii_digit()) && CLONES.contains(&kind) => {
+                name = base
+            }
+            _ => return name,
+        }
+    }
+}
+
 fn path_ends_with(path: &Path, suffix: &str) -> bool {
     let p = path.to_string_lossy();
     if p == suffix {
@@ -385,5 +419,21 @@ mod tests {
         assert!(path_ends_with(p, "src/cart.rs"));
         assert!(!path_ends_with(p, "art.rs"));
         assert!(path_ends_with(p, "/home/u/shop/src/cart.rs"));
+    }
+}
+
+#[cfg(test)]
+mod clone_tests {
+    use super::clone_source_name;
+
+    #[test]
+    fn gcc_clones_go_by_their_source_names() {
+        assert_eq!(clone_source_name("rank.isra.0"), "rank");
+        assert_eq!(clone_source_name("check.cold"), "check");
+        assert_eq!(clone_source_name("lookup.part.0"), "lookup");
+        assert_eq!(clone_source_name("f.constprop.0.isra.0"), "f");
+        assert_eq!(clone_source_name("main"), "main");
+        assert_eq!(clone_source_name("a.b.c"), "a.b.c");
+        assert_eq!(clone_source_name("v1.2"), "v1.2");
     }
 }
