@@ -19,6 +19,7 @@ use periscope_core::api::{
     AgentInfo, AgentReport, Desired, InstallState, Instance, Probe, ProbeInstance, ProbeKind,
     StatusReport,
 };
+use periscope_core::event::{Body, CountEvent, Event};
 use periscope_core::redact::Redactor;
 use periscope_native::probe::{Budget, EngineEvent, EngineProbe, ProbeState, Tallies};
 use periscope_native::values::Limits;
@@ -603,30 +604,10 @@ fn engine_probe(probe: &Probe, config: &AgentConfig) -> Result<EngineProbe, Stri
 
 /// Engine events of one process → the outbox (events) and the reconciler (state changes).
 fn forward(events: Receiver<EngineEvent>, info: &Instance, outbox: &Outbox, tx: &Sender<Msg>) {
-    let tag = |mut v: serde_json::Value, kind: &str| {
-        if let Some(o) = v.as_object_mut() {
-            o.insert("kind".into(), kind.into());
-            o.insert("instance".into(), info.id.clone().into());
-        }
-        v
-    };
+    let event = |body| Event::new(info.id.clone(), body);
     for ev in events {
         match ev {
-            EngineEvent::Log(e) => {
-                if let Ok(v) = serde_json::to_value(&e) {
-                    outbox.push_event(tag(v, "log"));
-                }
-            }
-            EngineEvent::Snapshot(e) => {
-                if let Ok(v) = serde_json::to_value(&*e) {
-                    outbox.push_event(tag(v, "snapshot"));
-                }
-            }
-            EngineEvent::ProbeError(e) => {
-                if let Ok(v) = serde_json::to_value(&e) {
-                    outbox.push_event(tag(v, "error"));
-                }
-            }
+            EngineEvent::Event(body) => outbox.push_event(event(body)),
             EngineEvent::ProbeStopped { probe, state } => {
                 let _ = tx.send(Msg::Stopped {
                     instance: info.id.clone(),
@@ -713,19 +694,16 @@ fn report_count(outbox: &Outbox, info: &Instance, run: &mut ProbeRun, tallies: O
         return;
     }
     run.counted.0 = total;
-    let mut event = serde_json::json!({
-        "kind": "count",
-        "ts": periscope_core::event::now_rfc3339(),
-        "pid": info.pid,
-        "instance": info.id,
-        "probe": run.probe.id,
-        "location": run.probe.spec.location,
-        "interval_seconds": interval.as_secs_f64(),
-        "hits": delta,
-        "total": total,
-    });
-    if run.probe.spec.by.is_some() {
-        event["groups"] = serde_json::to_value(&groups).unwrap_or_default();
-    }
+    let count = CountEvent {
+        ts: periscope_core::event::now_rfc3339(),
+        pid: info.pid,
+        probe: run.probe.id.clone(),
+        location: run.probe.spec.location.clone(),
+        interval_seconds: interval.as_secs_f64(),
+        hits: delta,
+        total,
+        groups: run.probe.spec.by.is_some().then_some(groups),
+    };
+    let event = Event::new(info.id.clone(), Body::Count(count));
     outbox.push_event(event);
 }

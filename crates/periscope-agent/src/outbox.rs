@@ -3,6 +3,7 @@
 //! probe on each instance, and the instance list.
 
 use periscope_core::api::{Instance, StatusReport};
+use periscope_core::event::Event;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -15,7 +16,7 @@ pub struct Outbox {
 
 #[derive(Default)]
 struct Inner {
-    events: VecDeque<serde_json::Value>,
+    events: VecDeque<Event>,
     /// Dropped since the last report that reached the server.
     dropped: u64,
     dropped_total: u64,
@@ -27,7 +28,7 @@ struct Inner {
 
 /// One report's worth of content, taken from the outbox; given back if sending fails.
 pub struct Batch {
-    pub events: Vec<serde_json::Value>,
+    pub events: Vec<Event>,
     pub statuses: Vec<StatusReport>,
     pub instances: Vec<Instance>,
     pub dropped: u64,
@@ -46,7 +47,7 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn push_event(&self, event: serde_json::Value) {
+    pub fn push_event(&self, event: Event) {
         let mut inner = self.lock();
         if inner.events.len() >= self.capacity {
             inner.events.pop_front();
@@ -137,21 +138,40 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    /// An error event numbered `n` (by its probe id), to tell events apart.
+    fn ev(n: u32) -> Event {
+        Event::new(
+            "i",
+            periscope_core::event::Body::Error(periscope_core::event::ProbeError {
+                ts: String::new(),
+                pid: 1,
+                tid: 1,
+                location: String::new(),
+                probe: n.to_string(),
+                error: String::new(),
+            }),
+        )
+    }
+
+    fn ids(events: &[Event]) -> Vec<&str> {
+        events.iter().map(|e| e.probe()).collect()
+    }
+
     #[test]
     fn full_outbox_drops_oldest_and_counts() {
         let o = Outbox::new(3);
         for i in 0..5 {
-            o.push_event(serde_json::json!(i));
+            o.push_event(ev(i));
         }
         let b = o.take(10, Duration::ZERO).unwrap();
-        assert_eq!(b.events, vec![serde_json::json!(2), 3.into(), 4.into()]);
+        assert_eq!(ids(&b.events), ["2", "3", "4"]);
         assert_eq!(b.dropped, 2);
-        o.push_event(serde_json::json!(5));
-        o.push_event(serde_json::json!(6));
+        o.push_event(ev(5));
+        o.push_event(ev(6));
         o.give_back(b);
         // 5 and 6 stay; of the returned 2,3,4 only the newest fits.
         let b = o.take(10, Duration::ZERO).unwrap();
-        assert_eq!(b.events, vec![serde_json::json!(4), 5.into(), 6.into()]);
+        assert_eq!(ids(&b.events), ["4", "5", "6"]);
         assert_eq!(b.dropped, 4);
         assert_eq!(o.dropped_total(), 4);
     }

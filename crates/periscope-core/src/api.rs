@@ -389,9 +389,8 @@ pub struct AgentReport {
     pub instances: Vec<Instance>,
     #[serde(default)]
     pub statuses: Vec<StatusReport>,
-    /// Events in the local JSON shape plus `kind` and `instance`.
     #[serde(default)]
-    pub events: Vec<serde_json::Value>,
+    pub events: Vec<crate::event::Event>,
     /// Events the agent dropped since its last report (its buffer was full).
     #[serde(default)]
     pub dropped_events: u64,

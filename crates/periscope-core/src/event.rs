@@ -1,7 +1,90 @@
-//! What one probe hit produces.
+//! What probes produce: the one typed [`Event`] carried from the engine through the agent, the
+//! server, its store and exporters, to the CLI and MCP. JSON only at the edges; its shape is
+//! the body's fields with `kind` (`log`, `snapshot`, `count`, `error`), and `instance` and
+//! `seq` once the fleet has assigned them.
 
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One event as the fleet carries it: what happened, and where it was stored from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The store's sequence number (set when the server stores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    /// The instance it came from (set by the agent; empty in local mode).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// What happened. Failures (panics, fatal signals) are snapshots with a `failure`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    Log(LogEvent),
+    Snapshot(SnapshotEvent),
+    Count(CountEvent),
+    Error(ProbeError),
+}
+
+impl Event {
+    /// An event of `instance`, not stored yet.
+    pub fn new(instance: impl Into<String>, body: Body) -> Event {
+        Event {
+            seq: None,
+            instance: instance.into(),
+            body,
+        }
+    }
+
+    /// `log`, `snapshot`, `count` or `error`: the JSON `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self.body {
+            Body::Log(_) => "log",
+            Body::Snapshot(_) => "snapshot",
+            Body::Count(_) => "count",
+            Body::Error(_) => "error",
+        }
+    }
+
+    pub fn probe(&self) -> &str {
+        match &self.body {
+            Body::Log(e) => &e.probe,
+            Body::Snapshot(e) => &e.probe,
+            Body::Count(e) => &e.probe,
+            Body::Error(e) => &e.probe,
+        }
+    }
+
+    pub fn ts(&self) -> &str {
+        match &self.body {
+            Body::Log(e) => &e.ts,
+            Body::Snapshot(e) => &e.ts,
+            Body::Count(e) => &e.ts,
+            Body::Error(e) => &e.ts,
+        }
+    }
+}
+
+/// A counter's report for one interval: the agent aggregates hits and sends their delta and
+/// total (and the totals per group, with `--by`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CountEvent {
+    pub ts: String,
+    pub pid: u32,
+    pub probe: String,
+    pub location: String,
+    pub interval_seconds: f64,
+    /// Hits in this interval.
+    pub hits: u64,
+    /// Hits since the probe went in.
+    pub total: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<BTreeMap<String, u64>>,
+}
 
 /// A log probe hit, in the shape `--json` prints and the server stores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,4 +170,44 @@ pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{Fields, Int128};
+
+    #[test]
+    fn the_json_shape_is_the_body_with_kind_instance_and_seq() {
+        let log = LogEvent {
+            ts: "2026-11-22T12:00:00Z".into(),
+            pid: 7,
+            tid: 8,
+            location: "main.rs:3".into(),
+            probe: "p1".into(),
+            function: None,
+            message: "big=…".into(),
+            values: Fields(vec![(
+                "big".into(),
+                Value::Int {
+                    ty: Some("u128".into()),
+                    value: Int128::Unsigned(u128::MAX),
+                },
+            )]),
+        };
+        let mut e = Event::new("host-7", Body::Log(log));
+        e.seq = Some(41);
+        let j = serde_json::to_value(&e).unwrap();
+        assert_eq!(j["kind"], "log");
+        assert_eq!(j["instance"], "host-7");
+        assert_eq!(j["seq"], 41);
+        assert_eq!(j["probe"], "p1");
+        assert_eq!(j["values"]["big"]["value"], u128::MAX.to_string());
+        let back: Event = serde_json::from_value(j).unwrap();
+        assert_eq!(back, e);
+        // A local-mode event (no envelope yet) reads too.
+        let local = r#"{"kind":"count","ts":"t","pid":1,"probe":"p","location":"a.rs:1","interval_seconds":1.0,"hits":2,"total":5}"#;
+        let c: Event = serde_json::from_str(local).unwrap();
+        assert_eq!((c.kind(), c.probe(), c.seq), ("count", "p", None));
+    }
 }

@@ -17,19 +17,18 @@
 //! - resource: `service.name` (the `service` tag), `host.name`, `process.pid`,
 //!   `process.executable.name`, `periscope.instance.id`, and every other tag.
 
+use crate::records::{kv_int, kv_str, log_record, now_ns, split_location};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{
-    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
-};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use periscope_core::api::Instance;
+use periscope_core::event::{Body, CountEvent, Event};
 use prost::Message;
-use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -156,7 +155,7 @@ pub struct ExportStats {
 }
 
 impl ExportStats {
-    pub fn to_json(&self) -> Value {
+    pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "exported_logs": self.exported_logs.load(Ordering::Relaxed),
             "exported_metric_points": self.exported_points.load(Ordering::Relaxed),
@@ -226,13 +225,13 @@ impl OtlpExporter {
             .clone()
     }
 
-    /// Queues one event (the JSON shape of the API) from `instance`.
-    pub fn submit(&self, instance: &Instance, event: &Value) {
+    /// Queues one event from `instance`.
+    pub fn submit(&self, instance: &Instance, event: &Event) {
         let resource = self.resource(instance);
         let (lock, cv) = &*self.queue;
         let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
-        if event["kind"] == "count" {
-            record_count(&mut q, resource, &instance.id, event);
+        if let Body::Count(count) = &event.body {
+            record_count(&mut q, resource, &instance.id, count);
             return;
         }
         let Some(record) = log_record(event) else {
@@ -263,9 +262,9 @@ impl OtlpExporter {
     }
 }
 
-fn record_count(q: &mut Queue, resource: Arc<Resource>, instance: &str, event: &Value) {
-    let probe = event["probe"].as_str().unwrap_or("").to_string();
-    let location = event["location"].as_str().unwrap_or("").to_string();
+fn record_count(q: &mut Queue, resource: Arc<Resource>, instance: &str, event: &CountEvent) {
+    let probe = event.probe.clone();
+    let location = event.location.clone();
     let now = now_ns();
     let mut set = |group: String, total: i64| {
         let e = q
@@ -274,13 +273,14 @@ fn record_count(q: &mut Queue, resource: Arc<Resource>, instance: &str, event: &
             .or_insert_with(|| CounterPoint(resource.clone(), location.clone(), now, 0));
         e.3 = total;
     };
-    match event.get("groups").and_then(|g| g.as_object()) {
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    match &event.groups {
         Some(groups) => {
             for (k, v) in groups {
-                set(k.clone(), v.as_i64().unwrap_or(0));
+                set(k.clone(), clamp(*v));
             }
         }
-        None => set(String::new(), event["total"].as_i64().unwrap_or(0)),
+        None => set(String::new(), clamp(event.total)),
     }
 }
 
@@ -639,278 +639,4 @@ pub fn resource_of(i: &Instance) -> Resource {
         attributes,
         ..Default::default()
     }
-}
-
-/// One event as a LogRecord (None for kinds that are not logs).
-pub fn log_record(e: &Value) -> Option<LogRecord> {
-    let kind = e["kind"].as_str()?;
-    let time = e["ts"].as_str().and_then(parse_ns).unwrap_or_else(now_ns);
-    let mut attributes = vec![
-        kv_str("periscope.probe.id", e["probe"].as_str().unwrap_or("")),
-        kv_str(
-            "periscope.probe.kind",
-            if e.get("failure").is_some() {
-                "failures"
-            } else {
-                kind
-            },
-        ),
-    ];
-    if let Some(tid) = e["tid"].as_i64() {
-        attributes.push(kv_int("thread.id", tid));
-    }
-    let location = e["location"].as_str().unwrap_or("");
-    let (file, line) = split_location(location);
-    let top = &e["frames"][0];
-    let file = top["file"].as_str().or(file);
-    if let Some(f) = file {
-        attributes.push(kv_str("code.file.path", f));
-    }
-    if let Some(l) = line.or_else(|| top["line"].as_i64()) {
-        attributes.push(kv_int("code.line.number", l));
-    }
-    let function = e["function"].as_str().or_else(|| top["function"].as_str());
-    if let Some(f) = function {
-        attributes.push(kv_str("code.function.name", f));
-    }
-    let (severity, text, body) = match kind {
-        "log" => {
-            if let Some(values) = e["values"].as_object() {
-                for (expr, v) in values {
-                    attributes.push(KeyValue {
-                        key: format!("periscope.value.{expr}"),
-                        value: Some(any_of_value(v)),
-                        ..Default::default()
-                    });
-                }
-            }
-            (9, "INFO", string(e["message"].as_str().unwrap_or("")))
-        }
-        "snapshot" => {
-            let frames = e["frames"].as_array().cloned().unwrap_or_default();
-            let stack: Vec<String> = frames
-                .iter()
-                .map(|f| match (f["file"].as_str(), f["line"].as_i64()) {
-                    (Some(file), Some(line)) => {
-                        format!("{} at {file}:{line}", f["function"].as_str().unwrap_or("?"))
-                    }
-                    _ => f["function"].as_str().unwrap_or("?").to_string(),
-                })
-                .collect();
-            attributes.push(kv_str("code.stacktrace", &stack.join("\n")));
-            let mut body = vec![KeyValue {
-                key: "frames".into(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::ArrayValue(ArrayValue {
-                        values: frames.iter().map(frame_value).collect(),
-                    })),
-                }),
-                ..Default::default()
-            }];
-            if let Some(w) = e.get("watches").and_then(|w| w.as_object()) {
-                body.push(KeyValue {
-                    key: "watches".into(),
-                    value: Some(map_of(w.iter().map(|(k, v)| (k.clone(), any_of_value(v))))),
-                    ..Default::default()
-                });
-            }
-            let failure = e.get("failure");
-            if let Some(f) = failure {
-                let etype = f["signal"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| f["kind"].as_str().unwrap_or("failure").to_string());
-                attributes.push(kv_str("exception.type", &etype));
-                if let Some(m) = f["message"].as_str() {
-                    attributes.push(kv_str("exception.message", m));
-                }
-                if let Some(a) = f["address"].as_str() {
-                    attributes.push(kv_str("periscope.fault.address", a));
-                }
-            }
-            let severity = if failure.is_some() { 17 } else { 9 };
-            let text = if failure.is_some() { "ERROR" } else { "INFO" };
-            (
-                severity,
-                text,
-                AnyValue {
-                    value: Some(any_value::Value::KvlistValue(KeyValueList { values: body })),
-                },
-            )
-        }
-        "error" => (13, "WARN", string(e["error"].as_str().unwrap_or(""))),
-        _ => return None,
-    };
-    Some(LogRecord {
-        time_unix_nano: time,
-        observed_time_unix_nano: now_ns(),
-        severity_number: severity,
-        severity_text: text.into(),
-        body: Some(body),
-        attributes,
-        ..Default::default()
-    })
-}
-
-fn frame_value(f: &Value) -> AnyValue {
-    let mut m: Vec<(String, AnyValue)> = vec![(
-        "function".into(),
-        string(f["function"].as_str().unwrap_or("")),
-    )];
-    if let Some(file) = f["file"].as_str() {
-        m.push(("file".into(), string(file)));
-    }
-    if let Some(line) = f["line"].as_i64() {
-        m.push((
-            "line".into(),
-            AnyValue {
-                value: Some(any_value::Value::IntValue(line)),
-            },
-        ));
-    }
-    if let Some(vars) = f["variables"].as_object() {
-        m.push((
-            "variables".into(),
-            map_of(vars.iter().map(|(k, v)| (k.clone(), any_of_value(v)))),
-        ));
-    }
-    map_of(m.into_iter())
-}
-
-/// A Periscope value tree as an OTLP AnyValue: scalars as themselves, structs and enums as
-/// maps, lists as arrays, maps as arrays of {key, value}; pointers as what they point to.
-pub fn any_of_value(v: &Value) -> AnyValue {
-    let val = &v["value"];
-    let inner = match v["kind"].as_str().unwrap_or("") {
-        "int" => match val.as_i64() {
-            Some(i) => any_value::Value::IntValue(i),
-            None => any_value::Value::StringValue(json_text(val)),
-        },
-        "float" => any_value::Value::DoubleValue(val.as_f64().unwrap_or(f64::NAN)),
-        "bool" => any_value::Value::BoolValue(val.as_bool().unwrap_or(false)),
-        "char" | "string" => any_value::Value::StringValue(val.as_str().unwrap_or("").to_string()),
-        "struct" => {
-            return map_of(
-                v["fields"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, f)| (k.clone(), any_of_value(f))),
-            )
-        }
-        "enum" => {
-            let mut m = vec![(
-                "variant".to_string(),
-                string(v["variant"].as_str().unwrap_or("")),
-            )];
-            for (k, f) in v["fields"].as_object().into_iter().flatten() {
-                m.push((k.clone(), any_of_value(f)));
-            }
-            return map_of(m.into_iter());
-        }
-        "list" => any_value::Value::ArrayValue(ArrayValue {
-            values: v["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(any_of_value)
-                .collect(),
-        }),
-        "map" => any_value::Value::ArrayValue(ArrayValue {
-            values: v["entries"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|e| {
-                    map_of(
-                        [
-                            ("key".to_string(), any_of_value(&e["key"])),
-                            ("value".to_string(), any_of_value(&e["value"])),
-                        ]
-                        .into_iter(),
-                    )
-                })
-                .collect(),
-        }),
-        "pointer" => match v.get("target") {
-            Some(t) => return any_of_value(t),
-            None => any_value::Value::StringValue(v["address"].as_str().unwrap_or("").to_string()),
-        },
-        "function" => any_value::Value::StringValue(v["symbol"].as_str().unwrap_or("").to_string()),
-        "unit" => any_value::Value::StringValue("()".into()),
-        "redacted" => any_value::Value::StringValue("<redacted>".into()),
-        "unavailable" => any_value::Value::StringValue(format!(
-            "<unavailable: {}>",
-            v["reason"].as_str().unwrap_or("?")
-        )),
-        _ => any_value::Value::StringValue(json_text(v)),
-    };
-    AnyValue { value: Some(inner) }
-}
-
-fn json_text(v: &Value) -> String {
-    match v.as_str() {
-        Some(s) => s.to_string(),
-        None => v.to_string(),
-    }
-}
-
-fn map_of(entries: impl Iterator<Item = (String, AnyValue)>) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::KvlistValue(KeyValueList {
-            values: entries
-                .map(|(key, value)| KeyValue {
-                    key,
-                    value: Some(value),
-                    ..Default::default()
-                })
-                .collect(),
-        })),
-    }
-}
-
-fn string(s: &str) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::StringValue(s.to_string())),
-    }
-}
-
-fn kv_str(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(string(v)),
-        ..Default::default()
-    }
-}
-
-fn kv_int(k: &str, v: i64) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(v)),
-        }),
-        ..Default::default()
-    }
-}
-
-/// `file.rs:42` → (file, line); a function name → (None, None).
-fn split_location(loc: &str) -> (Option<&str>, Option<i64>) {
-    match loc.rsplit_once(':') {
-        Some((f, l)) if !f.is_empty() && l.chars().all(|c| c.is_ascii_digit()) && !l.is_empty() => {
-            (Some(f), l.parse().ok())
-        }
-        _ => (None, None),
-    }
-}
-
-fn parse_ns(ts: &str) -> Option<u64> {
-    time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp_nanos().max(0) as u64)
-}
-
-fn now_ns() -> u64 {
-    time::OffsetDateTime::now_utc()
-        .unix_timestamp_nanos()
-        .max(0) as u64
 }

@@ -739,11 +739,6 @@ impl Periscope {
     }
 }
 
-/// A stored event read back as its typed form (the envelope's extra fields are ignored).
-fn typed<T: serde::de::DeserializeOwned>(e: &Value) -> Option<T> {
-    serde_json::from_value(e.clone()).ok()
-}
-
 fn events_result(probe: &str, events: Vec<Value>, after: Option<i64>) -> CallToolResult {
     let next = events
         .last()
@@ -757,21 +752,19 @@ fn events_result(probe: &str, events: Vec<Value>, after: Option<i64>) -> CallToo
             .iter()
             .take(20)
             .map(|e| {
-                use periscope_core::{event, render};
-                let instance = e["instance"].as_str().unwrap_or("");
-                let text = match e["kind"].as_str() {
-                    Some("log") => typed(e).map(|l: event::LogEvent| render::log_line(&l)),
-                    Some("snapshot") => {
-                        typed(e).map(|s: event::SnapshotEvent| render::snapshot_tree(&s))
-                    }
-                    Some("error") => typed(e).map(|p: event::ProbeError| render::error_line(&p)),
-                    Some("count") => Some(format!("count: +{} (total {})", e["hits"], e["total"])),
-                    _ => None,
+                use periscope_core::event::{Body, Event};
+                use periscope_core::render;
+                // The API's JSON read into the typed event at the edge.
+                let Ok(ev) = serde_json::from_value::<Event>(e.clone()) else {
+                    return e.to_string();
                 };
-                match text {
-                    Some(t) => format!("{instance} {}", t.trim_end()),
-                    None => e.to_string(),
-                }
+                let text = match &ev.body {
+                    Body::Log(l) => render::log_line(l),
+                    Body::Snapshot(s) => render::snapshot_tree(s),
+                    Body::Error(p) => render::error_line(p),
+                    Body::Count(c) => format!("count: +{} (total {})", c.hits, c.total),
+                };
+                format!("{} {}", ev.instance, text.trim_end())
             })
             .collect();
         format!("{} event(s):\n{}", events.len(), lines.join("\n"))

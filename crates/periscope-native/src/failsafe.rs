@@ -13,13 +13,15 @@
 //! Scratch area layout (one anonymous r-x mapping near the code):
 //! ```text
 //! 0x0000  magic "PERISCOPE-SCRATC"   (16 bytes)
-//! 0x0010  previous SIGTRAP handler (8) — always SIG_DFL: we install only over the default
+//! 0x0010  unused (8)
 //! 0x0018  breakpoint count (8)
 //! 0x0020  entries: { address u64, original byte u64 } × MAX_ENTRIES
 //! 0x3FE0  a `struct sigaction` for SIG_DFL (all zero)
 //! 0x4000  the handler, then the restorer (rt_sigreturn)
 //! 0x4200  a system-call stub (see `engine::remote`), used when no padding is free
-//! 0x4600  out-of-line instruction slots
+//! 0x4600  out-of-line instruction slots, up to
+//! 0xF000  one read-write page (the rest is r-x): the handler's lock, so one thread at a time
+//!         unprotects, writes and reprotects a code page
 //! ```
 //! The handler is assembled with iced-x86's code assembler: there is no crate that ships a
 //! position-specific signal trampoline, and it is a dozen instructions.
@@ -29,6 +31,10 @@ use iced_x86::BlockEncoderOptions;
 
 pub const MAGIC: &[u8; 16] = b"PERISCOPE-SCRATC";
 pub const COUNT_OFFSET: u64 = 0x18;
+/// The whole area: executable up to [`LOCK_PAGE_OFFSET`], then one writable page.
+pub const AREA_SIZE: u64 = 0x10000;
+pub const LOCK_PAGE_OFFSET: u64 = 0xF000;
+pub const LOCK_OFFSET: u64 = LOCK_PAGE_OFFSET;
 pub const ENTRIES_OFFSET: u64 = 0x20;
 pub const DEFAULT_ACTION_OFFSET: u64 = 0x3fe0;
 pub const HANDLER_OFFSET: u64 = 0x4000;
@@ -117,7 +123,19 @@ pub fn handler_code(base: u64) -> Result<(Vec<u8>, u64), IcedError> {
     a.mov(qword_ptr(r10 + UC_RIP), rax)?; // resume at the original instruction
     a.mov(r9, rax)?; // breakpoint address
     a.movzx(r12d, byte_ptr(rcx + 8))?; // its original byte
-                                       // mprotect(page, 4096, PROT_READ|PROT_WRITE|PROT_EXEC)
+                                       // Threads that trapped at once must not interleave: one's mprotect(PROT_READ|PROT_EXEC)
+                                       // between another's mprotect(+WRITE) and its write would fault that write. A spinlock in
+                                       // the area serializes them (the section is two system calls and a store).
+    let mut spin = a.create_label();
+    let mut locked = a.create_label();
+    a.mov(r11, base + LOCK_OFFSET)?;
+    a.set_label(&mut spin)?;
+    a.lock().bts(qword_ptr(r11), 0)?;
+    a.jae(locked)?; // carry clear: the bit was 0, the lock is ours
+    a.pause()?;
+    a.jmp(spin)?;
+    a.set_label(&mut locked)?;
+    // mprotect(page, 4096, PROT_READ|PROT_WRITE|PROT_EXEC)
     a.mov(rdi, r9)?;
     a.and(rdi, -4096i32)?;
     a.mov(esi, 4096)?;
@@ -132,6 +150,8 @@ pub fn handler_code(base: u64) -> Result<(Vec<u8>, u64), IcedError> {
     a.mov(edx, 5)?;
     a.mov(eax, libc::SYS_mprotect as u32)?;
     a.syscall()?;
+    a.mov(r11, base + LOCK_OFFSET)?; // the syscalls clobbered r11
+    a.mov(qword_ptr(r11), 0)?; // release (a plain store is a release on x86)
     a.ret()?;
 
     // Not one of ours: restore the default action and re-raise; SIGTRAP is blocked while the

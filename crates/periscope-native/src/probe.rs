@@ -4,7 +4,7 @@
 use crate::values::Limits;
 pub use periscope_core::compile::Action;
 use periscope_core::compile::CompiledProbe;
-use periscope_core::event::{LogEvent, ProbeError, SnapshotEvent};
+use periscope_core::event::Body;
 use periscope_core::expr::Expr;
 use periscope_core::redact::Redactor;
 use periscope_core::Location;
@@ -140,11 +140,11 @@ pub enum EndReason {
     Error(String),
 }
 
+/// What a session reports: events (the fleet's one typed [`Body`]) and changes of state.
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
-    Log(LogEvent),
-    Snapshot(Box<SnapshotEvent>),
-    ProbeError(ProbeError),
+    /// A log line, snapshot, failure or probe error.
+    Event(Body),
     /// A probe stopped taking hits: its breakpoints are out, the others go on.
     ProbeStopped {
         probe: String,

@@ -20,12 +20,14 @@ pub fn pid(tid: i32) -> Pid {
     Pid::from_raw(tid)
 }
 
-/// Options set on every seized thread: follow threads and forks, notice exec.
+/// Options set on every seized thread: follow threads and forks, notice exec, and tell
+/// system-call stops (of injected calls) from traps.
 pub fn trace_options() -> ptrace::Options {
     ptrace::Options::PTRACE_O_TRACECLONE
         | ptrace::Options::PTRACE_O_TRACEFORK
         | ptrace::Options::PTRACE_O_TRACEVFORK
         | ptrace::Options::PTRACE_O_TRACEEXEC
+        | ptrace::Options::PTRACE_O_TRACESYSGOOD
 }
 
 pub fn seize(tid: i32) -> Result<(), nix::errno::Errno> {
@@ -47,9 +49,14 @@ pub fn cont(tid: i32, sig: i32) -> Result<(), nix::errno::Errno> {
     request(libc::PTRACE_CONT, tid, sig as usize)
 }
 
-pub fn step(tid: i32, sig: i32) -> Result<(), nix::errno::Errno> {
-    request(libc::PTRACE_SINGLESTEP, tid, sig as usize)
+/// Resumes a stopped thread until its next system-call entry or exit. Unlike a single-step,
+/// this leaves nothing behind if the tracer dies: the kernel clears syscall tracing on detach.
+pub fn syscall(tid: i32, sig: i32) -> Result<(), nix::errno::Errno> {
+    request(libc::PTRACE_SYSCALL, tid, sig as usize)
 }
+
+/// The stop signal of a system-call stop (`PTRACE_O_TRACESYSGOOD`).
+const SYSCALL_STOP: i32 = libc::SIGTRAP | 0x80;
 
 pub fn detach(tid: i32, sig: i32) -> Result<(), nix::errno::Errno> {
     request(libc::PTRACE_DETACH, tid, sig as usize)
@@ -106,6 +113,10 @@ pub enum Stop {
         tid: i32,
         signal: i32,
     },
+    /// A system-call entry or exit stop (only injected calls are run to these).
+    Syscall {
+        tid: i32,
+    },
     /// A ptrace event (`PTRACE_EVENT_*`); `signal` is the stop signal.
     Event {
         tid: i32,
@@ -120,6 +131,7 @@ impl Stop {
             Stop::Exited { tid, .. }
             | Stop::Killed { tid, .. }
             | Stop::Signal { tid, .. }
+            | Stop::Syscall { tid }
             | Stop::Event { tid, .. } => tid,
         }
     }
@@ -165,6 +177,8 @@ fn decode(tid: i32, status: i32) -> Stop {
         let event = (status >> 16) & 0xff;
         if event != 0 {
             Stop::Event { tid, event, signal }
+        } else if signal == SYSCALL_STOP {
+            Stop::Syscall { tid }
         } else {
             Stop::Signal { tid, signal }
         }

@@ -22,8 +22,9 @@ pub const SLOT_SIZE: u64 = 64;
 
 #[derive(Debug, Clone)]
 pub enum Displaced {
-    /// Resume at `slot`, where a relocated copy runs and jumps back.
-    OutOfLine { slot: u64 },
+    /// Resume at `slot`, where a relocated copy runs and jumps back; `back` is the address of
+    /// that jump (a thread there has executed the displaced instruction).
+    OutOfLine { slot: u64, back: u64 },
     /// A near call, emulated by the tracer.
     Call(Box<Instruction>),
 }
@@ -88,8 +89,16 @@ pub fn plan(
         .map_err(|e| refuse(&e.to_string()))?;
     let insns = [instr, back];
     let block = InstructionBlock::new(&insns, slot);
-    let encoded = BlockEncoder::encode(64, block, BlockEncoderOptions::NONE)
-        .map_err(|e| refuse(&format!("cannot relocate {:?}: {e}", instr.code())))?;
+    let encoded = BlockEncoder::encode(
+        64,
+        block,
+        BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+    )
+    .map_err(|e| refuse(&format!("cannot relocate {:?}: {e}", instr.code())))?;
+    let back = match encoded.new_instruction_offsets.get(1) {
+        Some(&off) if off != u32::MAX => slot + u64::from(off),
+        _ => return Err(refuse("the relocated copy's jump back has no known place")),
+    };
     if encoded.code_buffer.len() as u64 > SLOT_SIZE {
         return Err(refuse("the relocated instruction does not fit its slot"));
     }
@@ -97,7 +106,7 @@ pub fn plan(
         Breakpoint {
             address,
             original,
-            displaced: Displaced::OutOfLine { slot },
+            displaced: Displaced::OutOfLine { slot, back },
         },
         Some(encoded.code_buffer),
     ))

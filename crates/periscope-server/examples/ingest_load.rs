@@ -53,14 +53,15 @@ fn main() {
                 let events = (0..batch)
                     .map(|i| {
                         n += 1;
-                        serde_json::json!({
+                        serde_json::from_value(serde_json::json!({
                             "kind": "log", "ts": periscope_core::event::now_rfc3339(),
                             "pid": instance.pid, "tid": instance.pid, "location": "main.rs:42",
                             "probe": probe, "instance": instance.id, "function": "load::step",
                             "message": format!("total={n} fee={i}"),
                             "values": {"total": {"kind": "int", "type": "i64", "value": n},
                                        "fee": {"kind": "int", "type": "i64", "value": i}}
-                        })
+                        }))
+                        .expect("a log event")
                     })
                     .collect();
                 let report = AgentReport {

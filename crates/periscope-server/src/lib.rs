@@ -301,7 +301,7 @@ async fn retain_events(state: Arc<AppState>) {
 /// the file is in `seq` order), queues them for OTLP, and publishes them to live subscribers.
 pub async fn ingest(
     state: &Arc<AppState>,
-    events: Vec<serde_json::Value>,
+    events: Vec<periscope_core::event::Event>,
 ) -> Result<usize, StoreError> {
     if events.is_empty() {
         return Ok(0);
@@ -332,7 +332,7 @@ pub async fn ingest(
             .unwrap_or_else(|p| p.into_inner());
         if let Some(o) = otlp.as_ref() {
             for e in &copies {
-                if let Some(i) = e["instance"].as_str().and_then(|id| instances.get(id)) {
+                if let Some(i) = instances.get(&e.instance) {
                     o.submit(i, e);
                 }
             }

@@ -6,6 +6,7 @@ use periscope_core::api::{
     AuditEntry, Instance, NewProbe, Probe, ProbeInstance, ProbeLifecycle, Role, StatusReport,
     TokenInfo,
 };
+use periscope_core::event::Event;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
@@ -428,7 +429,7 @@ impl Store {
 
     /// Stores a batch of events in one transaction. Each gets the next sequence number, also
     /// written into its JSON as `seq`.
-    pub fn insert_events(&mut self, events: Vec<serde_json::Value>) -> Result<Vec<StoredEvent>> {
+    pub fn insert_events(&mut self, events: Vec<Event>) -> Result<Vec<StoredEvent>> {
         let tx = self.conn.transaction()?;
         let mut stored = Vec::with_capacity(events.len());
         let mut seq = self.next_seq;
@@ -438,20 +439,11 @@ impl Store {
                 "INSERT INTO events (seq, probe, instance, ts_ms, kind, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for mut e in events {
-                let Some(obj) = e.as_object_mut() else {
-                    continue;
-                };
-                obj.insert("seq".into(), seq.into());
-                let field = |k: &str| {
-                    obj.get(k)
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("")
-                        .to_string()
-                };
-                let (probe, instance, kind) = (field("probe"), field("instance"), field("kind"));
-                let ts_ms = parse_rfc3339_ms(&field("ts")).unwrap_or_else(now_ms);
+                e.seq = Some(seq);
+                let probe = e.probe().to_string();
+                let ts_ms = parse_rfc3339_ms(e.ts()).unwrap_or_else(now_ms);
                 let body = serde_json::to_string(&e)?;
-                st.execute(params![seq, probe, instance, ts_ms, kind, body])?;
+                st.execute(params![seq, probe, e.instance, ts_ms, e.kind(), body])?;
                 bytes += body.len() as i64;
                 stored.push(StoredEvent { seq, probe, body });
                 seq += 1;
@@ -613,8 +605,12 @@ mod tests {
         Store::open(&dir.join("p.db")).unwrap()
     }
 
-    fn event(ts: &str, n: usize) -> serde_json::Value {
-        json!({"kind": "log", "probe": "p1", "instance": "i", "ts": ts, "message": "x".repeat(n)})
+    fn event(ts: &str, n: usize) -> Event {
+        serde_json::from_value(
+            json!({"kind": "log", "probe": "p1", "instance": "i", "ts": ts,
+            "pid": 1, "tid": 1, "location": "a.rs:1", "message": "x".repeat(n), "values": {}}),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -5,6 +5,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use periscope_client::{Client, EventQuery};
 use periscope_core::api::{NewProbe, NewToken, Probe, ProbeKind, Role};
+use periscope_core::render;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -356,32 +357,30 @@ pub fn tail(remote: &Remote, probe: Option<&str>, json: bool) -> Result<()> {
     }
 }
 
+/// A stored event as text: its time, instance, probe and location, then what it says. The
+/// API's JSON is read into the typed event here, at the edge.
 fn print_event(e: &serde_json::Value, out: &mut impl Write) -> std::io::Result<()> {
-    let s = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("");
-    let ts = periscope_core::render::short_time(s("ts"));
-    let head = format!("{ts} {} {} {}", s("instance"), s("probe"), s("location"));
-    match s("kind") {
-        "log" => writeln!(out, "{head}  {}", s("message")),
-        "count" => writeln!(
+    use periscope_core::event::{Body, Event};
+    let Ok(event) = serde_json::from_value::<Event>(e.clone()) else {
+        return writeln!(out, "{e}");
+    };
+    let ts = render::short_time(event.ts());
+    let head = format!("{ts} {} {}", event.instance, event.probe());
+    match &event.body {
+        Body::Log(l) => writeln!(out, "{head} {}  {}", l.location, l.message),
+        Body::Count(c) => writeln!(
             out,
-            "{head}  +{} hits (total {}){}",
-            e["hits"],
-            e["total"],
-            e.get("groups")
-                .map(|g| format!(" by group: {g}"))
+            "{head} {}  +{} hits (total {}){}",
+            c.location,
+            c.hits,
+            c.total,
+            c.groups
+                .as_ref()
+                .map(|g| format!(" by group: {}", serde_json::json!(g)))
                 .unwrap_or_default()
         ),
-        "error" => writeln!(out, "{head}  probe error: {}", s("error")),
-        "snapshot" => {
-            match serde_json::from_value::<periscope_core::event::SnapshotEvent>(e.clone()) {
-                Ok(snap) => {
-                    let tree = periscope_core::render::snapshot_tree(&snap);
-                    write!(out, "{} {tree}", s("instance"))
-                }
-                Err(_) => writeln!(out, "{head}  snapshot"),
-            }
-        }
-        _ => writeln!(out, "{e}"),
+        Body::Error(p) => writeln!(out, "{head} {}  probe error: {}", p.location, p.error),
+        Body::Snapshot(snap) => write!(out, "{} {}", event.instance, render::snapshot_tree(snap)),
     }
 }
 

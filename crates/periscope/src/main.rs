@@ -3,6 +3,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use periscope_core::api::{NewProbe, ProbeKind};
+use periscope_core::event::{Body, Event};
 use periscope_core::redact::Redactor;
 use periscope_core::render;
 use periscope_native::probe::{EngineProbe, Tallies};
@@ -528,21 +529,32 @@ fn local_exporter(
     )))
 }
 
+/// Local mode's OTLP export of one event, the process itself as the instance.
 fn export_local(
     exporter: &Option<(
         periscope_export::otlp::OtlpExporter,
         periscope_core::api::Instance,
     )>,
-    kind: &str,
-    event: &impl serde::Serialize,
+    body: &Body,
 ) {
     if let Some((e, instance)) = exporter {
-        if let Ok(mut v) = serde_json::to_value(event) {
-            v["kind"] = kind.into();
-            v["instance"] = instance.id.clone().into();
-            e.submit(instance, &v);
-        }
+        e.submit(instance, &Event::new(instance.id.clone(), body.clone()));
     }
+}
+
+/// One event on stdout (probe errors on stderr), as a line of JSON (the body alone, as local
+/// mode has always printed it) or as text.
+fn print_body(json: bool, body: &Body, out: &mut impl Write) -> Result<()> {
+    match body {
+        Body::Error(e) => return print_probe_error(json, e, out),
+        Body::Log(e) if json => writeln!(out, "{}", serde_json::to_string(e)?)?,
+        Body::Snapshot(e) if json => writeln!(out, "{}", serde_json::to_string(e)?)?,
+        Body::Count(e) if json => writeln!(out, "{}", serde_json::to_string(e)?)?,
+        Body::Log(e) => writeln!(out, "{}", render::log_line(e))?,
+        Body::Snapshot(e) => print_snapshot(e, out)?,
+        Body::Count(e) => writeln!(out, "{}  +{} hits (total {})", e.location, e.hits, e.total)?,
+    }
+    Ok(())
 }
 
 fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
@@ -556,32 +568,12 @@ fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
         deadline,
         None,
         |ev| {
-            let mut out = stdout.lock();
-            match &ev {
-                EngineEvent::Log(e) => export_local(&exporter, "log", e),
-                EngineEvent::Snapshot(e) => export_local(&exporter, "snapshot", &**e),
-                EngineEvent::ProbeError(e) => export_local(&exporter, "error", e),
-                _ => {}
+            if let EngineEvent::Event(body) = &ev {
+                export_local(&exporter, body);
+                let mut out = stdout.lock();
+                print_body(json, body, &mut out)?;
+                out.flush()?;
             }
-            match ev {
-                EngineEvent::Log(e) => {
-                    if json {
-                        writeln!(out, "{}", serde_json::to_string(&e)?)?;
-                    } else {
-                        writeln!(out, "{}", render::log_line(&e))?;
-                    }
-                }
-                EngineEvent::Snapshot(e) => {
-                    if json {
-                        writeln!(out, "{}", serde_json::to_string(&e)?)?;
-                    } else {
-                        print_snapshot(&e, &mut out)?;
-                    }
-                }
-                EngineEvent::ProbeError(e) => print_probe_error(json, &e, &mut out)?,
-                EngineEvent::ProbeStopped { .. } | EngineEvent::Ended(_) => {}
-            }
-            out.flush()?;
             Ok(())
         },
         || Ok(()),
@@ -649,16 +641,11 @@ fn run_watch(
         deadline,
         None,
         |ev| {
-            let mut out = std::io::stdout().lock();
-            match ev {
-                EngineEvent::Snapshot(e) if json => {
-                    writeln!(out, "{}", serde_json::to_string(&e)?)?
-                }
-                EngineEvent::Snapshot(e) => print_snapshot(&e, &mut out)?,
-                EngineEvent::ProbeError(e) => print_probe_error(json, &e, &mut out)?,
-                _ => {}
+            if let EngineEvent::Event(body) = &ev {
+                let mut out = std::io::stdout().lock();
+                print_body(json, body, &mut out)?;
+                out.flush()?;
             }
-            out.flush()?;
             Ok(())
         },
         || Ok(()),
@@ -741,7 +728,7 @@ fn run_count(
         deadline,
         Some(every.max(Duration::from_millis(10))),
         |ev| {
-            if let EngineEvent::ProbeError(e) = ev {
+            if let EngineEvent::Event(Body::Error(e)) = ev {
                 print_probe_error(json, &e, &mut std::io::stdout().lock())?;
             }
             Ok(())

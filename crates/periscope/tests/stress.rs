@@ -122,11 +122,14 @@ fn fifty_rounds_of_limits_sigterm_and_sigkill_under_load_leave_the_target_untouc
         let _ = killed.wait();
         assert!(
             target.is_running(),
-            "round {round}: target died after SIGKILL at {delay} ms"
+            "round {round}: target died after SIGKILL at {delay} ms: {:?}",
+            target.child.try_wait()
         );
 
         // 2. A hit-limited probe must end by itself; it also removes what (1) left behind.
         let started = Instant::now();
+        let limited_err = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("stress-limited-{round}.err"));
         let mut limited = periscope()
             .args([
                 "log",
@@ -138,7 +141,7 @@ fn fifty_rounds_of_limits_sigterm_and_sigkill_under_load_leave_the_target_untouc
                 "--json",
             ])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&limited_err).expect("stderr file"))
             .spawn()
             .expect("spawn");
         let stdout = limited.stdout.take().expect("stdout");
@@ -151,7 +154,8 @@ fn fifty_rounds_of_limits_sigterm_and_sigkill_under_load_leave_the_target_untouc
             Some(status) => {
                 assert!(
                     status.success(),
-                    "round {round}: hit-limited run failed: {status}"
+                    "round {round}: hit-limited run failed: {status}: {}",
+                    said(&limited_err)
                 );
                 let lines = reader.join().unwrap_or(0);
                 assert_eq!(lines, 200, "round {round}: exactly --max-hits events");

@@ -69,13 +69,31 @@ impl Breakpoints {
             .unwrap_or_default()
     }
 
-    /// The breakpoint whose out-of-line copy sits at `slot`.
+    /// The breakpoint whose out-of-line copy starts at `rip`.
     pub(crate) fn original_for_slot(&self, rip: u64) -> Option<u64> {
-        let all = self.live.values().chain(self.retired.values());
-        all.into_iter().find_map(|bp| match bp.displaced {
-            Displaced::OutOfLine { slot } if rip == slot => Some(bp.address),
+        self.all().find_map(|bp| match bp.displaced {
+            Displaced::OutOfLine { slot, .. } if rip == slot => Some(bp.address),
             _ => None,
         })
+    }
+
+    /// Where in the program a thread at `rip` inside an out-of-line copy is, as far as the
+    /// program can tell: before the displaced instruction (the copy's start: the original
+    /// address) or after it (at the jump back: the next original instruction). `None` when
+    /// `rip` is in no copy, or inside a multi-instruction relocation (where only running on
+    /// gets it out).
+    pub(crate) fn program_pc_for(&self, rip: u64) -> Option<u64> {
+        self.all().find_map(|bp| match bp.displaced {
+            Displaced::OutOfLine { slot, .. } if rip == slot => Some(bp.address),
+            Displaced::OutOfLine { back, .. } if rip == back => {
+                Some(bp.address + bp.original.len() as u64)
+            }
+            _ => None,
+        })
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Breakpoint> {
+        self.live.values().chain(self.retired.values())
     }
 
     fn insert(&mut self, bp: Breakpoint) {

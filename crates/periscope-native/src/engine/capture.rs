@@ -9,7 +9,7 @@ use crate::target::Target;
 use crate::unwind::cfa_rule;
 use crate::values::Reader;
 use nix::sys::signal::Signal;
-use periscope_core::event::{now_rfc3339, Failure, SnapshotEvent, StackFrame};
+use periscope_core::event::{now_rfc3339, Body, Failure, SnapshotEvent, StackFrame};
 use periscope_core::value::Fields;
 
 impl Engine {
@@ -75,7 +75,7 @@ impl Engine {
                 address,
             }),
         };
-        self.emit(EngineEvent::Snapshot(Box::new(event)));
+        self.emit(EngineEvent::Event(Body::Snapshot(event)));
     }
 }
 

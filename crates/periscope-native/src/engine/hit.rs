@@ -10,7 +10,7 @@ use crate::probe::{Action, EndReason, EngineEvent, ProbeState, Tally};
 use crate::process;
 use crate::trap::{self, Displaced};
 use crate::values::Reader;
-use periscope_core::event::{now_rfc3339, Failure, LogEvent, ProbeError, SnapshotEvent};
+use periscope_core::event::{now_rfc3339, Body, Failure, LogEvent, ProbeError, SnapshotEvent};
 use periscope_core::template::Segment;
 use periscope_core::value::Fields;
 use std::collections::HashMap;
@@ -129,7 +129,7 @@ impl Engine {
     fn resume_past(&mut self, tid: i32, addr: u64, mut regs: process::Regs) {
         if let Some(bp) = self.breakpoints.get(addr) {
             match &bp.displaced {
-                Displaced::OutOfLine { slot } => regs.rip = *slot,
+                Displaced::OutOfLine { slot, .. } => regs.rip = *slot,
                 Displaced::Call(instr) => {
                     if let Err(e) = trap::emulate_call(instr, &mut regs, &self.mem) {
                         // Cannot happen for a call that the program itself can execute; if it
@@ -346,10 +346,10 @@ impl Engine {
             reached = max.is_some_and(|m| t.hits >= m);
         });
         if let Some(e) = event {
-            self.emit(EngineEvent::Log(e));
+            self.emit(EngineEvent::Event(Body::Log(e)));
         }
         if let Some(s) = snapshot {
-            self.emit(EngineEvent::Snapshot(Box::new(s)));
+            self.emit(EngineEvent::Event(Body::Snapshot(s)));
         }
         if reached {
             self.end_probe(pi, ProbeState::HitLimit);
@@ -385,6 +385,6 @@ impl Engine {
             probe: self.probes[pi].spec.id.clone(),
             error,
         };
-        self.emit(EngineEvent::ProbeError(e));
+        self.emit(EngineEvent::Event(Body::Error(e)));
     }
 }

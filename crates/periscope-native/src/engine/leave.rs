@@ -22,7 +22,7 @@ const PTRACE_EVENT_CLONE: i32 = 3;
 /// How long teardown waits for the threads to stop. Ctrl-C must end periscope within a
 /// second in every phase; collecting stops normally takes well under a millisecond per thread.
 const STOP_ALL_TIMEOUT: Duration = Duration::from_millis(600);
-/// How long each fix-up of a stopped thread (a step out of a slot) may take.
+/// How long taking a stopped thread's pending trap may take.
 const FIXUP_TIMEOUT: Duration = Duration::from_millis(200);
 
 impl Engine {
@@ -63,6 +63,10 @@ impl Engine {
             .or_else(|| signals.keys().next().copied());
         match helper {
             Some(tid) if all_stopped => {
+                // Its signal for the detach, where `inject_syscall` looks for one.
+                if let Some(&sig) = signals.get(&tid).filter(|s| **s != 0) {
+                    self.pending_signals.entry(tid).or_insert(sig);
+                }
                 if self.release_failsafe(tid).is_err() {
                     self.left_behind.push("the SIGTRAP handler".into());
                 }
@@ -117,6 +121,10 @@ impl Engine {
             };
             let tid = stop.tid();
             match stop {
+                // Left from an injected call that ran out of time; detaching ends the tracing.
+                Stop::Syscall { .. } => {
+                    stopped.insert(tid, 0);
+                }
                 Stop::Exited { .. } | Stop::Killed { .. } => {
                     self.threads.remove(tid);
                     stopped.remove(&tid);
@@ -185,7 +193,7 @@ impl Engine {
         } else {
             signal
         };
-        self.step_out_of_scratch(tid).then_some(signal)
+        self.move_out_of_scratch(tid).then_some(signal)
     }
 
     /// A thread can stop for our PTRACE_INTERRUPT just after executing an int3, before its
@@ -220,7 +228,7 @@ impl Engine {
                     return Held::Stopped(other.or(Some(0)));
                 }
                 Ok(Some(Stop::Signal { signal, .. })) => other = Some(signal),
-                Ok(Some(Stop::Event { .. })) => {}
+                Ok(Some(Stop::Event { .. } | Stop::Syscall { .. })) => {}
                 Ok(Some(Stop::Exited { .. } | Stop::Killed { .. })) => {
                     self.threads.remove(tid);
                     return Held::Lost;
@@ -231,36 +239,25 @@ impl Engine {
         Held::Stopped(other)
     }
 
-    /// Steps a thread that is inside a scratch slot until it is back in the program's code.
-    /// False when it could not be held stopped outside the scratch areas.
-    fn step_out_of_scratch(&mut self, tid: i32) -> bool {
-        let deadline = Instant::now() + FIXUP_TIMEOUT;
-        for _ in 0..16 {
-            let Ok(regs) = process::getregs(tid) else {
-                return false;
-            };
-            if !self.scratch.contains(regs.rip) {
-                return true;
-            }
-            if process::step(tid, 0).is_err() {
-                return false;
-            }
-            match self.wakeup.wait_stop(tid, deadline, false) {
-                Ok(Some(Stop::Signal {
-                    signal: SIGTRAP, ..
-                })) => {}
-                Ok(Some(Stop::Signal { signal, .. })) => {
-                    self.pending_signals.insert(tid, signal);
-                }
-                Ok(Some(Stop::Event { .. })) => {}
-                Ok(Some(Stop::Exited { .. } | Stop::Killed { .. })) => {
-                    self.threads.remove(tid);
-                    return false;
-                }
-                Ok(None) | Err(_) => return false,
-            }
+    /// Moves a thread that is inside an out-of-line copy back into the program's code, at the
+    /// place the program is at (see [`super::breakpoints::Breakpoints::program_pc_for`]). No
+    /// single-step: a step whose tracer is killed leaves the trap flag set, and the thread's
+    /// next instruction would raise a SIGTRAP nobody handles. False when the thread cannot be
+    /// moved (then the scratch area stays for it).
+    fn move_out_of_scratch(&mut self, tid: i32) -> bool {
+        let Ok(mut regs) = process::getregs(tid) else {
+            return false;
+        };
+        if !self.scratch.contains(regs.rip) {
+            return true;
         }
-        false
+        match self.breakpoints.program_pc_for(regs.rip) {
+            Some(pc) => {
+                regs.rip = pc;
+                process::setregs(tid, regs).is_ok()
+            }
+            None => false,
+        }
     }
 }
 

@@ -362,6 +362,12 @@ impl Engine {
                 None
             }
             Stop::Event { event, signal, .. } => self.on_event(tid, event, signal),
+            // The exit of an injected call that ran out of time: the stub it runs in puts the
+            // thread back where it was.
+            Stop::Syscall { .. } => {
+                let _ = process::cont(tid, 0);
+                None
+            }
         }
     }
 

@@ -6,8 +6,9 @@
 //! someone else's code. So the call runs from a small stub of ours rather than from a `syscall`
 //! instruction found in libc: the stub makes the call, then puts back every register from a
 //! copy stored beside it and jumps to where the thread was. With periscope alive the thread is
-//! single-stepped over the call alone and the tracer restores the registers itself; without
-//! periscope the stub finishes the job. The stub lives in the page padding after an executable
+//! run from the call's entry stop to its exit stop (syscall stops, never a single-step, whose
+//! trap flag would outlive a killed tracer) and the tracer restores the registers itself;
+//! without periscope the stub finishes the job. The stub lives in the page padding after an executable
 //! segment (bytes that belong to no segment, so no code of the program ever runs there) or, when
 //! no object has enough padding, in a scratch area (never in one the call unmaps).
 
@@ -176,6 +177,8 @@ impl Engine {
                     let _ = process::interrupt(tid);
                 }
                 Some(Stop::Signal { signal, .. }) => break signal,
+                // Left from an injected call that ran out of time: a stop all the same.
+                Some(Stop::Syscall { .. }) => break 0,
                 Some(Stop::Event { event, signal, .. }) => {
                     // Inside clone/fork/exec: no syscall may be injected there (its result
                     // would land on top of ours). Record what it created, let it finish the
@@ -194,8 +197,13 @@ impl Engine {
                 }
             }
         };
+        // The signal that stopped it is delivered when it resumes (see `inject_syscall`, which
+        // must know whether one will be).
+        if resume_sig != 0 {
+            self.pending_signals.entry(tid).or_insert(resume_sig);
+        }
         let result = f(self, tid);
-        self.resume(tid, resume_sig);
+        self.resume(tid, 0);
         result
     }
 
@@ -241,9 +249,18 @@ impl Engine {
         regs.r9 = args[5];
         regs.rip = entry;
         process::setregs(tid, regs)?;
-        let result = self.step_syscall(tid);
+        let result = self.run_syscall(tid);
         // Put the registers back whatever happened; if the thread is gone this fails harmlessly.
-        let restored = process::setregs(tid, saved);
+        // The thread resumes from the call's exit stop, where the kernel does not restart a
+        // system call that our stop interrupted (it would from a signal stop): so it gets its
+        // registers with that restart already done, as the stub does. Unless a signal is to be
+        // delivered on resume: that delivery restarts or interrupts the call as it should.
+        let back = if self.pending_signals.contains_key(&tid) {
+            saved
+        } else {
+            resume_regs(&saved)
+        };
+        let restored = process::setregs(tid, back);
         match (&result, place) {
             // The thread is stopped with its own registers again: the stub can go.
             (Ok(_), Some(p)) if p.padding && restored.is_ok() => {
@@ -262,19 +279,25 @@ impl Engine {
         Ok(r)
     }
 
-    /// Steps a thread over the `syscall` at its pc; returns the call's result.
-    fn step_syscall(&mut self, tid: i32) -> Result<i64, NativeError> {
+    /// Runs the thread through the `syscall` at its pc, from its entry stop to its exit stop;
+    /// returns the call's result. Syscall stops, not a single-step: if periscope dies meanwhile
+    /// the kernel drops syscall tracing with the tracer and the thread runs on through the
+    /// stub, where a single-step would have left the trap flag set.
+    fn run_syscall(&mut self, tid: i32) -> Result<i64, NativeError> {
         let deadline = Instant::now() + STOP_TIMEOUT;
+        let mut entered = false;
         loop {
-            process::step(tid, 0).map_err(|e| NativeError::ptrace("SINGLESTEP", tid, e))?;
+            process::syscall(tid, 0).map_err(|e| NativeError::ptrace("SYSCALL", tid, e))?;
             let stop = self
                 .wakeup
                 .wait_stop(tid, deadline, false)
                 .map_err(|e| NativeError::ptrace("WAIT", tid, e))?;
             match stop {
-                Some(Stop::Signal {
-                    signal: SIGTRAP, ..
-                }) => return Ok(process::getregs(tid)?.rax as i64),
+                Some(Stop::Syscall { .. }) if entered => {
+                    return Ok(process::getregs(tid)?.rax as i64)
+                }
+                Some(Stop::Syscall { .. }) => entered = true,
+                // A signal for the thread meanwhile: held, delivered when it resumes as itself.
                 Some(Stop::Signal { signal, .. }) => {
                     self.pending_signals.insert(tid, signal);
                 }

@@ -5,11 +5,9 @@
 
 use super::Engine;
 use crate::error::NativeError;
-use crate::failsafe;
+use crate::failsafe::{self, AREA_SIZE};
 use crate::trap::SLOT_SIZE;
 use std::collections::HashMap;
-
-const AREA_SIZE: u64 = 64 * 1024;
 
 struct Area {
     base: u64,
@@ -53,7 +51,7 @@ impl ScratchAreas {
             address,
             reason: "no scratch page".into(),
         })?;
-        if area.next + SLOT_SIZE > area.base + AREA_SIZE {
+        if area.next + SLOT_SIZE > area.base + failsafe::LOCK_PAGE_OFFSET {
             return Err(NativeError::Breakpoint {
                 address,
                 reason: "too many probe sites in one object".into(),
@@ -110,6 +108,31 @@ impl Engine {
                 continue;
             }
             let base = r as u64;
+            // The handler's lock page is the one writable part (see `failsafe`).
+            let lock_page = base + failsafe::LOCK_PAGE_OFFSET;
+            let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+            let r = self.inject_syscall(
+                tid,
+                libc::SYS_mprotect,
+                [
+                    lock_page,
+                    AREA_SIZE - failsafe::LOCK_PAGE_OFFSET,
+                    rw,
+                    0,
+                    0,
+                    0,
+                ],
+                None,
+            )?;
+            if r < 0 {
+                return Err(NativeError::Breakpoint {
+                    address: lock_page,
+                    reason: format!(
+                        "mprotect of the scratch area's lock page failed: errno {}",
+                        -r
+                    ),
+                });
+            }
             self.mem.write(base, failsafe::MAGIC)?;
             self.scratch.areas.insert(
                 object,
@@ -218,6 +241,8 @@ impl Engine {
                     self.mem.write(addr, &[orig as u8])?;
                 }
             }
+            // The area is its r-x mapping and the lock page after it.
+            let hi = hi.max(lo + AREA_SIZE);
             let current = self.sigaction(tid, libc::SIGTRAP, None)?;
             if current.handler >= lo && current.handler < hi {
                 self.sigaction(

@@ -1,9 +1,11 @@
 //! The last resort. Every wait in the engine is bounded, so the tracer thread cannot block on
 //! the target; but if it ever stops making progress for another reason while a thread of the
 //! target is held (a bug of ours, a kernel that does not answer), the target must not stay
-//! frozen. The watchdog, a thread of its own, then puts the original code bytes back and ends
-//! this process: the kernel detaches every traced thread when its tracer exits, and a thread
-//! caught on a trap meanwhile is rewound by the fail-safe handler. The tracer thread itself
+//! frozen. The watchdog, a thread of its own, then tries to put the original code bytes back
+//! and ends this process: the kernel detaches every traced thread when its tracer exits, and a
+//! thread caught on a trap, or reaching a breakpoint later, is rewound by the fail-safe handler,
+//! which puts that byte back itself. (Kernels since 6.2 let only the tracing thread write
+//! read-only code through /proc/PID/mem, so on them the handler does all of it.) The tracer thread itself
 //! cannot be unstuck from outside (ptrace ties the tracees to it), so ending the process is the
 //! one sure way to let the target go.
 
@@ -114,8 +116,9 @@ fn rescue(pid: u32, originals: &Originals, stalled: Duration) -> ! {
     }
     eprintln!(
         "periscope: watchdog: the engine made no progress for {:.1} s while pid {pid} was held; \
-         put back the original code at {restored} of {} breakpoint(s) and exiting so the kernel \
-         detaches every thread (the next periscope that attaches removes the scratch area)",
+         exiting so the kernel detaches every thread. Original code put back at {restored} of {} \
+         breakpoint(s) now; the fail-safe handler restores the others as they are reached, and \
+         the next periscope that attaches removes what is left",
         stalled.as_secs_f64(),
         bytes.len()
     );
