@@ -107,8 +107,9 @@ impl Threads {
                         self.add(tid);
                         new = true;
                     }
-                    // A thread that is exiting cannot be attached (EPERM): it is gone.
-                    Err(nix::errno::Errno::EPERM) if !self.live.is_empty() && exiting(tid) => {}
+                    // A thread that is exiting cannot be attached (EPERM): it is gone. (Tids
+                    // wrap around, so such a thread can come before the leader in the list.)
+                    Err(nix::errno::Errno::EPERM) if exiting(tid) => {}
                     Err(e) if self.live.is_empty() => {
                         return Err(process::explain_attach_error(pid, e))
                     }
