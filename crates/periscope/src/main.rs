@@ -394,9 +394,56 @@ fn local_probe(mut p: NewProbe, common: &Common, limits: Limits) -> Result<Probe
     }
 }
 
+/// Reads the debug info of a process's binaries (seconds for a large one). SIGINT, SIGTERM or
+/// SIGHUP meanwhile end periscope at once: nothing is attached yet, so nothing is to undo. A
+/// signal that comes after is left pending for the session, which reads it from then on.
+fn index_process(pid: u32) -> Result<Target> {
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::os::fd::AsFd;
+    let done = std::sync::Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)?);
+    let done2 = done.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut mask = SigSet::empty();
+        for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            mask.add(s);
+        }
+        let Ok(sfd) = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        else {
+            return;
+        };
+        let mut fds = [
+            nix::poll::PollFd::new(sfd.as_fd(), nix::poll::PollFlags::POLLIN),
+            nix::poll::PollFd::new(done2.as_fd(), nix::poll::PollFlags::POLLIN),
+        ];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
+        let signalled = fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN));
+        if signalled {
+            if let Ok(Some(info)) = sfd.read_signal() {
+                let name = Signal::try_from(info.ssi_signo as i32)
+                    .map(|s| s.as_str())
+                    .unwrap_or("a signal");
+                note(&format!(
+                    "periscope: interrupted by {name} while reading debug info; nothing was attached"
+                ));
+                std::process::exit(0);
+            }
+        }
+    });
+    let target = Target::attach_view(pid);
+    let _ = done.write(1);
+    let _ = watcher.join();
+    Ok(target?)
+}
+
 fn start(pid: u32, spec: ProbeSpec) -> Result<Session> {
     let location = spec.location.to_string();
-    let session = Session::start(pid, vec![spec], SessionOptions::default())?;
+    let target = index_process(pid)?;
+    let probe = periscope_native::resolve::resolve(&target, spec)?;
+    let session = Session::start_resolved(target, vec![probe], SessionOptions::default())?;
     let sites = session.site_counts.first().copied().unwrap_or(0);
     if session.recovered > 0 {
         note(&format!(
@@ -613,7 +660,7 @@ fn run_watch(
     else {
         bail!("a failures probe compiles to a panic probe and a signal watch");
     };
-    let target = Target::attach_view(pid)?;
+    let target = index_process(pid)?;
     let mut probes = Vec::new();
     if panics {
         match periscope_native::resolve::resolve(&target, panic) {

@@ -175,11 +175,17 @@ fn fifty_rounds_of_limits_sigterm_and_sigkill_under_load_leave_the_target_untouc
         signal(&termed, libc::SIGTERM);
         match wait_bounded(&mut termed, HANG) {
             None => hangs += 1,
-            Some(status) => assert!(
-                status.success(),
-                "round {round}: after SIGTERM: {status}: {}",
-                said(&err)
-            ),
+            // Ends cleanly; or, if the signal came before `main` blocked it (the first
+            // milliseconds, nothing attached, nothing said), by SIGTERM's default action.
+            Some(status) => {
+                use std::os::unix::process::ExitStatusExt;
+                let before_main = status.signal() == Some(libc::SIGTERM) && said(&err).is_empty();
+                assert!(
+                    status.success() || before_main,
+                    "round {round}: after SIGTERM: {status}: {}",
+                    said(&err)
+                )
+            }
         }
         assert!(
             target.is_running(),
