@@ -7,6 +7,14 @@
 mod common;
 use common::*;
 
+/// `periscope log PID LOCATION TEMPLATE --max-hits N --json`, run to its end: the hits.
+fn log_hits(pid: &str, location: &str, template: &str, n: u32) -> Vec<serde_json::Value> {
+    let n = n.to_string();
+    let out = run_periscope(&["log", pid, location, template, "--max-hits", &n, "--json"]);
+    assert_success(&out);
+    stdout_json(&out)
+}
+
 #[test]
 fn ipa_clones_are_found_by_source_name_and_their_parameters_read_at_the_call_site() {
     let exe = tasks_o2();
@@ -24,17 +32,7 @@ fn ipa_clones_are_found_by_source_name_and_their_parameters_read_at_the_call_sit
     let mut t = Target::start(&exe, &["200"]);
     let pid = t.pid.to_string();
 
-    let out = run_periscope(&[
-        "log",
-        &pid,
-        "rank",
-        "id={t->id} pass={pass}",
-        "--max-hits",
-        "8",
-        "--json",
-    ]);
-    assert_success(&out);
-    let hits = stdout_json(&out);
+    let hits = log_hits(&pid, "rank", "id={t->id} pass={pass}", 8);
     assert_eq!(hits.len(), 8);
     for h in &hits {
         let id = int(h, "t->id");
@@ -47,23 +45,11 @@ fn ipa_clones_are_found_by_source_name_and_their_parameters_read_at_the_call_sit
     // Inside the body, after instructions ran: still read, since none of them wrote the
     // register the caller's call value uses.
     let body = format!("tasks.c:{}", probe_line("tasks.c", "rank-body"));
-    let out = run_periscope(&["log", &pid, &body, "{t->id}", "--max-hits", "4", "--json"]);
-    assert_success(&out);
-    for h in stdout_json(&out) {
+    for h in log_hits(&pid, &body, "{t->id}", 4) {
         assert!((157..=160).contains(&int(&h, "t->id")), "{h}");
     }
 
-    let out = run_periscope(&[
-        "log",
-        &pid,
-        "scaled",
-        "v={v} scale={scale}",
-        "--max-hits",
-        "3",
-        "--json",
-    ]);
-    assert_success(&out);
-    for h in stdout_json(&out) {
+    for h in log_hits(&pid, "scaled", "v={v} scale={scale}", 3) {
         assert_eq!(
             int(&h, "scale"),
             10,
@@ -83,17 +69,7 @@ fn ipa_clones_are_found_by_source_name_and_their_parameters_read_at_the_call_sit
 
     // `total(&q)` inlined: `p` is an implicit pointer to `q`, which lives in registers.
     let implicit = format!("tasks.c:{}", probe_line("tasks.c", "implicit"));
-    let out = run_periscope(&[
-        "log",
-        &pid,
-        &implicit,
-        "{p->a} {p->b} {p}",
-        "--max-hits",
-        "3",
-        "--json",
-    ]);
-    assert_success(&out);
-    for h in stdout_json(&out) {
+    for h in log_hits(&pid, &implicit, "{p->a} {p->b} {p}", 3) {
         assert_eq!(
             int(&h, "p->b"),
             2 * int(&h, "p->a"),
