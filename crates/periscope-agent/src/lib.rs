@@ -19,7 +19,7 @@ use periscope_core::api::{
     AgentInfo, AgentReport, Desired, InstallState, Instance, Probe, ProbeInstance, ProbeKind,
     StatusReport,
 };
-use periscope_core::event::{Body, CountEvent, Event};
+use periscope_core::event::{Body, CountEvent, Event, ProbeError};
 use periscope_core::redact::Redactor;
 use periscope_native::probe::{Budget, EngineEvent, EngineProbe, ProbeState, Tallies};
 use periscope_native::values::Limits;
@@ -114,7 +114,13 @@ struct ProbeRun {
     /// Counters: the totals at the last count report.
     counted: (u64, HashMap<String, u64>),
     last_count: Instant,
+    /// Hits, dropped and errors counted by earlier sessions (or before a resume): the
+    /// counts reported are cumulative over the probe's life in this agent.
+    carried: Counts,
 }
+
+/// (hits, dropped, errors).
+type Counts = (u64, u64, u64);
 
 struct InstanceRun {
     info: Instance,
@@ -174,8 +180,9 @@ pub fn run(config: AgentConfig, shutdown: Receiver<()>) -> Result<(), AgentError
     agent.run(rx);
     agent.stop_all();
     outbox.close();
-    // The last report (final states, last events) gets a moment to go out.
-    let deadline = Instant::now() + Duration::from_secs(3);
+    // The last report (final states, last events) gets a moment to go out, short enough that
+    // the agent still ends within a second of SIGTERM when the server is unreachable.
+    let deadline = Instant::now() + Duration::from_millis(500);
     while !shipper.is_finished() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -203,6 +210,7 @@ fn ship(client: &Client, outbox: &Outbox, info: &AgentInfo) {
             statuses: batch.statuses.clone(),
             events: batch.events.clone(),
             dropped_events: batch.dropped,
+            stopping: batch.last,
         };
         match client.report(&report) {
             Ok(()) => backoff = Duration::from_millis(200),
@@ -384,7 +392,40 @@ impl Reconciler {
         }
         let now = time::OffsetDateTime::now_utc();
         for probe in wanted {
-            if inst.probes.contains_key(&probe.id) {
+            if let Some(run) = inst.probes.get_mut(&probe.id) {
+                if run.probe.resumes == probe.resumes {
+                    continue;
+                }
+                // Resumed on the server: a probe paused here goes back in (with the budget
+                // it has now); anywhere else it just takes the new settings for later.
+                let resume = run.state == InstallState::Paused;
+                run.probe = probe.clone();
+                if !resume {
+                    continue;
+                }
+                let current = counts_of(run, inst.tallies.as_ref());
+                run.carried = add(run.carried, current);
+                if let Some(s) = &inst.session {
+                    take_out(s, run);
+                }
+                run.last_error = None;
+                match install(inst, &probe, &self.config, &self.outbox, &self.tx) {
+                    Ok(sites) => {
+                        if let Some(run) = inst.probes.get_mut(&probe.id) {
+                            run.state = InstallState::Installed;
+                            run.sites = Some(sites);
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(run) = inst.probes.get_mut(&probe.id) {
+                            run.state = InstallState::Error;
+                            run.last_error = Some(e);
+                        }
+                    }
+                }
+                if let Some(run) = inst.probes.get_mut(&probe.id) {
+                    report_state(&self.outbox, &inst.info.id, run, inst.tallies.as_ref());
+                }
                 continue;
             }
             let expires = time::OffsetDateTime::parse(
@@ -401,6 +442,7 @@ impl Reconciler {
                 reported: None,
                 counted: (0, HashMap::new()),
                 last_count: Instant::now(),
+                carried: (0, 0, 0),
             };
             if expires.is_some_and(|e| e <= now) {
                 run.state = InstallState::Expired;
@@ -431,6 +473,22 @@ impl Reconciler {
                 ProbeState::HitLimit => run.state = InstallState::HitLimit,
                 ProbeState::Paused(reason) => {
                     run.state = InstallState::Paused;
+                    // A notice in the event stream, so `tail` and `events` show why the
+                    // probe went quiet, and what to do.
+                    self.outbox.push_event(Event::new(
+                        inst.info.id.clone(),
+                        Body::Error(ProbeError {
+                            ts: periscope_core::event::now_rfc3339(),
+                            pid: inst.info.pid,
+                            tid: 0,
+                            location: run.probe.spec.location.clone(),
+                            probe: run.probe.id.clone(),
+                            error: format!(
+                                "paused: {reason}; `periscope probe resume {}` puts it back (--budget-ms N raises the budget)",
+                                run.probe.id
+                            ),
+                        }),
+                    ));
                     run.last_error = Some(reason);
                 }
                 ProbeState::Removed | ProbeState::Active => {}
@@ -500,9 +558,7 @@ impl Reconciler {
                     report_count(&self.outbox, &inst.info, run, inst.tallies.as_ref());
                 }
             }
-            if let Some(s) = inst.session.take() {
-                end_session(s, &inst.info);
-            }
+            close_session(inst);
             for run in inst.probes.values_mut() {
                 if run.state == InstallState::Installed {
                     run.state = InstallState::Pending;
@@ -572,16 +628,40 @@ fn detach_if_idle(inst: &mut InstanceRun) {
         .values()
         .any(|r| r.state == InstallState::Installed);
     if !busy {
-        if let Some(s) = inst.session.take() {
-            end_session(s, &inst.info);
-        }
+        close_session(inst);
     }
 }
 
-/// Detaches from a process; says so on stderr if anything had to be left in it.
-fn end_session(session: Session, info: &Instance) {
-    if let Some(text) = session.stop().left_behind_note() {
-        eprintln!("periscope agent: pid {}: {text}", info.pid);
+/// The counts of `run` in the instance's current session, if it has one with the probe.
+fn counts_of(run: &ProbeRun, tallies: Option<&Tallies>) -> Counts {
+    tallies
+        .and_then(|t| {
+            let t = t.lock().unwrap_or_else(|p| p.into_inner());
+            t.iter()
+                .rev()
+                .find(|t| t.probe == run.probe.id)
+                .map(|t| (t.hits, t.rate_dropped, t.errors))
+        })
+        .unwrap_or((0, 0, 0))
+}
+
+fn add(a: Counts, b: Counts) -> Counts {
+    (a.0 + b.0, a.1 + b.1, a.2 + b.2)
+}
+
+/// Ends the instance's session, keeping what its probes counted in their `carried` totals
+/// (the next session counts from zero).
+fn close_session(inst: &mut InstanceRun) {
+    let Some(session) = inst.session.take() else {
+        return;
+    };
+    let summary = session.stop();
+    for run in inst.probes.values_mut() {
+        run.carried = add(run.carried, counts_of(run, inst.tallies.as_ref()));
+    }
+    inst.tallies = None;
+    if let Some(text) = summary.left_behind_note() {
+        eprintln!("periscope agent: pid {}: {text}", inst.info.pid);
     }
 }
 
@@ -639,15 +719,7 @@ fn forward(events: Receiver<EngineEvent>, info: &Instance, outbox: &Outbox, tx: 
 
 /// The probe's current state on the instance, sent when it changed since the last report.
 fn report_state(outbox: &Outbox, instance: &str, run: &mut ProbeRun, tallies: Option<&Tallies>) {
-    let (hits, dropped, errors) = tallies
-        .and_then(|t| {
-            let t = t.lock().unwrap_or_else(|p| p.into_inner());
-            t.iter()
-                .rev()
-                .find(|t| t.probe == run.probe.id)
-                .map(|t| (t.hits, t.rate_dropped, t.errors))
-        })
-        .unwrap_or((0, 0, 0));
+    let (hits, dropped, errors) = add(run.carried, counts_of(run, tallies));
     let status = ProbeInstance {
         instance: instance.to_string(),
         state: run.state,
@@ -685,7 +757,8 @@ fn report_count(outbox: &Outbox, info: &Instance, run: &mut ProbeRun, tallies: O
         for ((_, key), n) in &t.counts {
             *groups.entry(key.clone().unwrap_or_default()).or_default() += n;
         }
-        (t.hits, groups)
+        // Since the probe went in: earlier sessions' hits, then this one's.
+        (run.carried.0 + t.hits, groups)
     };
     let interval = run.last_count.elapsed();
     run.last_count = Instant::now();

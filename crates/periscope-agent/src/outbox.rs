@@ -24,6 +24,8 @@ struct Inner {
     instances: Vec<Instance>,
     instances_dirty: bool,
     closed: bool,
+    /// The final report (saying the agent stops) has been taken.
+    last_taken: bool,
 }
 
 /// One report's worth of content, taken from the outbox; given back if sending fails.
@@ -32,6 +34,8 @@ pub struct Batch {
     pub statuses: Vec<StatusReport>,
     pub instances: Vec<Instance>,
     pub dropped: u64,
+    /// The outbox is closed and this batch empties it: the agent's last report.
+    pub last: bool,
 }
 
 impl Outbox {
@@ -89,8 +93,13 @@ impl Outbox {
     /// events. None once closed and empty.
     pub fn take(&self, max: usize, heartbeat: Duration) -> Option<Batch> {
         let mut inner = self.lock();
-        let pending =
-            |i: &Inner| !i.events.is_empty() || !i.statuses.is_empty() || i.instances_dirty;
+        // A closed outbox still owes one report saying the agent stops.
+        let pending = |i: &Inner| {
+            !i.events.is_empty()
+                || !i.statuses.is_empty()
+                || i.instances_dirty
+                || (i.closed && !i.last_taken)
+        };
         if !pending(&inner) && !inner.closed {
             inner = self
                 .changed
@@ -105,11 +114,16 @@ impl Outbox {
         let events = inner.events.drain(..n).collect();
         let statuses = inner.statuses.drain().map(|(_, v)| v).collect();
         inner.instances_dirty = false;
+        let last = inner.closed && inner.events.is_empty();
+        if last {
+            inner.last_taken = true;
+        }
         Some(Batch {
             events,
             statuses,
             instances: inner.instances.clone(),
             dropped: std::mem::take(&mut inner.dropped),
+            last,
         })
     }
 
@@ -131,6 +145,9 @@ impl Outbox {
             inner.statuses.entry(key).or_insert(s);
         }
         inner.instances_dirty = true;
+        if batch.last {
+            inner.last_taken = false;
+        }
     }
 }
 

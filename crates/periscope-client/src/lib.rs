@@ -262,6 +262,18 @@ impl Client {
         Ok(e.probe)
     }
 
+    /// Puts a paused probe back where its overhead budget paused it; `budget_ms` sets a new
+    /// budget (milliseconds of the target's time per 10 s).
+    pub fn resume_probe(&self, id: &str, budget_ms: Option<u64>) -> Result<Probe, ClientError> {
+        let body = periscope_core::api::ResumeProbe { budget_ms };
+        let e: ProbeEnvelope = self.send(
+            "POST",
+            &format!("/probes/{}/resume", encode(id)),
+            Some(&body),
+        )?;
+        Ok(e.probe)
+    }
+
     pub fn remove_probe(&self, id: &str) -> Result<Probe, ClientError> {
         let e: ProbeEnvelope =
             self.send("DELETE", &format!("/probes/{}", encode(id)), None::<&()>)?;

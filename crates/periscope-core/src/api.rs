@@ -117,8 +117,27 @@ impl NewProbe {
 #[serde(rename_all = "snake_case")]
 pub enum ProbeLifecycle {
     Active,
+    /// Active, but paused on at least one instance (its overhead budget ran out there):
+    /// `paused_reason` says why, and `probe resume` puts it back.
+    Paused,
     Removed,
     Expired,
+}
+
+impl ProbeLifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeLifecycle::Active => "active",
+            ProbeLifecycle::Paused => "paused",
+            ProbeLifecycle::Removed => "removed",
+            ProbeLifecycle::Expired => "expired",
+        }
+    }
+
+    /// Placed and not ended: active, or paused somewhere.
+    pub fn is_live(self) -> bool {
+        matches!(self, ProbeLifecycle::Active | ProbeLifecycle::Paused)
+    }
 }
 
 /// A probe as the server keeps it.
@@ -133,9 +152,15 @@ pub struct Probe {
     pub created_by: String,
     /// `cli`, `api` or `mcp`: the surface the probe was placed through.
     pub via: String,
-    /// Hits over all instances.
+    /// Hits over all instances, since the probe was placed (across agent restarts).
     #[serde(default)]
     pub hits: u64,
+    /// With state `paused`: why, and on how many instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_reason: Option<String>,
+    /// How many times the probe was resumed; agents reinstall a paused probe when it changes.
+    #[serde(default)]
+    pub resumes: u64,
     /// Each instance the probe applies to, with its state there (filled by `probe show`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<ProbeInstance>,
@@ -394,6 +419,17 @@ pub struct AgentReport {
     /// Events the agent dropped since its last report (its buffer was full).
     #[serde(default)]
     pub dropped_events: u64,
+    /// The agent's last report: it is stopping, and its instances go offline at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopping: bool,
+}
+
+/// `POST /api/v1/probes/{id}/resume`: puts a paused probe back, optionally with a new overhead
+/// budget.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResumeProbe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_ms: Option<u64>,
 }
 
 /// The probes an agent must have, per instance (`GET /api/v1/agent/desired`).
@@ -480,6 +516,8 @@ mod tests {
             created_by: "me".into(),
             via: "cli".into(),
             hits: 3,
+            paused_reason: None,
+            resumes: 0,
             instances: vec![],
         };
         let text = serde_json::to_string(&stored).unwrap();

@@ -189,6 +189,15 @@ pub struct WaitArgs {
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct ResumeArgs {
+    /// The probe's id.
+    pub probe_id: String,
+    /// A new overhead budget: milliseconds of the target's time per 10 s (default 100).
+    pub budget_ms: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WatchFailuresArgs {
     /// Which instances: tags such as `service=ledger` or an instance id.
     pub target: String,
@@ -694,12 +703,18 @@ impl Periscope {
                     probes
                         .iter()
                         .map(|p| {
+                            let paused = p
+                                .paused_reason
+                                .as_ref()
+                                .map(|why| format!(" (paused {why}; resume_probe puts it back)"))
+                                .unwrap_or_default();
                             format!(
-                                "{} {} at {} on {}: {} hits, expires {}",
+                                "{} {} at {} on {}: {}{paused}, {} hits, expires {}",
                                 p.id,
                                 p.spec.kind.as_str(),
                                 p.spec.location,
                                 p.spec.target,
+                                p.state.as_str(),
                                 p.hits,
                                 p.expires_at
                             )
@@ -708,6 +723,33 @@ impl Periscope {
                         .join("\n")
                 };
                 tool_ok(json!({ "probes": probes }), summary)
+            }
+            Err(e) => e.result(),
+        })
+    }
+
+    #[tool(
+        description = "Resume a probe its overhead budget paused (list_probes shows state `paused` and why). Optionally give a larger budget_ms: milliseconds of the target's time the probe may use per 10 s (default 100, 1% of a core)."
+    )]
+    async fn resume_probe(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<Args<ResumeArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let a = match args.0 {
+            Ok(a) => a,
+            Err(e) => return Ok(bad_args("resume_probe", e)),
+        };
+        let r = self
+            .call(&ctx, move |c| {
+                c.resume_probe(&a.probe_id, a.budget_ms)
+                    .map_err(|e| explain(e, "resuming the probe"))
+            })
+            .await;
+        Ok(match r {
+            Ok(p) => {
+                let s = format!("probe {} resumed; it is {}", p.id, p.state.as_str());
+                tool_ok(json!({ "probe": p }), s)
             }
             Err(e) => e.result(),
         })
@@ -731,7 +773,7 @@ impl Periscope {
             .await;
         Ok(match r {
             Ok(p) => {
-                let s = format!("probe {} is {:?}", p.id, p.state).to_lowercase();
+                let s = format!("probe {} is {}", p.id, p.state.as_str());
                 tool_ok(json!({ "probe": p }), s)
             }
             Err(e) => e.result(),

@@ -70,6 +70,7 @@ fn main() {
                     statuses: vec![],
                     events,
                     dropped_events: 0,
+                    stopping: false,
                 };
                 if client.report(&report).is_ok() {
                     sent.fetch_add(batch as u64, Ordering::Relaxed);

@@ -12,6 +12,7 @@ pub mod tls;
 
 use auth::TokenTable;
 use periscope_core::api::{AuditEntry, ProbeLifecycle};
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +30,8 @@ pub struct ServerConfig {
     pub retention: Duration,
     /// Event bodies beyond this many bytes are deleted, oldest first.
     pub max_event_bytes: u64,
-    /// An instance whose agent has not reported for this long is shown `offline`.
+    /// An instance whose agent has not reported for this long is shown `offline` (agents
+    /// report at least every 5 s; one that stops says so and its instances go offline at once).
     pub offline_after: Duration,
     /// Probes placed over MCP: default time to live, and how many one token may hold.
     pub mcp_ttl: Duration,
@@ -49,7 +51,7 @@ impl ServerConfig {
             db,
             retention: Duration::from_secs(7 * 24 * 3600),
             max_event_bytes: 1 << 30,
-            offline_after: Duration::from_secs(30),
+            offline_after: Duration::from_secs(15),
             mcp_ttl: Duration::from_secs(15 * 60),
             mcp_max_probes: 10,
             tls: None,
@@ -106,6 +108,9 @@ pub struct AppState {
     pub config: ServerConfig,
     pub stats: Stats,
     pub exports: Exports,
+    /// Set once the server is asked to stop: open streams and long polls end on it, so no
+    /// client can hold a stopping server up.
+    pub stopping: watch::Sender<bool>,
 }
 
 /// Where events go besides the store.
@@ -122,7 +127,17 @@ impl AppState {
     pub fn bump_version(&self) {
         self.version.send_modify(|v| *v += 1);
     }
+
+    /// Completes once the server is stopping.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
 }
+
+/// How long a stopping server lets requests in flight finish before it closes their
+/// connections anyway (a request blocked on the store still ends on its own).
+const STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// What the server did on start, for the caller to print.
 pub struct Started {
@@ -191,6 +206,7 @@ pub async fn start(
         config,
         stats: Stats::default(),
         exports,
+        stopping: watch::channel(false).0,
     });
     Ok((
         state,
@@ -213,19 +229,40 @@ pub async fn serve(
     tokio::spawn(expire_probes(state.clone()));
     tokio::spawn(retain_events(state.clone()));
     let app = router.into_make_service_with_connect_info::<tls::Peer>();
-    match &state.config.tls {
-        Some((cert, key)) => {
-            let acceptor = tls::acceptor(cert, key).map_err(ServerError::Tls)?;
-            let listener = tls::TlsListener::new(listener, acceptor).map_err(ServerError::Serve)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(ServerError::Serve)
+    let signal = {
+        let state = state.clone();
+        async move {
+            shutdown.await;
+            state.stopping.send_replace(true);
         }
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ServerError::Serve),
+    };
+    let serving: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
+        match &state.config.tls {
+            Some((cert, key)) => {
+                let acceptor = tls::acceptor(cert, key).map_err(ServerError::Tls)?;
+                let listener =
+                    tls::TlsListener::new(listener, acceptor).map_err(ServerError::Serve)?;
+                Box::pin(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(signal)
+                        .into_future(),
+                )
+            }
+            None => Box::pin(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(signal)
+                    .into_future(),
+            ),
+        };
+    // Graceful shutdown waits for every connection to close, and an idle keep-alive
+    // connection or a client that never reads would hold it for ever: past the grace period
+    // the remaining connections are dropped with the serve future.
+    tokio::select! {
+        r = serving => r.map_err(ServerError::Serve),
+        _ = async {
+            state.stopped().await;
+            tokio::time::sleep(STOP_GRACE).await;
+        } => Ok(()),
     }
 }
 

@@ -33,6 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/probes", get(list_probes).post(add_probe))
         .route("/api/v1/probes/{id}", get(show_probe).delete(remove_probe))
+        .route("/api/v1/probes/{id}/resume", post(resume_probe))
         .route("/api/v1/probes/{id}/events", get(probe_events))
         .route("/api/v1/probes/{id}/wait", get(wait_events))
         .route("/api/v1/events/stream", get(stream_events))
@@ -66,6 +67,14 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::CONFLICT,
             message: message.into(),
             field: None,
         }
@@ -299,7 +308,7 @@ pub async fn with_instances(state: &Arc<AppState>, mut probe: Probe) -> Result<P
         }
     }
     out.extend(by_instance.into_values());
-    if probe.state != ProbeLifecycle::Active {
+    if !probe.state.is_live() {
         // Whatever the agents last said, the probe is gone everywhere.
         let end = if probe.state == ProbeLifecycle::Expired {
             InstallState::Expired
@@ -384,6 +393,47 @@ pub async fn delete_probe(
 async fn remove_probe(r: Request, Path(id): Path<String>) -> ApiResult {
     let caller = r.caller(Role::Operator, "probe.remove").await?;
     let probe = delete_probe(&r.state, &caller, &id).await?;
+    let probe = with_instances(&r.state, probe).await?;
+    ok(json!({ "probe": probe }))
+}
+
+/// Resumes a probe where its overhead budget paused it (optionally with a new budget).
+pub async fn resume(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    id: &str,
+    req: periscope_core::api::ResumeProbe,
+) -> Result<Probe, ApiError> {
+    let probe = find_probe(state, id).await?;
+    if !probe.state.is_live() {
+        return Err(ApiError::conflict(format!(
+            "probe {id} is {}; only a live probe can be resumed (place a new one)",
+            probe.state.as_str()
+        )));
+    }
+    if req.budget_ms.is_some_and(|b| b == 0 || b > 10_000) {
+        return Err(ApiError::bad(
+            "budget_ms",
+            "budget_ms is milliseconds of the target's time per 10 s window, from 1 to 10000",
+        ));
+    }
+    let id2 = id.to_string();
+    let budget = req.budget_ms;
+    db(state, move |s| s.resume_probe(&id2, budget)).await?;
+    let detail = json!({ "budget_ms": req.budget_ms });
+    auth::record(state, caller.audit("probe.resume", id, detail)).await;
+    state.bump_version();
+    find_probe(state, id).await
+}
+
+async fn resume_probe(r: Request, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let caller = r.caller(Role::Operator, "probe.resume").await?;
+    let req: periscope_core::api::ResumeProbe = if body.is_empty() {
+        Default::default()
+    } else {
+        parse_body(&body)?
+    };
+    let probe = resume(&r.state, &caller, &id, req).await?;
     let probe = with_instances(&r.state, probe).await?;
     ok(json!({ "probe": probe }))
 }
@@ -473,7 +523,11 @@ pub async fn wait_for(
     let mut last = events.last().map(|e| e.seq).unwrap_or(after);
     let deadline = tokio::time::Instant::now() + timeout;
     while events.len() < count {
-        match tokio::time::timeout_at(deadline, live.recv()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, live.recv()) => next,
+            _ = state.stopped() => break,
+        };
+        match next {
             Err(_) => break,
             Ok(Ok(e)) => {
                 if e.probe == id && e.seq > last {
@@ -535,7 +589,12 @@ async fn stream_events(r: Request, Query(q): Query<StreamQuery>) -> ApiResult {
             return;
         }
         loop {
-            match live.recv().await {
+            let next = tokio::select! {
+                next = live.recv() => next,
+                // A stopping server ends the stream, so the client sees the end at once.
+                _ = state.stopped() => return,
+            };
+            match next {
                 Ok(e) => {
                     if e.seq <= last || probe.as_ref().is_some_and(|p| p != &e.probe) {
                         continue;
@@ -721,12 +780,13 @@ async fn agent_report(r: Request, body: Bytes) -> ApiResult {
     }
     let instances = report.instances;
     let statuses = report.statuses;
+    let stopping = report.stopping;
     // Events first: a state such as hit_limit is never visible before the events that led
     // to it.
     let stored = ingest(state, report.events).await?;
     let changed = db(state, move |s| {
-        let changed = s.record_instances(&agent, &instances, store::now_ms())?;
-        s.record_statuses(&statuses)?;
+        let changed = s.record_instances(&agent, &instances, store::now_ms(), stopping)?;
+        s.record_statuses(&agent, &statuses)?;
         Ok(changed)
     })
     .await?;
@@ -752,7 +812,10 @@ async fn agent_desired(r: Request, Query(q): Query<DesiredQuery>) -> ApiResult {
     let mut rx = state.version.subscribe();
     if let Some(v) = q.version {
         let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(60_000));
-        let _ = tokio::time::timeout(wait, rx.wait_for(|cur| *cur != v)).await;
+        tokio::select! {
+            _ = tokio::time::timeout(wait, rx.wait_for(|cur| *cur != v)) => {}
+            _ = state.stopped() => {}
+        }
     }
     let version = *rx.borrow();
     let agent = q.agent.clone();

@@ -3,8 +3,8 @@
 //! (`PRAGMA user_version` counts the migrations applied).
 
 use periscope_core::api::{
-    AuditEntry, Instance, NewProbe, Probe, ProbeInstance, ProbeLifecycle, Role, StatusReport,
-    TokenInfo,
+    AuditEntry, InstallState, Instance, NewProbe, Probe, ProbeInstance, ProbeLifecycle, Role,
+    StatusReport, TokenInfo,
 };
 use periscope_core::event::Event;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -23,7 +23,8 @@ pub enum StoreError {
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// Schema changes, applied in order; never edit one that has shipped, add another.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tokens (
     name TEXT PRIMARY KEY,
     role TEXT NOT NULL,
@@ -81,7 +82,31 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-"#];
+"#,
+    // Resuming a paused probe; hit counts that survive agent restarts (`reporter` is the agent
+    // whose run the counts in `body` continue, `base_*` what earlier runs counted); instances
+    // whose agent said it stopped.
+    r#"
+ALTER TABLE probes ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE statuses ADD COLUMN reporter TEXT NOT NULL DEFAULT '';
+ALTER TABLE statuses ADD COLUMN base_hits INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE statuses ADD COLUMN base_dropped INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE statuses ADD COLUMN base_errors INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE instances ADD COLUMN agent_stopped INTEGER NOT NULL DEFAULT 0;
+"#,
+];
+
+/// A `probes` row as read, before its statuses are folded in.
+struct ProbeRow {
+    id: String,
+    spec: String,
+    state: String,
+    created_at: String,
+    expires_at: String,
+    created_by: String,
+    via: String,
+    resumes: i64,
+}
 
 pub struct Store {
     conn: Connection,
@@ -233,49 +258,65 @@ impl Store {
             .ok_or(StoreError::Sql(rusqlite::Error::QueryReturnedNoRows))
     }
 
-    fn probe_from_row(
-        r: &rusqlite::Row<'_>,
-    ) -> rusqlite::Result<(String, String, String, [String; 4])> {
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?],
-        ))
+    fn probe_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProbeRow> {
+        Ok(ProbeRow {
+            id: r.get(0)?,
+            spec: r.get(1)?,
+            state: r.get(2)?,
+            created_at: r.get(3)?,
+            expires_at: r.get(4)?,
+            created_by: r.get(5)?,
+            via: r.get(6)?,
+            resumes: r.get(7)?,
+        })
     }
 
-    fn build_probe(
-        &self,
-        (id, spec, state, [created_at, expires_at, created_by, via]): (
-            String,
-            String,
-            String,
-            [String; 4],
-        ),
-    ) -> Result<Probe> {
-        let hits = self.conn.query_row(
-            "SELECT COALESCE(SUM(json_extract(body, '$.hits')), 0) FROM statuses WHERE probe = ?1",
-            [&id],
-            |r| r.get::<_, i64>(0),
-        )?;
+    fn build_probe(&self, row: ProbeRow) -> Result<Probe> {
+        let statuses = self.statuses(&row.id)?;
+        let hits = statuses.iter().map(|s| s.hits).sum();
+        let paused: Vec<&ProbeInstance> = statuses
+            .iter()
+            .filter(|s| s.state == InstallState::Paused)
+            .collect();
+        let mut state = match row.state.as_str() {
+            "removed" => ProbeLifecycle::Removed,
+            "expired" => ProbeLifecycle::Expired,
+            _ => ProbeLifecycle::Active,
+        };
+        // A live probe paused anywhere says so: a probe that quietly stopped reporting on
+        // some instances is the one state a user must not mistake for "nothing happens".
+        let paused_reason = match paused.first() {
+            Some(first) if state == ProbeLifecycle::Active => {
+                state = ProbeLifecycle::Paused;
+                let why = first
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "paused".to_string());
+                Some(format!(
+                    "on {} of {} instances: {why}",
+                    paused.len(),
+                    statuses.len()
+                ))
+            }
+            _ => None,
+        };
         Ok(Probe {
-            spec: serde_json::from_str(&spec)?,
-            state: match state.as_str() {
-                "removed" => ProbeLifecycle::Removed,
-                "expired" => ProbeLifecycle::Expired,
-                _ => ProbeLifecycle::Active,
-            },
-            id,
-            created_at,
-            expires_at,
-            created_by,
-            via,
-            hits: hits.max(0) as u64,
+            spec: serde_json::from_str(&row.spec)?,
+            state,
+            id: row.id,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            created_by: row.created_by,
+            via: row.via,
+            hits,
+            paused_reason,
+            resumes: row.resumes.max(0) as u64,
             instances: Vec::new(),
         })
     }
 
-    const PROBE_COLUMNS: &'static str = "id, spec, state, created_at, expires_at, created_by, via";
+    const PROBE_COLUMNS: &'static str =
+        "id, spec, state, created_at, expires_at, created_by, via, resumes";
 
     pub fn probe(&self, id: &str) -> Result<Option<Probe>> {
         let row = self
@@ -307,7 +348,7 @@ impl Store {
         let name = match state {
             ProbeLifecycle::Removed => "removed",
             ProbeLifecycle::Expired => "expired",
-            ProbeLifecycle::Active => "active",
+            ProbeLifecycle::Active | ProbeLifecycle::Paused => "active",
         };
         let n = self.conn.execute(
             "UPDATE probes SET state = ?2 WHERE id = ?1 AND state = 'active'",
@@ -337,11 +378,14 @@ impl Store {
 
     /// Records an agent's instances (all it has now); the agent's others are marked exited.
     /// Returns whether the set of live instances changed.
+    /// Records an agent's instances. `stopping`: the agent's last report, after which its
+    /// instances are `offline` at once (their processes still run; nothing watches them).
     pub fn record_instances(
         &self,
         agent: &str,
         instances: &[Instance],
         now_ms: i64,
+        stopping: bool,
     ) -> Result<bool> {
         let tx = self.conn.unchecked_transaction()?;
         let before: Vec<String> = {
@@ -353,9 +397,11 @@ impl Store {
         tx.execute("UPDATE instances SET exited = 1 WHERE agent = ?1", [agent])?;
         for i in instances {
             tx.execute(
-                "INSERT INTO instances (id, agent, body, last_seen_ms, exited) VALUES (?1, ?2, ?3, ?4, 0)
-                 ON CONFLICT(id) DO UPDATE SET agent = ?2, body = ?3, last_seen_ms = ?4, exited = 0",
-                params![i.id, agent, serde_json::to_string(i)?, now_ms],
+                "INSERT INTO instances (id, agent, body, last_seen_ms, exited, agent_stopped)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5)
+                 ON CONFLICT(id) DO UPDATE SET agent = ?2, body = ?3, last_seen_ms = ?4, exited = 0,
+                    agent_stopped = ?5",
+                params![i.id, agent, serde_json::to_string(i)?, now_ms, stopping],
             )?;
         }
         tx.commit()?;
@@ -373,20 +419,21 @@ impl Store {
         with_exited: bool,
     ) -> Result<Vec<Instance>> {
         let mut st = self.conn.prepare(
-            "SELECT body, last_seen_ms, exited FROM instances ORDER BY last_seen_ms DESC, id",
+            "SELECT body, last_seen_ms, exited, agent_stopped FROM instances
+             ORDER BY last_seen_ms DESC, id",
         )?;
-        let rows: Vec<(String, i64, bool)> = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        let rows: Vec<(String, i64, bool, bool)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<rusqlite::Result<_>>()?;
         let mut out = Vec::new();
-        for (body, seen, exited) in rows {
+        for (body, seen, exited, agent_stopped) in rows {
             if exited && !with_exited {
                 continue;
             }
             let mut i: Instance = serde_json::from_str(&body)?;
             i.state = if exited {
                 "exited"
-            } else if now_ms - seen > offline_after_ms {
+            } else if agent_stopped || now_ms - seen > offline_after_ms {
                 "offline"
             } else {
                 "online"
@@ -398,21 +445,78 @@ impl Store {
         Ok(out)
     }
 
-    pub fn record_statuses(&self, statuses: &[StatusReport]) -> Result<()> {
+    /// Stores the probe states an agent reported. Its counts run from when its session
+    /// started; a report from another agent than the last one (the agent restarted, or another
+    /// took over) starts a new run, and what the earlier runs counted is kept as a base, so
+    /// the hits shown never go back.
+    pub fn record_statuses(&self, agent: &str, statuses: &[StatusReport]) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
         for s in statuses {
+            let before: Option<(String, String, [i64; 3])> = tx
+                .query_row(
+                    "SELECT body, reporter, base_hits, base_dropped, base_errors FROM statuses
+                     WHERE probe = ?1 AND instance = ?2",
+                    params![s.probe, s.status.instance],
+                    |r| Ok((r.get(0)?, r.get(1)?, [r.get(2)?, r.get(3)?, r.get(4)?])),
+                )
+                .optional()?;
+            let base = match before {
+                Some((_, reporter, base)) if reporter == agent => base,
+                Some((body, _, _)) => {
+                    // The stored body holds the previous run's totals, base included.
+                    let last: ProbeInstance = serde_json::from_str(&body)?;
+                    [last.hits as i64, last.dropped as i64, last.errors as i64]
+                }
+                None => [0; 3],
+            };
+            let mut status = s.status.clone();
+            status.hits += base[0].max(0) as u64;
+            status.dropped += base[1].max(0) as u64;
+            status.errors += base[2].max(0) as u64;
             tx.execute(
-                "INSERT INTO statuses (probe, instance, body) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(probe, instance) DO UPDATE SET body = ?3",
+                "INSERT INTO statuses (probe, instance, body, reporter, base_hits, base_dropped, base_errors)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(probe, instance) DO UPDATE SET body = ?3, reporter = ?4,
+                    base_hits = ?5, base_dropped = ?6, base_errors = ?7",
                 params![
                     s.probe,
                     s.status.instance,
-                    serde_json::to_string(&s.status)?
+                    serde_json::to_string(&status)?,
+                    agent,
+                    base[0],
+                    base[1],
+                    base[2]
                 ],
             )?;
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Resumes a live probe: `resumes` goes up (agents reinstall it where it is paused), with a
+    /// new overhead budget when given. False when the probe is not live.
+    pub fn resume_probe(&self, id: &str, budget_ms: Option<u64>) -> Result<bool> {
+        let tx = self.conn.unchecked_transaction()?;
+        let spec: Option<String> = tx
+            .query_row(
+                "SELECT spec FROM probes WHERE id = ?1 AND state = 'active'",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(spec) = spec else {
+            return Ok(false);
+        };
+        let mut spec: NewProbe = serde_json::from_str(&spec)?;
+        if budget_ms.is_some() {
+            spec.budget_ms = budget_ms;
+        }
+        tx.execute(
+            "UPDATE probes SET spec = ?2, resumes = resumes + 1 WHERE id = ?1",
+            params![id, serde_json::to_string(&spec)?],
+        )?;
+        tx.commit()?;
+        Ok(true)
     }
 
     pub fn statuses(&self, probe: &str) -> Result<Vec<ProbeInstance>> {

@@ -140,6 +140,16 @@ pub enum ProbeCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Resume a probe where its overhead budget paused it.
+    Resume {
+        id: String,
+        /// A new overhead budget: milliseconds of the target's time per 10 s window (the
+        /// default is 100, 1% of one core).
+        #[arg(long, value_name = "N")]
+        budget_ms: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a probe everywhere.
     Rm {
         id: String,
@@ -234,16 +244,24 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
                 "{:<6} {:<9} {:<24} {:<24} {:<8} {:>8}  EXPIRES",
                 "ID", "KIND", "TARGET", "LOCATION", "STATE", "HITS"
             );
-            for p in probes {
+            for p in &probes {
                 println!(
                     "{:<6} {:<9} {:<24} {:<24} {:<8} {:>8}  {}",
                     p.id,
                     p.spec.kind.as_str(),
                     p.spec.target,
                     p.spec.location,
-                    format!("{:?}", p.state).to_lowercase(),
+                    p.state.as_str(),
                     p.hits,
                     p.expires_at
+                );
+            }
+            for p in probes.iter().filter(|p| p.paused_reason.is_some()) {
+                println!(
+                    "{} is paused {}; `periscope probe resume {}` puts it back",
+                    p.id,
+                    p.paused_reason.as_deref().unwrap_or_default(),
+                    p.id
                 );
             }
             Ok(())
@@ -263,13 +281,35 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
             }
             println!(
                 "  state:    {}  (created {} by {} via {}; expires {})",
-                format!("{:?}", p.state).to_lowercase(),
+                p.state.as_str(),
                 p.created_at,
                 p.created_by,
                 p.via,
                 p.expires_at
             );
+            if let Some(why) = &p.paused_reason {
+                println!(
+                    "  paused    {why}; `periscope probe resume {}` puts it back",
+                    p.id
+                );
+            }
             println!("  hits:     {}", p.hits);
+            print_instances_of(&p);
+            Ok(())
+        }
+        ProbeCommand::Resume {
+            id,
+            budget_ms,
+            json,
+        } => {
+            let p = client.resume_probe(&id, budget_ms)?;
+            if json {
+                return print_json(&p);
+            }
+            match budget_ms {
+                Some(b) => println!("{}: resumed with a budget of {b} ms per 10 s", p.id),
+                None => println!("{}: resumed", p.id),
+            }
             print_instances_of(&p);
             Ok(())
         }
@@ -278,7 +318,7 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
             if json {
                 return print_json(&p);
             }
-            println!("{}: {}", p.id, format!("{:?}", p.state).to_lowercase());
+            println!("{}: {}", p.id, p.state.as_str());
             Ok(())
         }
     }
@@ -720,12 +760,21 @@ pub fn mcp(remote: &Remote, args: McpArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // MCP clients stop their server with SIGTERM (then SIGKILL): end on it, or on stdin's end.
+    let (signalled_tx, signalled) = tokio::sync::watch::channel(false);
+    std::thread::spawn(move || {
+        wait_for_signal();
+        let _ = signalled_tx.send(true);
+    });
+    let until_signal = |work| until_signalled(work, signalled.clone());
     let has_server = remote.server.is_some() || config_file().is_some_and(|f| f.server.is_some());
     if has_server {
         let client = remote.client("mcp")?;
-        return runtime
-            .block_on(periscope_mcp::serve_stdio(client))
-            .map_err(Into::into);
+        let served = runtime.block_on(until_signal(periscope_mcp::serve_stdio(client)));
+        // The stdin reader is a blocking read that only input or EOF ends; dropping the
+        // runtime would wait for it.
+        runtime.shutdown_background();
+        return served.map_err(Into::into);
     }
     if args.pids.is_empty() && args.exes.is_empty() {
         bail!("local mode needs processes to watch: --pid PID or --exe NAME (or give --server URL --token TOKEN)");
@@ -763,17 +812,44 @@ pub fn mcp(remote: &Remote, args: McpArgs) -> Result<()> {
         let before = *version.borrow();
         let agent_thread = std::thread::spawn(move || periscope_agent::run(agent, agent_rx));
         // Serve once the agent has reported its processes, so the first list_instances sees them.
-        let _ =
-            tokio::time::timeout(Duration::from_secs(10), version.wait_for(|v| *v != before)).await;
-        let served = periscope_mcp::serve_stdio(Client::new(&url, Some(admin), "mcp")).await;
+        let _ = until_signalled(
+            async {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    version.wait_for(|v| *v != before),
+                )
+                .await;
+                Ok::<(), ()>(())
+            },
+            signalled.clone(),
+        )
+        .await;
+        let served = until_signal(periscope_mcp::serve_stdio(Client::new(
+            &url,
+            Some(admin),
+            "mcp",
+        )))
+        .await;
         let _ = agent_stop.send(());
         let _ = tokio::task::spawn_blocking(move || agent_thread.join()).await;
         let _ = stop_tx.send(());
         let _ = server.await;
         served.map_err(anyhow::Error::from)
     });
+    runtime.shutdown_background();
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// Runs `work` until it ends or the watched flag is set (a stop signal came): then Ok.
+async fn until_signalled<E>(
+    work: impl std::future::Future<Output = Result<(), E>>,
+    mut signalled: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), E> {
+    tokio::select! {
+        r = work => r,
+        _ = signalled.wait_for(|s| *s) => Ok(()),
+    }
 }
 
 #[derive(Args)]

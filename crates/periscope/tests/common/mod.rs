@@ -99,6 +99,30 @@ pub fn churn() -> PathBuf {
     )
 }
 
+/// A small two-threaded "web service" with Strings, Options, enums with payloads, and (in the
+/// release build) a function that exists only inlined.
+pub fn service() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled(
+        "service",
+        &C,
+        "rustc",
+        &["--edition", "2021", "-g", "-C", "opt-level=0"],
+        "service.rs",
+    )
+}
+
+pub fn service_release() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled(
+        "service-release",
+        &C,
+        "rustc",
+        &["--edition", "2021", "-g", "-C", "opt-level=3"],
+        "service.rs",
+    )
+}
+
 pub fn kinds() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     compiled(
