@@ -491,6 +491,10 @@ impl Reconciler {
                     ));
                     run.last_error = Some(reason);
                 }
+                ProbeState::Failed(message) => {
+                    run.state = InstallState::Error;
+                    run.last_error = Some(message);
+                }
                 ProbeState::Removed | ProbeState::Active => {}
             }
             report_state(&self.outbox, instance, run, inst.tallies.as_ref());

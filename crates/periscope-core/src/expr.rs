@@ -110,6 +110,21 @@ impl Expr {
 
     fn visit_names(&self, f: &mut dyn FnMut(&str, Span)) {
         match &self.kind {
+            // `method == Method::Get`, `matches(ev, Payment)`: a variant name where a pattern
+            // goes is not a variable (a variable of that name still wins when evaluated).
+            ExprKind::Binary(BinOp::Eq | BinOp::Ne, a, b) => {
+                for side in [a, b] {
+                    if !side.is_variant_name() {
+                        side.visit_names(f);
+                    }
+                }
+            }
+            ExprKind::Call(name, args) if name == "matches" && args.len() == 2 => {
+                args[0].visit_names(f);
+                if !args[1].is_variant_name() {
+                    args[1].visit_names(f);
+                }
+            }
             ExprKind::Name(n) => f(n, self.span),
             ExprKind::Int(_)
             | ExprKind::Float(_)
@@ -134,6 +149,26 @@ impl Expr {
             ExprKind::Call(_, args) => args.iter().for_each(|a| a.visit_names(f)),
         }
     }
+}
+
+impl Expr {
+    /// A bare name that reads as an enum variant: `None`, `Get`, `Method::Get`, `RED` (the last
+    /// path segment starts with an upper-case letter).
+    pub fn is_variant_name(&self) -> bool {
+        match &self.kind {
+            ExprKind::Name(n) => is_variant_path(n),
+            _ => false,
+        }
+    }
+}
+
+/// Whether a path's last segment starts with an upper-case letter, as Rust variants and C
+/// enumerators do.
+pub fn is_variant_path(path: &str) -> bool {
+    path.rsplit("::")
+        .next()
+        .and_then(|last| last.chars().next())
+        .is_some_and(|c| c.is_ascii_uppercase())
 }
 
 /// A parse error, pointing at a column of the expression text.

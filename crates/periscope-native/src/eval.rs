@@ -24,6 +24,18 @@ pub enum Ev {
     Str(String),
     /// A value already read (an element found in a rendered map or list).
     Rendered(Value),
+    /// An enum variant written in the expression, to compare with: `None`, `Method::Get`,
+    /// `Some("a")`, `Put(3)`. `path` as written; `args` the payload's fields, if given.
+    Variant {
+        path: String,
+        args: Vec<Ev>,
+    },
+}
+
+impl Ev {
+    fn variant_name(path: &str) -> &str {
+        path.rsplit("::").next().unwrap_or(path)
+    }
 }
 
 const MAX_STEPS: u32 = 10_000;
@@ -95,6 +107,16 @@ impl<'a> Evaluator<'a> {
                 truncated: false,
             },
             Ev::Rendered(v) => v,
+            Ev::Variant { path, args } => Value::Enum {
+                ty: None,
+                variant: Ev::variant_name(&path).to_string(),
+                fields: periscope_core::value::Fields(
+                    args.into_iter()
+                        .enumerate()
+                        .map(|(i, a)| (i.to_string(), self.to_value(a)))
+                        .collect(),
+                ),
+            },
         }
     }
 
@@ -146,8 +168,25 @@ impl<'a> Evaluator<'a> {
                     let v = self.eval(a)?;
                     self.method(v, "len", &[], &a.to_string())
                 }
+                ("matches", [value, pattern]) => {
+                    let v = self.eval(value)?;
+                    let pat = match self.pattern(pattern)? {
+                        Some(p) => p,
+                        None => {
+                            return Err(format!(
+                                "matches(x, VARIANT): `{pattern}` is not a variant name such as `Get`, `Method::Put` or `Some`"
+                            ))
+                        }
+                    };
+                    // A bare variant name matches whatever its payload: `matches(m, Put)`.
+                    Ok(Ev::Bool(self.matches_variant(v, &pat, &value.to_string())?))
+                }
+                (f, _) if periscope_core::expr::is_variant_path(f) => Ok(Ev::Variant {
+                    path: f.to_string(),
+                    args: args.iter().map(|a| self.eval_pattern_arg(a)).collect::<Res<_>>()?,
+                }),
                 _ => Err(format!(
-                    "`{f}(…)` is not available: expressions cannot call target functions; built-ins are len(x), x.len(), x.is_some(), x.is_none(), x.is_ok(), x.is_err(), s.contains(\"…\")"
+                    "`{f}(…)` is not available: expressions cannot call target functions; built-ins are len(x), matches(x, VARIANT), x.len(), x.is_some(), x.is_none(), x.is_ok(), x.is_err(), x.unwrap(), s.contains(\"…\")"
                 )),
             },
             ExprKind::Not(inner) => {
@@ -183,6 +222,12 @@ impl<'a> Evaluator<'a> {
         }
         if let Some(g) = self.global(name) {
             return Ok(g);
+        }
+        if periscope_core::expr::is_variant_path(name) {
+            return Ok(Ev::Variant {
+                path: name.to_string(),
+                args: Vec::new(),
+            });
         }
         let mut names: Vec<&str> = self.vars.iter().map(|v| v.name.as_str()).collect();
         names.sort_unstable();
@@ -252,8 +297,19 @@ impl<'a> Evaluator<'a> {
                 "`{base_text}` is not a struct; it has no field `{field}`"
             ));
         };
+        if let TypeKind::Struct {
+            variants: Some(vp), ..
+        } = &ty.kind
+        {
+            return self.variant_field(&place, &ty, vp, field, base_text);
+        }
         let tuple_name = format!("__{field}");
         let member = ty.member(field).or_else(|| ty.member(&tuple_name));
+        if member.is_none() {
+            if let Some(inner) = self.newtype_inner(&place, &ty) {
+                return self.field(inner, field, base_text);
+            }
+        }
         match member {
             Some(m) => {
                 let mt =
@@ -454,6 +510,20 @@ impl<'a> Evaluator<'a> {
                 };
                 Ok(Ev::Bool(v.member.name == want))
             }
+            ("unwrap" | "expect", _) => {
+                let base = self.auto_deref_unless_sized(base)?;
+                let Ev::Place { place, ty } = base else {
+                    return Err(format!("`{text}` is not an Option or Result"));
+                };
+                let TypeKind::Struct { variants: Some(vp), .. } = &ty.kind else {
+                    return Err(format!("`{text}` ({}) is not an Option or Result; `.unwrap()` reads inside those", ty.name));
+                };
+                let v = self.reader.active_variant(&place, vp).ok_or("unknown enum discriminant")?;
+                match v.member.name.as_str() {
+                    "Some" | "Ok" => self.variant_field(&place, &ty, vp, "0", text),
+                    other => Err(format!("`{text}` is {other}: `.unwrap()` has nothing to read (guard it: `{text}.is_some() && …`)")),
+                }
+            }
             ("contains", [needle]) => {
                 let hay = self.as_str(base, text)?;
                 let n = self.eval(needle)?;
@@ -467,9 +537,193 @@ impl<'a> Evaluator<'a> {
                 Ok(Ev::Bool(if m == "starts_with" { hay.starts_with(&n) } else { hay.ends_with(&n) }))
             }
             _ => Err(format!(
-                "`.{m}(…)` is not a built-in method; available: len(), is_some(), is_none(), is_ok(), is_err(), contains(s), starts_with(s), ends_with(s)"
+                "`.{m}(…)` is not a built-in method; available: len(), is_some(), is_none(), is_ok(), is_err(), unwrap(), contains(s), starts_with(s), ends_with(s)"
             )),
         }
+    }
+
+    /// `ev.Payment` (the payload of the active variant, an error naming the active one
+    /// otherwise), or a field of the active variant's payload: `x.0`, `method.soft`.
+    fn variant_field(
+        &self,
+        place: &Place,
+        ty: &Arc<Type>,
+        vp: &crate::index::types::VariantPart,
+        field: &str,
+        base_text: &str,
+    ) -> Res<Ev> {
+        let active = self
+            .reader
+            .active_variant(place, vp)
+            .ok_or_else(|| format!("`{base_text}` has an unknown enum discriminant"))?;
+        let payload_ty = active
+            .member
+            .ty
+            .map(|t| self.ty(t))
+            .ok_or("variant without type information")?;
+        let payload = Reader::sub_place(place, active.member.offset);
+        if field == active.member.name {
+            return Ok(Ev::Place {
+                place: payload,
+                ty: payload_ty,
+            });
+        }
+        if vp.variants.iter().any(|v| v.member.name == field) {
+            return Err(format!(
+                "`{base_text}` is {}, not {field} (guard with `matches({base_text}, {field}) && …`)",
+                active.member.name
+            ));
+        }
+        let tuple_name = format!("__{field}");
+        let found = payload_ty
+            .member(field)
+            .or_else(|| payload_ty.member(&tuple_name));
+        if found.is_none() {
+            if let Some(inner) = self.newtype_inner(&payload, &payload_ty) {
+                return self.field(inner, field, base_text);
+            }
+        }
+        match found {
+            Some(m) => Ok(Ev::Place {
+                place: Reader::sub_place(&payload, m.offset),
+                ty: m
+                    .ty
+                    .map(|t| self.ty(t))
+                    .ok_or_else(|| format!("field `{field}` has no type information"))?,
+            }),
+            None => {
+                let fields: Vec<String> = match &payload_ty.kind {
+                    TypeKind::Struct { members, .. } => members
+                        .iter()
+                        .map(|m| m.name.trim_start_matches("__").to_string())
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let variants: Vec<&str> =
+                    vp.variants.iter().map(|v| v.member.name.as_str()).collect();
+                Err(format!(
+                    "`{base_text}` ({}) is {}{}, which has no field `{field}` (guard with `matches({base_text}, VARIANT) && …`); variants: {}",
+                    ty.name,
+                    active.member.name,
+                    if fields.is_empty() {
+                        " (no fields)".to_string()
+                    } else {
+                        format!(" (fields: {})", fields.join(", "))
+                    },
+                    variants.join(", ")
+                ))
+            }
+        }
+    }
+
+    /// What a newtype (one unnamed field: `Payment(Money)`, `struct Id(u64)`) wraps, so a
+    /// field path can see through it.
+    fn newtype_inner(&self, place: &Place, ty: &Arc<Type>) -> Option<Ev> {
+        let TypeKind::Struct {
+            members,
+            variants: None,
+            ..
+        } = &ty.kind
+        else {
+            return None;
+        };
+        let [only] = members.as_slice() else {
+            return None;
+        };
+        if only.name != "__0" {
+            return None;
+        }
+        Some(Ev::Place {
+            place: Reader::sub_place(place, only.offset),
+            ty: self.ty(only.ty?),
+        })
+    }
+
+    /// The active variant's name of an enum value (Rust enum, C enum, or a rendered one).
+    fn variant_of(&self, v: Ev, text: &str) -> Res<(String, Option<(Place, Arc<Type>)>)> {
+        let v = self.auto_deref_unless_sized(v)?;
+        match v {
+            Ev::Place { place, ty } => {
+                if let TypeKind::Struct {
+                    variants: Some(vp), ..
+                } = &ty.kind
+                {
+                    let a = self
+                        .reader
+                        .active_variant(&place, vp)
+                        .ok_or_else(|| format!("`{text}` has an unknown enum discriminant"))?;
+                    let payload = a
+                        .member
+                        .ty
+                        .map(|t| (Reader::sub_place(&place, a.member.offset), self.ty(t)));
+                    return Ok((a.member.name.clone(), payload));
+                }
+                match self.reader.render(&place, &ty, 1) {
+                    Value::Enum { variant, .. } => Ok((variant, None)),
+                    _ => Err(format!(
+                        "`{text}` ({}) is not an enum; compare it with a value, not a variant",
+                        ty.name
+                    )),
+                }
+            }
+            Ev::Rendered(Value::Enum { variant, .. }) => Ok((variant, None)),
+            Ev::Str(s) => Ok((s, None)),
+            other => Err(format!(
+                "`{text}` ({}) is not an enum; compare it with a value, not a variant",
+                describe(&other)
+            )),
+        }
+    }
+
+    /// `matches(x, Put)`: the active variant's name, whatever the payload.
+    fn matches_variant(&self, v: Ev, pattern: &str, text: &str) -> Res<bool> {
+        let (name, _) = self.variant_of(v, text)?;
+        Ok(name == Ev::variant_name(pattern))
+    }
+
+    /// `x == Some("a")`: the same variant, and each written payload field equal.
+    fn equals_variant(&self, v: Ev, path: &str, args: &[Ev], text: &str) -> Res<bool> {
+        let (name, payload) = self.variant_of(v, text)?;
+        if name != Ev::variant_name(path) {
+            return Ok(false);
+        }
+        let Some((place, pty)) = payload.filter(|_| !args.is_empty()) else {
+            return Ok(true);
+        };
+        for (i, want) in args.iter().enumerate() {
+            let m = pty.member(&format!("__{i}")).ok_or_else(|| {
+                format!("`{text}` is {name}, which has no field {i} to compare with")
+            })?;
+            let mt =
+                m.ty.map(|t| self.ty(t))
+                    .ok_or("field without type information")?;
+            let got = Ev::Place {
+                place: Reader::sub_place(&place, m.offset),
+                ty: mt,
+            };
+            let equal = match want {
+                Ev::Variant { path, args } => self.equals_variant(got, path, args, text)?,
+                want => scalars_equal(&self.scalar(got)?, &self.scalar(want.clone())?),
+            };
+            if !equal {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The second argument of `matches`: a variant name (`Get`, `Method::Put`, `Some`).
+    fn pattern(&self, e: &Expr) -> Res<Option<String>> {
+        Ok(match &e.kind {
+            ExprKind::Name(n) if periscope_core::expr::is_variant_path(n) => Some(n.clone()),
+            ExprKind::Call(n, _) if periscope_core::expr::is_variant_path(n) => Some(n.clone()),
+            _ => None,
+        })
+    }
+
+    /// A payload field written in a variant (`"a"` in `Some("a")`), a nested variant included.
+    fn eval_pattern_arg(&self, e: &Expr) -> Res<Ev> {
+        self.eval(e)
     }
 
     /// Rust references deref for methods, but C `char *` is itself the string.
@@ -529,7 +783,16 @@ impl<'a> Evaluator<'a> {
             ),
             Value::Unavailable { reason, .. } => return Err(reason),
             Value::Redacted { .. } => return Err("the value is redacted".into()),
-            _ => return Err(format!("a {tname} cannot be compared or computed with")),
+            Value::Enum { variant, .. } => {
+                return Err(format!(
+                    "a {tname} (here {variant}, with a payload) is compared by variant: `x == Some(\"a\")`, `matches(x, {variant})`, or read inside with `x.unwrap()` / `x.0`"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "a {tname} cannot be compared or computed with: only numbers, bools, chars, strings and enum variants can (pick a field with `.`)"
+                ))
+            }
         })
     }
 
@@ -541,6 +804,9 @@ impl<'a> Evaluator<'a> {
             Ev::Char(c) => Ok(c != '\0'),
             Ev::Str(_) => Err("a string is not a condition; compare it, e.g. s == \"x\"".into()),
             Ev::Place { .. } | Ev::Rendered(_) => Err("not a condition".into()),
+            Ev::Variant { path, .. } => Err(format!(
+                "`{path}` is a variant, not a condition; compare with it: x == {path}, or matches(x, {path})"
+            )),
         }
     }
 
@@ -563,6 +829,21 @@ impl<'a> Evaluator<'a> {
                 return Ok(Ev::Bool(self.truthy(&r)?));
             }
             _ => {}
+        }
+        if matches!(op, BinOp::Eq | BinOp::Ne) {
+            // `x == Some("a")`, `method == Method::Get`, `color == RED`.
+            let (l, r) = (self.eval(a)?, self.eval(b)?);
+            let found = match (l, r) {
+                (Ev::Variant { .. }, Ev::Variant { .. }) => {
+                    return Err(format!("`{a} {} {b}` compares two written variants; one side must be a value of the program", op.symbol()))
+                }
+                (v, Ev::Variant { path, args }) => Some(self.equals_variant(v, &path, &args, &a.to_string())?),
+                (Ev::Variant { path, args }, v) => Some(self.equals_variant(v, &path, &args, &b.to_string())?),
+                _ => None,
+            };
+            if let Some(eq) = found {
+                return Ok(Ev::Bool(eq == (op == BinOp::Eq)));
+            }
         }
         let l = self.scalar(self.eval(a)?)?;
         let r = self.scalar(self.eval(b)?)?;
@@ -727,6 +1008,20 @@ fn scalar_equals(key: &Value, want: &Ev) -> bool {
             },
             Ev::Str(w),
         ) => fields.is_empty() && variant == w,
+        _ => false,
+    }
+}
+
+/// Equality of two scalars as `==` sees it (numbers across widths, a string and a char).
+fn scalars_equal(a: &Ev, b: &Ev) -> bool {
+    match (a, b) {
+        (Ev::Str(x), Ev::Str(y)) => x == y,
+        (Ev::Str(x), Ev::Char(y)) | (Ev::Char(y), Ev::Str(x)) => *x == y.to_string(),
+        (Ev::Int(x, _), Ev::Int(y, _)) => x == y,
+        (Ev::Float(x), Ev::Float(y)) => x == y,
+        (Ev::Int(x, _), Ev::Float(y)) | (Ev::Float(y), Ev::Int(x, _)) => *x as f64 == *y,
+        (Ev::Bool(x), Ev::Bool(y)) => x == y,
+        (Ev::Char(x), Ev::Char(y)) => x == y,
         _ => false,
     }
 }

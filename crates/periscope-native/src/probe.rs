@@ -162,9 +162,15 @@ pub enum ProbeState {
     HitLimit,
     /// Its handling took more than its overhead budget; the reason says how much.
     Paused(String),
+    /// Its condition failed on [`MAX_CONSECUTIVE_ERRORS`] hits in a row; the message says why.
+    Failed(String),
     /// Removed by [`Session::remove_probe`].
     Removed,
 }
+
+/// A probe whose condition cannot be evaluated on this many hits in a row is stopped: it
+/// would only ever print the same error (a condition that works on some hits goes on).
+pub const MAX_CONSECUTIVE_ERRORS: u32 = 20;
 
 /// Per-probe tallies, readable while the session runs (`count` prints from them).
 #[derive(Debug, Default, Clone)]

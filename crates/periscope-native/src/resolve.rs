@@ -98,12 +98,22 @@ fn static_type(target: &Target, site: &Site, e: &Expr) -> Result<Option<Arc<Type
             else {
                 return Ok(None);
             };
-            if variants.is_some() {
-                return Ok(None); // enums: variant fields are not reached by `.`
+            if let Some(vp) = variants {
+                // `ev.Payment`: that variant's payload; other fields depend on the variant
+                // active at the hit, checked then.
+                return Ok(vp
+                    .variants
+                    .iter()
+                    .find(|v| &v.member.name == field)
+                    .and_then(|v| v.member.ty)
+                    .map(|t| index.type_at(t.unit, t.offset)));
             }
             let tuple = format!("__{field}");
             match members.iter().find(|m| &m.name == field || m.name == tuple) {
                 Some(m) => Ok(m.ty.map(|t| index.type_at(t.unit, t.offset))),
+                // A newtype (`Payment(Money)`, `struct Id(u64)`) is seen through: the field
+                // is looked for in what it wraps, at the hit.
+                None if members.len() == 1 && members[0].name == "__0" => Ok(None),
                 None => {
                     let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
                     Err(format!(
@@ -135,12 +145,53 @@ fn static_type(target: &Target, site: &Site, e: &Expr) -> Result<Option<Arc<Type
             static_type(target, site, a)?;
             Ok(None)
         }
-        ExprKind::Method(a, _, args) => {
-            static_type(target, site, a)?;
+        ExprKind::Method(a, m, args) => {
+            let base = static_type(target, site, a)?.map(deref_all);
             for x in args {
                 static_type(target, site, x)?;
             }
-            Ok(None)
+            let Some(bt) = base else {
+                return Ok(None);
+            };
+            let variants = match &bt.kind {
+                TypeKind::Struct {
+                    variants: Some(vp), ..
+                } => Some(vp),
+                _ => None,
+            };
+            match (m.as_str(), variants) {
+                ("contains" | "starts_with" | "ends_with", Some(vp)) => {
+                    let some = vp.variants.iter().any(|v| v.member.name == "Some");
+                    Err(if some {
+                        format!(
+                            "`{a}` is an {}, not a string: `.{m}(…)` needs the string inside; write `{a}.is_some() && {a}.unwrap().{m}(…)`, or compare: `{a} == Some(\"…\")`",
+                            bt.name
+                        )
+                    } else {
+                        format!(
+                            "`{a}` is an enum ({}), not a string: compare it with a variant (`{a} == Variant`, `matches({a}, Variant)`)",
+                            bt.name
+                        )
+                    })
+                }
+                ("is_some" | "is_none" | "is_ok" | "is_err" | "unwrap" | "expect", None)
+                    if bt.lang == crate::index::Lang::Rust =>
+                {
+                    Err(format!(
+                        "`{a}` ({}) is not an Option or Result; `.{m}()` applies to those",
+                        bt.name
+                    ))
+                }
+                ("unwrap" | "expect", Some(vp)) => Ok(vp
+                    .variants
+                    .iter()
+                    .find(|v| v.member.name == "Some" || v.member.name == "Ok")
+                    .and_then(|v| v.member.ty)
+                    .map(|t| index.type_at(t.unit, t.offset))
+                    .and_then(|payload| payload.member("__0").and_then(|m| m.ty))
+                    .map(|t| index.type_at(t.unit, t.offset))),
+                _ => Ok(None),
+            }
         }
         ExprKind::Index(a, i) => {
             static_type(target, site, a)?;

@@ -478,8 +478,8 @@ fn end_note(reason: &EndReason) -> Option<String> {
         EndReason::TargetExited { .. } => Some("target exited".into()),
         EndReason::TargetExec => Some("target executed a new program; probes removed".into()),
         EndReason::HitLimit => Some("hit limit reached".into()),
-        EndReason::Error(e) => Some(format!("error: {e}")),
-        EndReason::Requested | EndReason::Signal(_) => None,
+        // Said once, as the command's error (exit status 1).
+        EndReason::Error(_) | EndReason::Requested | EndReason::Signal(_) => None,
     }
 }
 
@@ -785,8 +785,12 @@ fn run_count(
     let summary = session.stop();
     print(true)?;
     report(&summary);
-    if let Some(text) = reason?.as_ref().and_then(end_note) {
+    let reason = reason?;
+    if let Some(text) = reason.as_ref().and_then(end_note) {
         note(&format!("periscope: {text}"));
+    }
+    if let Some(EndReason::Error(e)) = reason {
+        bail!(e);
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use super::capture::{capture_stack, frame_location, panic_message, StackWanted};
 use super::Engine;
 use crate::eval::Evaluator;
 use crate::frame::Frame;
-use crate::probe::{Action, EndReason, EngineEvent, ProbeState, Tally};
+use crate::probe::{Action, EndReason, EngineEvent, ProbeState, Tally, MAX_CONSECUTIVE_ERRORS};
 use crate::process;
 use crate::trap::{self, Displaced};
 use crate::values::Reader;
@@ -37,6 +37,8 @@ pub(crate) struct HitLimits {
     /// Per probe: (start of the current budget window, time used in it).
     budget_used: HashMap<usize, (Instant, Duration)>,
     last_error_report: HashMap<usize, Instant>,
+    /// Per probe: hits in a row whose condition could not be evaluated.
+    consecutive_errors: HashMap<usize, u32>,
 }
 
 impl HitLimits {
@@ -233,7 +235,11 @@ impl Engine {
             site.line
         );
         if let Some(cond) = &probe.spec.condition {
-            match ev.condition(cond) {
+            let outcome = ev.condition(cond);
+            if outcome.is_ok() {
+                self.limits.consecutive_errors.remove(&pi);
+            }
+            match outcome {
                 Ok(true) => {}
                 Ok(false) => {
                     self.tally(pi, |t| t.filtered += 1);
@@ -241,7 +247,18 @@ impl Engine {
                 }
                 Err(e) => {
                     let msg = format!("condition `{cond}` could not be evaluated: {e}");
-                    self.report_error(pi, tid, location, msg);
+                    let n = self.limits.consecutive_errors.entry(pi).or_insert(0);
+                    *n += 1;
+                    if *n >= MAX_CONSECUTIVE_ERRORS {
+                        let msg = format!(
+                            "{msg}; the probe stopped after {MAX_CONSECUTIVE_ERRORS} hits in a row failed this way (fix the condition and place it again)"
+                        );
+                        self.tally(pi, |t| t.errors += 1);
+                        self.report_error_now(pi, tid, location, msg.clone());
+                        self.end_probe(pi, ProbeState::Failed(msg));
+                    } else {
+                        self.report_error(pi, tid, location, msg);
+                    }
                     return;
                 }
             }
@@ -293,7 +310,7 @@ impl Engine {
                 });
             }
             Action::Count { by } => {
-                count_key = Some(by.as_ref().map(|e| ev.value(e).to_message_text()));
+                count_key = Some(by.as_ref().map(|e| group_key(ev.value(e))));
             }
             Action::Snapshot { frames, watches } => {
                 let watches = watches
@@ -377,6 +394,17 @@ impl Engine {
             return;
         }
         self.limits.last_error_report.insert(pi, now);
+        self.report_error_now(pi, tid, location, error);
+    }
+
+    /// Reports a probe error, unthrottled.
+    pub(crate) fn report_error_now(
+        &mut self,
+        pi: usize,
+        tid: i32,
+        location: String,
+        error: String,
+    ) {
         let e = ProbeError {
             ts: now_rfc3339(),
             pid: self.pid,
@@ -386,5 +414,14 @@ impl Engine {
             error,
         };
         self.emit(EngineEvent::Event(Body::Error(e)));
+    }
+}
+
+/// A counter's group for a value: an enum groups by its variant's name (`Put`, not one group
+/// per `Put(n)`); its payload is a group key only when asked for (`--by method.0`).
+fn group_key(v: periscope_core::value::Value) -> String {
+    match v {
+        periscope_core::value::Value::Enum { variant, .. } => variant,
+        other => other.to_message_text(),
     }
 }

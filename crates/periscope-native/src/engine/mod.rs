@@ -316,7 +316,18 @@ impl Engine {
                 return EndReason::Requested;
             }
             if !self.keep_alive && self.done.iter().all(|d| *d) && !self.done.is_empty() {
-                return EndReason::HitLimit;
+                // Every probe ended: by its hit limit, or (said as the session's error) because
+                // its condition kept failing.
+                let failed = self
+                    .tallies
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .find_map(|t| match &t.state {
+                        ProbeState::Failed(m) => Some(m.clone()),
+                        _ => None,
+                    });
+                return failed.map_or(EndReason::HitLimit, EndReason::Error);
             }
             if self.wakeup.take_consumed() {
                 continue; // a nested wait read wake-ups meant for this loop: look again
