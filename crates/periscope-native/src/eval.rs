@@ -40,6 +40,9 @@ impl Ev {
 
 const MAX_STEPS: u32 = 10_000;
 
+/// Where an enum value's active variant keeps its fields, and their struct type.
+type Payload = (Place, Arc<Type>);
+
 pub struct Evaluator<'a> {
     pub frame: &'a Frame<'a>,
     pub reader: &'a Reader<'a>,
@@ -640,7 +643,7 @@ impl<'a> Evaluator<'a> {
     }
 
     /// The active variant's name of an enum value (Rust enum, C enum, or a rendered one).
-    fn variant_of(&self, v: Ev, text: &str) -> Res<(String, Option<(Place, Arc<Type>)>)> {
+    fn variant_of(&self, v: Ev, text: &str) -> Res<(String, Option<Payload>)> {
         let v = self.auto_deref_unless_sized(v)?;
         match v {
             Ev::Place { place, ty } => {
