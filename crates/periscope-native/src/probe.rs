@@ -63,6 +63,7 @@ impl EngineProbe {
             let signals = WatchSignals {
                 probe: id.to_string(),
                 frames,
+                library_frames: false,
                 limits,
                 redactor,
             };
@@ -236,6 +237,9 @@ pub struct WatchSignals {
     /// The probe id the captures carry.
     pub probe: String,
     pub frames: usize,
+    /// Also read the variables of frames outside the program's own code (libc's, std's):
+    /// off by default, those frames get their function and location only.
+    pub library_frames: bool,
     pub limits: Limits,
     pub redactor: Redactor,
 }

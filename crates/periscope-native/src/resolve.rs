@@ -43,8 +43,9 @@ pub fn resolve(target: &Target, spec: ProbeSpec) -> Result<ResolvedProbe, Native
         visible.sort_unstable();
         visible.dedup();
         return Err(NativeError::Expression(format!(
-            "`{}` is not in scope at {}:{} (in {}); names in scope there: {}",
+            "`{}` {} not in scope at {}:{} (in {}); names in scope there: {}",
             missing.join("`, `"),
+            if missing.len() == 1 { "is" } else { "are" },
             site.file.display(),
             site.line,
             site.function,

@@ -3,9 +3,9 @@
 
 use crate::error::NativeError;
 use crate::index::scope::Visible;
-use crate::index::{Function, ObjectIndex};
+use crate::index::{Function, InlinedCopy, ObjectIndex};
 use periscope_core::Location;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -64,22 +64,44 @@ pub struct SourceLine {
     pub instrumentable: bool,
 }
 
-/// A function, as [`Target::find_functions`] lists it. Serialized: `{"name","file","line"}`.
+/// A function, as [`Target::find_functions`] lists it. Serialized:
+/// `{"name","file","line"}`, plus `"inlined": true` and `"inlined_into": [callers]` for a
+/// function that exists only inlined into others (an optimized build's small functions).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct FunctionInfo {
     pub name: String,
     /// The declaring source file, or the object file when the debug info does not say.
     pub file: PathBuf,
     pub line: Option<u32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inlined: bool,
+    /// The functions it is inlined into (where a probe on it goes), for an inlined-only one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inlined_into: Vec<String>,
 }
 
 impl FunctionInfo {
     /// `name  file:line`, as listings show it.
     pub fn text(&self) -> String {
-        match self.line {
+        let at = match self.line {
             Some(line) => format!("{}  {}:{line}", self.name, self.file.display()),
             None => format!("{}  {}", self.name, self.file.display()),
+        };
+        if !self.inlined {
+            return at;
         }
+        let mut into: Vec<&str> = self.inlined_into.iter().map(String::as_str).collect();
+        let more = into.len().saturating_sub(5);
+        into.truncate(5);
+        format!(
+            "{at}  [inlined into {}{}]",
+            into.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )
     }
 }
 
@@ -321,49 +343,43 @@ impl Target {
     fn resolve_function(&self, name: &str) -> Result<Vec<Site>, NativeError> {
         let objects = self.with_debug_info()?;
         let matches = |f: &str| f == name || f.ends_with(&format!("::{name}"));
-        let mut names: BTreeSet<String> = BTreeSet::new();
+        // Each candidate name with where it comes from, to tell candidates apart.
+        let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (_, o) in &objects {
             for f in &o.index.functions {
                 if matches(&f.name) {
-                    names.insert(f.name.clone());
+                    let origin = declared_at(&o.index, f.decl_file, f.decl_line);
+                    names.entry(f.name.clone()).or_default().insert(origin);
                 }
             }
             for c in &o.index.inlined {
                 if matches(&c.name) {
-                    names.insert(c.name.clone());
+                    let origin = declared_at(&o.index, c.decl_file, c.decl_line);
+                    names
+                        .entry(c.name.clone())
+                        .or_default()
+                        .insert(format!("{origin}, inlined"));
                 }
             }
         }
         if names.is_empty() {
-            let lower = name.to_lowercase();
-            let short = lower.rsplit("::").next().unwrap_or(&lower).to_string();
-            let mut similar: BTreeSet<String> = BTreeSet::new();
-            for (_, o) in &objects {
-                for f in &o.index.functions {
-                    if f.name.to_lowercase().contains(&short) {
-                        similar.insert(f.name.clone());
-                    }
-                }
-            }
-            return Err(NativeError::Location(format!(
-                "no function named `{name}`{}",
-                if similar.is_empty() {
-                    "; `periscope functions PID PATTERN` lists the functions".to_string()
-                } else {
-                    format!(
-                        "; similar: {}",
-                        similar.into_iter().take(10).collect::<Vec<_>>().join(", ")
-                    )
-                }
-            )));
+            return Err(NativeError::Location(self.no_function(name, &objects)));
         }
         if names.len() > 1 {
             return Err(NativeError::Location(format!(
-                "`{name}` is ambiguous; candidates:\n  {}",
-                names.into_iter().take(20).collect::<Vec<_>>().join("\n  ")
+                "`{name}` is ambiguous; write one of these names in full:\n  {}",
+                names
+                    .into_iter()
+                    .take(20)
+                    .map(|(n, origins)| format!(
+                        "{n}  ({})",
+                        origins.into_iter().collect::<Vec<_>>().join("; ")
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
             )));
         }
-        let Some(full) = names.into_iter().next() else {
+        let Some(full) = names.into_keys().next() else {
             return Err(NativeError::Location(format!("no function named `{name}`")));
         };
         let mut sites = Vec::new();
@@ -374,16 +390,36 @@ impl Target {
                 .iter()
                 .filter(|f| f.name == full)
                 .collect();
-            let mut addrs: Vec<u64> = funcs.iter().map(|f| function_entry(&o.index, f)).collect();
+            let mut addrs: Vec<(u64, Option<&InlinedCopy>)> = funcs
+                .iter()
+                .map(|f| (function_entry(&o.index, f), None))
+                .collect();
             addrs.extend(
                 o.index
                     .inlined
                     .iter()
                     .filter(|c| c.name == full)
-                    .map(|c| c.entry_pc),
+                    .map(|c| (c.entry_pc, Some(c))),
             );
-            for addr in addrs {
+            for (addr, copy) in addrs {
                 if let Some(mut site) = self.site(*oi, addr, None) {
+                    if let Some(c) = copy {
+                        // An inlined copy: its own parameters and locals, its own line.
+                        if let Some(v) = o
+                            .index
+                            .scopes(c.unit)
+                            .ok()
+                            .and_then(|s| s.inlined_visible_at(site.file_address, &full))
+                        {
+                            site.visible = v;
+                        }
+                        if let (Some(file), Some(line)) = (c.decl_file, c.decl_line) {
+                            if let Some(p) = o.index.files.get(file as usize) {
+                                site.file = p.clone();
+                                site.line = line;
+                            }
+                        }
+                    }
                     let own = funcs
                         .iter()
                         .find(|f| f.low_pc <= site.file_address && site.file_address < f.high_pc);
@@ -416,6 +452,61 @@ impl Target {
             )));
         }
         Ok(sites)
+    }
+
+    /// Why no function is named `name`, with what was probably meant: `FILE:LINE` for a file
+    /// name, the functions whose names contain it, else those spelled closest to it.
+    fn no_function(&self, name: &str, objects: &[(usize, &LoadedObject)]) -> String {
+        const SOURCE_EXTENSIONS: [&str; 9] = [
+            ".rs", ".c", ".h", ".cc", ".cpp", ".cxx", ".hpp", ".go", ".s",
+        ];
+        if SOURCE_EXTENSIONS.iter().any(|e| name.ends_with(e)) {
+            return format!(
+                "`{name}` is a source file, and a probe needs a line in it: `{name}:LINE` (`periscope lines PID {name}` shows the lines with code), or a function name"
+            );
+        }
+        let lower = name.to_lowercase();
+        let short = lower.rsplit("::").next().unwrap_or(&lower).to_string();
+        let mut containing: BTreeSet<&str> = BTreeSet::new();
+        // (distance, name) of the last path segments closest in spelling.
+        let mut close: BTreeSet<(usize, &str)> = BTreeSet::new();
+        for (_, o) in objects {
+            let names = o
+                .index
+                .functions
+                .iter()
+                .map(|f| f.name.as_str())
+                .chain(o.index.inlined.iter().map(|c| c.name.as_str()));
+            for full in names {
+                let last = full.rsplit("::").next().unwrap_or(full).to_lowercase();
+                if last.contains(&short) {
+                    containing.insert(full);
+                }
+                let d = strsim::damerau_levenshtein(&last, &short);
+                if d <= (short.len() / 3).max(1) {
+                    close.insert((d, full));
+                }
+            }
+        }
+        let listed: Vec<&str> = if containing.is_empty() {
+            close.into_iter().map(|(_, n)| n).take(5).collect()
+        } else {
+            containing.into_iter().take(10).collect()
+        };
+        if listed.is_empty() {
+            format!(
+                "no function named `{name}`; `periscope functions PID PATTERN` lists the functions"
+            )
+        } else {
+            format!(
+                "no function named `{name}`; did you mean {}?",
+                listed
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
     }
 
     /// Builds a site at a file address of an object.
@@ -500,7 +591,8 @@ impl Target {
     }
 
     /// Functions whose qualified name contains `pattern` (case-insensitive; `*` matches
-    /// anything), each with its declaration's file and line, sorted by name.
+    /// anything), each with its declaration's file and line: the program's own first, then
+    /// the toolchain's and the libraries', each sorted by name.
     pub fn find_functions(&self, pattern: &str) -> Vec<FunctionInfo> {
         let pat = pattern.to_lowercase();
         let parts: Vec<&str> = pat.split('*').collect();
@@ -515,21 +607,77 @@ impl Target {
             }
             true
         };
-        let mut rows: BTreeSet<FunctionInfo> = BTreeSet::new();
-        for o in &self.objects {
+        // The program's own functions first, then its libraries' (std, glibc): ranked by
+        // the object (the executable first) and whether the source is the toolchain's.
+        let mut rows: BTreeSet<(u8, FunctionInfo)> = BTreeSet::new();
+        for (oi, o) in self.objects.iter().enumerate() {
+            let rank = |file: &Option<PathBuf>| -> u8 {
+                let foreign = file.as_ref().is_none_or(|f| {
+                    let f = f.to_string_lossy();
+                    f.starts_with("/rustc/")
+                        || f.starts_with("/rust/deps/")
+                        || f.contains("/.cargo/registry/")
+                        || f.starts_with("/usr/")
+                });
+                match (oi == 0, foreign) {
+                    (true, false) => 0,
+                    (true, true) => 1,
+                    _ => 2,
+                }
+            };
+            let physical: BTreeSet<&str> =
+                o.index.functions.iter().map(|f| f.name.as_str()).collect();
             for f in o.index.functions.iter().filter(|f| matches(&f.name)) {
                 let file = f
                     .decl_file
                     .and_then(|i| o.index.files.get(i as usize))
                     .cloned();
-                rows.insert(FunctionInfo {
-                    name: f.name.clone(),
-                    file: file.unwrap_or_else(|| o.index.path.clone()),
-                    line: f.decl_line,
-                });
+                rows.insert((
+                    rank(&file),
+                    FunctionInfo {
+                        name: f.name.clone(),
+                        file: file.unwrap_or_else(|| o.index.path.clone()),
+                        line: f.decl_line,
+                        inlined: false,
+                        inlined_into: Vec::new(),
+                    },
+                ));
+            }
+            // Functions with no code of their own, only copies inlined into callers.
+            let mut inlined: BTreeMap<&str, (&InlinedCopy, BTreeSet<String>)> = BTreeMap::new();
+            for c in o.index.inlined.iter().filter(|c| matches(&c.name)) {
+                if physical.contains(c.name.as_str()) {
+                    continue;
+                }
+                let caller = o
+                    .index
+                    .function_at(c.entry_pc)
+                    .map(|f| f.name.clone())
+                    .unwrap_or_else(|| format!("{:#x}", c.entry_pc));
+                inlined
+                    .entry(&c.name)
+                    .or_insert((c, BTreeSet::new()))
+                    .1
+                    .insert(caller);
+            }
+            for (name, (c, callers)) in inlined {
+                let file = c
+                    .decl_file
+                    .and_then(|i| o.index.files.get(i as usize))
+                    .cloned();
+                rows.insert((
+                    rank(&file),
+                    FunctionInfo {
+                        name: name.to_string(),
+                        file: file.unwrap_or_else(|| o.index.path.clone()),
+                        line: c.decl_line,
+                        inlined: true,
+                        inlined_into: callers.into_iter().collect(),
+                    },
+                ));
             }
         }
-        rows.into_iter().collect()
+        rows.into_iter().map(|(_, f)| f).collect()
     }
 
     /// A run-time code address as `function (file:line)` or a symbol, for stacks and errors.
@@ -547,6 +695,15 @@ impl Target {
             }
             None => format!("{addr:#x}"),
         }
+    }
+}
+
+/// `file:line` of a declaration, else the object file it is in (a library without source).
+fn declared_at(index: &ObjectIndex, file: Option<u32>, line: Option<u32>) -> String {
+    match (file.and_then(|f| index.files.get(f as usize)), line) {
+        (Some(p), Some(l)) => format!("{}:{l}", p.display()),
+        (Some(p), None) => p.display().to_string(),
+        _ => index.path.display().to_string(),
     }
 }
 

@@ -81,6 +81,10 @@ enum Command {
         /// Follow pointers and nested values this deep.
         #[arg(long, default_value_t = 3)]
         depth: u32,
+        /// Also capture the variables of library frames (libc's, std's); by default those
+        /// show their function and location only.
+        #[arg(long)]
+        library_frames: bool,
         #[command(flatten)]
         output: Output,
     },
@@ -329,6 +333,7 @@ fn run(cli: Cli) -> Result<()> {
             signals,
             frames,
             depth,
+            library_frames,
             output,
         } => {
             let (panics, signals) = if panics || signals {
@@ -336,7 +341,12 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 (true, true)
             };
-            run_watch(pid, panics, signals, frames, depth, &output)
+            let capture = WatchCapture {
+                frames,
+                depth,
+                library_frames,
+            };
+            run_watch(pid, panics, signals, capture, &output)
         }
         Command::Lines { target, file, json } => run_lines(&target, &file, json),
         Command::Functions {
@@ -638,28 +648,35 @@ fn print_snapshot(e: &periscope_core::event::SnapshotEvent, out: &mut impl Write
     Ok(())
 }
 
+/// What `watch` captures at a failure.
+struct WatchCapture {
+    frames: usize,
+    depth: u32,
+    library_frames: bool,
+}
+
 fn run_watch(
     pid: u32,
     panics: bool,
     signals: bool,
-    frames: usize,
-    depth: u32,
+    capture: WatchCapture,
     output: &Output,
 ) -> Result<()> {
     let mut request = NewProbe::new(ProbeKind::Failures, "", "");
-    request.frames = Some(frames);
+    request.frames = Some(capture.frames);
     let limits = Limits {
-        depth,
+        depth: capture.depth,
         ..Limits::default()
     };
     let redactor = Redactor::new(&output.redact)?;
     let EngineProbe::Failures {
         panic,
-        signals: watch,
+        signals: mut watch,
     } = EngineProbe::new("watch", compile(&request)?, limits, redactor)
     else {
         bail!("a failures probe compiles to a panic probe and a signal watch");
     };
+    watch.library_frames = capture.library_frames;
     let target = index_process(pid)?;
     let mut probes = Vec::new();
     if panics {

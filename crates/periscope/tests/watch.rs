@@ -90,7 +90,42 @@ fn abort_is_captured() {
     assert_eq!(snaps.len(), 1, "{}", werr.join().unwrap());
     assert_eq!(snaps[0]["failure"]["signal"], "SIGABRT");
     let frames = snaps[0]["frames"].as_array().unwrap();
-    assert!(frames.iter().any(|f| f["function"] == "main"), "{frames:?}");
+    // abort() runs in libc: its frames (raise, abort, pthread_kill…) show where, never their
+    // locals (a jmp_buf rendered as garbage helped nobody); the program's `main` shows its own.
+    let main = frames
+        .iter()
+        .find(|f| f["function"] == "main")
+        .unwrap_or_else(|| panic!("no main frame: {frames:?}"));
+    assert!(main["variables"].get("line").is_some(), "{main}");
+    let top = &frames[0];
+    assert_ne!(top["function"], "main");
+    for f in frames.iter().take_while(|f| f["function"] != "main") {
+        assert!(
+            f.get("variables").is_none(),
+            "a libc frame with variables: {f}"
+        );
+    }
+}
+
+#[test]
+fn library_frames_variables_come_when_asked() {
+    let mut t = Target::start(&crasher(), &[]);
+    let pid = t.pid.to_string();
+    let (w, werr) = watch_json(&pid, &["--library-frames", "--frames", "3"]);
+    send(&mut t, "abort");
+    let (status, _) = t.wait_output();
+    assert_eq!(status.signal(), Some(6));
+    let out = w.wait_with_output().unwrap();
+    let snaps = stdout_json(&out);
+    assert_eq!(snaps.len(), 1, "{}", werr.join().unwrap());
+    let frames = snaps[0]["frames"].as_array().unwrap();
+    // The top frames are libc's; with --library-frames they are read like the program's
+    // own. (Only where libc has debug info, which its source file shows.)
+    let top = &frames[0];
+    assert_ne!(top["function"], "main");
+    if top.get("file").is_some() {
+        assert!(top.get("variables").is_some(), "{top}");
+    }
 }
 
 #[test]

@@ -53,7 +53,7 @@ impl Engine {
             &reader,
             StackWanted {
                 with_vars: watch.frames,
-                skip_runtime: false,
+                skip_runtime: !watch.library_frames,
             },
         );
         let location = frames
@@ -90,7 +90,8 @@ pub(crate) fn frame_location(f: &StackFrame) -> Option<String> {
 pub(crate) struct StackWanted {
     /// How many frames, from the top.
     pub(crate) with_vars: usize,
-    /// Rust's own std frames (a panic's machinery) are passed over and do not count.
+    /// Frames outside the program's own code (std's panic machinery, libc's signal and
+    /// abort paths) are passed over: no variables, and they do not count.
     pub(crate) skip_runtime: bool,
 }
 
@@ -171,7 +172,7 @@ pub(crate) fn capture_stack(
                 (None, _) => (None, None),
             };
             let mut variables = Vec::new();
-            let runtime = skip_runtime && file.as_deref().is_none_or(|p| p.starts_with("/rustc/"));
+            let runtime = skip_runtime && !own_code(target, obj, file.as_deref());
             if vars_left > 0 && !runtime {
                 vars_left -= 1;
                 if let Some(unit) = unit {
@@ -294,4 +295,13 @@ pub(crate) fn panic_message(target: &Target, mem: &Memory, regs: &process::Regs)
         [one] => Some(one.clone()),
         _ => None,
     }
+}
+
+/// Whether a frame is the program's own code: in its executable, from a source file that is
+/// not the toolchain's (Rust's std, system headers).
+fn own_code(target: &Target, obj: &crate::target::LoadedObject, file: Option<&str>) -> bool {
+    std::ptr::eq(obj, target.main_object())
+        && file.is_some_and(|p| {
+            !(p.starts_with("/rustc/") || p.starts_with("/rust/deps/") || p.starts_with("/usr/"))
+        })
 }

@@ -438,10 +438,21 @@ fn read_dies(
                         None => continue,
                     },
                 };
+                let decl_file = match origin.attr_value(gimli::DW_AT_decl_file) {
+                    Some(gimli::AttributeValue::FileIndex(n)) => Some(n),
+                    Some(gimli::AttributeValue::Udata(n)) => Some(n),
+                    _ => None,
+                };
+                let decl_line = match origin.attr_value(gimli::DW_AT_decl_line) {
+                    Some(gimli::AttributeValue::Udata(n)) => Some(n as u32),
+                    _ => None,
+                };
                 inlined.push(InlinedCopy {
                     name,
                     entry_pc,
                     unit: unit_idx,
+                    decl_file: decl_file.map(|n| n as u32),
+                    decl_line,
                 });
             }
             gimli::DW_TAG_variable if !in_function => {
@@ -472,7 +483,13 @@ fn read_dies(
             offset,
         });
     }
-    index.inlined.extend(inlined);
+    for mut copy in inlined {
+        // Until here `decl_file` is the unit's own file number.
+        copy.decl_file = copy
+            .decl_file
+            .and_then(|n| file_of(&mut index.files, ids, n as u64));
+        index.inlined.push(copy);
+    }
     index.globals.extend(globals);
 }
 

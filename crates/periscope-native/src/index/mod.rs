@@ -90,6 +90,9 @@ pub struct InlinedCopy {
     pub name: String,
     pub entry_pc: u64,
     pub unit: u32,
+    /// The inlined function's own declaration (index into [`ObjectIndex::files`]).
+    pub decl_file: Option<u32>,
+    pub decl_line: Option<u32>,
 }
 
 /// A global or static variable.

@@ -282,6 +282,45 @@ impl UnitScopes {
         None
     }
 
+    /// The variables of the inlined copy of `name` that contains `pc` (its parameters and the
+    /// locals in scope there), passing over callees inlined into it: at the first instruction
+    /// of an inlined copy there is often code of something inlined into it, where its own
+    /// parameters would not look visible.
+    pub fn inlined_visible_at(&self, pc: u64, name: &str) -> Option<Visible> {
+        let innermost = self.scopes.iter().rposition(|s| s.contains(pc))?;
+        let mut cur = Some(innermost);
+        let mut vars: Vec<Var> = Vec::new();
+        let mut found = None;
+        while let Some(i) = cur {
+            let s = &self.scopes[i];
+            if found.is_none() {
+                let is_it = s.kind == ScopeKind::Inlined
+                    && s.inlined.as_ref().is_some_and(|c| c.name == name);
+                if s.kind == ScopeKind::Inlined && !is_it {
+                    vars.clear(); // collected inside a callee inlined into it
+                } else {
+                    for v in s.vars.iter().rev() {
+                        if !vars.iter().any(|w| w.name == v.name) {
+                            vars.push(v.clone());
+                        }
+                    }
+                }
+                if is_it {
+                    found = Some(s.offset);
+                }
+            }
+            if s.kind == ScopeKind::Function {
+                return found.map(|scope_id| Visible {
+                    vars,
+                    scope_id,
+                    frame_base: s.frame_base.clone(),
+                });
+            }
+            cur = s.parent;
+        }
+        None
+    }
+
     /// The variables visible at `pc`, innermost scope first, stopping at the enclosing function or
     /// inlined call (the caller's locals are not in scope inside an inlined callee).
     pub fn visible_at(&self, pc: u64) -> Option<Visible> {
