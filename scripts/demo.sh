@@ -37,3 +37,5 @@ as_root target/release/periscope log "$pid" "ledger.rs:$line" \
   'seq={t.seq} amount={t.amount_cents} fee={fee} owner={t.from.owner} memo={t.memo}' --for 5s
 echo "== detached; the process still runs untouched:"
 grep -E 'State|TracerPid' "/proc/$pid/status"
+echo "== periscope is at $PWD/target/release/periscope; put it on your PATH with:"
+echo "   sudo install -m 755 target/release/periscope /usr/local/bin/periscope"
