@@ -367,7 +367,7 @@ impl Target {
         }
         if names.len() > 1 {
             return Err(NativeError::Location(format!(
-                "`{name}` is ambiguous; write one of these names in full:\n  {}",
+                "`{name}` is ambiguous; candidates (write one in full):\n  {}",
                 names
                     .into_iter()
                     .take(20)

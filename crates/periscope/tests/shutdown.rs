@@ -283,3 +283,32 @@ fn local_log_ends_on_sigterm() {
     eprintln!("log ended {took:?} after SIGTERM");
     target.assert_untouched();
 }
+
+#[test]
+fn mcp_with_a_server_ends_on_sigterm_and_on_eof() {
+    let dir = test_dir("shutdown-mcp-server");
+    let server = Server::start(&dir, 0);
+    let start = || {
+        periscope()
+            .args(["mcp", "--server", &server.url, "--token", &server.admin])
+            .env("PERISCOPE_CONFIG", dir.join("no-config.toml"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn periscope mcp --server")
+    };
+    let mut child = start();
+    let mut mcp = Mcp::start(&mut child);
+    mcp.tool("list_probes", json!({}));
+    term(&child);
+    let took = ends_within_bound(&mut child, "periscope mcp --server after SIGTERM");
+    eprintln!("mcp with a server ended {took:?} after SIGTERM");
+
+    let mut child = start();
+    let mut mcp = Mcp::start(&mut child);
+    mcp.tool("list_probes", json!({}));
+    drop(mcp.stdin.take());
+    let took = ends_within_bound(&mut child, "periscope mcp --server after stdin closed");
+    eprintln!("mcp with a server ended {took:?} after stdin closed");
+}
