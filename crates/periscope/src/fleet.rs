@@ -289,7 +289,7 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
             );
             if let Some(why) = &p.paused_reason {
                 println!(
-                    "  paused    {why}; `periscope probe resume {}` puts it back",
+                    "  paused:   {why}; `periscope probe resume {}` puts it back",
                     p.id
                 );
             }
