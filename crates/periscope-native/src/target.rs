@@ -627,21 +627,22 @@ impl Target {
             };
             let physical: BTreeSet<&str> =
                 o.index.functions.iter().map(|f| f.name.as_str()).collect();
-            for f in o.index.functions.iter().filter(|f| matches(&f.name)) {
-                let file = f
-                    .decl_file
-                    .and_then(|i| o.index.files.get(i as usize))
-                    .cloned();
-                rows.insert((
+            // A listed function, ranked by where it is declared.
+            let row = |name: &str, file: Option<u32>, line, inlined_into: Option<Vec<String>>| {
+                let file = file.and_then(|i| o.index.files.get(i as usize)).cloned();
+                (
                     rank(&file),
                     FunctionInfo {
-                        name: f.name.clone(),
+                        name: name.to_string(),
                         file: file.unwrap_or_else(|| o.index.path.clone()),
-                        line: f.decl_line,
-                        inlined: false,
-                        inlined_into: Vec::new(),
+                        line,
+                        inlined: inlined_into.is_some(),
+                        inlined_into: inlined_into.unwrap_or_default(),
                     },
-                ));
+                )
+            };
+            for f in o.index.functions.iter().filter(|f| matches(&f.name)) {
+                rows.insert(row(&f.name, f.decl_file, f.decl_line, None));
             }
             // Functions with no code of their own, only copies inlined into callers.
             let mut inlined: BTreeMap<&str, (&InlinedCopy, BTreeSet<String>)> = BTreeMap::new();
@@ -661,20 +662,8 @@ impl Target {
                     .insert(caller);
             }
             for (name, (c, callers)) in inlined {
-                let file = c
-                    .decl_file
-                    .and_then(|i| o.index.files.get(i as usize))
-                    .cloned();
-                rows.insert((
-                    rank(&file),
-                    FunctionInfo {
-                        name: name.to_string(),
-                        file: file.unwrap_or_else(|| o.index.path.clone()),
-                        line: c.decl_line,
-                        inlined: true,
-                        inlined_into: callers.into_iter().collect(),
-                    },
-                ));
+                let callers = Some(callers.into_iter().collect());
+                rows.insert(row(name, c.decl_file, c.decl_line, callers));
             }
         }
         rows.into_iter().map(|(_, f)| f).collect()

@@ -171,13 +171,21 @@ fn mcp_local_mode_without_a_client_ends_at_once_on_eof() {
     eprintln!("mcp local mode with no client ended after {took:?}");
 }
 
-#[test]
-fn server_ends_on_sigterm_while_a_tail_and_an_agent_are_connected() {
-    let dir = test_dir("shutdown-server");
-    let mut server = Server::start(&dir, 0);
-    let mut target = Target::start(&service(), &["2000"]);
+/// A server, an agent on a fresh service target, and a log probe on it with its first event
+/// stored: everything connected and busy.
+struct Busy {
+    dir: std::path::PathBuf,
+    server: Server,
+    target: Target,
+    agent: Agent,
+}
+
+fn busy_fleet(name: &str) -> Busy {
+    let dir = test_dir(name);
+    let server = Server::start(&dir, 0);
+    let target = Target::start(&service(), &["2000"]);
     let agent_token = server.token("agent", "a1");
-    let mut agent = Agent::start(&server, &agent_token, &["--pid", &target.pid.to_string()]);
+    let agent = Agent::start(&server, &agent_token, &["--pid", &target.pid.to_string()]);
     let instance = instance_of(&server, target.pid);
     let line = probe_line("service.rs", "handle-cost");
     let out = server.cli(
@@ -189,9 +197,35 @@ fn server_ends_on_sigterm_while_a_tail_and_an_agent_are_connected() {
             &instance,
             &format!("service.rs:{line}"),
             "id={req.id}",
+            "--json",
         ],
     );
-    common::assert_success(&out);
+    let probe = common::fleet::json_out(&out)["id"]
+        .as_str()
+        .expect("probe id")
+        .to_string();
+    let c = server.admin();
+    common::fleet::eventually("the probe's first event", || {
+        c.wait_for_events(&probe, None, 1, Duration::from_secs(5))
+            .ok()
+            .filter(|e| !e.is_empty())
+    });
+    Busy {
+        dir,
+        server,
+        target,
+        agent,
+    }
+}
+
+#[test]
+fn server_ends_on_sigterm_while_a_tail_and_an_agent_are_connected() {
+    let Busy {
+        dir,
+        mut server,
+        mut target,
+        mut agent,
+    } = busy_fleet("shutdown-server");
     let mut tail = periscope()
         .arg("tail")
         .env("PERISCOPE_SERVER", &server.url)
@@ -223,35 +257,13 @@ fn server_ends_on_sigterm_while_a_tail_and_an_agent_are_connected() {
 
 #[test]
 fn agent_ends_on_sigterm_with_a_probe_attached() {
-    let dir = test_dir("shutdown-agent");
-    let server = Server::start(&dir, 0);
-    let mut target = Target::start(&service(), &["2000"]);
-    let agent_token = server.token("agent", "a1");
-    let mut agent = Agent::start(&server, &agent_token, &["--pid", &target.pid.to_string()]);
-    let instance = instance_of(&server, target.pid);
-    let line = probe_line("service.rs", "handle-cost");
-    let out = server.cli(
-        &server.admin,
-        &[
-            "probe",
-            "add",
-            "log",
-            &instance,
-            &format!("service.rs:{line}"),
-            "id={req.id}",
-            "--json",
-        ],
-    );
-    let probe = common::fleet::json_out(&out)["id"]
-        .as_str()
-        .expect("probe id")
-        .to_string();
-    let c = server.admin();
-    common::fleet::eventually("the probe's first event", || {
-        c.wait_for_events(&probe, None, 1, Duration::from_secs(5))
-            .ok()
-            .filter(|e| !e.is_empty())
-    });
+    // The server stays bound (and up) until the end of the test.
+    let Busy {
+        server: _server,
+        mut target,
+        mut agent,
+        ..
+    } = busy_fleet("shutdown-agent");
     term(&agent.child);
     let took = ends_within_bound(&mut agent.child, "periscope agent after SIGTERM");
     eprintln!("agent ended {took:?} after SIGTERM with a probe attached");
