@@ -403,15 +403,18 @@ impl Reconciler {
                 if !resume {
                     continue;
                 }
-                let current = counts_of(run, inst.tallies.as_ref());
-                run.carried = add(run.carried, current);
                 if let Some(s) = &inst.session {
                     take_out(s, run);
                 }
                 run.last_error = None;
+                // What the paused probe counted in this session is carried over once the new
+                // one is in (which counts from zero under the same id); if it cannot go in,
+                // the old tally is still the one read.
+                let before = counts_of(run, inst.tallies.as_ref());
                 match install(inst, &probe, &self.config, &self.outbox, &self.tx) {
                     Ok(sites) => {
                         if let Some(run) = inst.probes.get_mut(&probe.id) {
+                            run.carried = add(run.carried, before);
                             run.state = InstallState::Installed;
                             run.sites = Some(sites);
                         }
