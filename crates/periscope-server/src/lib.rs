@@ -6,6 +6,8 @@
 //! HTTP API). The store is reached only through blocking tasks, never from async workers.
 
 pub mod auth;
+pub mod code;
+pub mod console;
 pub mod routes;
 pub mod store;
 pub mod tls;

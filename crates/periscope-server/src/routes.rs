@@ -43,6 +43,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/agent/report", post(agent_report))
         .route("/api/v1/agent/desired", get(agent_desired))
+        .merge(crate::code::router())
+        .merge(crate::console::router())
         .with_state(state)
 }
 
@@ -67,6 +69,14 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
             message: message.into(),
             field: None,
         }
@@ -111,14 +121,14 @@ impl From<StoreError> for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 fn ok(v: Value) -> ApiResult {
     Ok(Json(v).into_response())
 }
 
 /// Parses a JSON body ourselves so a mistake is a 400 naming the field, not a bare 422.
-fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         let msg = e.to_string();
         let field = ["unknown field", "missing field"]
@@ -162,8 +172,12 @@ impl axum::extract::FromRequestParts<Arc<AppState>> for Request {
 }
 
 impl Request {
-    async fn caller(&self, needed: Role, action: &str) -> Result<Caller, ApiError> {
+    pub(crate) async fn caller(&self, needed: Role, action: &str) -> Result<Caller, ApiError> {
         Ok(auth::authorize(&self.state, &self.headers, self.remote, needed, action).await?)
+    }
+
+    pub(crate) fn state(&self) -> &Arc<AppState> {
+        &self.state
     }
 }
 
@@ -316,7 +330,10 @@ pub async fn with_instances(state: &Arc<AppState>, mut probe: Probe) -> Result<P
             InstallState::Removed
         };
         for s in &mut out {
-            if matches!(s.state, InstallState::Pending | InstallState::Installed) {
+            if matches!(
+                s.state,
+                InstallState::Pending | InstallState::Installed | InstallState::Paused
+            ) {
                 s.state = end;
             }
         }

@@ -733,7 +733,9 @@ fn with_mcp(
             "/mcp",
             periscope_mcp::http_service(base, tls_cert, !loopback),
         )
-        .layer(axum::middleware::from_fn_with_state(
+        // Only on /mcp itself: a layer would also guard the merged router's fallback, and
+        // every unknown path (a browser's /favicon.ico) was audited as a denied MCP connect.
+        .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             periscope_server::routes::require_token,
         ));

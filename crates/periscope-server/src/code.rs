@@ -1,0 +1,186 @@
+//! The code of an instance, read from its binary on the machine the server runs on: the source
+//! listing with the lines a probe can take, and a check of a probe against the scope at its
+//! location before it is placed. The console (and any client) uses these; MCP's `read_source`
+//! reads binaries the same way.
+//!
+//! The binary is read from the live process when it runs here (through /proc, so containers
+//! work), else from the executable path the agent reported. Indexed binaries are kept per
+//! (executable, build id): indexing is the slow part, a large binary takes seconds.
+
+use crate::routes::{validate, ApiError, ApiResult, Request};
+use crate::{db, store, AppState};
+use axum::body::Bytes;
+use axum::extract::{Path, Query};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use periscope_core::api::{Instance, NewProbe, Role, Selector};
+use periscope_native::probe::EngineProbe;
+use periscope_native::values::Limits;
+use periscope_native::{NativeError, Target};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/instances/{id}/source", get(source))
+        .route("/api/v1/probes/check", post(check))
+}
+
+type Targets = Mutex<HashMap<(String, Option<String>), Target>>;
+
+fn targets() -> &'static Targets {
+    static TARGETS: OnceLock<Targets> = OnceLock::new();
+    TARGETS.get_or_init(Default::default)
+}
+
+/// The instance's binary, indexed. Blocking: call from the blocking pool.
+fn target_of(i: &Instance) -> Result<Target, ApiError> {
+    let key = (i.executable.clone(), i.build_id.clone());
+    if let Some(t) = targets()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+    {
+        return Ok(t.clone());
+    }
+    let local_exe = std::fs::read_link(format!("/proc/{}/exe", i.pid))
+        .ok()
+        .map(|p| {
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        });
+    let target = if local_exe.as_deref() == Some(i.executable.as_str()) {
+        Target::attach_view(i.pid)
+    } else {
+        Target::from_binary(std::path::Path::new(&i.executable))
+    }
+    .map_err(|e| {
+        ApiError::not_found(format!(
+            "cannot read the binary of {} ({} on host {}): {e}; the code view needs the binary on the server's machine",
+            i.id, i.executable, i.host
+        ))
+    })?;
+    targets()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, target.clone());
+    Ok(target)
+}
+
+async fn instance(state: &Arc<AppState>, id: &str) -> Result<Instance, ApiError> {
+    let offline = state.config.offline_after.as_millis() as i64;
+    let list = db(state, move |s| s.instances(store::now_ms(), offline, false)).await?;
+    let ids: Vec<String> = list.iter().map(|i| i.id.clone()).collect();
+    list.into_iter().find(|i| i.id == id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no instance `{id}`; instances: {}",
+            if ids.is_empty() {
+                "none".to_string()
+            } else {
+                ids.join(", ")
+            }
+        ))
+    })
+}
+
+/// Runs blocking code reading binaries on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("code task failed: {e}"))))
+}
+
+#[derive(Deserialize)]
+struct SourceQuery {
+    file: String,
+    from: Option<u32>,
+    to: Option<u32>,
+}
+
+/// `GET /api/v1/instances/{id}/source?file=NAME`: the file (matched by path suffix, as
+/// `periscope lines` matches it), each line with its text and whether a probe can go there.
+async fn source(r: Request, Path(id): Path<String>, Query(q): Query<SourceQuery>) -> ApiResult {
+    r.caller(Role::Viewer, "code.source").await?;
+    let inst = instance(r.state(), &id).await?;
+    let listing = blocking(move || {
+        let t = target_of(&inst)?;
+        let range = match (q.from, q.to) {
+            (None, None) => None,
+            (from, to) => Some((from.unwrap_or(1), to.unwrap_or(u32::MAX))),
+        };
+        t.source_lines(&q.file, range)
+            .map_err(|e| ApiError::bad("file", e.to_string()))
+    })
+    .await?;
+    Ok(Json(listing).into_response())
+}
+
+/// `POST /api/v1/probes/check`: validates a probe as placing it would, then resolves it against
+/// the binary of the first instance its target selects, so a location without code, a name not
+/// in scope or a misspelled field is an error (with its field) before anything is placed.
+/// Nothing is stored or attached.
+async fn check(r: Request, body: Bytes) -> ApiResult {
+    r.caller(Role::Viewer, "probe.check").await?;
+    let spec: NewProbe = crate::routes::parse_body(&body)?;
+    validate(&spec)?;
+    let selector = Selector::parse(&spec.target).map_err(|e| ApiError::bad("target", e))?;
+    let offline = r.state().config.offline_after.as_millis() as i64;
+    let instances = db(r.state(), move |s| {
+        s.instances(store::now_ms(), offline, false)
+    })
+    .await?;
+    let Some(inst) = instances.into_iter().find(|i| selector.matches(i)) else {
+        return Ok(Json(json!({
+            "ok": true,
+            "checked_on": null,
+            "note": "no instance matches the target yet; the location and names are checked when an agent installs it"
+        }))
+        .into_response());
+    };
+    let checked_on = inst.id.clone();
+    let sites = blocking(move || {
+        let t = target_of(&inst)?;
+        resolve_fields(&t, &spec)
+    })
+    .await?;
+    Ok(Json(json!({ "ok": true, "checked_on": checked_on, "sites": sites })).into_response())
+}
+
+/// Resolves the probe at its location, the condition first and then the rest, so an error
+/// names the field it is in.
+fn resolve_fields(t: &Target, spec: &NewProbe) -> Result<usize, ApiError> {
+    let attempt = |p: &NewProbe| -> Result<usize, NativeError> {
+        let compiled =
+            periscope_core::compile::compile(p).map_err(|e| NativeError::Expression(e.message))?;
+        let redactor = periscope_core::redact::Redactor::default();
+        match EngineProbe::new("check", compiled, Limits::default(), redactor) {
+            EngineProbe::Breakpoint(spec) => {
+                periscope_native::resolve::resolve(t, spec).map(|r| r.sites.len())
+            }
+            EngineProbe::Failures { .. } => Ok(0),
+        }
+    };
+    let field_of = |e: NativeError, field: &'static str| match e {
+        NativeError::Expression(m) => ApiError::bad(field, m),
+        other => ApiError::bad("location", other.to_string()),
+    };
+    let bare = NewProbe {
+        template: spec.template.as_ref().map(|_| "-".to_string()),
+        watch: Vec::new(),
+        by: None,
+        ..spec.clone()
+    };
+    attempt(&bare).map_err(|e| field_of(e, "condition"))?;
+    let rest = match spec.kind {
+        periscope_core::api::ProbeKind::Count => "by",
+        periscope_core::api::ProbeKind::Snapshot => "watch",
+        _ => "template",
+    };
+    attempt(spec).map_err(|e| field_of(e, rest))
+}

@@ -1,0 +1,162 @@
+// Drives the web console in real Chromium (Debian's, through playwright-core) the way a person
+// uses it, against a server, agent and target that crates/periscope/tests/console.rs started.
+// Prints one JSON object of what it saw; the Rust test asserts on it and on the API.
+// Env: URL, ADMIN, VIEWER (tokens), INSTANCE, FILE, LINE, SHOTS (screenshot dir), CHROMIUM.
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`missing env ${k}`);
+  return v;
+};
+const [url, admin, viewer, instance, file, line, shots] = ["URL", "ADMIN", "VIEWER", "INSTANCE", "FILE", "LINE", "SHOTS"].map(env);
+mkdirSync(shots, { recursive: true });
+const seen = {};
+const T = 30_000;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"],
+});
+const shot = async (page, name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: false });
+
+async function signIn(page, token) {
+  await page.goto(url);
+  await page.getByLabel("Token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("link", { name: "Instances" }).waitFor({ timeout: T });
+}
+
+async function openLine(page) {
+  await page.goto(`${url}/#/instance/${encodeURIComponent(instance)}`);
+  await page.getByLabel("File").fill(file);
+  await page.getByRole("button", { name: "Open" }).click();
+  const row = page.locator(`[data-line="${line}"]`);
+  await row.waitFor({ timeout: T });
+  await row.click();
+  await page.locator("#probe-form").waitFor({ timeout: T });
+}
+
+async function addProbe(page, kind, fill) {
+  await openLine(page);
+  await page.getByLabel("Kind").selectOption(kind);
+  await fill();
+  await page.getByRole("button", { name: "Add probe" }).click();
+  await page.waitForURL(/#\/events\/p\d+/, { timeout: T });
+  return decodeURIComponent(page.url().split("/").pop());
+}
+
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => (seen.page_errors = [...(seen.page_errors || []), String(e)]));
+
+  // A wrong token says so.
+  await page.goto(url);
+  await page.getByLabel("Token").fill("psk_not_a_token");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.locator("#sign-in-error:not(:empty)").waitFor({ timeout: T });
+  seen.wrong_token = await page.locator("#sign-in-error").textContent();
+  await shot(page, "01-wrong-token");
+
+  // Sign in; the instance is listed; the tag filter narrows the list.
+  await signIn(page, admin);
+  await page.locator(`tr[data-instance="${instance}"]`).waitFor({ timeout: T });
+  seen.instance_row = await page.locator(`tr[data-instance="${instance}"]`).innerText();
+  await page.getByLabel("Filter by tag").fill("service=console-test");
+  seen.filtered_rows = await page.locator("tr[data-instance]").count();
+  await page.getByLabel("Filter by tag").fill("service=nothing-like-this");
+  seen.filtered_out_rows = await page.locator("tr[data-instance]").count();
+  await page.getByLabel("Filter by tag").fill("");
+  await shot(page, "02-instances");
+
+  // Open the code, click a line: the form. A name not in scope is shown inline before
+  // anything is placed, with the names that are.
+  await openLine(page);
+  seen.instrumentable_lines = await page.locator("[data-line]").count();
+  await shot(page, "03-source");
+  await page.getByLabel("Template").fill("id={req.id} oops={nope}");
+  await page.locator("#template-error:not([hidden])").waitFor({ timeout: T });
+  seen.template_error = await page.locator("#template-error").textContent();
+  await page.getByLabel("Condition").fill("req.id >");
+  await page.locator("#condition-error:not([hidden])").waitFor({ timeout: T });
+  seen.condition_error = await page.locator("#condition-error").textContent();
+  await shot(page, "04-inline-error");
+  seen.probes_before_add = (await (await fetch(`${url}/api/v1/probes`, { headers: { Authorization: `Bearer ${admin}` } })).json()).probes.length;
+
+  // A log probe: its events arrive with the right values.
+  const logProbe = await addProbe(page, "log", async () => {
+    await page.getByLabel("Template").fill("id={req.id} path={req.path}");
+    await page.getByLabel("Condition").fill("");
+  });
+  seen.log_probe = logProbe;
+  const firstLog = page.locator('.event[data-kind="log"]').first();
+  await firstLog.waitFor({ timeout: T });
+  seen.log_messages = await page.locator('.event[data-kind="log"] .msg').allTextContents();
+  await shot(page, "05-log-events");
+
+  // A snapshot: open it as a tree and read a variable.
+  const snapProbe = await addProbe(page, "snapshot", async () => {});
+  seen.snapshot_probe = snapProbe;
+  const snap = page.locator('.event[data-kind="snapshot"]').first();
+  await snap.waitFor({ timeout: T });
+  await snap.locator("summary").first().click();
+  const req = snap.locator('details.frame [data-var="req"]').first();
+  await req.locator("summary").first().click();
+  // `req` is a reference: it opens onto the struct's fields.
+  const id = snap.locator('[data-var="id"]').first();
+  await id.waitFor({ timeout: T });
+  seen.snapshot_id_text = await id.innerText();
+  const path = snap.locator('[data-var="path"]').first();
+  seen.snapshot_path_text = await path.innerText();
+  await shot(page, "06-snapshot-tree");
+
+  // A counter grouped by enum variant, charted live.
+  const countProbe = await addProbe(page, "count", async () => {
+    await page.getByLabel("Group by").fill("req.method");
+  });
+  seen.count_probe = countProbe;
+  await page.locator('.event[data-kind="count"]').first().waitFor({ timeout: T });
+  await page.locator(".chart").first().waitFor({ timeout: T });
+  seen.count_text = await page.locator('.event[data-kind="count"] .msg').first().textContent();
+  await shot(page, "07-counter-chart");
+
+  // A viewer sees everything and can change nothing.
+  const vctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const vpage = await vctx.newPage();
+  await signIn(vpage, viewer);
+  seen.viewer_audit_link = await vpage.getByRole("link", { name: "Audit" }).count();
+  await openLine(vpage);
+  const vadd = vpage.getByRole("button", { name: "Add probe" });
+  seen.viewer_add_disabled = await vadd.isDisabled();
+  seen.viewer_add_title = await vadd.getAttribute("title");
+  await shot(vpage, "08-viewer-form");
+  await vpage.getByRole("link", { name: "Probes" }).click();
+  await vpage.locator(`tr[data-probe="${logProbe}"]`).waitFor({ timeout: T });
+  seen.viewer_remove_disabled = await vpage.locator(`button[data-remove="${logProbe}"]`).isDisabled();
+  await shot(vpage, "09-viewer-probes");
+  await vctx.close();
+
+  // Remove the probes from the Probes page.
+  await page.getByRole("link", { name: "Probes" }).click();
+  for (const p of [logProbe, snapProbe, countProbe]) {
+    await page.locator(`button[data-remove="${p}"]`).click();
+    await page.locator(`tr[data-probe="${p}"] .state-removed`).first().waitFor({ timeout: T });
+  }
+  seen.log_probe_row = await page.locator(`tr[data-probe="${logProbe}"]`).innerText();
+  await shot(page, "10-probes-removed");
+
+  // The changes are in the audit, made via the web.
+  await page.getByRole("link", { name: "Audit" }).click();
+  await page.locator("tr[data-audit]").first().waitFor({ timeout: T });
+  seen.audit_rows = await page.locator("tr[data-audit]").allInnerTexts();
+  await shot(page, "11-audit");
+  seen.ok = true;
+} catch (e) {
+  seen.ok = false;
+  seen.failure = String(e && e.stack ? e.stack : e);
+} finally {
+  await browser.close();
+  process.stdout.write(JSON.stringify(seen) + "\n");
+}
