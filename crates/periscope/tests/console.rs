@@ -10,8 +10,9 @@ mod common;
 use common::fleet::{instance_of, test_dir, Agent, Server};
 use common::{probe_line, repo, service, Target};
 use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 fn web_dir() -> PathBuf {
     repo().join("crates/periscope/tests/web")
@@ -60,7 +61,7 @@ fn a_person_probes_a_line_from_the_console() {
     let instance = instance_of(&server, target.pid);
     let line = probe_line("service.rs", "handle-cost");
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-shots");
-    let out = Command::new("node")
+    let mut driver = Command::new("node")
         .arg(web_dir().join("console.mjs"))
         .env("URL", &server.url)
         .env("ADMIN", &server.admin)
@@ -70,16 +71,33 @@ fn a_person_probes_a_line_from_the_console() {
         .env("LINE", line.to_string())
         .env("SHOTS", &shots)
         .env("CHROMIUM", &chromium)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let seen: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
-            panic!(
-                "the driver printed no result ({e}):\n{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+    // The driver asks for a server restart mid-way (a line `RESTART`), then prints its result.
+    let mut to_driver = driver.stdin.take().expect("stdin");
+    let from_driver = BufReader::new(driver.stdout.take().expect("stdout"));
+    let port = server.port();
+    let mut server = server;
+    let mut result = String::new();
+    for line in from_driver.lines().map_while(Result::ok) {
+        if line == "RESTART" {
+            server.kill();
+            server = Server::start(&dir, port);
+            writeln!(to_driver, "DONE").expect("answer the driver");
+        } else {
+            result = line;
+        }
+    }
+    let out = driver.wait_with_output().expect("wait for node");
+    let seen: Value = serde_json::from_str(&result).unwrap_or_else(|e| {
+        panic!(
+            "the driver printed no result ({e}):\n{result}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     eprintln!("console test screenshots: {}", shots.display());
     assert_eq!(seen["ok"], true, "{seen:#}");
     assert!(seen.get("page_errors").is_none(), "script errors: {seen:#}");
@@ -128,6 +146,10 @@ fn a_person_probes_a_line_from_the_console() {
         "{seen:#}"
     );
     assert!(text("count_text").contains("hits"), "{seen:#}");
+    // The stream resumed across a server restart, after the last event shown, nothing twice.
+    assert_eq!(seen["resumed_after_restart"], true, "{seen:#}");
+    assert_eq!(seen["duplicate_events"], 0, "{seen:#}");
+    assert!(text("stream_state").contains("live"), "{seen:#}");
 
     // The viewer: no audit link, no way to add or remove.
     assert_eq!(seen["viewer_audit_link"], 0);

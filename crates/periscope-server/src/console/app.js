@@ -120,8 +120,9 @@ signInForm.addEventListener("submit", async (ev) => {
   try {
     await signIn(token);
     err.textContent = "";
-    location.hash = "#/instances";
-    route();
+    // A new hash routes by itself (hashchange); the same one needs routing here.
+    if (location.hash === "#/instances") route();
+    else location.hash = "#/instances";
   } catch (e) {
     session.token = null;
     err.textContent =
@@ -143,8 +144,18 @@ const views = {
   audit: viewAudit,
 };
 
+// Views load asynchronously; a view the user has already left must not replace the one they
+// went to. Each route gets a number, and only the newest route's view may show anything.
+let routeNumber = 0;
+
 async function route() {
   if (!session.token) return signOut();
+  const number = ++routeNumber;
+  const show = (...nodes) => {
+    if (number !== routeNumber) return false;
+    main.replaceChildren(...nodes);
+    return true;
+  };
   const [name, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
   const view = views[name] || viewInstances;
   for (const a of document.querySelectorAll("[data-nav]")) {
@@ -152,9 +163,9 @@ async function route() {
   }
   stopStream();
   try {
-    await view(...rest.map(decodeURIComponent));
+    await view(show, ...rest.map(decodeURIComponent));
   } catch (e) {
-    main.replaceChildren(el("div", { class: "card" }, el("p", { class: "error" }, e.message)));
+    show(el("div", { class: "card" }, el("p", { class: "error" }, e.message)));
   }
 }
 
@@ -162,7 +173,7 @@ window.addEventListener("hashchange", route);
 
 // ---- instances ----------------------------------------------------------------------------
 
-async function viewInstances() {
+async function viewInstances(show) {
   const [{ instances }, { probes }] = await Promise.all([
     api("GET", "/instances"),
     api("GET", "/probes"),
@@ -204,7 +215,7 @@ async function viewInstances() {
   };
   filter.addEventListener("input", render);
   render();
-  main.replaceChildren(
+  show(
     el("h1", {}, "Instances"),
     el("div", { class: "toolbar" }, el("div", {}, el("label", { for: "tag-filter" }, "Filter by tag"), filter)),
     el("table", {},
@@ -216,7 +227,7 @@ async function viewInstances() {
 
 // ---- an instance's code, and the probe form -------------------------------------------------
 
-async function viewInstance(id) {
+async function viewInstance(show, id) {
   const { instances } = await api("GET", "/instances");
   const inst = instances.find((i) => i.id === id);
   if (!inst) throw new Error(`No instance ${id}.`);
@@ -236,7 +247,7 @@ async function viewInstance(id) {
       fileError.textContent = e.message;
     }
   };
-  main.replaceChildren(
+  show(
     el("h1", {}, `${inst.executable.split("/").pop()} `, el("span", { class: "muted" }, `pid ${inst.pid} on ${inst.host} · ${inst.id}`)),
     el("form", { class: "toolbar", onsubmit: open },
       el("div", {}, el("label", { for: "file" }, "File"), fileInput),
@@ -291,6 +302,7 @@ function probeForm(panel, inst, file, line) {
   const ttl = el("input", { id: "ttl", type: "number", min: "1", value: "3600" });
   const maxHits = el("input", { id: "max-hits", type: "number", min: "1", placeholder: "none" });
   const rate = el("input", { id: "rate", type: "number", min: "0", step: "any", placeholder: "1000/s" });
+  const budget = el("input", { id: "budget", type: "number", min: "1", max: "10000", placeholder: "100" });
   const targetSel = el("select", { id: "target-kind" }, el("option", { value: "instance" }, `this instance (${inst.id})`), el("option", { value: "tags" }, "instances with tags…"));
   const tags = el("input", { id: "target-tags", hidden: true, value: Object.entries(inst.tags || {}).filter(([k]) => k !== "host").map(([k, v]) => `${k}=${v}`).join(",") || `host=${inst.host}` });
   const fTemplate = field("template", "Template", template, "Expressions in braces are read at each hit.");
@@ -308,6 +320,7 @@ function probeForm(panel, inst, file, line) {
     if (ttl.value) p.ttl_seconds = Number(ttl.value);
     if (maxHits.value) p.max_hits = Number(maxHits.value);
     if (rate.value) p.rate_limit = Number(rate.value);
+    if (budget.value) p.budget_ms = Number(budget.value);
     return p;
   };
   const errors = { template: fTemplate.err, condition: fCondition.err, by: fBy.err };
@@ -344,7 +357,7 @@ function probeForm(panel, inst, file, line) {
   };
   kind.addEventListener("change", () => (showKind(), soon()));
   targetSel.addEventListener("change", () => ((tags.hidden = targetSel.value !== "tags"), soon()));
-  for (const i of [template, condition, by, tags, ttl, maxHits, rate]) i.addEventListener("input", soon);
+  for (const i of [template, condition, by, tags, ttl, maxHits, rate, budget]) i.addEventListener("input", soon);
   const form = el("form", { class: "card", id: "probe-form" },
     el("h2", {}, `Probe ${where}`),
     el("label", { for: "kind" }, "Kind"), kind,
@@ -354,6 +367,7 @@ function probeForm(panel, inst, file, line) {
       el("div", {}, el("label", { for: "max-hits" }, "Max hits"), maxHits),
       el("div", {}, el("label", { for: "rate" }, "Rate (/s)"), rate),
     ),
+    el("label", { for: "budget" }, "Overhead budget (ms per 10 s)"), budget,
     el("label", { for: "target-kind" }, "Target"), targetSel, tags,
     general,
     el("div", { style: "margin-top:14px" }, add),
@@ -378,7 +392,7 @@ function probeForm(panel, inst, file, line) {
 
 // ---- probes -------------------------------------------------------------------------------
 
-async function viewProbes() {
+async function viewProbes(show) {
   const { probes } = await api("GET", "/probes?all=true");
   const shown = await Promise.all(probes.map((p) => api("GET", `/probes/${encodeURIComponent(p.id)}`).then((r) => r.probe)));
   const rows = shown.reverse().map((p) =>
@@ -403,7 +417,7 @@ async function viewProbes() {
         : ""),
     ),
   );
-  main.replaceChildren(
+  show(
     el("h1", {}, "Probes"),
     el("table", {},
       el("thead", {}, el("tr", {}, ...["Probe", "Kind", "Location", "Template / by", "Condition", "Target", "State", "Instances", "Hits", ""].map((h) => el("th", {}, h)))),
@@ -470,7 +484,7 @@ function follow(probe, onEvent, onState) {
   run();
 }
 
-async function viewEvents(probe) {
+async function viewEvents(show, probe) {
   const { probes } = await api("GET", "/probes?all=true");
   const pick = el("select", { id: "event-probe", "aria-label": "Probe" },
     el("option", { value: "" }, "all probes"),
@@ -481,12 +495,12 @@ async function viewEvents(probe) {
   const list = el("div", { class: "events", id: "events" });
   const empty = el("div", { class: "empty" }, "Waiting for events…");
   list.append(empty);
-  main.replaceChildren(
+  if (!show(
     el("h1", {}, "Events"),
     el("div", { class: "toolbar" }, el("div", {}, el("label", { for: "event-probe" }, "Probe"), pick), live),
     charts,
     list,
-  );
+  )) return;
   const series = new Map();
   const MAX = 300;
   follow(probe || null, (e) => {
@@ -494,7 +508,11 @@ async function viewEvents(probe) {
     if (e.kind === "count") chartPoint(charts, series, e);
     list.prepend(renderEvent(e));
     while (list.childElementCount > MAX) list.lastElementChild.remove();
-  }, (s) => (live.textContent = s === "live" ? "● live" : "reconnecting…"));
+  }, (s) => {
+    live.textContent = s === "live" ? "● live" : "reconnecting…";
+    // How many times the stream connected: a test hook, and a hint that it resumed.
+    if (s === "live") live.dataset.connects = String(Number(live.dataset.connects || 0) + 1);
+  });
 }
 
 function renderEvent(e) {
@@ -624,7 +642,7 @@ function chartPoint(box, series, e) {
 
 // ---- audit --------------------------------------------------------------------------------
 
-async function viewAudit() {
+async function viewAudit(show) {
   const { entries } = await api("GET", "/audit");
   const rows = entries.slice().reverse().map((a) =>
     el("tr", { "data-audit": a.id },
@@ -637,7 +655,7 @@ async function viewAudit() {
       el("td", { class: "mono" }, a.remote),
     ),
   );
-  main.replaceChildren(
+  show(
     el("h1", {}, "Audit"),
     el("table", {},
       el("thead", {}, el("tr", {}, ...["Time", "Who", "Action", "Target", "Outcome", "Via", "From"].map((h) => el("th", {}, h)))),

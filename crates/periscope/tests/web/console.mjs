@@ -19,6 +19,15 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"],
 });
+// Asks the Rust side to do something (restart the server) and waits until it is done.
+const input = (await import("node:readline")).createInterface({ input: process.stdin });
+const lines = input[Symbol.asyncIterator]();
+async function handOff(what) {
+  process.stdout.write(`${what}\n`);
+  const { value } = await lines.next();
+  if (value !== "DONE") throw new Error(`expected DONE after ${what}, got ${value}`);
+}
+const pages = [];
 const shot = async (page, name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: false });
 
 async function signIn(page, token) {
@@ -50,6 +59,7 @@ async function addProbe(page, kind, fill) {
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
+  pages.push(page);
   page.on("pageerror", (e) => (seen.page_errors = [...(seen.page_errors || []), String(e)]));
 
   // A wrong token says so.
@@ -89,12 +99,28 @@ try {
   const logProbe = await addProbe(page, "log", async () => {
     await page.getByLabel("Template").fill("id={req.id} path={req.path}");
     await page.getByLabel("Condition").fill("");
+    // Events must keep coming through a server restart, even on a loaded machine.
+    await page.getByLabel("Overhead budget (ms per 10 s)").fill("10000");
   });
   seen.log_probe = logProbe;
   const firstLog = page.locator('.event[data-kind="log"]').first();
   await firstLog.waitFor({ timeout: T });
   seen.log_messages = await page.locator('.event[data-kind="log"] .msg').allTextContents();
   await shot(page, "05-log-events");
+
+  // The server restarts under the open stream: the page reconnects and resumes after the last
+  // event it showed, with nothing twice.
+  const seqs = async () => (await page.locator(".event[data-seq]").evaluateAll((es) => es.map((e) => Number(e.dataset.seq))));
+  await handOff("RESTART");
+  // Connected a second time, to the new server; then events keep coming after that.
+  await page.locator('#stream-state[data-connects="2"]').waitFor({ timeout: 60_000 });
+  const before = Math.max(...(await seqs()));
+  await page.waitForFunction((b) => [...document.querySelectorAll(".event[data-seq]")].some((e) => Number(e.dataset.seq) > b), before, { timeout: 60_000 });
+  const after = await seqs();
+  seen.resumed_after_restart = after.some((x) => x > before);
+  seen.stream_state = await page.locator("#stream-state").textContent();
+  seen.duplicate_events = after.length - new Set(after).size;
+  await shot(page, "05b-resumed-after-restart");
 
   // A snapshot: open it as a tree and read a variable.
   const snapProbe = await addProbe(page, "snapshot", async () => {});
@@ -125,6 +151,7 @@ try {
   // A viewer sees everything and can change nothing.
   const vctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const vpage = await vctx.newPage();
+  pages.push(vpage);
   await signIn(vpage, viewer);
   seen.viewer_audit_link = await vpage.getByRole("link", { name: "Audit" }).count();
   await openLine(vpage);
@@ -156,7 +183,10 @@ try {
 } catch (e) {
   seen.ok = false;
   seen.failure = String(e && e.stack ? e.stack : e);
+  // What each page showed when it failed.
+  for (const [i, p] of pages.entries()) await shot(p, `failure-${i}`).catch(() => {});
 } finally {
   await browser.close();
+  input.close();
   process.stdout.write(JSON.stringify(seen) + "\n");
 }
