@@ -99,6 +99,15 @@ pub struct FindFunctionsArgs {
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct FindMessageArgs {
+    /// Instance id, as list_instances gives it.
+    pub instance: String,
+    /// The message as someone saw it, e.g. `no route to shard 12` or `refund 3911 exceeds the charge`.
+    pub message: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReadSourceArgs {
     /// Instance id, as list_instances gives it.
     pub instance: String,
@@ -497,6 +506,59 @@ impl Periscope {
     }
 
     #[tool(
+        description = "Find the code that can produce a message someone saw (a log line, an error text): the string constants and format strings in the instance's binary that match it, each with the function, file, line and source line that uses it, exact matches first. Go from a symptom straight to a location for add_snapshot or add_log."
+    )]
+    async fn find_message(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<Args<FindMessageArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let a = match args.0 {
+            Ok(a) => a,
+            Err(e) => return Ok(bad_args("find_message", e)),
+        };
+        if a.message.trim().is_empty() {
+            return Ok(bad_args(
+                "find_message",
+                "`message` is empty; give the text as seen, e.g. \"no route to shard 12\"".into(),
+            ));
+        }
+        let me = self.clone();
+        let message = a.message.clone();
+        let r = self
+            .call(&ctx, move |c| {
+                let t = me.target_of(&c, &a.instance)?;
+                Ok(t.find_message(&a.message))
+            })
+            .await;
+        Ok(match r {
+            Ok(found) => {
+                let list = &found[..found.len().min(50)];
+                let summary = if list.is_empty() {
+                    format!("no constant in the program's code produces {message:?}; try a shorter, distinctive part of it (the words, not the numbers)")
+                } else {
+                    list.iter()
+                        .take(10)
+                        .map(|m| {
+                            format!(
+                                "{}:{} in {} ({}): {}",
+                                m.file.as_deref().unwrap_or("?"),
+                                m.line.map(|l| l.to_string()).unwrap_or_default(),
+                                m.function,
+                                if m.exact { "exact" } else { "partial" },
+                                m.source.as_deref().unwrap_or(&m.text)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                tool_ok(json!({ "matches": list }), summary)
+            }
+            Err(e) => e.result(),
+        })
+    }
+
+    #[tool(
         description = "Read lines of a source file as the instance's debug info knows it. Each line says whether it is instrumentable (a probe can go there). Pick a `location` for add_log/add_snapshot/add_counter from the instrumentable lines."
     )]
     async fn read_source(
@@ -838,7 +900,9 @@ impl Periscope {
             format!(
                 "Investigate this problem in the running service{target}: {}\n\n\
                  1. list_instances to see what runs, with its tags and language.\n\
-                 2. find_functions with words from the symptom to locate the code.\n\
+                 2. If the symptom includes a message (a log line, an error text), find_message \
+                 with it: it names the function and line that produce it. Otherwise find_functions \
+                 with words from the symptom to locate the code.\n\
                  3. read_source around the function; note the lines marked instrumentable.\n\
                  4. add_snapshot at the line where the wrong value should be visible (add a \
                  condition to catch only the bad case), or watch_failures for crashes.\n\
@@ -863,7 +927,7 @@ impl ServerHandler for Periscope {
         )
         .with_instructions(
             "Periscope shows what live processes are doing, without restarting them. To investigate: \
-             list_instances; find_functions to locate the code; read_source to see its lines and which \
+             list_instances; find_message (from an error text) or find_functions to locate the code; read_source to see its lines and which \
              are instrumentable; add_snapshot (or add_log/add_counter) at a line; wait_for_events; read \
              the variables; remove_probe when done. Probes are read-only: they never change what the \
              program does, and they expire on their own.",

@@ -16,6 +16,7 @@ pub mod failsafe;
 pub mod frame;
 pub mod index;
 pub mod maps;
+pub mod messages;
 pub mod probe;
 pub mod process;
 pub mod resolve;

@@ -127,6 +127,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find the code that can produce a message (a log line, an error text someone saw).
+    Find {
+        /// A process id or the path of a binary.
+        target: String,
+        /// The message as seen, e.g. "no route to shard 12".
+        #[arg(long)]
+        message: String,
+        /// `{"matches":[{"text","function","file","line","source","exact"},…]}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the control plane: HTTP API, live event stream, store, tokens, audit log.
     Server(fleet::ServerArgs),
     /// Serve MCP over stdio for AI agents (with --server/--token, or local mode on --pid/--exe).
@@ -251,6 +262,7 @@ fn main() {
             | Command::Audit { .. }
             | Command::Lines { .. }
             | Command::Functions { .. }
+            | Command::Find { .. }
     ) {
         // Commands that attach to nothing end on Ctrl-C the ordinary way. No thread exists
         // yet, so unblocking here covers the whole process.
@@ -354,6 +366,11 @@ fn run(cli: Cli) -> Result<()> {
             pattern,
             json,
         } => run_functions(&target, &pattern, json),
+        Command::Find {
+            target,
+            message,
+            json,
+        } => run_find(&target, &message, json),
         Command::Server(args) => fleet::server(args),
         Command::Agent { args, remote } => fleet::agent(&remote, args),
         Command::Mcp { args, remote } => fleet::mcp(&remote, args),
@@ -934,6 +951,38 @@ fn run_functions(target: &str, pattern: &str, json: bool) -> Result<()> {
     }
     for f in rows {
         writeln!(out, "{}", f.text())?;
+    }
+    Ok(())
+}
+
+fn run_find(target: &str, message: &str, json: bool) -> Result<()> {
+    if message.trim().is_empty() {
+        bail!("--message needs the text as seen, e.g. --message \"no route to shard 12\"");
+    }
+    let t = open_target(target)?;
+    let matches = t.find_message(message);
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::json!({ "matches": matches }))?;
+        return Ok(());
+    }
+    if matches.is_empty() {
+        bail!(
+            "no constant in the program's code produces `{message}`; try a shorter, distinctive part of it (the words, not the numbers)"
+        );
+    }
+    for m in &matches {
+        let at = match (&m.file, m.line) {
+            (Some(f), Some(l)) => format!("{f}:{l}"),
+            (Some(f), None) => f.clone(),
+            _ => "?".to_string(),
+        };
+        let how = if m.exact { "exact" } else { "partial" };
+        writeln!(out, "{at}  {}  ({how})", m.function)?;
+        if let Some(src) = &m.source {
+            writeln!(out, "    {src}")?;
+        }
+        writeln!(out, "    text: {:?}", m.text)?;
     }
     Ok(())
 }

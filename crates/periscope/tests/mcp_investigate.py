@@ -48,7 +48,7 @@ async def call(session, name, args):
 async def investigate(session, cfg):
     await session.initialize()
     tools = {t.name: t for t in (await session.list_tools()).tools}
-    for name in ["list_instances", "find_functions", "read_source", "add_log", "add_snapshot", "watch_failures",
+    for name in ["list_instances", "find_functions", "find_message", "read_source", "add_log", "add_snapshot", "watch_failures",
                  "add_counter", "get_events", "wait_for_events", "list_probes", "remove_probe"]:
         check(name in tools, f"tool {name} listed")
         check(tools[name].description, f"tool {name} has a description")
@@ -59,6 +59,7 @@ async def investigate(session, cfg):
     walk = await session.get_prompt("investigate", {"symptom": "the fee looks wrong"})
     check("wait_for_events" in str(walk.messages) and "the fee looks wrong" in str(walk.messages),
           walk.messages)
+    check("find_message" in str(walk.messages), walk.messages)
 
     r = await call(session, "list_instances", {})
     check(not r.isError, f"list_instances: {text_of(r)}")
@@ -73,6 +74,13 @@ async def investigate(session, cfg):
     funcs = r.structuredContent["functions"]
     settle = [f for f in funcs if f["name"] == "ledger::settle"]
     check(settle and settle[0]["file"].endswith("ledger.rs"), funcs)
+
+    # From a message as someone saw it to the line that formats it.
+    r = await call(session, "find_message", {"instance": inst["id"], "message": "owner-1"})
+    check(not r.isError, text_of(r))
+    found = r.structuredContent["matches"]
+    check(found and found[0]["file"].endswith("ledger.rs") and "owner-{worker}" in found[0]["source"]
+          and found[0]["exact"] is True, found)
 
     line = cfg["line"]
     r = await call(session, "read_source", {"instance": inst["id"], "file": "ledger.rs",
