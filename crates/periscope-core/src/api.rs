@@ -15,6 +15,8 @@ pub enum ProbeKind {
     Count,
     /// Panics and fatal signals, captured as snapshots with a `failure`; no location.
     Failures,
+    /// Verify candidate fixes on live traffic, read-only (`failure`, `fixes`, `keep`).
+    Verify,
 }
 
 impl ProbeKind {
@@ -24,6 +26,7 @@ impl ProbeKind {
             ProbeKind::Snapshot => "snapshot",
             ProbeKind::Count => "count",
             ProbeKind::Failures => "failures",
+            ProbeKind::Verify => "verify",
         }
     }
 
@@ -33,7 +36,7 @@ impl ProbeKind {
         match self {
             ProbeKind::Log => Some(1000.0),
             ProbeKind::Snapshot => Some(1.0),
-            ProbeKind::Count | ProbeKind::Failures => None,
+            ProbeKind::Count | ProbeKind::Failures | ProbeKind::Verify => None,
         }
     }
 }
@@ -46,8 +49,9 @@ impl std::str::FromStr for ProbeKind {
             "snapshot" => Ok(ProbeKind::Snapshot),
             "count" | "counter" => Ok(ProbeKind::Count),
             "failures" => Ok(ProbeKind::Failures),
+            "verify" => Ok(ProbeKind::Verify),
             _ => Err(format!(
-                "unknown probe kind `{s}`: expected log, snapshot, count or failures"
+                "unknown probe kind `{s}`: expected log, snapshot, count, failures or verify"
             )),
         }
     }
@@ -91,6 +95,16 @@ pub struct NewProbe {
     /// Overhead budget: milliseconds of the target's time per 10 s window (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_ms: Option<u64>,
+    /// Verify: the symptom, as a condition at the location (`refund > charge.amount`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// Verify: candidate fixes, each `NAME: VAR = EXPR[; VAR = EXPR]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fixes: Vec<String>,
+    /// Verify: results that must not change where nothing failed (default: every variable a
+    /// fix assigns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep: Vec<String>,
 }
 
 impl NewProbe {
@@ -109,6 +123,9 @@ impl NewProbe {
             rate_limit: None,
             frames: None,
             budget_ms: None,
+            failure: None,
+            fixes: Vec::new(),
+            keep: Vec::new(),
         }
     }
 }

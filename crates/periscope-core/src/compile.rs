@@ -32,6 +32,14 @@ pub enum Action {
     /// program's own code. In the engine: a breakpoint on `rust_panic` (before unwinding
     /// starts) plus the session's signal watch.
     Failures { frames: usize },
+    /// Verify candidate fixes: at each hit the failure and the kept results are evaluated on
+    /// the real state and with each fix's assignments; read-only.
+    Verify {
+        failure: Expr,
+        /// (text as written, parsed).
+        keep: Vec<(String, Expr)>,
+        fixes: Vec<crate::verify::Fix>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -119,7 +127,16 @@ pub fn compile(p: &NewProbe) -> Result<CompiledProbe, FieldError> {
         (ProbeKind::Snapshot, None) => Action::Snapshot { frames, watches },
         (ProbeKind::Count, None) => Action::Count { by },
         (ProbeKind::Failures, None) => Action::Failures { frames },
+        (ProbeKind::Verify, None) => verify_action(p)?,
     };
+    if p.kind != ProbeKind::Verify
+        && (p.failure.is_some() || !p.fixes.is_empty() || !p.keep.is_empty())
+    {
+        return Err(bad(
+            "failure",
+            "only verify probes take failure, fixes and keep",
+        ));
+    }
     match p.ttl_seconds {
         Some(0) => return Err(bad("ttl_seconds", "ttl must be at least 1 second")),
         Some(t) if t > MAX_TTL_SECONDS => {
@@ -154,6 +171,55 @@ pub fn compile(p: &NewProbe) -> Result<CompiledProbe, FieldError> {
         max_hits: p.max_hits,
         rate_limit: p.rate_limit,
         budget_ms: p.budget_ms,
+    })
+}
+
+/// A verify probe's action: the failure, the candidates, and what to keep (by default every
+/// variable or field a candidate assigns).
+fn verify_action(p: &NewProbe) -> Result<Action, FieldError> {
+    let failure =
+        match p.failure.as_deref() {
+            Some(f) => parse("failure", "failure condition", f)?,
+            None => return Err(bad(
+                "failure",
+                "a verify probe needs the failure as a condition, e.g. \"refund > charge.amount\"",
+            )),
+        };
+    if p.fixes.is_empty() {
+        return Err(bad(
+            "fixes",
+            "a verify probe needs at least one candidate fix, e.g. \"capped: refund = min(refund, charge.amount)\"",
+        ));
+    }
+    let fixes = p
+        .fixes
+        .iter()
+        .map(|f| crate::verify::parse_fix(f).map_err(|e| bad("fixes", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut names: Vec<&str> = fixes.iter().map(|f| f.name.as_str()).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        return Err(bad("fixes", "two candidate fixes have the same name"));
+    }
+    let mut keep = p
+        .keep
+        .iter()
+        .map(|k| Ok((k.trim().to_string(), parse("keep", "keep expression", k)?)))
+        .collect::<Result<Vec<_>, FieldError>>()?;
+    if keep.is_empty() {
+        for f in &fixes {
+            for (target, _) in &f.assigns {
+                let text = target.to_string();
+                if !keep.iter().any(|(k, _)| *k == text) {
+                    keep.push((text, target.clone()));
+                }
+            }
+        }
+    }
+    Ok(Action::Verify {
+        failure,
+        keep,
+        fixes,
     })
 }
 

@@ -57,6 +57,10 @@ pub enum ExprKind {
     Neg(Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
     Cast(Box<Expr>, String),
+    /// `if COND { A } else { B }`.
+    If(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// `|x| e`, only as an argument of `sum`, `count`, `any`, `all`.
+    Lambda(String, Box<Expr>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +151,17 @@ impl Expr {
                 args.iter().for_each(|a| a.visit_names(f));
             }
             ExprKind::Call(_, args) => args.iter().for_each(|a| a.visit_names(f)),
+            ExprKind::If(c, a, b) => {
+                c.visit_names(f);
+                a.visit_names(f);
+                b.visit_names(f);
+            }
+            // The parameter is bound by the closure, not read from the program.
+            ExprKind::Lambda(param, body) => body.visit_names(&mut |n, span| {
+                if n != param {
+                    f(n, span)
+                }
+            }),
         }
     }
 }
@@ -253,7 +268,7 @@ struct Token {
 
 const PUNCTS: &[&str] = &[
     "->", "==", "!=", "<=", ">=", "&&", "||", "::", ".", "*", "&", "[", "]", "(", ")", ",", "!",
-    "-", "+", "/", "%", "<", ">",
+    "-", "+", "/", "%", "<", ">", "|", "{", "}",
 ];
 
 fn lex(src: &str) -> Result<Vec<Token>, ParseError> {
@@ -730,13 +745,68 @@ impl Parser<'_> {
         }
     }
 
+    /// `if COND { A } else { B }`, after the `if`.
+    fn if_else(&mut self, start: usize) -> Result<Expr, ParseError> {
+        let cond = self.or()?;
+        self.expect("{", "after the condition of `if`")?;
+        let then = self.or()?;
+        self.expect("}", "to close the `if` branch")?;
+        let t = self.next();
+        if t.tok != Tok::Ident("else".into()) {
+            return Err(self.err_at(
+                &t,
+                format!(
+                    "expected `else {{ … }}` after `if … {{ … }}` (an expression needs both branches), found {}",
+                    t.tok.describe()
+                ),
+            ));
+        }
+        self.expect("{", "after `else`")?;
+        let otherwise = self.or()?;
+        let close = self.expect("}", "to close the `else` branch")?;
+        Ok(Expr {
+            kind: ExprKind::If(Box::new(cond), Box::new(then), Box::new(otherwise)),
+            span: Span {
+                start,
+                end: close.span.end,
+            },
+        })
+    }
+
+    /// An argument: an expression, or a closure `|x| e`.
+    fn arg(&mut self) -> Result<Expr, ParseError> {
+        let start = self.peek().span.start;
+        if !self.eat("|") {
+            return self.or();
+        }
+        let t = self.next();
+        let Tok::Ident(param) = t.tok.clone() else {
+            return Err(self.err_at(
+                &t,
+                format!(
+                    "expected the closure's parameter name after `|`, found {}",
+                    t.tok.describe()
+                ),
+            ));
+        };
+        self.expect("|", "after the closure's parameter")?;
+        let body = self.or()?;
+        Ok(Expr {
+            span: Span {
+                start,
+                end: body.span.end,
+            },
+            kind: ExprKind::Lambda(param, Box::new(body)),
+        })
+    }
+
     fn args(&mut self) -> Result<Vec<Expr>, ParseError> {
         let mut args = Vec::new();
         if self.eat(")") {
             return Ok(args);
         }
         loop {
-            args.push(self.or()?);
+            args.push(self.arg()?);
             if self.eat(")") {
                 return Ok(args);
             }
@@ -747,6 +817,7 @@ impl Parser<'_> {
     fn primary(&mut self) -> Result<Expr, ParseError> {
         let t = self.next();
         let kind = match t.tok.clone() {
+            Tok::Ident(n) if n == "if" => return self.if_else(t.span.start),
             Tok::Ident(n) if n == "true" => ExprKind::Bool(true),
             Tok::Ident(n) if n == "false" => ExprKind::Bool(false),
             Tok::Ident(n) => {
@@ -819,6 +890,8 @@ impl fmt::Display for Expr {
             ExprKind::Neg(e) => write!(f, "-{e}"),
             ExprKind::Binary(op, a, b) => write!(f, "({a} {} {b})", op.symbol()),
             ExprKind::Cast(e, t) => write!(f, "({e} as {t})"),
+            ExprKind::If(c, a, b) => write!(f, "if {c} {{ {a} }} else {{ {b} }}"),
+            ExprKind::Lambda(x, e) => write!(f, "|{x}| {e}"),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod redact;
 pub mod render;
 pub mod template;
 pub mod value;
+pub mod verify;
 
 pub use location::Location;
 pub use value::Value;

@@ -85,6 +85,8 @@ impl Template {
 fn find_hole_end(text: &str, start: usize) -> Option<usize> {
     let mut quote: Option<char> = None;
     let mut escaped = false;
+    // Braces inside the hole nest: `{if x > 1 { a } else { b }}`.
+    let mut depth = 0usize;
     for (off, c) in text[start..].char_indices() {
         match quote {
             Some(q) => {
@@ -98,6 +100,8 @@ fn find_hole_end(text: &str, start: usize) -> Option<usize> {
             }
             None => match c {
                 '"' | '\'' => quote = Some(c),
+                '{' => depth += 1,
+                '}' if depth > 0 => depth -= 1,
                 '}' => return Some(start + off),
                 _ => {}
             },

@@ -50,6 +50,9 @@ pub struct Evaluator<'a> {
     /// The function being evaluated in, to find its crate's globals.
     pub function: &'a str,
     steps: Cell<u32>,
+    /// Values given to names or paths for this evaluation (a closure's parameter, a candidate
+    /// fix's assignments), innermost last. Read-only: the program's memory is never written.
+    bindings: std::cell::RefCell<Vec<(String, Ev)>>,
 }
 
 type Res<T> = Result<T, String>;
@@ -67,7 +70,46 @@ impl<'a> Evaluator<'a> {
             vars,
             function,
             steps: Cell::new(0),
+            bindings: Default::default(),
         }
+    }
+
+    /// Evaluates `f` with `name` (a variable or a field path as written, `t.fee`) bound to
+    /// `value`, shadowing what the program has there.
+    pub fn with_binding<T>(&self, name: &str, value: Ev, f: impl FnOnce(&Self) -> T) -> T {
+        self.bindings.borrow_mut().push((name.to_string(), value));
+        let out = f(self);
+        self.bindings.borrow_mut().pop();
+        out
+    }
+
+    /// Binds `name` until [`Evaluator::unbind`] (for several bindings made in sequence).
+    pub fn bind(&self, name: &str, value: Ev) {
+        self.bindings.borrow_mut().push((name.to_string(), value));
+    }
+
+    pub fn unbind(&self, n: usize) {
+        let mut b = self.bindings.borrow_mut();
+        let keep = b.len().saturating_sub(n);
+        b.truncate(keep);
+    }
+
+    fn bound(&self, e: &Expr) -> Option<Ev> {
+        let b = self.bindings.borrow();
+        if b.is_empty() {
+            return None;
+        }
+        if !matches!(
+            e.kind,
+            ExprKind::Name(_) | ExprKind::Field(..) | ExprKind::Arrow(..) | ExprKind::Index(..)
+        ) {
+            return None;
+        }
+        let key = e.to_string();
+        b.iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
     }
 
     /// Evaluates an expression to a value for a log message or a watch.
@@ -133,7 +175,21 @@ impl<'a> Evaluator<'a> {
         if n > MAX_STEPS {
             return Err("expression too costly to evaluate".into());
         }
+        if let Some(v) = self.bound(e) {
+            return Ok(v);
+        }
         match &e.kind {
+            ExprKind::If(c, a, b) => {
+                let c = self.eval(c)?;
+                if self.truthy(&c)? {
+                    self.eval(a)
+                } else {
+                    self.eval(b)
+                }
+            }
+            ExprKind::Lambda(..) => Err(format!(
+                "`{e}` is a closure: it goes in sum(xs, |x| …), count, any or all"
+            )),
             ExprKind::Name(name) => self.name(name),
             ExprKind::Int(v) => Ok(Ev::Int(*v, None)),
             ExprKind::Float(v) => Ok(Ev::Float(*v)),
@@ -171,6 +227,25 @@ impl<'a> Evaluator<'a> {
                     let v = self.eval(a)?;
                     self.method(v, "len", &[], &a.to_string())
                 }
+                ("min" | "max", [first, rest @ ..]) if !rest.is_empty() => {
+                    let mut best = self.scalar(self.eval(first)?)?;
+                    for r in rest {
+                        let v = self.scalar(self.eval(r)?)?;
+                        let less = number(&v, r)? < number(&best, first)?;
+                        if (f == "min") == less {
+                            best = v;
+                        }
+                    }
+                    Ok(best)
+                }
+                ("abs", [a]) => match self.scalar(self.eval(a)?)? {
+                    Ev::Int(i, t) => Ok(Ev::Int(i.abs(), t)),
+                    Ev::Float(x) => Ok(Ev::Float(x.abs())),
+                    _ => Err(format!("abs({a}): `{a}` is not a number")),
+                },
+                ("sum" | "count" | "any" | "all", [list, closure]) => {
+                    self.fold(f, list, closure)
+                }
                 ("matches", [value, pattern]) => {
                     let v = self.eval(value)?;
                     let pat = match self.pattern(pattern)? {
@@ -189,7 +264,7 @@ impl<'a> Evaluator<'a> {
                     args: args.iter().map(|a| self.eval_pattern_arg(a)).collect::<Res<_>>()?,
                 }),
                 _ => Err(format!(
-                    "`{f}(…)` is not available: expressions cannot call target functions; built-ins are len(x), matches(x, VARIANT), x.len(), x.is_some(), x.is_none(), x.is_ok(), x.is_err(), x.unwrap(), s.contains(\"…\")"
+                    "`{f}(…)` is not available: expressions cannot call target functions; built-ins are len(x), matches(x, VARIANT), min(a, b), max(a, b), abs(x), sum(xs, |x| …), count(xs, |x| …), any(xs, |x| …), all(xs, |x| …), x.len(), x.is_some(), x.is_none(), x.is_ok(), x.is_err(), x.unwrap(), s.contains(\"…\")"
                 )),
             },
             ExprKind::Not(inner) => {
@@ -542,6 +617,78 @@ impl<'a> Evaluator<'a> {
             _ => Err(format!(
                 "`.{m}(…)` is not a built-in method; available: len(), is_some(), is_none(), is_ok(), is_err(), unwrap(), contains(s), starts_with(s), ends_with(s)"
             )),
+        }
+    }
+
+    /// `sum(xs, |x| e)`, `count(xs, |x| cond)`, `any`, `all` over a list's elements.
+    fn fold(&self, how: &str, list: &Expr, closure: &Expr) -> Res<Ev> {
+        let ExprKind::Lambda(param, body) = &closure.kind else {
+            return Err(format!(
+                "{how}({list}, …) takes a closure second, e.g. {how}({list}, |x| x.amount)"
+            ));
+        };
+        let items = self.elements(self.eval(list)?, &list.to_string())?;
+        let mut total = Ev::Int(0, None);
+        let mut n: i128 = 0;
+        for item in items {
+            let v = self.with_binding(param, item, |ev| ev.eval(body))?;
+            match how {
+                "sum" => {
+                    total = match (self.scalar(total)?, self.scalar(v)?) {
+                        (Ev::Int(a, t), Ev::Int(b, _)) => {
+                            Ev::Int(a.checked_add(b).ok_or("arithmetic overflow")?, t)
+                        }
+                        (a, b) => Ev::Float(number(&a, list)? + number(&b, body)?),
+                    }
+                }
+                _ => {
+                    let yes = self.truthy(&v)?;
+                    match how {
+                        "any" if yes => return Ok(Ev::Bool(true)),
+                        "all" if !yes => return Ok(Ev::Bool(false)),
+                        "count" if yes => n += 1,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(match how {
+            "sum" => total,
+            "count" => Ev::Int(n, Some("usize".into())),
+            "any" => Ev::Bool(false),
+            _ => Ev::Bool(true),
+        })
+    }
+
+    /// A list's elements as places (a Vec, slice or array) or as values read (other
+    /// collections, through their rendering).
+    fn elements(&self, v: Ev, text: &str) -> Res<Vec<Ev>> {
+        let v = self.auto_deref(v)?;
+        if let Ev::Place { place, ty } = &v {
+            let keyed = matches!(ty.kind, TypeKind::Array { .. })
+                || ty.name.starts_with("alloc::vec::Vec<")
+                || ty.name.starts_with("&[")
+                || ty.name.starts_with("&mut [");
+            if keyed {
+                let len = match self.method(v.clone(), "len", &[], text)? {
+                    Ev::Int(n, _) => n,
+                    _ => 0,
+                };
+                let cap = len.min(self.reader.limits.items as i128 * 100);
+                return (0..cap)
+                    .map(|i| self.index(v.clone(), Ev::Int(i, None), text))
+                    .collect();
+            }
+            return match self.reader.render(place, ty, 2) {
+                Value::List { items, .. } => Ok(items.into_iter().map(Ev::Rendered).collect()),
+                _ => Err(format!("`{text}` ({}) is not a list", ty.name)),
+            };
+        }
+        match v {
+            Ev::Rendered(Value::List { items, .. }) => {
+                Ok(items.into_iter().map(Ev::Rendered).collect())
+            }
+            _ => Err(format!("`{text}` is not a list")),
         }
     }
 
@@ -1012,6 +1159,16 @@ fn scalar_equals(key: &Value, want: &Ev) -> bool {
             Ev::Str(w),
         ) => fields.is_empty() && variant == w,
         _ => false,
+    }
+}
+
+/// A scalar as a number for comparisons (`min`, `max`, `sum`).
+fn number(v: &Ev, e: &Expr) -> Res<f64> {
+    match v {
+        Ev::Int(i, _) => Ok(*i as f64),
+        Ev::Float(x) => Ok(*x),
+        Ev::Char(c) => Ok(*c as u32 as f64),
+        _ => Err(format!("`{e}` is not a number")),
     }
 }
 

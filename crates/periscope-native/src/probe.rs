@@ -119,6 +119,21 @@ impl ProbeSpec {
             Action::Count { by } => v.extend(by.iter()),
             Action::Snapshot { watches, .. } => v.extend(watches.iter().map(|(_, e)| e)),
             Action::Failures { .. } => {}
+            Action::Verify {
+                failure,
+                keep,
+                fixes,
+            } => {
+                v.push(failure);
+                v.extend(keep.iter().map(|(_, e)| e));
+                // Assigned targets are the program's names too (`t.fee`), checked like reads.
+                for f in fixes {
+                    for (target, value) in &f.assigns {
+                        v.push(target);
+                        v.push(value);
+                    }
+                }
+            }
         }
         v
     }

@@ -124,6 +124,15 @@ pub enum ProbeCommand {
         /// Overhead budget: milliseconds of the target's time per 10 s (default 100).
         #[arg(long)]
         budget_ms: Option<u64>,
+        /// Verify: the failure, as a condition at the location.
+        #[arg(long, value_name = "EXPR")]
+        failure: Option<String>,
+        /// Verify: a candidate fix, `NAME: VAR = EXPR[; VAR = EXPR]` (repeatable).
+        #[arg(long = "fix", value_name = "FIX")]
+        fixes: Vec<String>,
+        /// Verify: a result that must not change where nothing failed (repeatable).
+        #[arg(long, value_name = "EXPR")]
+        keep: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -198,6 +207,9 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
             by,
             frames,
             budget_ms,
+            failure,
+            fixes,
+            keep,
             json,
         } => {
             let spec = NewProbe {
@@ -213,6 +225,9 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
                 rate_limit: rate,
                 frames,
                 budget_ms,
+                failure,
+                fixes,
+                keep,
             };
             let p = client.add_probe(&spec)?;
             if json {

@@ -15,6 +15,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 mod fleet;
+mod verify;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -127,6 +128,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Verify candidate fixes on the live process's own traffic, read-only: at each hit of
+    /// LOCATION, the failure and the kept results with and without each fix.
+    Verify(verify::VerifyArgs),
     /// Find the code that can produce a message (a log line, an error text someone saw).
     Find {
         /// A process id or the path of a binary.
@@ -371,6 +375,7 @@ fn run(cli: Cli) -> Result<()> {
             message,
             json,
         } => run_find(&target, &message, json),
+        Command::Verify(args) => verify::run(args),
         Command::Server(args) => fleet::server(args),
         Command::Agent { args, remote } => fleet::agent(&remote, args),
         Command::Mcp { args, remote } => fleet::mcp(&remote, args),

@@ -28,6 +28,9 @@ pub(crate) struct LastHit {
     reported: bool,
 }
 
+/// Examples reported per candidate and cell of a verify probe.
+const VERIFY_EXAMPLES: u64 = 3;
+
 /// The running limits of each probe: its rate window, its budget window, when it last
 /// reported an error.
 #[derive(Default)]
@@ -282,6 +285,9 @@ impl Engine {
         let mut event = None;
         let mut snapshot = None;
         let mut count_key = None;
+        // Verify: (fix, cell) keys counted for this hit, and the examples to report.
+        let mut verify_keys: Vec<String> = Vec::new();
+        let mut verify_examples: Vec<LogEvent> = Vec::new();
         match &probe.spec.action {
             Action::Log(template) => {
                 let mut message = String::new();
@@ -329,6 +335,31 @@ impl Engine {
                     failure: None,
                 });
             }
+            Action::Verify {
+                failure,
+                keep,
+                fixes,
+            } => {
+                let seen = self.tallies_of(pi);
+                for o in super::verify::verify_hit(&ev, failure, keep, fixes) {
+                    let key = format!("{}\t{}", o.fix, o.cell.as_str());
+                    // The first few hits of each cell are reported, with the values that decided
+                    // them; the rest are counted.
+                    if seen.get(&key).copied().unwrap_or(0) < VERIFY_EXAMPLES {
+                        verify_examples.push(LogEvent {
+                            ts: now_rfc3339(),
+                            pid: self.pid,
+                            tid: tid as u32,
+                            location: location.clone(),
+                            probe: probe.spec.id.clone(),
+                            function: Some(site.function.clone()),
+                            message: format!("verify {}: {}", o.fix, o.cell.as_str()),
+                            values: o.values,
+                        });
+                    }
+                    verify_keys.push(key);
+                }
+            }
             Action::Failures { frames } => {
                 let stack = stack(*frames, true);
                 // The panicking frame: the first one in the program's own code.
@@ -360,9 +391,15 @@ impl Engine {
             if let Some(key) = count_key {
                 *t.counts.entry((tid, key)).or_insert(0) += 1;
             }
+            for key in verify_keys {
+                *t.counts.entry((tid, Some(key))).or_insert(0) += 1;
+            }
             reached = max.is_some_and(|m| t.hits >= m);
         });
         if let Some(e) = event {
+            self.emit(EngineEvent::Event(Body::Log(e)));
+        }
+        for e in verify_examples {
             self.emit(EngineEvent::Event(Body::Log(e)));
         }
         if let Some(s) = snapshot {
@@ -371,6 +408,20 @@ impl Engine {
         if reached {
             self.end_probe(pi, ProbeState::HitLimit);
         }
+    }
+
+    /// A probe's counts by group key, over all threads.
+    fn tallies_of(&self, pi: usize) -> HashMap<String, u64> {
+        let mut out = HashMap::new();
+        let t = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = t.get(pi) {
+            for ((_, key), n) in &t.counts {
+                if let Some(k) = key {
+                    *out.entry(k.clone()).or_insert(0) += n;
+                }
+            }
+        }
+        out
     }
 
     pub(crate) fn tally(&self, pi: usize, f: impl FnOnce(&mut Tally)) {

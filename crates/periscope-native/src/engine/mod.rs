@@ -29,6 +29,7 @@ mod leave;
 mod remote;
 mod scratch;
 mod threads;
+mod verify;
 mod wakeup;
 pub(crate) mod watchdog;
 

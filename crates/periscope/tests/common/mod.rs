@@ -123,6 +123,18 @@ pub fn service_release() -> PathBuf {
     )
 }
 
+/// A refund service with a planted bug, for `periscope verify`.
+pub fn refunds() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled(
+        "refunds",
+        &C,
+        "rustc",
+        &["--edition", "2021", "-g", "-C", "opt-level=0"],
+        "refunds.rs",
+    )
+}
+
 pub fn kinds() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     compiled(
