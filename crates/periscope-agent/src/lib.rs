@@ -381,6 +381,10 @@ impl Reconciler {
             .collect();
         for p in stale {
             if let Some(mut run) = inst.probes.remove(&p) {
+                // A counter's (or verify probe's) counts since its last report go out first.
+                if reports_counts(run.probe.spec.kind) {
+                    report_count(&self.outbox, &inst.info, &mut run, inst.tallies.as_ref());
+                }
                 if let Some(s) = &inst.session {
                     take_out(s, &run);
                 }
@@ -472,6 +476,9 @@ impl Reconciler {
             return;
         };
         if let Some(run) = inst.probes.get_mut(probe) {
+            if reports_counts(run.probe.spec.kind) {
+                report_count(&self.outbox, &inst.info, run, inst.tallies.as_ref());
+            }
             match state {
                 ProbeState::HitLimit => run.state = InstallState::HitLimit,
                 ProbeState::Paused(reason) => {
@@ -551,7 +558,7 @@ impl Reconciler {
         for inst in self.instances.values_mut() {
             for run in inst.probes.values_mut() {
                 report_state(&self.outbox, &inst.info.id, run, inst.tallies.as_ref());
-                if run.probe.spec.kind == ProbeKind::Count && run.last_count.elapsed() >= every {
+                if reports_counts(run.probe.spec.kind) && run.last_count.elapsed() >= every {
                     report_count(&self.outbox, &inst.info, run, inst.tallies.as_ref());
                 }
             }
@@ -561,7 +568,7 @@ impl Reconciler {
     fn stop_all(&mut self) {
         for inst in self.instances.values_mut() {
             for run in inst.probes.values_mut() {
-                if run.probe.spec.kind == ProbeKind::Count {
+                if reports_counts(run.probe.spec.kind) {
                     report_count(&self.outbox, &inst.info, run, inst.tallies.as_ref());
                 }
             }
@@ -749,6 +756,12 @@ fn report_state(outbox: &Outbox, instance: &str, run: &mut ProbeRun, tallies: Op
     }
 }
 
+/// Counters and verify probes are aggregated here and reported every count interval (a verify
+/// probe's groups are its candidates' cells); the others ship hit by hit.
+fn reports_counts(kind: ProbeKind) -> bool {
+    matches!(kind, ProbeKind::Count | ProbeKind::Verify)
+}
+
 /// A counter's hits since the last report, with totals per group (the agent aggregates;
 /// counters are never shipped hit by hit).
 fn report_count(outbox: &Outbox, info: &Instance, run: &mut ProbeRun, tallies: Option<&Tallies>) {
@@ -782,7 +795,8 @@ fn report_count(outbox: &Outbox, info: &Instance, run: &mut ProbeRun, tallies: O
         interval_seconds: interval.as_secs_f64(),
         hits: delta,
         total,
-        groups: run.probe.spec.by.is_some().then_some(groups),
+        groups: (run.probe.spec.by.is_some() || run.probe.spec.kind == ProbeKind::Verify)
+            .then_some(groups),
     };
     let event = Event::new(info.id.clone(), Body::Count(count));
     outbox.push_event(event);

@@ -274,6 +274,11 @@ impl Client {
         Ok(e.probe)
     }
 
+    /// A verify probe's result, summed across instances: `{"hits", "candidates": [...]}`.
+    pub fn verify_result(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        self.get(&format!("/probes/{}/verify", encode(id)), &[], None)
+    }
+
     pub fn remove_probe(&self, id: &str) -> Result<Probe, ClientError> {
         let e: ProbeEnvelope =
             self.send("DELETE", &format!("/probes/{}", encode(id)), None::<&()>)?;

@@ -142,7 +142,7 @@ impl Cell {
 }
 
 /// A candidate's tally, as `verify --json` and the API report it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct CandidateResult {
     pub name: String,
     pub failing: u64,
@@ -199,6 +199,53 @@ impl CandidateResult {
         }
         s
     }
+}
+
+/// The counter group of a candidate's cell (`capped:fixed`): how verify tallies travel, as a
+/// counter's groups, from the engine to every surface and to OTLP.
+pub fn group_key(fix: &str, cell: Cell) -> String {
+    format!("{fix}:{}", cell.as_str())
+}
+
+/// The candidate and cell of a group key.
+pub fn parse_group_key(key: &str) -> Option<(&str, Cell)> {
+    let (fix, cell) = key.rsplit_once(':')?;
+    Some((fix, Cell::parse(cell)?))
+}
+
+/// Every candidate's result from counts per group key (summed over threads or instances) and
+/// the examples seen per (candidate, cell); candidates in the order given.
+pub fn results<'a>(
+    names: &[String],
+    counts: impl IntoIterator<Item = (&'a str, u64)>,
+    examples: &BTreeMap<(String, String), Vec<serde_json::Value>>,
+) -> Vec<CandidateResult> {
+    let mut out: Vec<CandidateResult> = names.iter().map(|n| CandidateResult::new(n)).collect();
+    for r in out.iter_mut() {
+        r.add(Cell::Fixed, 0);
+    }
+    for (key, n) in counts {
+        let Some((fix, cell)) = parse_group_key(key) else {
+            continue;
+        };
+        if let Some(r) = out.iter_mut().find(|r| r.name == fix) {
+            r.add(cell, n);
+        }
+    }
+    for r in out.iter_mut() {
+        for cell in Cell::ALL {
+            if let Some(e) = examples.get(&(r.name.clone(), cell.as_str().to_string())) {
+                let e: Vec<serde_json::Value> = e.iter().take(3).cloned().collect();
+                r.examples.insert(cell.as_str().to_string(), e);
+            }
+        }
+    }
+    out
+}
+
+/// The (candidate, cell) an example event's message names: `verify capped: fixed`.
+pub fn example_of(message: &str) -> Option<(&str, &str)> {
+    message.strip_prefix("verify ")?.split_once(": ")
 }
 
 fn percent(p: f64) -> String {

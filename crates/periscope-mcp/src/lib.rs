@@ -99,6 +99,37 @@ pub struct FindFunctionsArgs {
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct Candidate {
+    /// A short name for the candidate, e.g. `capped`.
+    pub name: String,
+    /// What the fixed code would compute, as assignments: `refund = min(refund, charge.amount - charge.refunded)`; several separated by `;`.
+    pub fix: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyFixArgs {
+    /// Which instances: tags such as `service=ledger` or an instance id.
+    pub target: String,
+    /// `FILE:LINE` or a function where the failure shows and the fix applies.
+    pub location: String,
+    /// The failure as a condition at the location, e.g. `refund > charge.amount - charge.refunded`.
+    pub failure: String,
+    /// Candidate fixes to compare.
+    pub candidates: Vec<Candidate>,
+    /// Results that must not change where nothing failed (default: every variable a fix assigns).
+    #[serde(default)]
+    pub keep: Vec<String>,
+    /// Replay mode `FROM..UNTIL` (not available yet).
+    pub replay: Option<String>,
+    /// Stop after this many hits per instance.
+    pub max_hits: Option<u64>,
+    /// How long to verify, in seconds (default 30, at most 300).
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FindMessageArgs {
     /// Instance id, as list_instances gives it.
     pub instance: String,
@@ -817,6 +848,126 @@ impl Periscope {
         })
     }
 
+    #[tool(
+        description = "Verify candidate fixes on live traffic before they ship, read-only: at each hit of `location`, the `failure` condition and the results to keep are evaluated on the real state and on the state each candidate's assignments would produce. Returns per candidate: failing hits `fixed`/`not_fixed`, passing hits `unchanged`/`changed`/`broken`, `inconclusive`, up to 3 examples per cell, and a verdict with a 95% bound. The process is never changed. Waits up to timeout_seconds (default 30) and removes its probe."
+    )]
+    async fn verify_fix(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<Args<VerifyFixArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let a = match args.0 {
+            Ok(a) => a,
+            Err(e) => return Ok(bad_args("verify_fix", e)),
+        };
+        if let Some(r) = &a.replay {
+            return Ok(bad_args(
+                "verify_fix",
+                format!("replay `{r}`: replay mode is not available yet; leave `replay` out to verify in shadow mode"),
+            ));
+        }
+        if a.candidates.is_empty() {
+            return Ok(bad_args(
+                "verify_fix",
+                "give at least one candidate: {\"name\": \"capped\", \"fix\": \"refund = min(refund, limit)\"}".into(),
+            ));
+        }
+        let wait = Duration::from_secs(a.timeout_seconds.unwrap_or(30).clamp(1, 300));
+        let spec = NewProbe {
+            failure: Some(a.failure.clone()),
+            fixes: a
+                .candidates
+                .iter()
+                .map(|c| format!("{}: {}", c.name, c.fix))
+                .collect(),
+            keep: a.keep.clone(),
+            max_hits: a.max_hits,
+            ..NewProbe::new(ProbeKind::Verify, &a.target, &a.location)
+        };
+        let r = self
+            .call(&ctx, move |c| {
+                let p = c
+                    .add_probe(&spec)
+                    .map_err(|e| explain(e, "placing the verify probe"))?;
+                let p = c.settled_probe(&p.id, Duration::from_secs(10)).unwrap_or(p);
+                let failed: Vec<String> = p
+                    .instances
+                    .iter()
+                    .filter(|i| i.state == InstallState::Error)
+                    .map(|i| {
+                        format!(
+                            "{}: {}",
+                            i.instance,
+                            i.last_error.as_deref().unwrap_or("error")
+                        )
+                    })
+                    .collect();
+                if p.instances.is_empty() || failed.len() == p.instances.len() {
+                    let _ = c.remove_probe(&p.id);
+                    return Err(tool_error(if p.instances.is_empty() {
+                        format!("no instance matches target `{}`", p.spec.target)
+                    } else {
+                        format!(
+                            "the verify probe could not be placed: {}",
+                            failed.join("; ")
+                        )
+                    }));
+                }
+                // Until the time is up, or every instance reached its hit limit.
+                let deadline = std::time::Instant::now() + wait;
+                while std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(500));
+                    let done = c.probe(&p.id).ok().is_some_and(|q| {
+                        !q.instances.is_empty()
+                            && q.instances
+                                .iter()
+                                .all(|i| i.state == InstallState::HitLimit)
+                    });
+                    if done {
+                        break;
+                    }
+                }
+                // What the agents counted, by their own reports; their counts since the last
+                // interval come with the removal, so read the verdict once it covers them.
+                let counted: u64 = c.probe(&p.id).map(|q| q.hits).unwrap_or(0);
+                let _ = c.remove_probe(&p.id);
+                let until = std::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    let result = c
+                        .verify_result(&p.id)
+                        .map_err(|e| explain(e, "reading the verdict"))?;
+                    let hits = result["hits"].as_u64().unwrap_or(0);
+                    if hits >= counted || std::time::Instant::now() >= until {
+                        return Ok(result);
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+            .await;
+        Ok(match r {
+            Ok(result) => {
+                let summary = result["candidates"]
+                    .as_array()
+                    .map(|cs| {
+                        cs.iter()
+                            .map(|c| {
+                                format!(
+                                    "{}: {}",
+                                    c["name"].as_str().unwrap_or("?"),
+                                    c["verdict"].as_str().unwrap_or("")
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default();
+                let hits = result["hits"].as_u64().unwrap_or(0);
+                tool_ok(result, format!("{hits} hits\n{summary}"))
+            }
+            Err(e) => e.result(),
+        })
+    }
+
     #[tool(description = "Remove a probe everywhere. Its stored events stay readable.")]
     async fn remove_probe(
         &self,
@@ -908,7 +1059,11 @@ impl Periscope {
                  condition to catch only the bad case), or watch_failures for crashes.\n\
                  5. wait_for_events, then read the variables in the event's frames.\n\
                  6. Explain the cause from the captured values, citing them; remove_probe when \
-                 done. Probes never change what the program does.",
+                 done. Probes never change what the program does.\n\
+                 7. To check a fix before it ships: verify_fix at the same line, with the failure \
+                 as a condition and one or more candidates written as assignments (what the fixed \
+                 code would compute); report each candidate's verdict: failing hits fixed, and \
+                 passing hits unchanged, changed or broken.",
                 a.symptom
             ),
         )]
@@ -929,7 +1084,7 @@ impl ServerHandler for Periscope {
             "Periscope shows what live processes are doing, without restarting them. To investigate: \
              list_instances; find_message (from an error text) or find_functions to locate the code; read_source to see its lines and which \
              are instrumentable; add_snapshot (or add_log/add_counter) at a line; wait_for_events; read \
-             the variables; remove_probe when done. Probes are read-only: they never change what the \
+             the variables; verify_fix to check a candidate fix on live traffic; remove_probe when done. Probes are read-only: they never change what the \
              program does, and they expire on their own.",
         )
     }

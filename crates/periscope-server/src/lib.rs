@@ -11,6 +11,7 @@ pub mod console;
 pub mod routes;
 pub mod store;
 pub mod tls;
+pub mod verdicts;
 
 use auth::TokenTable;
 use periscope_core::api::{AuditEntry, ProbeLifecycle};

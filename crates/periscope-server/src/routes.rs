@@ -44,6 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/agent/report", post(agent_report))
         .route("/api/v1/agent/desired", get(agent_desired))
         .merge(crate::code::router())
+        .merge(crate::verdicts::router())
         .merge(crate::console::router())
         .with_state(state)
 }
@@ -221,14 +222,6 @@ async fn list_probes(r: Request, Query(q): Query<ListQuery>) -> ApiResult {
 
 /// Checks every field of a new probe; the error names the field and says what is expected.
 pub fn validate(p: &NewProbe) -> Result<(), ApiError> {
-    if p.kind == periscope_core::api::ProbeKind::Verify {
-        // Agents run it, but summing the cells across instances is not built yet: refuse
-        // rather than place a probe whose verdict nobody would see.
-        return Err(ApiError::bad(
-            "kind",
-            "verify probes across a fleet are not available yet; run `periscope verify PID LOCATION --failure … --fix …` on the instance's host",
-        ));
-    }
     Selector::parse(&p.target).map_err(|e| ApiError::bad("target", e))?;
     periscope_core::compile::compile(p).map_err(|e| ApiError::bad(e.field, e.message))?;
     Ok(())

@@ -586,6 +586,38 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The newest counter report of a probe from each instance (a report carries totals).
+    pub fn latest_counts(&self, probe: &str) -> Result<Vec<StoredEvent>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, probe, body FROM events WHERE seq IN
+               (SELECT MAX(seq) FROM events WHERE probe = ?1 AND kind = 'count' GROUP BY instance)
+             ORDER BY seq",
+        )?;
+        let rows = st.query_map([probe], |r| {
+            Ok(StoredEvent {
+                seq: r.get(0)?,
+                probe: r.get(1)?,
+                body: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A probe's first `limit` events of `kind`.
+    pub fn first_events(&self, probe: &str, kind: &str, limit: usize) -> Result<Vec<StoredEvent>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, probe, body FROM events WHERE probe = ?1 AND kind = ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![probe, kind, limit as i64], |r| {
+            Ok(StoredEvent {
+                seq: r.get(0)?,
+                probe: r.get(1)?,
+                body: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     pub fn event_totals(&self) -> (i64, i64) {
         (self.next_seq - 1, self.event_bytes)
     }

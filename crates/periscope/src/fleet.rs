@@ -310,6 +310,13 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
             }
             println!("  hits:     {}", p.hits);
             print_instances_of(&p);
+            if p.spec.kind == ProbeKind::Verify {
+                let result = client.verify_result(&p.id)?;
+                let candidates: Vec<periscope_core::verify::CandidateResult> =
+                    serde_json::from_value(result["candidates"].clone())?;
+                let hits = result["hits"].as_u64().unwrap_or(0);
+                crate::verify::print_table(&mut std::io::stdout().lock(), hits, &candidates)?;
+            }
             Ok(())
         }
         ProbeCommand::Resume {

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use periscope_core::api::{NewProbe, ProbeKind};
 use periscope_core::event::Body;
-use periscope_core::verify::{CandidateResult, Cell};
+use periscope_core::verify::CandidateResult;
 use periscope_native::probe::Tallies;
 use periscope_native::values::Limits;
 use periscope_native::{EndReason, EngineEvent};
@@ -69,11 +69,7 @@ pub fn run(a: VerifyArgs) -> Result<()> {
         |ev| {
             match ev {
                 EngineEvent::Event(Body::Log(l)) => {
-                    if let Some((fix, cell)) = l
-                        .message
-                        .strip_prefix("verify ")
-                        .and_then(|m| m.split_once(": "))
-                    {
+                    if let Some((fix, cell)) = periscope_core::verify::example_of(&l.message) {
                         let e = examples
                             .entry((fix.to_string(), cell.to_string()))
                             .or_default();
@@ -123,7 +119,7 @@ pub fn run(a: VerifyArgs) -> Result<()> {
     Ok(())
 }
 
-/// Hits and each candidate's cells from the tallies (keys `FIX\tCELL`), with examples.
+/// Hits and each candidate's cells from the tallies, with the examples seen.
 fn results(
     tallies: &Tallies,
     names: &[String],
@@ -133,31 +129,21 @@ fn results(
     let Some(t) = t.first() else {
         return (0, Vec::new());
     };
-    let mut out: Vec<CandidateResult> = names.iter().map(|n| CandidateResult::new(n)).collect();
-    for r in out.iter_mut() {
-        r.add(Cell::Fixed, 0);
-    }
-    for ((_, key), n) in &t.counts {
-        let Some((fix, cell)) = key.as_deref().and_then(|k| k.split_once('\t')) else {
-            continue;
-        };
-        let (Some(r), Some(cell)) = (out.iter_mut().find(|r| r.name == fix), Cell::parse(cell))
-        else {
-            continue;
-        };
-        r.add(cell, *n);
-    }
-    for r in out.iter_mut() {
-        for cell in Cell::ALL {
-            if let Some(e) = examples.get(&(r.name.clone(), cell.as_str().to_string())) {
-                r.examples.insert(cell.as_str().to_string(), e.clone());
-            }
-        }
-    }
-    (t.hits, out)
+    let counts = t
+        .counts
+        .iter()
+        .filter_map(|((_, key), n)| Some((key.as_deref()?, *n)));
+    (
+        t.hits,
+        periscope_core::verify::results(names, counts, examples),
+    )
 }
 
-fn print_table(out: &mut impl Write, hits: u64, results: &[CandidateResult]) -> Result<()> {
+pub(crate) fn print_table(
+    out: &mut impl Write,
+    hits: u64,
+    results: &[CandidateResult],
+) -> Result<()> {
     writeln!(out, "{hits} hits")?;
     writeln!(
         out,

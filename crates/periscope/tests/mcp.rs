@@ -160,3 +160,43 @@ fn local_mode_serves_mcp_on_pids_without_a_server() {
     });
     target.assert_untouched();
 }
+
+#[test]
+fn python_sdk_verifies_candidate_fixes() {
+    let dir = test_dir("mcp-verify");
+    let server = Server::start(&dir, 0);
+    let agent_token = server.token("agent", "agent");
+    let mut target = Target::start(&refunds(), &["500"]);
+    let _agent = Agent::start(&server, &agent_token, &["--pid", &target.pid.to_string()]);
+    instance_of(&server, target.pid);
+    let token = server.token("operator", "claude-verify");
+    let result = python(serde_json::json!({
+        "transport": "stdio",
+        "command": [env!("CARGO_BIN_EXE_periscope"), "mcp", "--server", server.url, "--token", token],
+        "pid": target.pid,
+        "location": format!("refunds.rs:{}", probe_line("refunds.rs", "refund-apply")),
+        "failure": "refund > charge.amount - charge.refunded",
+        "capped": "refund = min(refund, charge.amount - charge.refunded)",
+        "halved": "refund = refund / 2",
+    }));
+    let v = &result["verify"];
+    let cand = |name: &str| {
+        v["candidates"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {v}"))
+    };
+    let n = |c: &serde_json::Value, k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k}: {c}"));
+    let capped = cand("capped");
+    assert!(
+        n(&capped, "failing") > 0 && n(&capped, "passing") > 0,
+        "{v}"
+    );
+    assert_eq!(n(&capped, "fixed"), n(&capped, "failing"), "{v}");
+    assert_eq!(n(&capped, "unchanged"), n(&capped, "passing"), "{v}");
+    let halved = cand("halved");
+    assert!(n(&halved, "changed") > 0, "{v}");
+    assert!(n(v, "hits") >= 300, "{v}");
+    target.assert_untouched();
+}

@@ -163,6 +163,26 @@ async def investigate(session, cfg):
             "errors": errors}
 
 
+async def verify_candidates(session, cfg):
+    """verify_fix with a right and a wrong candidate for the refunds sample's planted bug."""
+    await session.initialize()
+    r = await call(session, "list_instances", {})
+    inst = [i for i in r.structuredContent["instances"] if i["pid"] == cfg["pid"]][0]
+    r = await call(session, "verify_fix", {
+        "target": inst["id"], "location": cfg["location"], "failure": cfg["failure"],
+        "candidates": [{"name": "capped", "fix": cfg["capped"]}, {"name": "halved", "fix": cfg["halved"]}],
+        "max_hits": 300, "timeout_seconds": 60,
+    })
+    check(not r.isError, text_of(r))
+    check("capped: fixed" in text_of(r), text_of(r))
+    r2 = await call(session, "verify_fix", {
+        "target": inst["id"], "location": cfg["location"], "failure": cfg["failure"],
+        "candidates": [{"name": "x", "fix": "refund = 1"}], "replay": "a..b",
+    })
+    check(r2.isError and "replay" in text_of(r2), text_of(r2))
+    return {"verify": r.structuredContent}
+
+
 async def viewer_cannot_add(session, cfg):
     await session.initialize()
     r = await call(session, "list_instances", {})
@@ -175,7 +195,7 @@ async def viewer_cannot_add(session, cfg):
 
 async def main():
     cfg = json.loads(sys.argv[1])
-    flow = viewer_cannot_add if cfg.get("viewer") else investigate
+    flow = viewer_cannot_add if cfg.get("viewer") else verify_candidates if cfg.get("failure") else investigate
     if cfg["transport"] == "stdio":
         cmd = cfg["command"]
         params = StdioServerParameters(command=cmd[0], args=cmd[1:], env=cfg.get("env"))

@@ -342,7 +342,7 @@ impl Engine {
             } => {
                 let seen = self.tallies_of(pi);
                 for o in super::verify::verify_hit(&ev, failure, keep, fixes) {
-                    let key = format!("{}\t{}", o.fix, o.cell.as_str());
+                    let key = periscope_core::verify::group_key(&o.fix, o.cell);
                     // The first few hits of each cell are reported, with the values that decided
                     // them; the rest are counted.
                     if seen.get(&key).copied().unwrap_or(0) < VERIFY_EXAMPLES {

@@ -1,0 +1,92 @@
+//! A verify probe's result across the fleet: each instance's newest counter report carries its
+//! totals per candidate and cell; they are summed here, with the first examples of each cell,
+//! into the same object `periscope verify --json` prints.
+
+use crate::routes::{ApiError, ApiResult, Request};
+use crate::{db, AppState};
+use axum::extract::Path;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use periscope_core::api::{ProbeKind, Role};
+use periscope_core::event::{Body, Event};
+use periscope_core::verify;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new().route("/api/v1/probes/{id}/verify", get(verdict))
+}
+
+/// `GET /api/v1/probes/{id}/verify`: `{"hits", "candidates": [...]}`.
+async fn verdict(r: Request, Path(id): Path<String>) -> ApiResult {
+    r.caller(Role::Viewer, "probe.verify").await?;
+    Ok(Json(result(r.state(), &id).await?).into_response())
+}
+
+/// The summed result of verify probe `id`.
+pub async fn result(state: &Arc<AppState>, id: &str) -> Result<Value, ApiError> {
+    let id2 = id.to_string();
+    let probe = db(state, move |s| s.probe(&id2)).await?.ok_or_else(|| {
+        ApiError::not_found(format!("no probe `{id}`; `periscope probe ls` lists them"))
+    })?;
+    if probe.spec.kind != ProbeKind::Verify {
+        return Err(ApiError::bad(
+            "id",
+            format!(
+                "probe {id} is a {} probe, not verify",
+                probe.spec.kind.as_str()
+            ),
+        ));
+    }
+    let names: Vec<String> = probe
+        .spec
+        .fixes
+        .iter()
+        .filter_map(|f| verify::parse_fix(f).ok().map(|f| f.name))
+        .collect();
+    let id2 = id.to_string();
+    let (counts, logs) = db(state, move |s| {
+        Ok((s.latest_counts(&id2)?, s.first_events(&id2, "log", 2000)?))
+    })
+    .await?;
+    let mut hits = 0;
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    for e in counts {
+        if let Ok(Event {
+            body: Body::Count(c),
+            ..
+        }) = serde_json::from_str::<Event>(&e.body)
+        {
+            hits += c.total;
+            for (k, n) in c.groups.unwrap_or_default() {
+                *totals.entry(k).or_default() += n;
+            }
+        }
+    }
+    let mut examples: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
+    for e in logs {
+        if let Ok(Event {
+            body: Body::Log(l),
+            instance,
+            ..
+        }) = serde_json::from_str::<Event>(&e.body)
+        {
+            if let Some((fix, cell)) = verify::example_of(&l.message) {
+                let list = examples.entry((fix.into(), cell.into())).or_default();
+                if list.len() < 3 {
+                    let mut v = serde_json::to_value(&l.values).unwrap_or(Value::Null);
+                    v["instance"] = instance.into();
+                    list.push(v);
+                }
+            }
+        }
+    }
+    let candidates = verify::results(
+        &names,
+        totals.iter().map(|(k, n)| (k.as_str(), *n)),
+        &examples,
+    );
+    Ok(json!({ "hits": hits, "candidates": candidates }))
+}
