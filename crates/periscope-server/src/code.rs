@@ -170,6 +170,26 @@ fn resolve_fields(t: &Target, spec: &NewProbe) -> Result<usize, ApiError> {
         NativeError::Expression(m) => ApiError::bad(field, m),
         other => ApiError::bad("location", other.to_string()),
     };
+    if spec.kind == periscope_core::api::ProbeKind::Verify {
+        // The failure and the fixes are resolved together; the message names what is not in
+        // scope, and the field is the one whose text has it.
+        return attempt(spec).map_err(|e| {
+            let text = e.to_string();
+            let missing = text.split('`').nth(1).unwrap_or_default().to_string();
+            let in_failure = spec
+                .failure
+                .as_deref()
+                .is_some_and(|f| f.contains(&missing));
+            field_of(
+                e,
+                if in_failure && !missing.is_empty() {
+                    "failure"
+                } else {
+                    "fixes"
+                },
+            )
+        });
+    }
     let bare = NewProbe {
         template: spec.template.as_ref().map(|_| "-".to_string()),
         watch: Vec::new(),

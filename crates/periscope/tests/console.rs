@@ -151,6 +151,9 @@ fn a_person_probes_a_line_from_the_console() {
     assert_eq!(seen["duplicate_events"], 0, "{seen:#}");
     assert!(text("stream_state").contains("live"), "{seen:#}");
 
+    // The verify probe's table, from the server's tallies: every failing hit fixed.
+    assert!(seen["verify_failing"].as_u64() > Some(0), "{seen:#}");
+    assert_eq!(seen["verify_fixed"], seen["verify_failing"], "{seen:#}");
     // The viewer: no audit link, no way to add or remove.
     assert_eq!(seen["viewer_audit_link"], 0);
     assert_eq!(seen["viewer_add_disabled"], true);

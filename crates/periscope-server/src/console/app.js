@@ -295,7 +295,10 @@ function probeForm(panel, inst, file, line) {
     const err = el("pre", { class: "error", id: `${id}-error`, hidden: true });
     return { box: el("div", {}, el("label", { for: id }, label), input, hint ? el("div", { class: "muted" }, hint) : null, err), err };
   };
-  const kind = el("select", { id: "kind" }, el("option", { value: "log" }, "log"), el("option", { value: "snapshot" }, "snapshot"), el("option", { value: "count" }, "count"));
+  const kind = el("select", { id: "kind" }, ...["log", "snapshot", "count", "verify"].map((k) => el("option", { value: k }, k)));
+  const failure = el("input", { id: "failure", spellcheck: "false", placeholder: "refund > charge.amount" });
+  const fixes = el("textarea", { id: "fixes", rows: "3", spellcheck: "false", placeholder: "capped: refund = min(refund, charge.amount)" });
+  const keep = el("textarea", { id: "keep", rows: "2", spellcheck: "false", placeholder: "(default: what the fixes assign)" });
   const template = el("input", { id: "template", spellcheck: "false", placeholder: "total={total} user={req.user}" });
   const condition = el("input", { id: "condition", spellcheck: "false", placeholder: "amount > 1000" });
   const by = el("input", { id: "by", spellcheck: "false", placeholder: "req.method" });
@@ -308,6 +311,9 @@ function probeForm(panel, inst, file, line) {
   const fTemplate = field("template", "Template", template, "Expressions in braces are read at each hit.");
   const fCondition = field("condition", "Condition", condition);
   const fBy = field("by", "Group by", by);
+  const fFailure = field("failure", "Failure", failure, "The symptom, as a condition at this line.");
+  const fFixes = field("fixes", "Fixes", fixes, "One candidate per line: NAME: VAR = EXPR[; VAR = EXPR]. Checked read-only on live hits.");
+  const fKeep = field("keep", "Keep", keep, "Results that must not change where nothing failed, one per line.");
   const general = el("pre", { class: "error", hidden: true });
   const status = el("p", { class: "muted" });
   const add = guarded(el("button", { type: "submit", id: "add-probe" }, "Add probe"));
@@ -317,13 +323,19 @@ function probeForm(panel, inst, file, line) {
     if (k === "log") p.template = template.value;
     if (condition.value.trim()) p.condition = condition.value.trim();
     if (k === "count" && by.value.trim()) p.by = by.value.trim();
+    const lines = (t) => t.value.split("\n").map((x) => x.trim()).filter(Boolean);
+    if (k === "verify") {
+      p.failure = failure.value.trim();
+      p.fixes = lines(fixes);
+      if (lines(keep).length) p.keep = lines(keep);
+    }
     if (ttl.value) p.ttl_seconds = Number(ttl.value);
     if (maxHits.value) p.max_hits = Number(maxHits.value);
     if (rate.value) p.rate_limit = Number(rate.value);
     if (budget.value) p.budget_ms = Number(budget.value);
     return p;
   };
-  const errors = { template: fTemplate.err, condition: fCondition.err, by: fBy.err };
+  const errors = { template: fTemplate.err, condition: fCondition.err, by: fBy.err, failure: fFailure.err, fixes: fFixes.err, keep: fKeep.err };
   const showError = (e) => {
     for (const box of [...Object.values(errors), general]) box.hidden = true;
     if (!e) return;
@@ -354,14 +366,15 @@ function probeForm(panel, inst, file, line) {
   const showKind = () => {
     fTemplate.box.hidden = kind.value !== "log";
     fBy.box.hidden = kind.value !== "count";
+    for (const f of [fFailure, fFixes, fKeep]) f.box.hidden = kind.value !== "verify";
   };
   kind.addEventListener("change", () => (showKind(), soon()));
   targetSel.addEventListener("change", () => ((tags.hidden = targetSel.value !== "tags"), soon()));
-  for (const i of [template, condition, by, tags, ttl, maxHits, rate, budget]) i.addEventListener("input", soon);
+  for (const i of [template, condition, by, failure, fixes, keep, tags, ttl, maxHits, rate, budget]) i.addEventListener("input", soon);
   const form = el("form", { class: "card", id: "probe-form" },
     el("h2", {}, `Probe ${where}`),
     el("label", { for: "kind" }, "Kind"), kind,
-    fTemplate.box, fCondition.box, fBy.box,
+    fTemplate.box, fCondition.box, fBy.box, fFailure.box, fFixes.box, fKeep.box,
     el("div", { class: "row2" },
       el("div", {}, el("label", { for: "ttl" }, "TTL (s)"), ttl),
       el("div", {}, el("label", { for: "max-hits" }, "Max hits"), maxHits),
@@ -513,6 +526,10 @@ async function viewEvents(show, probe) {
     // How many times the stream connected: a test hook, and a hint that it resumed.
     if (s === "live") live.dataset.connects = String(Number(live.dataset.connects || 0) + 1);
   });
+  // A verify probe's verdict, beside its example events (after `follow`, whose stream it
+  // lives as long as).
+  const chosen = probes.find((p) => p.id === probe);
+  if (chosen && chosen.kind === "verify") verifyPanel(chosen.id, charts);
 }
 
 function renderEvent(e) {
@@ -638,6 +655,33 @@ function chartPoint(box, series, e) {
   const step = 300 / Math.max(1, pts.length - 1);
   s.line.setAttribute("points", pts.map((p, i) => `${(i * step).toFixed(1)},${(58 - (p / max) * 54).toFixed(1)}`).join(" "));
   s.label.textContent = `${key}: ${rate.toFixed(1)} hits/s, total ${e.total}`;
+}
+
+/// A verify probe's result across instances, as a table per candidate, refreshed while the
+/// view is open.
+function verifyPanel(id, box) {
+  const table = el("table", { id: "verify-table" });
+  const hits = el("p", { class: "muted", id: "verify-hits" });
+  box.before(el("div", { class: "card", style: "margin-bottom:12px" }, el("h2", {}, "Verification"), hits, table));
+  const mine = stream;
+  const cells = ["failing", "fixed", "not_fixed", "passing", "unchanged", "changed", "broken", "inconclusive"];
+  const refresh = async () => {
+    if (stream !== mine) return;
+    try {
+      const r = await api("GET", `/probes/${encodeURIComponent(id)}/verify`);
+      hits.textContent = `${r.hits} hits`;
+      table.replaceChildren(
+        el("thead", {}, el("tr", {}, el("th", {}, "Candidate"), ...cells.map((c) => el("th", {}, c.replace("_", " "))), el("th", {}, "Verdict"))),
+        el("tbody", {}, r.candidates.map((c) =>
+          el("tr", { "data-candidate": c.name },
+            el("td", { class: "mono" }, c.name),
+            ...cells.map((k) => el("td", { class: "mono", "data-cell": k }, c[k])),
+            el("td", {}, c.verdict)))),
+      );
+    } catch (_) { /* shown again at the next refresh */ }
+    setTimeout(refresh, 2000);
+  };
+  refresh();
 }
 
 // ---- audit --------------------------------------------------------------------------------

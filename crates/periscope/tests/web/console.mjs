@@ -148,6 +148,22 @@ try {
   seen.count_text = await page.locator('.event[data-kind="count"] .msg').first().textContent();
   await shot(page, "07-counter-chart");
 
+  // A verify probe: its table of candidates, filled by the server's tallies. (In the
+  // service sample, `req.id % 10 == 3` is the "failure" and `next` moves every id on by one.)
+  const verifyProbe = await addProbe(page, "verify", async () => {
+    await page.getByLabel("Failure").fill("req.id % 10 == 3");
+    await page.getByLabel("Fixes").fill("next: req.id = req.id + 1");
+    await page.getByLabel("Max hits").fill("200");
+  });
+  seen.verify_probe = verifyProbe;
+  const row = page.locator('#verify-table tr[data-candidate="next"]');
+  await row.waitFor({ timeout: T });
+  await page.waitForFunction(() => Number(document.querySelector('#verify-table [data-cell="fixed"]')?.textContent) > 0, null, { timeout: 60_000 });
+  seen.verify_row = await row.innerText();
+  seen.verify_fixed = Number(await row.locator('[data-cell="fixed"]').textContent());
+  seen.verify_failing = Number(await row.locator('[data-cell="failing"]').textContent());
+  await shot(page, "07b-verify-table");
+
   // A viewer sees everything and can change nothing.
   const vctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const vpage = await vctx.newPage();
@@ -167,7 +183,7 @@ try {
 
   // Remove the probes from the Probes page.
   await page.getByRole("link", { name: "Probes" }).click();
-  for (const p of [logProbe, snapProbe, countProbe]) {
+  for (const p of [logProbe, snapProbe, countProbe, verifyProbe]) {
     await page.locator(`button[data-remove="${p}"]`).click();
     await page.locator(`tr[data-probe="${p}"] .state-removed`).first().waitFor({ timeout: T });
   }
