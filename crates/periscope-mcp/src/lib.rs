@@ -427,19 +427,8 @@ impl Periscope {
         {
             return Ok(t.clone());
         }
-        let local_exe = std::fs::read_link(format!("/proc/{}/exe", i.pid))
-            .ok()
-            .map(|p| {
-                p.to_string_lossy()
-                    .trim_end_matches(" (deleted)")
-                    .to_string()
-            });
-        let target = if local_exe.as_deref() == Some(i.executable.as_str()) {
-            Target::attach_view(i.pid)
-        } else {
-            Target::from_binary(std::path::Path::new(&i.executable))
-        }
-        .map_err(|e| {
+        let target = Target::of_process(i.pid, &i.executable)
+            .map_err(|e| {
             tool_error(format!(
                 "cannot read the binary of {instance} ({} on host {}): {e}. find_functions and read_source need the binary on the machine running this MCP server.",
                 i.executable, i.host

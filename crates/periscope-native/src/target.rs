@@ -122,6 +122,24 @@ pub struct Site {
 
 impl Target {
     /// Indexes the executable and every mapped library of a running process.
+    /// The code of a process reported as `pid` running `executable`: read from the live
+    /// process when it runs on this machine (so its libraries come too), else from the
+    /// executable's file.
+    pub fn of_process(pid: u32, executable: &str) -> Result<Target, NativeError> {
+        let running = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| {
+                p.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_string()
+            });
+        if running.as_deref() == Some(executable) {
+            Target::attach_view(pid)
+        } else {
+            Target::from_binary(Path::new(executable))
+        }
+    }
+
     pub fn attach_view(pid: u32) -> Result<Target, NativeError> {
         let maps = crate::maps::read(pid)?;
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();

@@ -46,19 +46,8 @@ fn target_of(i: &Instance) -> Result<Target, ApiError> {
     {
         return Ok(t.clone());
     }
-    let local_exe = std::fs::read_link(format!("/proc/{}/exe", i.pid))
-        .ok()
-        .map(|p| {
-            p.to_string_lossy()
-                .trim_end_matches(" (deleted)")
-                .to_string()
-        });
-    let target = if local_exe.as_deref() == Some(i.executable.as_str()) {
-        Target::attach_view(i.pid)
-    } else {
-        Target::from_binary(std::path::Path::new(&i.executable))
-    }
-    .map_err(|e| {
+    let target = Target::of_process(i.pid, &i.executable)
+        .map_err(|e| {
         ApiError::not_found(format!(
             "cannot read the binary of {} ({} on host {}): {e}; the code view needs the binary on the server's machine",
             i.id, i.executable, i.host

@@ -96,6 +96,15 @@ ALTER TABLE instances ADD COLUMN agent_stopped INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 
+/// An `events` row read as `seq, probe, body`.
+fn stored_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: r.get(0)?,
+        probe: r.get(1)?,
+        body: r.get(2)?,
+    })
+}
+
 /// A `probes` row as read, before its statuses are folded in.
 struct ProbeRow {
     id: String,
@@ -575,13 +584,7 @@ impl Store {
         )?;
         let rows = st.query_map(
             params![probe, after, since_ms.unwrap_or(i64::MIN), limit as i64],
-            |r| {
-                Ok(StoredEvent {
-                    seq: r.get(0)?,
-                    probe: r.get(1)?,
-                    body: r.get(2)?,
-                })
-            },
+            stored_event,
         )?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -593,13 +596,7 @@ impl Store {
                (SELECT MAX(seq) FROM events WHERE probe = ?1 AND kind = 'count' GROUP BY instance)
              ORDER BY seq",
         )?;
-        let rows = st.query_map([probe], |r| {
-            Ok(StoredEvent {
-                seq: r.get(0)?,
-                probe: r.get(1)?,
-                body: r.get(2)?,
-            })
-        })?;
+        let rows = st.query_map([probe], stored_event)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -608,13 +605,7 @@ impl Store {
         let mut st = self.conn.prepare_cached(
             "SELECT seq, probe, body FROM events WHERE probe = ?1 AND kind = ?2 ORDER BY seq LIMIT ?3",
         )?;
-        let rows = st.query_map(params![probe, kind, limit as i64], |r| {
-            Ok(StoredEvent {
-                seq: r.get(0)?,
-                probe: r.get(1)?,
-                body: r.get(2)?,
-            })
-        })?;
+        let rows = st.query_map(params![probe, kind, limit as i64], stored_event)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

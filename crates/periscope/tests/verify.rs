@@ -147,76 +147,37 @@ fn the_human_table_and_mistakes_before_anything_starts() {
     assert!(text.starts_with("100 hits\nCANDIDATE"), "{text}");
     assert!(text.contains("capped: fixed "), "{text}");
 
-    // A fix naming something not in scope: refused before attaching, with the names there.
-    let bad = periscope()
-        .args([
-            "verify",
-            &pid,
-            &location(),
-            "--failure",
-            FAILURE,
-            "--fix",
-            "x: refnd = 1",
-        ])
-        .output()
-        .expect("run");
-    assert!(!bad.status.success());
-    assert!(
-        stderr(&bad).contains("`refnd` is not in scope"),
-        "{}",
-        stderr(&bad)
-    );
+    // Mistakes are refused before anything starts, each saying what was wrong.
+    let refused = |failure: &str, fix: &str, extra: &[&str], says: &str| {
+        let out = periscope()
+            .args([
+                "verify",
+                &pid,
+                &location(),
+                "--failure",
+                failure,
+                "--fix",
+                fix,
+            ])
+            .args(extra)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{failure} / {fix} was accepted");
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    };
+    // A fix naming something not in scope.
+    refused(FAILURE, "x: refnd = 1", &[], "`refnd` is not in scope");
     // Not a fix at all.
-    let bad = periscope()
-        .args([
-            "verify",
-            &pid,
-            &location(),
-            "--failure",
-            FAILURE,
-            "--fix",
-            "refund = 1",
-        ])
-        .output()
-        .expect("run");
-    assert!(!bad.status.success());
-    assert!(
-        stderr(&bad).contains("NAME: VAR = EXPR"),
-        "{}",
-        stderr(&bad)
-    );
+    refused(FAILURE, "refund = 1", &[], "NAME: VAR = EXPR");
     // A failure that does not parse points at the column.
-    let bad = periscope()
-        .args([
-            "verify",
-            &pid,
-            &location(),
-            "--failure",
-            "refund >",
-            "--fix",
-            CAPPED,
-        ])
-        .output()
-        .expect("run");
-    assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("column"), "{}", stderr(&bad));
+    refused("refund >", CAPPED, &[], "column");
     // Replay mode is not built yet and says so.
-    let bad = periscope()
-        .args([
-            "verify",
-            &pid,
-            &location(),
-            "--failure",
-            FAILURE,
-            "--fix",
-            CAPPED,
-            "--replay",
-            "refund..refunds.rs:30",
-        ])
-        .output()
-        .expect("run");
-    assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("not built yet"), "{}", stderr(&bad));
+    refused(
+        FAILURE,
+        CAPPED,
+        &["--replay", "refund..refunds.rs:30"],
+        "not built yet",
+    );
     t.assert_untouched();
 }
 
