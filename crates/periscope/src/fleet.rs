@@ -441,6 +441,11 @@ fn print_event(e: &serde_json::Value, out: &mut impl Write) -> std::io::Result<(
                 .map(|g| format!(" by group: {}", serde_json::json!(g)))
                 .unwrap_or_default()
         ),
+        // The agent's notice that a probe paused is carried as an error event starting
+        // `paused:`; it reads as a notice.
+        Body::Error(p) if p.error.starts_with("paused:") => {
+            writeln!(out, "{head} {}  notice: {}", p.location, p.error)
+        }
         Body::Error(p) => writeln!(out, "{head} {}  probe error: {}", p.location, p.error),
         Body::Snapshot(snap) => write!(out, "{} {}", event.instance, render::snapshot_tree(snap)),
     }
