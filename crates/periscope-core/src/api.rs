@@ -274,17 +274,32 @@ impl Selector {
             );
         }
         if !text.contains('=') {
+            // Instance ids are `HOST-PID-SUFFIX`: host names are ASCII.
+            let id_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+            if !text.chars().all(id_char) {
+                return Err(format!(
+                    "`{}` is neither tags (KEY=VALUE, e.g. service=ledger) nor an instance id (letters, digits, `-`, `_`, `.`; `periscope instances` lists them)",
+                    text.escape_debug()
+                ));
+            }
             return Ok(Selector::Instance(text.to_string()));
         }
         let mut pairs = Vec::new();
+        let key_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
         for part in text.split([',', ' ']).filter(|p| !p.is_empty()) {
             match part.split_once('=') {
-                Some((k, v)) if !k.is_empty() && !v.is_empty() => {
+                Some((k, v))
+                    if !k.is_empty()
+                        && !v.is_empty()
+                        && k.chars().all(key_char)
+                        && !v.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+                {
                     pairs.push((k.to_string(), v.to_string()))
                 }
                 _ => {
                     return Err(format!(
-                        "bad target part `{part}`: expected KEY=VALUE (e.g. service=ledger), several separated by commas"
+                        "bad target part `{}`: expected KEY=VALUE (e.g. service=ledger; keys are letters, digits, `-_./`), several separated by commas",
+                        part.escape_debug()
                     ))
                 }
             }

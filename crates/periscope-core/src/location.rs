@@ -30,6 +30,12 @@ impl FromStr for Location {
         if s.is_empty() {
             return Err(err("it is empty"));
         }
+        if let Some(c) = s.chars().find(|c| c.is_control()) {
+            return Err(err(&format!(
+                "it contains the control character U+{:04X}; write FILE:LINE or a function name",
+                c as u32
+            )));
+        }
         // `a::b` is a path, never FILE:LINE; a single `:` followed by digits is a line.
         if let Some((file, line)) = s.rsplit_once(':') {
             if !file.ends_with(':') && !file.is_empty() {

@@ -7,10 +7,10 @@
 //! work), else from the executable path the agent reported. Indexed binaries are kept per
 //! (executable, build id): indexing is the slow part, a large binary takes seconds.
 
-use crate::routes::{validate, ApiError, ApiResult, Request};
+use crate::routes::{validate, ApiError, ApiQuery, ApiResult, Request};
 use crate::{db, store, AppState};
 use axum::body::Bytes;
-use axum::extract::{Path, Query};
+use axum::extract::Path;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -94,7 +94,11 @@ struct SourceQuery {
 
 /// `GET /api/v1/instances/{id}/source?file=NAME`: the file (matched by path suffix, as
 /// `periscope lines` matches it), each line with its text and whether a probe can go there.
-async fn source(r: Request, Path(id): Path<String>, Query(q): Query<SourceQuery>) -> ApiResult {
+async fn source(
+    r: Request,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<SourceQuery>,
+) -> ApiResult {
     r.caller(Role::Viewer, "code.source").await?;
     let inst = instance(r.state(), &id).await?;
     let listing = blocking(move || {

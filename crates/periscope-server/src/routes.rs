@@ -6,7 +6,7 @@ use crate::store::{self, StoreError, StoredEvent};
 use crate::tls::Peer;
 use crate::{db, ingest, AppState};
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -124,6 +124,25 @@ impl From<StoreError> for ApiError {
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
+/// Query parameters, parsed so that a bad one is a JSON 400 naming it, like every other API
+/// error (axum's own `Query` answers in plain text).
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for ApiQuery<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| ApiError::bad("query", format!("bad query parameters: {}", e.body_text())))
+    }
+}
+
 fn ok(v: Value) -> ApiResult {
     Ok(Json(v).into_response())
 }
@@ -214,7 +233,7 @@ struct ListQuery {
     all: bool,
 }
 
-async fn list_probes(r: Request, Query(q): Query<ListQuery>) -> ApiResult {
+async fn list_probes(r: Request, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult {
     r.caller(Role::Viewer, "probe.list").await?;
     let probes = db(&r.state, move |s| s.probes(q.all)).await?;
     ok(json!({ "probes": probes }))
@@ -358,7 +377,11 @@ struct ShowQuery {
     settle_ms: Option<u64>,
 }
 
-async fn show_probe(r: Request, Path(id): Path<String>, Query(q): Query<ShowQuery>) -> ApiResult {
+async fn show_probe(
+    r: Request,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ShowQuery>,
+) -> ApiResult {
     r.caller(Role::Viewer, "probe.show").await?;
     let wait = Duration::from_millis(q.settle_ms.unwrap_or(0).min(60_000));
     let probe = settled_probe(&r.state, &id, wait).await?;
@@ -509,7 +532,7 @@ pub async fn probe_events_page(
 async fn probe_events(
     r: Request,
     Path(id): Path<String>,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult {
     r.caller(Role::Viewer, "event.list").await?;
     let events = probe_events_page(&r.state, &id, q.since.as_deref(), q.after, q.limit).await?;
@@ -569,7 +592,11 @@ pub async fn wait_for(
     raw_events(&events)
 }
 
-async fn wait_events(r: Request, Path(id): Path<String>, Query(q): Query<WaitQuery>) -> ApiResult {
+async fn wait_events(
+    r: Request,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
+) -> ApiResult {
     r.caller(Role::Viewer, "event.wait").await?;
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(30_000).min(600_000));
     let events = wait_for(&r.state, &id, q.after, q.count.unwrap_or(1), timeout).await?;
@@ -583,7 +610,7 @@ struct StreamQuery {
 
 /// Live events as server-sent events (`id:` is the event's `seq`). A client that reconnects
 /// with `Last-Event-ID` first gets what it missed from the store.
-async fn stream_events(r: Request, Query(q): Query<StreamQuery>) -> ApiResult {
+async fn stream_events(r: Request, ApiQuery(q): ApiQuery<StreamQuery>) -> ApiResult {
     let last_id: Option<i64> = r
         .headers
         .get("last-event-id")
@@ -765,7 +792,7 @@ struct AuditQuery {
     limit: Option<usize>,
 }
 
-async fn audit(r: Request, Query(q): Query<AuditQuery>) -> ApiResult {
+async fn audit(r: Request, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult {
     r.caller(Role::Admin, "audit.read").await?;
     let since = since_param(q.since.as_deref())?;
     let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
@@ -824,7 +851,7 @@ struct DesiredQuery {
 
 /// The probes that apply to an agent's instances. With `version`, waits (up to `wait_ms`) until
 /// the desired state may have changed: a long poll, so agents learn of a new probe at once.
-async fn agent_desired(r: Request, Query(q): Query<DesiredQuery>) -> ApiResult {
+async fn agent_desired(r: Request, ApiQuery(q): ApiQuery<DesiredQuery>) -> ApiResult {
     r.caller(Role::Agent, "agent.desired").await?;
     let state = &r.state;
     let mut rx = state.version.subscribe();

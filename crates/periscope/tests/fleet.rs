@@ -503,6 +503,32 @@ fn bad_input_gets_400_naming_the_field_and_unknown_ids_404() {
     p.template = None;
     let e = admin.add_probe(&p).unwrap_err();
     assert!(e.to_string().contains("template"), "{e}");
+    // Neither tags nor an instance id; a location with a control character.
+    let e = admin
+        .add_probe(&log_probe("\u{ed}\u{6b675} \u{c9}", "a={a}"))
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    assert!(e.to_string().contains("neither tags"), "{e}");
+    let mut p = log_probe("service=x", "a={a}");
+    p.location = "main.rs\u{7}:3".into();
+    let e = admin.add_probe(&p).unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    assert!(e.to_string().contains("control character U+0007"), "{e}");
+    // A query parameter of the wrong type: a JSON error naming it, like every other.
+    let r = ureq::get(&format!("{}/api/v1/probes/p1/events?limit=-3", server.url))
+        .header("Authorization", &format!("Bearer {}", server.admin))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 400);
+    let body: serde_json::Value = r.into_body().read_json().expect("a JSON error");
+    assert_eq!(body["field"], "query", "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|m| m.contains("limit")),
+        "{body}"
+    );
     assert_eq!(admin.probe("p999").unwrap_err().status(), Some(404));
     assert_eq!(admin.remove_probe("p999").unwrap_err().status(), Some(404));
     let out = server.cli(
