@@ -154,6 +154,12 @@ fn a_person_probes_a_line_from_the_console() {
     // The verify probe's table, from the server's tallies: every failing hit fixed.
     assert!(seen["verify_failing"].as_u64() > Some(0), "{seen:#}");
     assert_eq!(seen["verify_fixed"], seen["verify_failing"], "{seen:#}");
+    // A paused probe shows it, with the reason, and was resumed from the page.
+    assert!(
+        text("paused_row").contains("paused") && text("paused_row").contains("budget"),
+        "{seen:#}"
+    );
+    assert_eq!(seen["resumed"], 1, "{seen:#}");
     // The viewer: no audit link, no way to add or remove.
     assert_eq!(seen["viewer_audit_link"], 0);
     assert_eq!(seen["viewer_add_disabled"], true);

@@ -421,13 +421,22 @@ async function viewProbes(show) {
         el("div", { class: "mono" }, `${i.instance} `, stateBadge(i.state), ` ${i.hits} hits, ${i.dropped} dropped`,
           i.last_error ? el("div", { class: i.state === "paused" ? "muted" : "error" }, i.last_error) : null))),
       el("td", { class: "mono" }, p.hits),
-      el("td", {}, p.state === "active" || p.state === "paused"
-        ? guarded(el("button", { class: "danger", "data-remove": p.id, onclick: async (ev) => {
-            ev.target.disabled = true;
-            await api("DELETE", `/probes/${encodeURIComponent(p.id)}`);
-            route();
-          } }, "Remove"))
-        : ""),
+      el("td", {},
+        p.state === "paused"
+          ? guarded(el("button", { class: "secondary", "data-resume": p.id, title: "Put it back where its overhead budget paused it", onclick: async (ev) => {
+              ev.target.disabled = true;
+              await api("POST", `/probes/${encodeURIComponent(p.id)}/resume`, {});
+              route();
+            } }, "Resume"))
+          : null,
+        " ",
+        p.state === "active" || p.state === "paused"
+          ? guarded(el("button", { class: "danger", "data-remove": p.id, onclick: async (ev) => {
+              ev.target.disabled = true;
+              await api("DELETE", `/probes/${encodeURIComponent(p.id)}`);
+              route();
+            } }, "Remove"))
+          : ""),
     ),
   );
   show(

@@ -164,6 +164,25 @@ try {
   seen.verify_failing = Number(await row.locator('[data-cell="failing"]').textContent());
   await shot(page, "07b-verify-table");
 
+  // A probe its overhead budget pauses says so on the Probes page, and Resume puts it back.
+  const pausedProbe = await addProbe(page, "log", async () => {
+    await page.getByLabel("Template").fill("id={req.id}");
+    await page.getByLabel("Overhead budget (ms per 10 s)").fill("1");
+  });
+  seen.paused_probe = pausedProbe;
+  await page.getByRole("link", { name: "Probes" }).click();
+  const pausedRow = page.locator(`tr[data-probe="${pausedProbe}"]`);
+  for (let i = 0; i < 60 && !(await pausedRow.locator(".state-paused").count()); i++) {
+    await page.waitForTimeout(500);
+    await page.getByRole("link", { name: "Probes" }).click();
+    await page.reload();
+  }
+  seen.paused_row = await pausedRow.innerText();
+  await shot(page, "07c-paused");
+  await page.locator(`button[data-resume="${pausedProbe}"]`).click();
+  await page.locator(`tr[data-probe="${pausedProbe}"]`).waitFor({ timeout: T });
+  seen.resumed = (await (await fetch(`${url}/api/v1/probes/${pausedProbe}`, { headers: { Authorization: `Bearer ${admin}` } })).json()).probe.resumes;
+
   // A viewer sees everything and can change nothing.
   const vctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const vpage = await vctx.newPage();
@@ -183,7 +202,7 @@ try {
 
   // Remove the probes from the Probes page.
   await page.getByRole("link", { name: "Probes" }).click();
-  for (const p of [logProbe, snapProbe, countProbe, verifyProbe]) {
+  for (const p of [logProbe, snapProbe, countProbe, verifyProbe, pausedProbe]) {
     await page.locator(`button[data-remove="${p}"]`).click();
     await page.locator(`tr[data-probe="${p}"] .state-removed`).first().waitFor({ timeout: T });
   }
