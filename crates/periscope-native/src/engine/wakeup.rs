@@ -1,7 +1,8 @@
 //! How the tracer thread sleeps and wakes, and every wait for a traced thread, bounded.
 //!
-//! The tracer sleeps in `poll` on an eventfd (written at every SIGCHLD and every command) and,
-//! when the session handles them, a signalfd for SIGINT/SIGTERM/SIGHUP. Every wait for a stop
+//! The tracer sleeps in `poll` on a signalfd for SIGCHLD (a tracee stopped), an eventfd
+//! (written by every command, and by another session that read a SIGCHLD) and, when the session
+//! handles them, a signalfd for SIGINT/SIGTERM/SIGHUP. Every wait for a stop
 //! goes through [`Wakeup::wait_stop`], which never blocks in `waitpid`: it polls with `WNOHANG`
 //! and sleeps on the eventfd until a deadline. So no phase (attach, install, a hit, teardown)
 //! can wait without bound, and a signal that arrives meanwhile is seen and remembered.
@@ -31,6 +32,9 @@ pub(crate) fn new_eventfd() -> std::io::Result<Arc<EventFd>> {
 /// What woke a sleep, besides a child or a command.
 pub(crate) struct Wakeup {
     wake: Arc<EventFd>,
+    /// SIGCHLD, read by this tracer itself: a stop of a traced thread wakes it directly, with
+    /// no thread in between (one hop less per hit). See [`child_wakers`] for several sessions.
+    sigchld: Option<SignalFd>,
     signals: Option<SignalFd>,
     /// The first SIGINT/SIGTERM/SIGHUP seen (its name), kept until the session acts on it.
     pub(crate) signalled: Option<String>,
@@ -52,9 +56,14 @@ impl Wakeup {
             mask.add(Signal::SIGHUP);
             SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok()
         });
+        let mut chld = SigSet::empty();
+        chld.add(Signal::SIGCHLD);
+        let sigchld =
+            SignalFd::with_flags(&chld, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok();
         Wakeup {
             _registration: child_wakers::register(wake.clone()),
             wake,
+            sigchld,
             signals: signals.flatten(),
             signalled: None,
             consumed: false,
@@ -66,6 +75,7 @@ impl Wakeup {
     /// after the look is not lost.
     pub(crate) fn reset(&self) {
         let _ = self.wake.read();
+        self.take_sigchld();
     }
 
     /// Whether a wait since the last call consumed wake-ups (and clears it). The event loop
@@ -96,6 +106,12 @@ impl Wakeup {
             self.wake.as_fd(),
             nix::poll::PollFlags::POLLIN,
         )];
+        if let Some(s) = &self.sigchld {
+            fds.push(nix::poll::PollFd::new(
+                s.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            ));
+        }
         if let Some(s) = &self.signals {
             fds.push(nix::poll::PollFd::new(
                 s.as_fd(),
@@ -103,7 +119,22 @@ impl Wakeup {
             ));
         }
         let _ = nix::poll::poll(&mut fds, timeout);
+        self.take_sigchld();
         self.read_signal();
+    }
+
+    /// Reads a pending SIGCHLD, if this tracer got it. It may have been for another session's
+    /// tracee (SIGCHLD is the process's, and one read consumes it): every other session is
+    /// woken too, and each reaps only its own.
+    fn take_sigchld(&self) {
+        let Some(s) = &self.sigchld else { return };
+        let mut got = false;
+        while let Ok(Some(_)) = s.read_signal() {
+            got = true;
+        }
+        if got {
+            child_wakers::wake_others(&self._registration);
+        }
     }
 
     /// Takes a pending SIGINT/SIGTERM/SIGHUP, if any, into [`Self::signalled`].
@@ -146,45 +177,31 @@ impl Wakeup {
 }
 
 /// SIGCHLD is sent to the whole process, and one signalfd read consumes it; with several
-/// sessions in one process (an agent watching many targets) only one tracer would wake. So one
-/// thread reads SIGCHLD and wakes every session's eventfd; each session then reaps its own
-/// tracees (`wait` uses `__WNOTHREAD`).
+/// sessions in one process (an agent watching many targets) only the tracer that read it would
+/// wake. So the one that reads it wakes every other session's eventfd; each session then reaps
+/// its own tracees (`wait` uses `__WNOTHREAD`). With one session nothing else is woken.
 mod child_wakers {
     use nix::sys::eventfd::EventFd;
-    use nix::sys::signal::{SigSet, Signal};
-    use nix::sys::signalfd::{SfdFlags, SignalFd};
     use std::sync::{Arc, Mutex, OnceLock};
 
     type Registry = Mutex<Vec<(u64, Arc<EventFd>)>>;
 
     fn registry() -> &'static Registry {
         static REGISTRY: OnceLock<Registry> = OnceLock::new();
-        REGISTRY.get_or_init(|| {
-            let mut mask = SigSet::empty();
-            mask.add(Signal::SIGCHLD);
-            if let Ok(sfd) = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC) {
-                let _ = std::thread::Builder::new()
-                    .name("periscope-sigchld".into())
-                    .spawn(move || loop {
-                        match sfd.read_signal() {
-                            Ok(_) => wake_all(),
-                            Err(nix::errno::Errno::EINTR) => {}
-                            Err(_) => return,
-                        }
-                    });
-            }
-            Mutex::new(Vec::new())
-        })
+        REGISTRY.get_or_init(Default::default)
     }
 
-    fn wake_all() {
+    /// Wakes every session but `me`.
+    pub fn wake_others(me: &Registration) {
         let list = registry().lock().unwrap_or_else(|p| p.into_inner());
-        for (_, fd) in list.iter() {
-            let _ = fd.write(1);
+        for (id, fd) in list.iter() {
+            if *id != me.0 {
+                let _ = fd.write(1);
+            }
         }
     }
 
-    /// Keeps `fd` woken at every SIGCHLD until dropped.
+    /// Keeps `fd` woken at every SIGCHLD another session reads, until dropped.
     pub struct Registration(u64);
 
     pub fn register(fd: Arc<EventFd>) -> Registration {
