@@ -91,10 +91,12 @@ impl Engine {
         let started = Instant::now();
         regs.rip = addr;
         self.affinity.on_hit(tid);
+        self.hold_events();
         let hit = self.on_hit(tid, addr, &regs);
         self.resume_past(tid, addr, regs);
         // Charged after the thread is resumed: the time it was held, shared by the probes hit.
         let held = started.elapsed() / hit.len().max(1) as u32;
+        self.release_events();
         for pi in hit {
             self.charge(pi, held);
         }

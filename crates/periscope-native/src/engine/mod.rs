@@ -83,6 +83,10 @@ pub(crate) struct Engine {
     /// Signals that arrived while a thread was held for our own work, to deliver on resume.
     pending_signals: HashMap<i32, i32>,
     dropped: u64,
+    /// Events of the hit being handled: sent once its thread runs again, so waking the
+    /// consumer (another thread, perhaps on the target's core) is never on the target's time.
+    /// `None` outside a hit.
+    held_events: Option<Vec<EngineEvent>>,
     leader_status: Option<(Option<i32>, Option<i32>)>,
     /// Leftover scratch areas and stubs of a killed periscope removed at attach.
     recovered: usize,
@@ -133,6 +137,7 @@ impl Engine {
             last_hit: HashMap::new(),
             pending_signals: HashMap::new(),
             dropped: 0,
+            held_events: None,
             leader_status: None,
             recovered: 0,
             forks: forks::ForkChildren::default(),
@@ -165,10 +170,30 @@ impl Engine {
     }
 
     pub(crate) fn emit(&mut self, e: EngineEvent) {
+        if let Some(held) = &mut self.held_events {
+            held.push(e);
+            return;
+        }
+        self.send(e);
+    }
+
+    fn send(&mut self, e: EngineEvent) {
         match self.tx.try_send(e) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.dropped += 1,
             Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Holds events back while a hit's thread is stopped (see [`Engine::held_events`]).
+    pub(crate) fn hold_events(&mut self) {
+        self.held_events.get_or_insert_with(Vec::new);
+    }
+
+    /// Sends what was held back, in order.
+    pub(crate) fn release_events(&mut self) {
+        for e in self.held_events.take().unwrap_or_default() {
+            self.send(e);
         }
     }
 
