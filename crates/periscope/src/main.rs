@@ -769,11 +769,17 @@ fn report(summary: &periscope_native::probe::Summary) {
 fn finish(session: Session, reason: Result<Option<EndReason>>) -> Result<()> {
     // Stop first, whatever happened while printing (a closed pipe must not leave breakpoints).
     let summary = session.stop();
+    report(&summary);
+    end_with(reason)
+}
+
+/// How a probing command ends: a note for why (the target exited, the hit limit), or the
+/// session's error as the command's (exit status 1).
+fn end_with(reason: Result<Option<EndReason>>) -> Result<()> {
     let reason = reason?;
     if let Some(text) = reason.as_ref().and_then(end_note) {
         note(&format!("periscope: {text}"));
     }
-    report(&summary);
     if let Some(EndReason::Error(e)) = reason {
         bail!(e);
     }
@@ -824,14 +830,7 @@ fn run_count(
     let summary = session.stop();
     print(true)?;
     report(&summary);
-    let reason = reason?;
-    if let Some(text) = reason.as_ref().and_then(end_note) {
-        note(&format!("periscope: {text}"));
-    }
-    if let Some(EndReason::Error(e)) = reason {
-        bail!(e);
-    }
-    Ok(())
+    end_with(reason)
 }
 
 fn count_line(

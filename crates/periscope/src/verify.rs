@@ -2,7 +2,7 @@
 //! engine puts each hit in a cell per candidate (counted in the probe's tallies, with the first
 //! examples of each cell reported as events); this prints the table live and the verdicts.
 
-use super::{end_note, local_probe, note, print_probe_error, pump, report, start, Common};
+use super::{end_with, local_probe, print_probe_error, pump, report, start, Common};
 use anyhow::{bail, Result};
 use clap::Args;
 use periscope_core::api::{NewProbe, ProbeKind};
@@ -10,7 +10,7 @@ use periscope_core::event::Body;
 use periscope_core::verify::CandidateResult;
 use periscope_native::probe::Tallies;
 use periscope_native::values::Limits;
-use periscope_native::{EndReason, EngineEvent};
+use periscope_native::EngineEvent;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -109,14 +109,7 @@ pub fn run(a: VerifyArgs) -> Result<()> {
     } else {
         print_table(&mut out, hits, &results)?;
     }
-    let reason = reason?;
-    if let Some(text) = reason.as_ref().and_then(end_note) {
-        note(&format!("periscope: {text}"));
-    }
-    if let Some(EndReason::Error(e)) = reason {
-        bail!(e);
-    }
-    Ok(())
+    end_with(reason)
 }
 
 /// Hits and each candidate's cells from the tallies, with the examples seen.
