@@ -5,7 +5,7 @@ use crate::frame::{Frame, Place};
 use crate::index::scope::{TypeRef, Var};
 use crate::index::types::{Type, TypeKind};
 use crate::values::{int_from, Reader};
-use periscope_core::expr::{BinOp, Expr, ExprKind};
+use periscope_core::expr::{Expr, ExprKind};
 use periscope_core::value::{Int128, Value};
 use std::cell::Cell;
 use std::sync::Arc;
@@ -38,10 +38,11 @@ impl Ev {
     }
 }
 
-const MAX_STEPS: u32 = 10_000;
+mod folds;
+mod ops;
+mod variants;
 
-/// Where an enum value's active variant keeps its fields, and their struct type.
-type Payload = (Place, Arc<Type>);
+const MAX_STEPS: u32 = 10_000;
 
 pub struct Evaluator<'a> {
     pub frame: &'a Frame<'a>,
@@ -55,7 +56,7 @@ pub struct Evaluator<'a> {
     bindings: std::cell::RefCell<Vec<(String, Ev)>>,
 }
 
-type Res<T> = Result<T, String>;
+pub(super) type Res<T> = Result<T, String>;
 
 impl<'a> Evaluator<'a> {
     pub fn new(
@@ -620,262 +621,6 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// `sum(xs, |x| e)`, `count(xs, |x| cond)`, `any`, `all` over a list's elements.
-    fn fold(&self, how: &str, list: &Expr, closure: &Expr) -> Res<Ev> {
-        let ExprKind::Lambda(param, body) = &closure.kind else {
-            return Err(format!(
-                "{how}({list}, …) takes a closure second, e.g. {how}({list}, |x| x.amount)"
-            ));
-        };
-        let items = self.elements(self.eval(list)?, &list.to_string())?;
-        let mut total = Ev::Int(0, None);
-        let mut n: i128 = 0;
-        for item in items {
-            let v = self.with_binding(param, item, |ev| ev.eval(body))?;
-            match how {
-                "sum" => {
-                    total = match (self.scalar(total)?, self.scalar(v)?) {
-                        (Ev::Int(a, t), Ev::Int(b, _)) => {
-                            Ev::Int(a.checked_add(b).ok_or("arithmetic overflow")?, t)
-                        }
-                        (a, b) => Ev::Float(number(&a, list)? + number(&b, body)?),
-                    }
-                }
-                _ => {
-                    let yes = self.truthy(&v)?;
-                    match how {
-                        "any" if yes => return Ok(Ev::Bool(true)),
-                        "all" if !yes => return Ok(Ev::Bool(false)),
-                        "count" if yes => n += 1,
-                        _ => {}
-                    }
-                }
-            }
-        }
-        Ok(match how {
-            "sum" => total,
-            "count" => Ev::Int(n, Some("usize".into())),
-            "any" => Ev::Bool(false),
-            _ => Ev::Bool(true),
-        })
-    }
-
-    /// A list's elements as places (a Vec, slice or array) or as values read (other
-    /// collections, through their rendering).
-    fn elements(&self, v: Ev, text: &str) -> Res<Vec<Ev>> {
-        let v = self.auto_deref(v)?;
-        if let Ev::Place { place, ty } = &v {
-            let keyed = matches!(ty.kind, TypeKind::Array { .. })
-                || ty.name.starts_with("alloc::vec::Vec<")
-                || ty.name.starts_with("&[")
-                || ty.name.starts_with("&mut [");
-            if keyed {
-                let len = match self.method(v.clone(), "len", &[], text)? {
-                    Ev::Int(n, _) => n,
-                    _ => 0,
-                };
-                let cap = len.min(self.reader.limits.items as i128 * 100);
-                return (0..cap)
-                    .map(|i| self.index(v.clone(), Ev::Int(i, None), text))
-                    .collect();
-            }
-            return match self.reader.render(place, ty, 2) {
-                Value::List { items, .. } => Ok(items.into_iter().map(Ev::Rendered).collect()),
-                _ => Err(format!("`{text}` ({}) is not a list", ty.name)),
-            };
-        }
-        match v {
-            Ev::Rendered(Value::List { items, .. }) => {
-                Ok(items.into_iter().map(Ev::Rendered).collect())
-            }
-            _ => Err(format!("`{text}` is not a list")),
-        }
-    }
-
-    /// `ev.Payment` (the payload of the active variant, an error naming the active one
-    /// otherwise), or a field of the active variant's payload: `x.0`, `method.soft`.
-    fn variant_field(
-        &self,
-        place: &Place,
-        ty: &Arc<Type>,
-        vp: &crate::index::types::VariantPart,
-        field: &str,
-        base_text: &str,
-    ) -> Res<Ev> {
-        let active = self
-            .reader
-            .active_variant(place, vp)
-            .ok_or_else(|| format!("`{base_text}` has an unknown enum discriminant"))?;
-        let payload_ty = active
-            .member
-            .ty
-            .map(|t| self.ty(t))
-            .ok_or("variant without type information")?;
-        let payload = Reader::sub_place(place, active.member.offset);
-        if field == active.member.name {
-            return Ok(Ev::Place {
-                place: payload,
-                ty: payload_ty,
-            });
-        }
-        if vp.variants.iter().any(|v| v.member.name == field) {
-            return Err(format!(
-                "`{base_text}` is {}, not {field} (guard with `matches({base_text}, {field}) && …`)",
-                active.member.name
-            ));
-        }
-        let tuple_name = format!("__{field}");
-        let found = payload_ty
-            .member(field)
-            .or_else(|| payload_ty.member(&tuple_name));
-        if found.is_none() {
-            if let Some(inner) = self.newtype_inner(&payload, &payload_ty) {
-                return self.field(inner, field, base_text);
-            }
-        }
-        match found {
-            Some(m) => Ok(Ev::Place {
-                place: Reader::sub_place(&payload, m.offset),
-                ty: m
-                    .ty
-                    .map(|t| self.ty(t))
-                    .ok_or_else(|| format!("field `{field}` has no type information"))?,
-            }),
-            None => {
-                let fields: Vec<String> = match &payload_ty.kind {
-                    TypeKind::Struct { members, .. } => members
-                        .iter()
-                        .map(|m| m.name.trim_start_matches("__").to_string())
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                let variants: Vec<&str> =
-                    vp.variants.iter().map(|v| v.member.name.as_str()).collect();
-                Err(format!(
-                    "`{base_text}` ({}) is {}{}, which has no field `{field}` (guard with `matches({base_text}, VARIANT) && …`); variants: {}",
-                    ty.name,
-                    active.member.name,
-                    if fields.is_empty() {
-                        " (no fields)".to_string()
-                    } else {
-                        format!(" (fields: {})", fields.join(", "))
-                    },
-                    variants.join(", ")
-                ))
-            }
-        }
-    }
-
-    /// What a newtype (one unnamed field: `Payment(Money)`, `struct Id(u64)`) wraps, so a
-    /// field path can see through it.
-    fn newtype_inner(&self, place: &Place, ty: &Arc<Type>) -> Option<Ev> {
-        let TypeKind::Struct {
-            members,
-            variants: None,
-            ..
-        } = &ty.kind
-        else {
-            return None;
-        };
-        let [only] = members.as_slice() else {
-            return None;
-        };
-        if only.name != "__0" {
-            return None;
-        }
-        Some(Ev::Place {
-            place: Reader::sub_place(place, only.offset),
-            ty: self.ty(only.ty?),
-        })
-    }
-
-    /// The active variant's name of an enum value (Rust enum, C enum, or a rendered one).
-    fn variant_of(&self, v: Ev, text: &str) -> Res<(String, Option<Payload>)> {
-        let v = self.auto_deref_unless_sized(v)?;
-        match v {
-            Ev::Place { place, ty } => {
-                if let TypeKind::Struct {
-                    variants: Some(vp), ..
-                } = &ty.kind
-                {
-                    let a = self
-                        .reader
-                        .active_variant(&place, vp)
-                        .ok_or_else(|| format!("`{text}` has an unknown enum discriminant"))?;
-                    let payload = a
-                        .member
-                        .ty
-                        .map(|t| (Reader::sub_place(&place, a.member.offset), self.ty(t)));
-                    return Ok((a.member.name.clone(), payload));
-                }
-                match self.reader.render(&place, &ty, 1) {
-                    Value::Enum { variant, .. } => Ok((variant, None)),
-                    _ => Err(format!(
-                        "`{text}` ({}) is not an enum; compare it with a value, not a variant",
-                        ty.name
-                    )),
-                }
-            }
-            Ev::Rendered(Value::Enum { variant, .. }) => Ok((variant, None)),
-            Ev::Str(s) => Ok((s, None)),
-            other => Err(format!(
-                "`{text}` ({}) is not an enum; compare it with a value, not a variant",
-                describe(&other)
-            )),
-        }
-    }
-
-    /// `matches(x, Put)`: the active variant's name, whatever the payload.
-    fn matches_variant(&self, v: Ev, pattern: &str, text: &str) -> Res<bool> {
-        let (name, _) = self.variant_of(v, text)?;
-        Ok(name == Ev::variant_name(pattern))
-    }
-
-    /// `x == Some("a")`: the same variant, and each written payload field equal.
-    fn equals_variant(&self, v: Ev, path: &str, args: &[Ev], text: &str) -> Res<bool> {
-        let (name, payload) = self.variant_of(v, text)?;
-        if name != Ev::variant_name(path) {
-            return Ok(false);
-        }
-        let Some((place, pty)) = payload.filter(|_| !args.is_empty()) else {
-            return Ok(true);
-        };
-        for (i, want) in args.iter().enumerate() {
-            let m = pty.member(&format!("__{i}")).ok_or_else(|| {
-                format!("`{text}` is {name}, which has no field {i} to compare with")
-            })?;
-            let mt =
-                m.ty.map(|t| self.ty(t))
-                    .ok_or("field without type information")?;
-            let got = Ev::Place {
-                place: Reader::sub_place(&place, m.offset),
-                ty: mt,
-            };
-            let equal = match want {
-                Ev::Variant { path, args } => self.equals_variant(got, path, args, text)?,
-                want => scalars_equal(&self.scalar(got)?, &self.scalar(want.clone())?),
-            };
-            if !equal {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// The second argument of `matches`: a variant name (`Get`, `Method::Put`, `Some`).
-    fn pattern(&self, e: &Expr) -> Res<Option<String>> {
-        Ok(match &e.kind {
-            ExprKind::Name(n) if periscope_core::expr::is_variant_path(n) => Some(n.clone()),
-            ExprKind::Call(n, _) if periscope_core::expr::is_variant_path(n) => Some(n.clone()),
-            _ => None,
-        })
-    }
-
-    /// A payload field written in a variant (`"a"` in `Some("a")`), a nested variant included.
-    fn eval_pattern_arg(&self, e: &Expr) -> Res<Ev> {
-        self.eval(e)
-    }
-
     /// Rust references deref for methods, but C `char *` is itself the string.
     fn auto_deref_unless_sized(&self, v: Ev) -> Res<Ev> {
         if let Ev::Place { ty, .. } = &v {
@@ -959,190 +704,6 @@ impl<'a> Evaluator<'a> {
             )),
         }
     }
-
-    fn binary(&self, op: BinOp, a: &Expr, b: &Expr) -> Res<Ev> {
-        match op {
-            BinOp::And => {
-                let l = self.eval(a)?;
-                if !self.truthy(&l)? {
-                    return Ok(Ev::Bool(false));
-                }
-                let r = self.eval(b)?;
-                return Ok(Ev::Bool(self.truthy(&r)?));
-            }
-            BinOp::Or => {
-                let l = self.eval(a)?;
-                if self.truthy(&l)? {
-                    return Ok(Ev::Bool(true));
-                }
-                let r = self.eval(b)?;
-                return Ok(Ev::Bool(self.truthy(&r)?));
-            }
-            _ => {}
-        }
-        if matches!(op, BinOp::Eq | BinOp::Ne) {
-            // `x == Some("a")`, `method == Method::Get`, `color == RED`.
-            let (l, r) = (self.eval(a)?, self.eval(b)?);
-            let found = match (l, r) {
-                (Ev::Variant { .. }, Ev::Variant { .. }) => {
-                    return Err(format!("`{a} {} {b}` compares two written variants; one side must be a value of the program", op.symbol()))
-                }
-                (v, Ev::Variant { path, args }) => Some(self.equals_variant(v, &path, &args, &a.to_string())?),
-                (Ev::Variant { path, args }, v) => Some(self.equals_variant(v, &path, &args, &b.to_string())?),
-                _ => None,
-            };
-            if let Some(eq) = found {
-                return Ok(Ev::Bool(eq == (op == BinOp::Eq)));
-            }
-        }
-        let l = self.scalar(self.eval(a)?)?;
-        let r = self.scalar(self.eval(b)?)?;
-        let cmp = |o: std::cmp::Ordering| -> bool {
-            match op {
-                BinOp::Eq => o.is_eq(),
-                BinOp::Ne => !o.is_eq(),
-                BinOp::Lt => o.is_lt(),
-                BinOp::Le => o.is_le(),
-                BinOp::Gt => o.is_gt(),
-                BinOp::Ge => o.is_ge(),
-                _ => false,
-            }
-        };
-        let is_cmp = matches!(
-            op,
-            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge
-        );
-        let mismatch = || format!("cannot apply `{}` to `{a}` and `{b}`", op.symbol());
-        match (l, r) {
-            (Ev::Str(x), Ev::Str(y)) if is_cmp => Ok(Ev::Bool(cmp(x.cmp(&y)))),
-            (Ev::Str(x), Ev::Char(y)) | (Ev::Char(y), Ev::Str(x))
-                if matches!(op, BinOp::Eq | BinOp::Ne) =>
-            {
-                Ok(Ev::Bool(cmp(x.cmp(&y.to_string()))))
-            }
-            (Ev::Bool(x), Ev::Bool(y)) if is_cmp => Ok(Ev::Bool(cmp(x.cmp(&y)))),
-            (l, r) => {
-                let num = |v: &Ev| -> Option<Num> {
-                    match v {
-                        Ev::Int(i, _) => Some(Num::I(*i)),
-                        Ev::Char(c) => Some(Num::I(*c as i128)),
-                        Ev::Bool(b) => Some(Num::I(*b as i128)),
-                        Ev::Float(f) => Some(Num::F(*f)),
-                        _ => None,
-                    }
-                };
-                let (Some(x), Some(y)) = (num(&l), num(&r)) else {
-                    return Err(mismatch());
-                };
-                let ty = match (&l, &r) {
-                    (Ev::Int(_, Some(t)), _) | (_, Ev::Int(_, Some(t))) => Some(t.clone()),
-                    _ => None,
-                };
-                match (x, y) {
-                    (Num::I(x), Num::I(y)) => {
-                        if is_cmp {
-                            return Ok(Ev::Bool(cmp(x.cmp(&y))));
-                        }
-                        let v = match op {
-                            BinOp::Add => x.checked_add(y),
-                            BinOp::Sub => x.checked_sub(y),
-                            BinOp::Mul => x.checked_mul(y),
-                            BinOp::Div if y == 0 => {
-                                return Err(format!("division by zero in `{b}`"))
-                            }
-                            BinOp::Div => x.checked_div(y),
-                            BinOp::Rem if y == 0 => {
-                                return Err(format!("division by zero in `{b}`"))
-                            }
-                            BinOp::Rem => x.checked_rem(y),
-                            _ => None,
-                        };
-                        v.map(|v| Ev::Int(v, ty))
-                            .ok_or_else(|| "arithmetic overflow".to_string())
-                    }
-                    (x, y) => {
-                        let (x, y) = (x.f(), y.f());
-                        if is_cmp {
-                            return Ok(Ev::Bool(x.partial_cmp(&y).is_some_and(cmp)));
-                        }
-                        Ok(Ev::Float(match op {
-                            BinOp::Add => x + y,
-                            BinOp::Sub => x - y,
-                            BinOp::Mul => x * y,
-                            BinOp::Div => x / y,
-                            BinOp::Rem => x % y,
-                            _ => return Err(mismatch()),
-                        }))
-                    }
-                }
-            }
-        }
-    }
-
-    fn cast(&self, v: Ev, ty: &str) -> Res<Ev> {
-        let v = self.scalar(v)?;
-        let bits = |t: &str| -> Option<(u32, bool)> {
-            Some(match t {
-                "u8" => (8, false),
-                "u16" => (16, false),
-                "u32" => (32, false),
-                "u64" | "usize" => (64, false),
-                "u128" => (128, false),
-                "i8" => (8, true),
-                "i16" => (16, true),
-                "i32" => (32, true),
-                "i64" | "isize" => (64, true),
-                "i128" => (128, true),
-                _ => return None,
-            })
-        };
-        if ty == "f64" || ty == "f32" {
-            return match v {
-                Ev::Int(i, _) => Ok(Ev::Float(i as f64)),
-                Ev::Float(f) => Ok(Ev::Float(if ty == "f32" { f as f32 as f64 } else { f })),
-                _ => Err(format!("cannot cast to {ty}")),
-            };
-        }
-        let Some((n, signed)) = bits(ty) else {
-            return Err(format!(
-                "unknown type `{ty}` in cast; use u8…u128, i8…i128, usize, isize, f32 or f64"
-            ));
-        };
-        let i = match v {
-            Ev::Int(i, _) => i,
-            Ev::Float(f) => f as i128,
-            Ev::Char(c) => c as i128,
-            Ev::Bool(b) => b as i128,
-            _ => return Err(format!("cannot cast to {ty}")),
-        };
-        let truncated = if n == 128 {
-            i
-        } else {
-            let mask = (1i128 << n) - 1;
-            let u = i & mask;
-            if signed && u & (1 << (n - 1)) != 0 {
-                u - (1 << n)
-            } else {
-                u
-            }
-        };
-        Ok(Ev::Int(truncated, Some(ty.to_string())))
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Num {
-    I(i128),
-    F(f64),
-}
-
-impl Num {
-    fn f(self) -> f64 {
-        match self {
-            Num::I(i) => i as f64,
-            Num::F(f) => f,
-        }
-    }
 }
 
 /// Whether a rendered map key equals an evaluated scalar (`map["alice"]`, `map[3]`).
@@ -1163,7 +724,7 @@ fn scalar_equals(key: &Value, want: &Ev) -> bool {
 }
 
 /// A scalar as a number for comparisons (`min`, `max`, `sum`).
-fn number(v: &Ev, e: &Expr) -> Res<f64> {
+pub(super) fn number(v: &Ev, e: &Expr) -> Res<f64> {
     match v {
         Ev::Int(i, _) => Ok(*i as f64),
         Ev::Float(x) => Ok(*x),
@@ -1172,21 +733,7 @@ fn number(v: &Ev, e: &Expr) -> Res<f64> {
     }
 }
 
-/// Equality of two scalars as `==` sees it (numbers across widths, a string and a char).
-fn scalars_equal(a: &Ev, b: &Ev) -> bool {
-    match (a, b) {
-        (Ev::Str(x), Ev::Str(y)) => x == y,
-        (Ev::Str(x), Ev::Char(y)) | (Ev::Char(y), Ev::Str(x)) => *x == y.to_string(),
-        (Ev::Int(x, _), Ev::Int(y, _)) => x == y,
-        (Ev::Float(x), Ev::Float(y)) => x == y,
-        (Ev::Int(x, _), Ev::Float(y)) | (Ev::Float(y), Ev::Int(x, _)) => *x as f64 == *y,
-        (Ev::Bool(x), Ev::Bool(y)) => x == y,
-        (Ev::Char(x), Ev::Char(y)) => x == y,
-        _ => false,
-    }
-}
-
-fn describe(v: &Ev) -> String {
+pub(super) fn describe(v: &Ev) -> String {
     match v {
         Ev::Str(s) => format!("{s:?}"),
         Ev::Int(i, _) => i.to_string(),
