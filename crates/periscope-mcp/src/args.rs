@@ -1,0 +1,208 @@
+//! The tools' arguments: their JSON schemas are what a model sees, and each field's doc is its
+//! description there.
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// Tool arguments that never fail to parse at the protocol level: a mistake (a wrong type, a
+/// missing field) becomes a tool error the model can read and correct, with the schema of the
+/// real arguments still published.
+pub struct Args<T>(pub(crate) Result<T, String>);
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Args<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        // The path names the argument at fault (`count: invalid type: string "many", …`).
+        Ok(Args(serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                e.into_inner().to_string()
+            } else {
+                format!("`{path}`: {}", e.into_inner())
+            }
+        })))
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Args<T> {
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FindFunctionsArgs {
+    /// Instance id, as list_instances gives it.
+    pub instance: String,
+    /// Part of the function's qualified name (case-insensitive), e.g. `settle` or `cart::total`.
+    pub pattern: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Candidate {
+    /// A short name for the candidate, e.g. `capped`.
+    pub name: String,
+    /// What the fixed code would compute, as assignments: `refund = min(refund, charge.amount - charge.refunded)`; several separated by `;`.
+    pub fix: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyFixArgs {
+    /// Which instances: tags such as `service=ledger` or an instance id.
+    pub target: String,
+    /// `FILE:LINE` or a function where the failure shows and the fix applies.
+    pub location: String,
+    /// The failure as a condition at the location, e.g. `refund > charge.amount - charge.refunded`.
+    pub failure: String,
+    /// Candidate fixes to compare.
+    pub candidates: Vec<Candidate>,
+    /// Results that must not change where nothing failed (default: every variable a fix assigns).
+    #[serde(default)]
+    pub keep: Vec<String>,
+    /// Replay mode `FROM..UNTIL` (not available yet).
+    pub replay: Option<String>,
+    /// Stop after this many hits per instance.
+    pub max_hits: Option<u64>,
+    /// How long to verify, in seconds (default 30, at most 300).
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FindMessageArgs {
+    /// Instance id, as list_instances gives it.
+    pub instance: String,
+    /// The message as someone saw it, e.g. `no route to shard 12` or `refund 3911 exceeds the charge`.
+    pub message: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadSourceArgs {
+    /// Instance id, as list_instances gives it.
+    pub instance: String,
+    /// Source file, matched by path suffix: `main.rs`, `src/cart.rs`.
+    pub file: String,
+    /// First line to show (default: 1).
+    pub from_line: Option<u32>,
+    /// Last line to show (default: the end of the file).
+    pub to_line: Option<u32>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddLogArgs {
+    /// Which instances: tags such as `service=ledger` (comma-separated, all must match) or an
+    /// instance id.
+    pub target: String,
+    /// `FILE:LINE` (a line read_source marks instrumentable) or a function name.
+    pub location: String,
+    /// Message with expressions in braces: `"total={total} user={user.name}"`.
+    pub template: String,
+    /// Only hits where this expression is true, e.g. `amount > 1000`.
+    pub condition: Option<String>,
+    /// Seconds until the probe is removed (default 900).
+    pub ttl_seconds: Option<u64>,
+    /// Hits per instance after which the probe is removed there.
+    pub max_hits: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddSnapshotArgs {
+    /// Which instances: tags such as `service=ledger` or an instance id.
+    pub target: String,
+    /// `FILE:LINE` or a function name.
+    pub location: String,
+    /// Extra expressions to capture besides the stack's arguments and locals.
+    #[serde(default)]
+    pub watch: Vec<String>,
+    /// Only hits where this expression is true.
+    pub condition: Option<String>,
+    /// Seconds until the probe is removed (default 900).
+    pub ttl_seconds: Option<u64>,
+    /// Snapshots per instance (default 1).
+    pub max_hits: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddCounterArgs {
+    /// Which instances: tags such as `service=ledger` or an instance id.
+    pub target: String,
+    /// `FILE:LINE` or a function name.
+    pub location: String,
+    /// Group counts by the value of this expression.
+    pub by: Option<String>,
+    /// Only hits where this expression is true.
+    pub condition: Option<String>,
+    /// Seconds until the probe is removed (default 900).
+    pub ttl_seconds: Option<u64>,
+    /// Hits per instance after which the counter stops.
+    pub max_hits: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetEventsArgs {
+    /// The probe's id (from add_log, add_snapshot, add_counter or list_probes).
+    pub probe_id: String,
+    /// At most this many events (default 20).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page, to get the events after it.
+    pub cursor: Option<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitArgs {
+    /// The probe's id.
+    pub probe_id: String,
+    /// How many events to wait for (default 1).
+    pub count: Option<usize>,
+    /// Longest wait in seconds (default 30, at most 300).
+    pub timeout_seconds: Option<u64>,
+    /// Only events after this cursor (`next_cursor` of an earlier answer).
+    pub cursor: Option<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeArgs {
+    /// The probe's id.
+    pub probe_id: String,
+    /// A new overhead budget: milliseconds of the target's time per 10 s (default 100).
+    pub budget_ms: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WatchFailuresArgs {
+    /// Which instances: tags such as `service=ledger` or an instance id.
+    pub target: String,
+    /// How long to watch, in seconds (default 900).
+    pub duration_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeIdArgs {
+    /// The probe's id.
+    pub probe_id: String,
+}
