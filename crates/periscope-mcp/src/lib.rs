@@ -10,6 +10,7 @@
 
 use periscope_client::{Client, ClientError, EventQuery};
 use periscope_core::api::{InstallState, NewProbe, ProbeKind};
+use periscope_native::target::TargetCache;
 use periscope_native::Target;
 use rmcp::handler::server::router::prompt::PromptRouter;
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -24,8 +25,7 @@ use rmcp::{
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 mod args;
@@ -40,9 +40,6 @@ pub enum Backend {
     /// server's own certificate when it serves HTTPS.
     PerRequest { base: String, ca: Option<Vec<u8>> },
 }
-
-/// Indexed binaries by (executable, build id).
-type TargetCache = Arc<Mutex<HashMap<(String, Option<String>), Target>>>;
 
 #[derive(Clone)]
 pub struct Periscope {
@@ -109,7 +106,7 @@ impl Periscope {
             tool_router: Self::tool_router(),
             prompt_router: Self::prompt_router(),
             backend,
-            targets: Arc::new(Mutex::new(HashMap::new())),
+            targets: TargetCache::default(),
         }
     }
 
@@ -219,27 +216,14 @@ impl Periscope {
                 }
             )));
         };
-        let key = (i.executable.clone(), i.build_id.clone());
-        if let Some(t) = self
-            .targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(t.clone());
-        }
-        let target = Target::of_process(i.pid, &i.executable)
-            .map_err(|e| {
-            tool_error(format!(
-                "cannot read the binary of {instance} ({} on host {}): {e}. find_functions and read_source need the binary on the machine running this MCP server.",
-                i.executable, i.host
-            ))
-        })?;
         self.targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, target.clone());
-        Ok(target)
+            .of_process(i.pid, &i.executable, i.build_id.as_deref())
+            .map_err(|e| {
+                tool_error(format!(
+                    "cannot read the binary of {instance} ({} on host {}): {e}. find_functions and read_source need the binary on the machine running this MCP server.",
+                    i.executable, i.host
+                ))
+            })
     }
 }
 

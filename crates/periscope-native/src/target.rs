@@ -5,7 +5,7 @@ use crate::error::NativeError;
 use crate::index::scope::Visible;
 use crate::index::{Function, InlinedCopy, ObjectIndex};
 use periscope_core::Location;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -711,6 +711,33 @@ fn declared_at(index: &ObjectIndex, file: Option<u32>, line: Option<u32>) -> Str
         (Some(p), Some(l)) => format!("{}:{l}", p.display()),
         (Some(p), None) => p.display().to_string(),
         _ => index.path.display().to_string(),
+    }
+}
+
+/// Indexed binaries by (executable, build id), for code views that read the same program
+/// again and again (indexing is the slow part: seconds for a large binary). Cheap to share.
+#[derive(Clone, Default)]
+pub struct TargetCache(Arc<std::sync::Mutex<HashMap<BinaryKey, Target>>>);
+
+/// A binary: its path and build id.
+type BinaryKey = (String, Option<String>);
+
+impl TargetCache {
+    /// [`Target::of_process`], indexed once per executable and build id.
+    pub fn of_process(
+        &self,
+        pid: u32,
+        executable: &str,
+        build_id: Option<&str>,
+    ) -> Result<Target, NativeError> {
+        let key = (executable.to_string(), build_id.map(str::to_string));
+        let lock = || self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = lock().get(&key) {
+            return Ok(t.clone());
+        }
+        let target = Target::of_process(pid, executable)?;
+        lock().insert(key, target.clone());
+        Ok(target)
     }
 }
 

@@ -16,12 +16,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use periscope_core::api::{Instance, NewProbe, Role, Selector};
 use periscope_native::probe::EngineProbe;
+use periscope_native::target::TargetCache;
 use periscope_native::values::Limits;
 use periscope_native::{NativeError, Target};
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -29,35 +29,21 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/probes/check", post(check))
 }
 
-type Targets = Mutex<HashMap<(String, Option<String>), Target>>;
-
-fn targets() -> &'static Targets {
-    static TARGETS: OnceLock<Targets> = OnceLock::new();
+fn targets() -> &'static TargetCache {
+    static TARGETS: OnceLock<TargetCache> = OnceLock::new();
     TARGETS.get_or_init(Default::default)
 }
 
 /// The instance's binary, indexed. Blocking: call from the blocking pool.
 fn target_of(i: &Instance) -> Result<Target, ApiError> {
-    let key = (i.executable.clone(), i.build_id.clone());
-    if let Some(t) = targets()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
-    {
-        return Ok(t.clone());
-    }
-    let target = Target::of_process(i.pid, &i.executable)
-        .map_err(|e| {
-        ApiError::not_found(format!(
-            "cannot read the binary of {} ({} on host {}): {e}; the code view needs the binary on the server's machine",
-            i.id, i.executable, i.host
-        ))
-    })?;
     targets()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(key, target.clone());
-    Ok(target)
+        .of_process(i.pid, &i.executable, i.build_id.as_deref())
+        .map_err(|e| {
+            ApiError::not_found(format!(
+                "cannot read the binary of {} ({} on host {}): {e}; the code view needs the binary on the server's machine",
+                i.id, i.executable, i.host
+            ))
+        })
 }
 
 async fn instance(state: &Arc<AppState>, id: &str) -> Result<Instance, ApiError> {
