@@ -85,8 +85,10 @@ pub(crate) struct Engine {
     dropped: u64,
     /// Events of the hit being handled: sent once its thread runs again, so waking the
     /// consumer (another thread, perhaps on the target's core) is never on the target's time.
-    /// `None` outside a hit.
-    held_events: Option<Vec<EngineEvent>>,
+    /// The buffer is kept between hits (no allocation per hit).
+    held_events: Vec<EngineEvent>,
+    /// A hit is being handled: `emit` holds its events back.
+    holding: bool,
     leader_status: Option<(Option<i32>, Option<i32>)>,
     /// Leftover scratch areas and stubs of a killed periscope removed at attach.
     recovered: usize,
@@ -137,7 +139,8 @@ impl Engine {
             last_hit: HashMap::new(),
             pending_signals: HashMap::new(),
             dropped: 0,
-            held_events: None,
+            held_events: Vec::new(),
+            holding: false,
             leader_status: None,
             recovered: 0,
             forks: forks::ForkChildren::default(),
@@ -170,8 +173,8 @@ impl Engine {
     }
 
     pub(crate) fn emit(&mut self, e: EngineEvent) {
-        if let Some(held) = &mut self.held_events {
-            held.push(e);
+        if self.holding {
+            self.held_events.push(e);
             return;
         }
         self.send(e);
@@ -187,14 +190,17 @@ impl Engine {
 
     /// Holds events back while a hit's thread is stopped (see [`Engine::held_events`]).
     pub(crate) fn hold_events(&mut self) {
-        self.held_events.get_or_insert_with(Vec::new);
+        self.holding = true;
     }
 
     /// Sends what was held back, in order.
     pub(crate) fn release_events(&mut self) {
-        for e in self.held_events.take().unwrap_or_default() {
+        self.holding = false;
+        let mut held = std::mem::take(&mut self.held_events);
+        for e in held.drain(..) {
             self.send(e);
         }
+        self.held_events = held;
     }
 
     // ---- attaching and installing ---------------------------------------------------------

@@ -128,11 +128,8 @@ impl Wakeup {
     /// woken too, and each reaps only its own.
     fn take_sigchld(&self) {
         let Some(s) = &self.sigchld else { return };
-        let mut got = false;
-        while let Ok(Some(_)) = s.read_signal() {
-            got = true;
-        }
-        if got {
+        // SIGCHLD is a standard signal: at most one is pending, so one read takes it.
+        if let Ok(Some(_)) = s.read_signal() {
             child_wakers::wake_others(&self._registration);
         }
     }
