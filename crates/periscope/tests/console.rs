@@ -104,6 +104,10 @@ fn a_person_probes_a_line_from_the_console() {
     let text = |k: &str| seen[k].as_str().unwrap_or_default().to_string();
 
     assert!(text("wrong_token").contains("not valid"), "{seen:#}");
+    assert_eq!(
+        seen["nav_shown_signed_out"], false,
+        "no navigation before signing in"
+    );
     assert!(text("instance_row").contains(&target.pid.to_string()));
     assert!(text("instance_row").contains("service=console-test"));
     assert_eq!(seen["filtered_rows"], 1);

@@ -68,6 +68,7 @@ try {
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.locator("#sign-in-error:not(:empty)").waitFor({ timeout: T });
   seen.wrong_token = await page.locator("#sign-in-error").textContent();
+  seen.nav_shown_signed_out = await page.getByRole("link", { name: "Instances" }).isVisible();
   await shot(page, "01-wrong-token");
 
   // Sign in; the instance is listed; the tag filter narrows the list.
