@@ -22,7 +22,7 @@ pub static mut OVERRUNS: u64 = 0;
 fn refund(charge: &mut Charge, requested: u64) -> u64 {
     let refund = requested; // the bug: no cap at what is left
     charge.refunded += refund; // PROBE: refund-apply
-    if charge.refunded > charge.amount {
+    if charge.refunded > charge.amount { // PROBE: refund-check
         // SAFETY: one thread writes it.
         unsafe { OVERRUNS += 1 };
     }
@@ -37,7 +37,7 @@ fn main() {
     println!("refunds ready pid={}", std::process::id());
     let mut n: u64 = 0;
     loop {
-        n += 1;
+        n += 1; // PROBE: next-request
         let amount = 1000 + (n % 5) * 100;
         let mut charge = Charge {
             id: n,

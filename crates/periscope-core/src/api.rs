@@ -105,6 +105,12 @@ pub struct NewProbe {
     /// fix assigns).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keep: Vec<String>,
+    /// Verify, replay mode: `FROM..UNTIL`, two locations. At a hit of FROM a copy of the
+    /// process runs the computation with a candidate's assignments applied at the location,
+    /// until UNTIL, where the failure and the kept results are read in the copy and in the
+    /// original. Without it, shadow mode: both evaluated side by side at the location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<String>,
 }
 
 impl NewProbe {
@@ -126,6 +132,7 @@ impl NewProbe {
             failure: None,
             fixes: Vec::new(),
             keep: Vec::new(),
+            replay: None,
         }
     }
 }

@@ -38,7 +38,11 @@ pub enum Action {
         failure: Expr,
         /// (text as written, parsed).
         keep: Vec<(String, Expr)>,
+        /// `keep` was asked for (not the default of every assigned variable).
+        keep_given: bool,
         fixes: Vec<crate::verify::Fix>,
+        /// Replay mode; `None`: shadow mode.
+        replay: Option<crate::verify::Replay>,
     },
 }
 
@@ -130,11 +134,11 @@ pub fn compile(p: &NewProbe) -> Result<CompiledProbe, FieldError> {
         (ProbeKind::Verify, None) => verify_action(p)?,
     };
     if p.kind != ProbeKind::Verify
-        && (p.failure.is_some() || !p.fixes.is_empty() || !p.keep.is_empty())
+        && (p.failure.is_some() || !p.fixes.is_empty() || !p.keep.is_empty() || p.replay.is_some())
     {
         return Err(bad(
             "failure",
-            "only verify probes take failure, fixes and keep",
+            "only verify probes take failure, fixes, keep and replay",
         ));
     }
     match p.ttl_seconds {
@@ -201,6 +205,18 @@ fn verify_action(p: &NewProbe) -> Result<Action, FieldError> {
     if names.windows(2).any(|w| w[0] == w[1]) {
         return Err(bad("fixes", "two candidate fixes have the same name"));
     }
+    let replay = p
+        .replay
+        .as_deref()
+        .map(|r| crate::verify::parse_replay(r).map_err(|e| bad("replay", e)))
+        .transpose()?;
+    if replay.is_some() && p.condition.is_some() {
+        return Err(bad(
+            "condition",
+            "a replay takes no condition: every copy is compared at UNTIL (shadow mode, without replay, takes one)",
+        ));
+    }
+    let keep_given = !p.keep.is_empty();
     let mut keep = p
         .keep
         .iter()
@@ -219,7 +235,9 @@ fn verify_action(p: &NewProbe) -> Result<Action, FieldError> {
     Ok(Action::Verify {
         failure,
         keep,
+        keep_given,
         fixes,
+        replay,
     })
 }
 

@@ -66,6 +66,35 @@ pub fn parse_fix(text: &str) -> Result<Fix, String> {
     })
 }
 
+/// Replay mode's two locations: the computation starts at `from` (a function or a line) and
+/// its outcome is known at `until` (a line reached later by the same thread).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    pub from: crate::Location,
+    pub until: crate::Location,
+}
+
+/// Parses `FROM..UNTIL`: `refunds.rs:20..refunds.rs:25`, `handle..server.rs:88`.
+pub fn parse_replay(text: &str) -> Result<Replay, String> {
+    let (from, until) = text.split_once("..").ok_or_else(|| {
+        format!("`{text}`: replay is FROM..UNTIL, two locations, e.g. `refund..refunds.rs:25`")
+    })?;
+    let location = |what: &str, s: &str| {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(format!(
+                "`{text}`: the {what} location is missing; replay is FROM..UNTIL, e.g. `refund..refunds.rs:25`"
+            ));
+        }
+        s.parse::<crate::Location>()
+            .map_err(|e| format!("`{text}`, {what} `{s}`: {e}"))
+    };
+    Ok(Replay {
+        from: location("FROM", from)?,
+        until: location("UNTIL", until)?,
+    })
+}
+
 /// The `=` of an assignment: not part of `==`, `!=`, `<=`, `>=`.
 fn assignment_sign(s: &str) -> Option<usize> {
     let b = s.as_bytes();
@@ -318,6 +347,19 @@ mod tests {
         assert!(parse_fix("nothing:")
             .unwrap_err()
             .contains("assigns nothing"));
+    }
+
+    #[test]
+    fn replays_are_two_locations() {
+        let r = parse_replay("refund..refunds.rs:25").unwrap();
+        assert_eq!(r.from.to_string(), "refund");
+        assert_eq!(r.until.to_string(), "refunds.rs:25");
+        assert!(parse_replay("refunds.rs:25")
+            .unwrap_err()
+            .contains("FROM..UNTIL"));
+        assert!(parse_replay("a..")
+            .unwrap_err()
+            .contains("UNTIL location is missing"));
     }
 
     #[test]

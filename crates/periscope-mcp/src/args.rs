@@ -75,8 +75,10 @@ pub struct VerifyFixArgs {
     /// Results that must not change where nothing failed (default: every variable a fix assigns).
     #[serde(default)]
     pub keep: Vec<String>,
-    /// Replay mode `FROM..UNTIL` (not available yet).
+    /// Replay mode `FROM..UNTIL`: at each hit of FROM (a function or line that starts the computation) a copy of the process runs with a candidate applied at `location`, and the failure and kept results are read at UNTIL (a later line of the same thread) in the copy and in the original. The copy may not make system calls other than memory management (such a replay is `inconclusive`). Leave out for shadow mode (both evaluated side by side at `location`).
     pub replay: Option<String>,
+    /// Replay: copies per second (default 1); shadow mode: hits evaluated per second.
+    pub rate: Option<f64>,
     /// Stop after this many hits per instance.
     pub max_hits: Option<u64>,
     /// How long to verify, in seconds (default 30, at most 300).

@@ -623,7 +623,7 @@ impl Periscope {
     }
 
     #[tool(
-        description = "Verify candidate fixes on live traffic before they ship, read-only: at each hit of `location`, the `failure` condition and the results to keep are evaluated on the real state and on the state each candidate's assignments would produce. Returns per candidate: failing hits `fixed`/`not_fixed`, passing hits `unchanged`/`changed`/`broken`, `inconclusive`, up to 3 examples per cell, and a verdict with a 95% bound. The process is never changed. Waits up to timeout_seconds (default 30) and removes its probe."
+        description = "Verify candidate fixes on live traffic before they ship, read-only: at each hit of `location`, the `failure` condition and the results to keep are evaluated on the real state and on the state each candidate's assignments would produce (shadow mode); or, with `replay: \"FROM..UNTIL\"`, a copy of the process runs from FROM with the candidate applied and the outcome is compared at UNTIL with the original's own (replay mode). Returns per candidate: failing hits `fixed`/`not_fixed`, passing hits `unchanged`/`changed`/`broken`, `inconclusive`, up to 3 examples per cell, and a verdict with a 95% bound. The process is never changed. Waits up to timeout_seconds (default 30) and removes its probe."
     )]
     async fn verify_fix(
         &self,
@@ -634,12 +634,6 @@ impl Periscope {
             Ok(a) => a,
             Err(e) => return Ok(bad_args("verify_fix", e)),
         };
-        if let Some(r) = &a.replay {
-            return Ok(bad_args(
-                "verify_fix",
-                format!("replay `{r}`: replay mode is not available yet; leave `replay` out to verify in shadow mode"),
-            ));
-        }
         if a.candidates.is_empty() {
             return Ok(bad_args(
                 "verify_fix",
@@ -655,6 +649,8 @@ impl Periscope {
                 .map(|c| format!("{}: {}", c.name, c.fix))
                 .collect(),
             keep: a.keep.clone(),
+            replay: a.replay.clone(),
+            rate_limit: a.rate,
             max_hits: a.max_hits,
             ..NewProbe::new(ProbeKind::Verify, &a.target, &a.location)
         };
@@ -837,7 +833,10 @@ impl Periscope {
                  7. To check a fix before it ships: verify_fix at the same line, with the failure \
                  as a condition and one or more candidates written as assignments (what the fixed \
                  code would compute); report each candidate's verdict: failing hits fixed, and \
-                 passing hits unchanged, changed or broken.",
+                 passing hits unchanged, changed or broken. When the failure only shows later than \
+                 the line the fix changes (its effect must run through the code), use replay: \
+                 \"FROM..UNTIL\" (FROM where the computation starts, UNTIL a later line of the \
+                 same thread, where the failure condition is read).",
                 a.symptom
             ),
         )]

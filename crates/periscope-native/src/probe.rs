@@ -111,7 +111,9 @@ impl ProbeSpec {
 }
 
 impl ProbeSpec {
-    /// Every expression the probe evaluates, with its text.
+    /// Every expression the probe evaluates at its location: all of them, except in replay
+    /// mode, where the failure and the kept results are read at UNTIL instead
+    /// ([`ProbeSpec::outcome_expressions`]).
     pub(crate) fn expressions(&self) -> Vec<&Expr> {
         let mut v: Vec<&Expr> = self.condition.iter().collect();
         match &self.action {
@@ -119,13 +121,10 @@ impl ProbeSpec {
             Action::Count { by } => v.extend(by.iter()),
             Action::Snapshot { watches, .. } => v.extend(watches.iter().map(|(_, e)| e)),
             Action::Failures { .. } => {}
-            Action::Verify {
-                failure,
-                keep,
-                fixes,
-            } => {
-                v.push(failure);
-                v.extend(keep.iter().map(|(_, e)| e));
+            Action::Verify { fixes, replay, .. } => {
+                if replay.is_none() {
+                    v.extend(self.outcome_expressions());
+                }
                 // Assigned targets are the program's names too (`t.fee`), checked like reads.
                 for f in fixes {
                     for (target, value) in &f.assigns {
@@ -136,6 +135,24 @@ impl ProbeSpec {
             }
         }
         v
+    }
+
+    /// A verify probe's failure and kept results: what decides a hit's cell.
+    pub(crate) fn outcome_expressions(&self) -> Vec<&Expr> {
+        match &self.action {
+            Action::Verify { failure, keep, .. } => std::iter::once(failure)
+                .chain(keep.iter().map(|(_, e)| e))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Replay mode's FROM and UNTIL, for a verify probe that has them.
+    pub(crate) fn replay(&self) -> Option<&periscope_core::verify::Replay> {
+        match &self.action {
+            Action::Verify { replay, .. } => replay.as_ref(),
+            _ => None,
+        }
     }
 }
 

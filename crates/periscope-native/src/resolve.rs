@@ -3,7 +3,7 @@
 
 use crate::error::NativeError;
 use crate::index::types::{Type, TypeKind};
-use crate::probe::ProbeSpec;
+use crate::probe::{Action, ProbeSpec};
 use crate::target::{Site, Target};
 use periscope_core::expr::Expr;
 use std::sync::Arc;
@@ -11,31 +11,106 @@ use std::sync::Arc;
 /// A resolved probe: where it goes and what it evaluates there.
 pub struct ResolvedProbe {
     pub spec: ProbeSpec,
+    /// The location's sites; for a replay probe, then FROM's and UNTIL's (see [`Self::role`]).
     pub sites: Vec<Site>,
+    /// A replay probe's FROM and UNTIL sites: where each begins in `sites`.
+    pub replay: Option<ReplaySites>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReplaySites {
+    pub from: usize,
+    pub until: usize,
+}
+
+/// What a site of a probe is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteRole {
+    /// The probe's location (for a replay probe: where a copy gets the fix's assignments).
+    Location,
+    /// Replay: a copy of the process is made here.
+    From,
+    /// Replay: the outcome is read here, in the copy and in the original.
+    Until,
+}
+
+impl ResolvedProbe {
+    pub fn role(&self, si: usize) -> SiteRole {
+        match self.replay {
+            Some(r) if si >= r.until => SiteRole::Until,
+            Some(r) if si >= r.from => SiteRole::From,
+            _ => SiteRole::Location,
+        }
+    }
 }
 
 /// Resolves a probe's location and checks its expressions against each site's scope: sites where
 /// some name is not visible are dropped (a closure written on the same line as the code around
-/// it), and it is an error only when no site can evaluate them all.
-pub fn resolve(target: &Target, spec: ProbeSpec) -> Result<ResolvedProbe, NativeError> {
-    let sites = target.resolve(&spec.location)?;
-    let names: Vec<(String, periscope_core::expr::Span)> =
-        spec.expressions().iter().flat_map(|e| e.names()).collect();
-    let in_scope = |site: &Site, name: &str| {
-        site.visible.vars.iter().any(|v| v.name == name)
-            || target.objects[site.object]
-                .index
-                .find_global(name, &site.function)
-                .is_some()
+/// it), and it is an error only when no site can evaluate them all. A replay probe's FROM and
+/// UNTIL are resolved too, the failure and kept results checked at UNTIL.
+pub fn resolve(target: &Target, mut spec: ProbeSpec) -> Result<ResolvedProbe, NativeError> {
+    let Some(replay) = spec.replay().cloned() else {
+        let sites = sites_for(target, &spec.location, &spec.expressions())?;
+        return Ok(ResolvedProbe {
+            spec,
+            sites,
+            replay: None,
+        });
     };
+    let mut sites = sites_for(target, &spec.location, &spec.expressions())?;
+    let from_sites = sites_for(target, &replay.from, &[])?;
+    let until_all = target.resolve(&replay.until)?;
+    // By default the assigned variables are kept; at UNTIL only those still in scope there
+    // can be compared (a fix of a local of a function that has returned).
+    if let Action::Verify {
+        keep, keep_given, ..
+    } = &mut spec.action
+    {
+        if !*keep_given {
+            keep.retain(|(_, e)| {
+                e.names()
+                    .iter()
+                    .all(|(n, _)| until_all.iter().any(|s| in_scope(target, s, n)))
+            });
+        }
+    }
+    let until_sites = sites_for(target, &replay.until, &spec.outcome_expressions())?;
+    let from = sites.len();
+    sites.extend(from_sites);
+    let until = sites.len();
+    sites.extend(until_sites);
+    Ok(ResolvedProbe {
+        spec,
+        sites,
+        replay: Some(ReplaySites { from, until }),
+    })
+}
+
+fn in_scope(target: &Target, site: &Site, name: &str) -> bool {
+    site.visible.vars.iter().any(|v| v.name == name)
+        || target.objects[site.object]
+            .index
+            .find_global(name, &site.function)
+            .is_some()
+}
+
+/// The sites of `location` where every name of `exprs` is in scope, their field paths checked.
+fn sites_for(
+    target: &Target,
+    location: &periscope_core::Location,
+    exprs: &[&Expr],
+) -> Result<Vec<Site>, NativeError> {
+    let sites = target.resolve(location)?;
+    let names: Vec<(String, periscope_core::expr::Span)> =
+        exprs.iter().flat_map(|e| e.names()).collect();
     let (good, bad): (Vec<Site>, Vec<Site>) = sites
         .into_iter()
-        .partition(|s| names.iter().all(|(n, _)| in_scope(s, n)));
+        .partition(|s| names.iter().all(|(n, _)| in_scope(target, s, n)));
     if good.is_empty() {
         let site = &bad[0];
         let mut missing: Vec<&str> = Vec::new();
         for (n, _) in &names {
-            if !in_scope(site, n) && !missing.contains(&n.as_str()) {
+            if !in_scope(target, site, n) && !missing.contains(&n.as_str()) {
                 missing.push(n);
             }
         }
@@ -58,12 +133,12 @@ pub fn resolve(target: &Target, spec: ProbeSpec) -> Result<ResolvedProbe, Native
     }
     // Field paths are checked against the types now, so a typo is an error before attaching
     // rather than an `unavailable` on every hit.
-    for e in spec.expressions() {
+    for e in exprs {
         if let Err(msg) = static_type(target, &good[0], e) {
             return Err(NativeError::Expression(msg));
         }
     }
-    Ok(ResolvedProbe { spec, sites: good })
+    Ok(good)
 }
 
 /// The type an expression has at a site, as far as field paths go: `Ok(None)` where it is not

@@ -133,6 +133,9 @@ pub enum ProbeCommand {
         /// Verify: a result that must not change where nothing failed (repeatable).
         #[arg(long, value_name = "EXPR")]
         keep: Vec<String>,
+        /// Verify, replay mode: FROM..UNTIL (the computation run in a copy of each process).
+        #[arg(long, value_name = "FROM..UNTIL")]
+        replay: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -210,6 +213,7 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
             failure,
             fixes,
             keep,
+            replay,
             json,
         } => {
             let spec = NewProbe {
@@ -228,6 +232,7 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
                 failure,
                 fixes,
                 keep,
+                replay,
             };
             let p = client.add_probe(&spec)?;
             if json {

@@ -479,7 +479,7 @@ fn start(pid: u32, spec: ProbeSpec) -> Result<Session> {
     let sites = session.site_counts.first().copied().unwrap_or(0);
     if session.recovered > 0 {
         note(&format!(
-            "periscope: removed breakpoints left in pid {pid} by an earlier periscope that was killed"
+            "periscope: removed what an earlier periscope that was killed left in pid {pid} (breakpoints, call stubs, ended replay copies)"
         ));
     }
     note(&format!(

@@ -3,7 +3,7 @@
 //! examples of each cell reported as events); this prints the table live and the verdicts.
 
 use super::{end_with, local_probe, print_probe_error, pump, report, start, Common};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use periscope_core::api::{NewProbe, ProbeKind};
 use periscope_core::event::Body;
@@ -33,6 +33,10 @@ pub struct VerifyArgs {
     /// Replay mode: FROM..UNTIL locations, the computation run in a copy of the process.
     #[arg(long, value_name = "FROM..UNTIL")]
     pub replay: Option<String>,
+    /// Hits evaluated per second (shadow mode), or copies made per second (replay mode,
+    /// default 1).
+    #[arg(long, value_name = "N")]
+    pub rate: Option<f64>,
     /// Stop after this many hits.
     #[arg(long)]
     pub max_hits: Option<u64>,
@@ -41,16 +45,13 @@ pub struct VerifyArgs {
 }
 
 pub fn run(a: VerifyArgs) -> Result<()> {
-    if let Some(r) = &a.replay {
-        bail!(
-            "--replay {r}: replay mode (running the computation in a copy of the process) is not built yet; shadow mode (without --replay) evaluates the failure and the fixes side by side at each hit"
-        );
-    }
     let mut p = NewProbe::new(ProbeKind::Verify, "", &a.location);
     p.failure = Some(a.failure.clone());
     p.fixes = a.fixes.clone();
     p.keep = a.keep.clone();
+    p.replay = a.replay.clone();
     p.max_hits = a.max_hits;
+    p.rate_limit = a.rate;
     let names: Vec<String> = a
         .fixes
         .iter()
@@ -58,6 +59,15 @@ pub fn run(a: VerifyArgs) -> Result<()> {
         .collect();
     let spec = local_probe(p, &a.common, Limits::default())?;
     let session = start(a.pid, spec)?;
+    if let Some(r) = &a.replay {
+        let (from, until) = r.split_once("..").unwrap_or((r, ""));
+        super::note(&format!(
+            "periscope: replay: at {from}, a copy of pid {} (at most {} a second, one at a time) runs with a candidate applied at {}; the outcome is read at {until} in the copy and in the original",
+            a.pid,
+            a.rate.unwrap_or(1.0),
+            a.location
+        ));
+    }
     let tallies = session.tallies.clone();
     let json = a.common.output.json;
     let deadline = a.common.output.duration.map(|d| Instant::now() + d);

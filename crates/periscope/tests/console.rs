@@ -158,6 +158,12 @@ fn a_person_probes_a_line_from_the_console() {
     // The verify probe's table, from the server's tallies: every failing hit fixed.
     assert!(seen["verify_failing"].as_u64() > Some(0), "{seen:#}");
     assert_eq!(seen["verify_fixed"], seen["verify_failing"], "{seen:#}");
+    assert!(
+        seen["replay_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("FROM..UNTIL")),
+        "{seen:#}"
+    );
     // A paused probe shows it, with the reason, and was resumed from the page.
     assert!(
         text("paused_row").contains("paused") && text("paused_row").contains("budget"),

@@ -510,7 +510,7 @@ fn the_next_attach_removes_what_a_killed_periscope_left() {
     ]);
     assert_success(&out);
     assert!(
-        stderr(&out).contains("removed breakpoints left"),
+        stderr(&out).contains("removed what an earlier periscope that was killed left"),
         "{}",
         stderr(&out)
     );

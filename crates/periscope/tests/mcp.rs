@@ -178,6 +178,8 @@ fn python_sdk_verifies_candidate_fixes() {
         "failure": "refund > charge.amount - charge.refunded",
         "capped": "refund = min(refund, charge.amount - charge.refunded)",
         "halved": "refund = refund / 2",
+        "replay": format!("refund..refunds.rs:{}", probe_line("refunds.rs", "refund-check")),
+        "replay_failure": "charge.refunded > charge.amount",
     }));
     let v = &result["verify"];
     let cand = |name: &str| {
@@ -198,5 +200,12 @@ fn python_sdk_verifies_candidate_fixes() {
     let halved = cand("halved");
     assert!(n(&halved, "changed") > 0, "{v}");
     assert!(n(v, "hits") >= 300, "{v}");
+    // Replay mode through MCP: copies ran the right fix and it fixed every failing hit.
+    let r = &result["replay"];
+    let capped = &r["candidates"][0];
+    assert!(n(r, "hits") >= 40, "{r}");
+    assert!(n(capped, "failing") > 0, "{r}");
+    assert_eq!(n(capped, "fixed"), n(capped, "failing"), "{r}");
+    assert_eq!(n(capped, "unchanged"), n(capped, "passing"), "{r}");
     target.assert_untouched();
 }

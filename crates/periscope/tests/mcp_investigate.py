@@ -175,12 +175,19 @@ async def verify_candidates(session, cfg):
     })
     check(not r.isError, text_of(r))
     check("capped: fixed" in text_of(r), text_of(r))
+    # Replay mode: a copy of the process runs the fix; the outcome is read at UNTIL.
+    r3 = await call(session, "verify_fix", {
+        "target": inst["id"], "location": cfg["location"], "failure": cfg["replay_failure"],
+        "candidates": [{"name": "capped", "fix": cfg["capped"]}], "keep": ["charge.refunded"],
+        "replay": cfg["replay"], "rate": 100, "max_hits": 40, "timeout_seconds": 60,
+    })
+    check(not r3.isError, text_of(r3))
     r2 = await call(session, "verify_fix", {
         "target": inst["id"], "location": cfg["location"], "failure": cfg["failure"],
-        "candidates": [{"name": "x", "fix": "refund = 1"}], "replay": "a..b",
+        "candidates": [{"name": "x", "fix": "refund = 1"}], "replay": "refunds.rs:25",
     })
-    check(r2.isError and "replay" in text_of(r2), text_of(r2))
-    return {"verify": r.structuredContent}
+    check(r2.isError and "FROM..UNTIL" in text_of(r2), text_of(r2))
+    return {"verify": r.structuredContent, "replay": r3.structuredContent}
 
 
 async def viewer_cannot_add(session, cfg):

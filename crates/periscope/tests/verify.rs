@@ -171,13 +171,6 @@ fn the_human_table_and_mistakes_before_anything_starts() {
     refused(FAILURE, "refund = 1", &[], "NAME: VAR = EXPR");
     // A failure that does not parse points at the column.
     refused("refund >", CAPPED, &[], "column");
-    // Replay mode is not built yet and says so.
-    refused(
-        FAILURE,
-        CAPPED,
-        &["--replay", "refund..refunds.rs:30"],
-        "not built yet",
-    );
     t.assert_untouched();
 }
 

@@ -91,3 +91,87 @@ fn a_verify_probe_is_tallied_by_the_server() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("NAME: VAR = EXPR"));
     target.assert_untouched();
 }
+
+#[test]
+fn a_replay_verify_probe_runs_copies_on_the_agent() {
+    let dir = test_dir("verify-fleet-replay");
+    let server = Server::start(&dir, 0);
+    let mut target = Target::start(&refunds(), &["500"]);
+    let token = server.token("agent", "a1");
+    let _agent = Agent::start(&server, &token, &["--pid", &target.pid.to_string()]);
+    let instance = instance_of(&server, target.pid);
+    let location = format!("refunds.rs:{}", probe_line("refunds.rs", "refund-apply"));
+    let replay = format!(
+        "refund..refunds.rs:{}",
+        probe_line("refunds.rs", "refund-check")
+    );
+    let added = json_out(&server.cli(
+        &server.admin,
+        &[
+            "probe",
+            "add",
+            "verify",
+            &instance,
+            &location,
+            "--failure",
+            "charge.refunded > charge.amount",
+            "--fix",
+            "capped: refund = min(refund, charge.amount - charge.refunded)",
+            "--keep",
+            "charge.refunded",
+            "--replay",
+            &replay,
+            "--rate",
+            "100",
+            "--max-hits",
+            "60",
+            "--json",
+        ],
+    ));
+    assert_eq!(added["replay"], replay.as_str(), "{added}");
+    let id = added["id"].as_str().expect("id").to_string();
+    let c = server.admin();
+    let result = eventually_or(
+        "60 replays tallied",
+        || {
+            let r = c.verify_result(&id).ok()?;
+            (r["hits"].as_u64() == Some(60)).then_some(r)
+        },
+        || format!("{:?}", c.verify_result(&id)),
+    );
+    let capped = &result["candidates"][0];
+    let n = |k: &str| capped[k].as_u64().unwrap_or(0);
+    assert!(n("failing") > 0 && n("fixed") == n("failing"), "{result}");
+    assert_eq!(n("unchanged"), n("passing"), "{result}");
+    assert_eq!(n("failing") + n("passing"), 60, "{result}");
+    // The copy's values are the evidence: the charge refunded up to its amount, no more.
+    let ex = &capped["examples"]["fixed"][0];
+    assert!(
+        ex["charge.refunded (fixed)"]["value"].as_u64() < ex["charge.refunded"]["value"].as_u64(),
+        "{ex}"
+    );
+    // A replay that is not FROM..UNTIL is refused by the API, naming the field.
+    let out = server.cli(
+        &server.admin,
+        &[
+            "probe",
+            "add",
+            "verify",
+            &instance,
+            &location,
+            "--failure",
+            "refund > 1",
+            "--fix",
+            "one: refund = 1",
+            "--replay",
+            "refunds.rs:25",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("replay") && err.contains("FROM..UNTIL"),
+        "{err}"
+    );
+    target.assert_untouched();
+}

@@ -29,7 +29,7 @@ pub(crate) struct LastHit {
 }
 
 /// Examples reported per candidate and cell of a verify probe.
-const VERIFY_EXAMPLES: u64 = 3;
+pub(super) const VERIFY_EXAMPLES: u64 = 3;
 
 /// The running limits of each probe: its rate window, its budget window, when it last
 /// reported an error.
@@ -134,20 +134,30 @@ impl Engine {
     /// without removing it. If the breakpoint is out (removed while handling this hit, or
     /// before), the original instruction is back at `addr` and the thread simply runs it.
     fn resume_past(&mut self, tid: i32, addr: u64, mut regs: process::Regs) {
-        if let Some(bp) = self.breakpoints.get(addr) {
-            match &bp.displaced {
-                Displaced::OutOfLine { slot, .. } => regs.rip = *slot,
-                Displaced::Call(instr) => {
-                    if let Err(e) = trap::emulate_call(instr, &mut regs, &self.mem) {
-                        // Cannot happen for a call that the program itself can execute; if it
-                        // does, the least harmful course is to stop probing.
-                        self.emit(EngineEvent::Ended(EndReason::Error(e.to_string())));
-                    }
-                }
-            }
+        if let Err(e) = self.step_past(addr, &mut regs, &self.mem) {
+            // Cannot happen for a call that the program itself can execute; if it does, the
+            // least harmful course is to stop probing.
+            self.emit(EngineEvent::Ended(EndReason::Error(e.to_string())));
         }
         let _ = process::setregs(tid, regs);
         self.resume(tid, 0);
+    }
+
+    /// Sets `regs` (pc at `addr`) to go past the breakpoint there: into its slot, or with its
+    /// call emulated (the return address pushed in `mem`, the process the thread belongs to).
+    pub(super) fn step_past(
+        &self,
+        addr: u64,
+        regs: &mut process::Regs,
+        mem: &process::Memory,
+    ) -> Result<(), crate::error::NativeError> {
+        if let Some(bp) = self.breakpoints.get(addr) {
+            match &bp.displaced {
+                Displaced::OutOfLine { slot, .. } => regs.rip = *slot,
+                Displaced::Call(instr) => trap::emulate_call(instr, regs, mem)?,
+            }
+        }
+        Ok(())
     }
 
     /// Runs the probes at `addr`; returns those that took the hit.
@@ -156,6 +166,11 @@ impl Engine {
         let mut hit = Vec::new();
         for (pi, si, cfa_rule) in sites {
             if self.done[pi] {
+                continue;
+            }
+            if self.probes[pi].replay.is_some() {
+                self.replay_hit(tid, pi, si, regs);
+                hit.push(pi);
                 continue;
             }
             let cfa = cfa_rule.and_then(|r| r.eval(regs));
@@ -171,7 +186,14 @@ impl Engine {
     /// True when this hit continues the execution of a line already reported on this thread:
     /// the line left its run at a lower address in the same frame and scope and came back at a
     /// higher one (a loop head split in two, an overflow check's panic path).
-    fn is_repeat(&mut self, tid: i32, pi: usize, si: usize, addr: u64, cfa: Option<u64>) -> bool {
+    pub(super) fn is_repeat(
+        &mut self,
+        tid: i32,
+        pi: usize,
+        si: usize,
+        addr: u64,
+        cfa: Option<u64>,
+    ) -> bool {
         if self.probes[pi].sites.len() < 2 {
             return false;
         }
@@ -341,6 +363,7 @@ impl Engine {
                 failure,
                 keep,
                 fixes,
+                ..
             } => {
                 let seen = self.tallies_of(pi);
                 for o in super::verify::verify_hit(&ev, failure, keep, fixes) {
@@ -413,7 +436,7 @@ impl Engine {
     }
 
     /// A probe's counts by group key, over all threads.
-    fn tallies_of(&self, pi: usize) -> HashMap<String, u64> {
+    pub(super) fn tallies_of(&self, pi: usize) -> HashMap<String, u64> {
         let mut out = HashMap::new();
         let t = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = t.get(pi) {

@@ -28,6 +28,8 @@ const FIXUP_TIMEOUT: Duration = Duration::from_millis(200);
 impl Engine {
     /// Removes every breakpoint and detaches from every thread, leaving the process as it was.
     pub(crate) fn teardown(&mut self) {
+        // A replay copy first: it must never be among the stops collected below (and detached).
+        self.end_copy();
         if self.image_replaced {
             // exec replaced the program: none of our code changes or mappings exist any more.
             self.breakpoints.clear();
@@ -67,6 +69,7 @@ impl Engine {
                 if let Some(&sig) = signals.get(&tid).filter(|s| **s != 0) {
                     self.pending_signals.entry(tid).or_insert(sig);
                 }
+                self.reap_copies(tid);
                 if self.release_failsafe(tid).is_err() {
                     self.left_behind.push("the SIGTRAP handler".into());
                 }
@@ -92,6 +95,12 @@ impl Engine {
                 ));
             }
             _ => {}
+        }
+        if self.has_unreaped_copies() {
+            self.left_behind.push(format!(
+                "ended replay copies not yet reaped (zombie processes {:?})",
+                self.unreaped_copies()
+            ));
         }
         self.scratch.clear();
         for (tid, sig) in signals {

@@ -16,6 +16,7 @@
 //! | `hit` | a trap on one of ours: probes run, limits, resume past the breakpoint |
 //! | `capture` | stacks, signals and panics turned into evidence |
 //! | `forks` | fork children released with their original code |
+//! | `replay` | verify's copies of the process, run with a candidate fix |
 //! | `leave` | teardown |
 //! | `affinity` | the tracer's CPU |
 //! | `watchdog` | the last resort when the engine stops making progress |
@@ -27,6 +28,7 @@ mod forks;
 mod hit;
 mod leave;
 mod remote;
+mod replay;
 mod scratch;
 mod threads;
 mod verify;
@@ -93,6 +95,7 @@ pub(crate) struct Engine {
     /// Leftover scratch areas and stubs of a killed periscope removed at attach.
     recovered: usize,
     forks: forks::ForkChildren,
+    replays: replay::Replays,
     watch_signals: Option<WatchSignals>,
     affinity: affinity::AffinityFollower,
     /// Threads whose fatal signal was already captured (a re-raised signal is not captured twice).
@@ -144,6 +147,7 @@ impl Engine {
             leader_status: None,
             recovered: 0,
             forks: forks::ForkChildren::default(),
+            replays: replay::Replays::default(),
             watch_signals: options.watch_signals.clone(),
             affinity: affinity::AffinityFollower::new(),
             captured_failure: HashSet::new(),
@@ -246,6 +250,7 @@ impl Engine {
         }
         self.done[pi] = true;
         self.disarm(pi);
+        self.kill_copy_of(pi);
         let probe = self.probes[pi].spec.id.clone();
         let s2 = state.clone();
         self.tally(pi, |t| t.state = s2);
@@ -361,12 +366,13 @@ impl Engine {
                     });
                 return failed.map_or(EndReason::HitLimit, EndReason::Error);
             }
+            self.check_copy_deadline();
             if self.wakeup.take_consumed() {
                 continue; // a nested wait read wake-ups meant for this loop: look again
             }
             // Idle: no thread of the target is held by us while we sleep.
             self.heartbeat.idle();
-            self.wakeup.idle();
+            self.wakeup.idle_until(self.replays.deadline());
         }
     }
 
@@ -379,6 +385,10 @@ impl Engine {
     /// Handles one stop; returns a reason when the session must end.
     fn handle(&mut self, stop: Stop) -> Option<EndReason> {
         let tid = stop.tid();
+        if self.replays.is_copy(tid) {
+            self.on_copy_stop(stop);
+            return None;
+        }
         match stop {
             Stop::Exited { code, .. } => {
                 self.threads.remove(tid);

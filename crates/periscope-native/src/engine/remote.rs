@@ -87,10 +87,21 @@ fn resume_regs(saved: &Regs) -> Regs {
     r
 }
 
+/// What the stub's call makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StubCall {
+    /// An ordinary call: one thread comes out of it.
+    Plain,
+    /// A fork (replay's copy): two come out. Only the parent goes back to the program; a copy
+    /// that ever ran the stub on its own (periscope killed before taking it over) exits at once
+    /// rather than run the program's code a second time.
+    Fork,
+}
+
 /// Assembles a stub at `at`: `syscall`, then every general register, the flags and the stack
 /// pointer back from `resume`, and a jump to `resume.rip`. The flags are restored through a
 /// push below the red zone (the 128 bytes under the stack pointer a leaf function may use).
-pub(crate) fn stub_code(at: u64, resume: &Regs) -> Result<Vec<u8>, IcedError> {
+pub(crate) fn stub_code(at: u64, resume: &Regs, call: StubCall) -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(64)?;
     let fields: [(u64, &str); 19] = [
         (resume.rbx, "rbx"),
@@ -116,6 +127,16 @@ pub(crate) fn stub_code(at: u64, resume: &Regs) -> Result<Vec<u8>, IcedError> {
     let mut labels: Vec<CodeLabel> = fields.iter().map(|_| a.create_label()).collect();
     let l = |i: usize| qword_ptr(labels[i]);
     a.syscall()?;
+    if call == StubCall::Fork {
+        let mut parent = a.create_label();
+        a.test(rax, rax)?;
+        a.jnz(parent)?;
+        a.mov(eax, libc::SYS_exit_group as u32)?;
+        a.xor(edi, edi)?;
+        a.syscall()?;
+        a.set_label(&mut parent)?;
+        a.nop()?; // a label needs an instruction to sit on
+    }
     let gprs = [
         rbx, rcx, rdx, rsi, rdi, rbp, r8, r9, r10, r11, r12, r13, r14, r15,
     ];
@@ -216,12 +237,37 @@ impl Engine {
         args: [u64; 6],
         unmaps: Option<(u64, u64)>,
     ) -> Result<i64, NativeError> {
+        self.inject(tid, nr, args, unmaps, StubCall::Plain)
+    }
+
+    /// Forks the process from a stopped thread, with no signal to the parent when the copy
+    /// ends (`clone` with an exit signal of 0: the program's own `wait` for its children does
+    /// not see it either). Returns the copy's pid; it starts traced by us, stopped.
+    pub(crate) fn inject_fork(&mut self, tid: i32) -> Result<i32, NativeError> {
+        let r = self.inject(tid, libc::SYS_clone, [0; 6], None, StubCall::Fork)?;
+        if r <= 0 {
+            return Err(NativeError::Io {
+                what: "fork a copy of the target".into(),
+                source: std::io::Error::from_raw_os_error((-r) as i32),
+            });
+        }
+        Ok(r as i32)
+    }
+
+    fn inject(
+        &mut self,
+        tid: i32,
+        nr: i64,
+        args: [u64; 6],
+        unmaps: Option<(u64, u64)>,
+        call: StubCall,
+    ) -> Result<i64, NativeError> {
         let saved = process::getregs(tid)?;
         let place = self.stub_place(unmaps);
         let mut original = Vec::new();
         let entry = match place {
             Some(p) => {
-                let code = stub_code(p.address, &resume_regs(&saved)).map_err(|e| {
+                let code = stub_code(p.address, &resume_regs(&saved), call).map_err(|e| {
                     NativeError::Breakpoint {
                         address: p.address,
                         reason: format!("cannot assemble the call stub: {e}"),
@@ -233,6 +279,13 @@ impl Engine {
                 }
                 self.mem.write(p.address, &code)?;
                 p.address
+            }
+            // A copy must never run the program's code after the call on its own.
+            None if call == StubCall::Fork => {
+                return Err(NativeError::Breakpoint {
+                    address: 0,
+                    reason: "no room for the call stub that makes a copy".into(),
+                })
             }
             // No padding and no scratch area yet: an existing `syscall` instruction, with the
             // window the module's docs describe (reported in the README's risks).
@@ -461,8 +514,10 @@ mod tests {
     #[test]
     fn the_stub_fits_its_room() {
         let regs: Regs = unsafe { std::mem::zeroed() };
-        let code = stub_code(0x7f00_0000_1000, &regs).unwrap();
+        let code = stub_code(0x7f00_0000_1000, &regs, StubCall::Plain).unwrap();
         assert!(code.len() as u64 <= STUB_SIZE, "{} bytes", code.len());
+        let fork = stub_code(0x7f00_0000_1000, &regs, StubCall::Fork).unwrap();
+        assert!(fork.len() as u64 <= STUB_SIZE, "{} bytes", fork.len());
         assert_eq!(
             &code[..2],
             &[0x0f, 0x05],

@@ -216,7 +216,7 @@ impl Engine {
     /// table lists, gives SIGTRAP back its default action, unmaps its scratch areas, and puts
     /// back call stubs it left in padding.
     pub(crate) fn recover_leftovers(&mut self, tid: i32) -> Result<usize, NativeError> {
-        let mut found = self.remove_leftover_stubs();
+        let mut found = self.remove_leftover_stubs() + self.reap_leftover_copies(tid);
         for m in crate::maps::read(self.pid)? {
             if !m.is_anonymous() || !m.perms.starts_with("r-x") {
                 continue;

@@ -85,11 +85,12 @@ impl Wakeup {
         std::mem::take(&mut self.consumed)
     }
 
-    /// Sleeps while the engine has nothing to do, until woken. Bounded all the same
-    /// ([`IDLE_RECHECK`]): if a wake-up were ever lost, a thread of the target held at a stop
-    /// would wait that long, not forever.
-    pub(crate) fn idle(&mut self) {
-        self.sleep(Instant::now() + IDLE_RECHECK);
+    /// Sleeps while the engine has nothing to do, until woken or `until` (a replay copy's
+    /// deadline). Bounded all the same ([`IDLE_RECHECK`]): if a wake-up were ever lost, a
+    /// thread of the target held at a stop would wait that long, not forever.
+    pub(crate) fn idle_until(&mut self, until: Option<Instant>) {
+        let recheck = Instant::now() + IDLE_RECHECK;
+        self.sleep(until.map_or(recheck, |u| u.min(recheck)));
     }
 
     /// Sleeps until a child changes state, a command or signal arrives, or `until` (never

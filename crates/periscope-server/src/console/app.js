@@ -299,6 +299,7 @@ function probeForm(panel, inst, file, line) {
   const failure = el("input", { id: "failure", spellcheck: "false", placeholder: "refund > charge.amount" });
   const fixes = el("textarea", { id: "fixes", rows: "3", spellcheck: "false", placeholder: "capped: refund = min(refund, charge.amount)" });
   const keep = el("textarea", { id: "keep", rows: "2", spellcheck: "false", placeholder: "(default: what the fixes assign)" });
+  const replay = el("input", { id: "replay", spellcheck: "false", placeholder: "(shadow mode) or FROM..UNTIL, e.g. refund..refunds.rs:25" });
   const template = el("input", { id: "template", spellcheck: "false", placeholder: "total={total} user={req.user}" });
   const condition = el("input", { id: "condition", spellcheck: "false", placeholder: "amount > 1000" });
   const by = el("input", { id: "by", spellcheck: "false", placeholder: "req.method" });
@@ -314,6 +315,7 @@ function probeForm(panel, inst, file, line) {
   const fFailure = field("failure", "Failure", failure, "The symptom, as a condition at this line.");
   const fFixes = field("fixes", "Fixes", fixes, "One candidate per line: NAME: VAR = EXPR[; VAR = EXPR]. Checked read-only on live hits.");
   const fKeep = field("keep", "Keep", keep, "Results that must not change where nothing failed, one per line.");
+  const fReplay = field("replay", "Replay", replay, "Empty: shadow mode, evaluated side by side at this line. FROM..UNTIL: a copy of the process runs each fix from FROM; the outcome is read at UNTIL.");
   const general = el("pre", { class: "error", hidden: true });
   const status = el("p", { class: "muted" });
   const add = guarded(el("button", { type: "submit", id: "add-probe" }, "Add probe"));
@@ -328,6 +330,7 @@ function probeForm(panel, inst, file, line) {
       p.failure = failure.value.trim();
       p.fixes = lines(fixes);
       if (lines(keep).length) p.keep = lines(keep);
+      if (replay.value.trim()) p.replay = replay.value.trim();
     }
     if (ttl.value) p.ttl_seconds = Number(ttl.value);
     if (maxHits.value) p.max_hits = Number(maxHits.value);
@@ -335,7 +338,7 @@ function probeForm(panel, inst, file, line) {
     if (budget.value) p.budget_ms = Number(budget.value);
     return p;
   };
-  const errors = { template: fTemplate.err, condition: fCondition.err, by: fBy.err, failure: fFailure.err, fixes: fFixes.err, keep: fKeep.err };
+  const errors = { template: fTemplate.err, condition: fCondition.err, by: fBy.err, failure: fFailure.err, fixes: fFixes.err, keep: fKeep.err, replay: fReplay.err };
   const showError = (e) => {
     for (const box of [...Object.values(errors), general]) box.hidden = true;
     if (!e) return;
@@ -366,15 +369,15 @@ function probeForm(panel, inst, file, line) {
   const showKind = () => {
     fTemplate.box.hidden = kind.value !== "log";
     fBy.box.hidden = kind.value !== "count";
-    for (const f of [fFailure, fFixes, fKeep]) f.box.hidden = kind.value !== "verify";
+    for (const f of [fFailure, fFixes, fKeep, fReplay]) f.box.hidden = kind.value !== "verify";
   };
   kind.addEventListener("change", () => (showKind(), soon()));
   targetSel.addEventListener("change", () => ((tags.hidden = targetSel.value !== "tags"), soon()));
-  for (const i of [template, condition, by, failure, fixes, keep, tags, ttl, maxHits, rate, budget]) i.addEventListener("input", soon);
+  for (const i of [template, condition, by, failure, fixes, keep, replay, tags, ttl, maxHits, rate, budget]) i.addEventListener("input", soon);
   const form = el("form", { class: "card", id: "probe-form" },
     el("h2", {}, `Probe ${where}`),
     el("label", { for: "kind" }, "Kind"), kind,
-    fTemplate.box, fCondition.box, fBy.box, fFailure.box, fFixes.box, fKeep.box,
+    fTemplate.box, fCondition.box, fBy.box, fFailure.box, fFixes.box, fKeep.box, fReplay.box,
     el("div", { class: "row2" },
       el("div", {}, el("label", { for: "ttl" }, "TTL (s)"), ttl),
       el("div", {}, el("label", { for: "max-hits" }, "Max hits"), maxHits),

@@ -168,6 +168,17 @@ pub fn panicker() -> PathBuf {
     )
 }
 
+pub fn spinwait() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled(
+        "spinwait",
+        &C,
+        "gcc",
+        &["-g", "-O0", "-pthread"],
+        "spinwait.c",
+    )
+}
+
 pub fn crasher() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     compiled("crasher", &C, "gcc", &["-g", "-O0"], "crasher.c")

@@ -154,6 +154,12 @@ try {
   const verifyProbe = await addProbe(page, "verify", async () => {
     await page.getByLabel("Failure").fill("req.id % 10 == 3");
     await page.getByLabel("Fixes").fill("next: req.id = req.id + 1");
+    // Replay mode takes FROM..UNTIL; anything else is said under the field as it is typed.
+    await page.getByLabel("Replay").fill("nope");
+    await page.locator("#replay-error:not([hidden])").waitFor({ timeout: T });
+    seen.replay_error = await page.locator("#replay-error").textContent();
+    await shot(page, "07a-verify-replay-error");
+    await page.getByLabel("Replay").fill("");
     await page.getByLabel("Max hits").fill("200");
   });
   seen.verify_probe = verifyProbe;
