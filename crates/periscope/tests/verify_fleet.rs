@@ -122,9 +122,9 @@ fn a_replay_verify_probe_runs_copies_on_the_agent() {
             "--replay",
             &replay,
             "--rate",
-            "100",
+            "1000",
             "--max-hits",
-            "60",
+            "150",
             "--json",
         ],
     ));
@@ -132,10 +132,10 @@ fn a_replay_verify_probe_runs_copies_on_the_agent() {
     let id = added["id"].as_str().expect("id").to_string();
     let c = server.admin();
     let result = eventually_or(
-        "60 replays tallied",
+        "150 replays tallied",
         || {
             let r = c.verify_result(&id).ok()?;
-            (r["hits"].as_u64() == Some(60)).then_some(r)
+            (r["hits"].as_u64() == Some(150)).then_some(r)
         },
         || format!("{:?}", c.verify_result(&id)),
     );
@@ -143,7 +143,7 @@ fn a_replay_verify_probe_runs_copies_on_the_agent() {
     let n = |k: &str| capped[k].as_u64().unwrap_or(0);
     assert!(n("failing") > 0 && n("fixed") == n("failing"), "{result}");
     assert_eq!(n("unchanged"), n("passing"), "{result}");
-    assert_eq!(n("failing") + n("passing"), 60, "{result}");
+    assert_eq!(n("failing") + n("passing"), 150, "{result}");
     // The copy's values are the evidence: the charge refunded up to its amount, no more.
     let ex = &capped["examples"]["fixed"][0];
     assert!(

@@ -1,0 +1,113 @@
+//! Copies end as the target's children: reaped there (a `wait4` run in a stopped thread of
+//! the target), during the session, at teardown, and at the next attach for those a killed
+//! periscope left.
+
+use super::{kill, Engine};
+use crate::process::{self, Stop};
+use std::time::{Duration, Instant};
+
+impl Engine {
+    /// Reaps ended copies, from thread `tid` of the target (stopped for us).
+    pub(crate) fn reap_copies(&mut self, tid: i32) {
+        let zombies = std::mem::take(&mut self.replays.zombies);
+        for pid in zombies {
+            let r = self.inject_syscall(
+                tid,
+                libc::SYS_wait4,
+                [
+                    pid as u64,
+                    0,
+                    (libc::__WALL | libc::WNOHANG) as u64,
+                    0,
+                    0,
+                    0,
+                ],
+                None,
+            );
+            // 0: not yet a zombie (its exit still on its way); any error but ECHILD: try later.
+            if r.is_err() || matches!(r, Ok(0)) {
+                self.replays.zombies.push(pid);
+            }
+        }
+    }
+
+    /// Reaps copies a killed periscope left: ended children of the target made with no exit
+    /// signal (zombies nobody else waits for; a program's own children have one). Returns how
+    /// many.
+    pub(crate) fn reap_leftover_copies(&mut self, tid: i32) -> usize {
+        let mut reaped = 0;
+        for child in children(self.pid) {
+            let Some((state, exit_signal)) = zombie_stat(child) else {
+                continue;
+            };
+            if state != 'Z' || exit_signal != 0 {
+                continue;
+            }
+            let r = self.inject_syscall(
+                tid,
+                libc::SYS_wait4,
+                [
+                    child as u64,
+                    0,
+                    (libc::__WALL | libc::WNOHANG) as u64,
+                    0,
+                    0,
+                    0,
+                ],
+                None,
+            );
+            if r.is_ok_and(|r| r == i64::from(child)) {
+                reaped += 1;
+            }
+        }
+        reaped
+    }
+
+    /// Ends the copy in flight (teardown): killed and its exit collected, bounded.
+    pub(crate) fn end_copy(&mut self) {
+        let Some(mut c) = self.replays.copy.take() else {
+            return;
+        };
+        if c.alive {
+            kill(&mut c);
+            let deadline = Instant::now() + Duration::from_millis(300);
+            while let Ok(Some(stop)) = self.wakeup.wait_stop(c.pid, deadline, false) {
+                if matches!(stop, Stop::Exited { .. } | Stop::Killed { .. }) {
+                    self.replays.zombies.push(c.pid);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Copies ended and not yet reaped (teardown reaps them while it has a thread stopped).
+    pub(crate) fn has_unreaped_copies(&self) -> bool {
+        !self.replays.zombies.is_empty()
+    }
+
+    pub(crate) fn unreaped_copies(&self) -> Vec<i32> {
+        self.replays.zombies.clone()
+    }
+}
+
+/// The target's children, from every thread's `children` list.
+fn children(pid: u32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for tid in process::threads(pid) {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")) {
+            out.extend(s.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
+        }
+    }
+    out
+}
+
+/// A process's state letter and exit signal (fields 3 and 38 of /proc/PID/stat).
+fn zombie_stat(pid: i32) -> Option<(char, i64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields after the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let exit_signal = fields.get(35)?.parse().ok()?;
+    Some((state, exit_signal))
+}
