@@ -186,6 +186,9 @@ pub(super) fn strip_cpp_params(name: &str) -> String {
 fn read_units(index: &mut ObjectIndex) -> Result<(), NativeError> {
     let mut headers = index.dwarf.units();
     let mut file_ids: HashMap<PathBuf, u32> = HashMap::new();
+    // Every unit first: a DIE may refer to another unit, before or after its own (Go's
+    // inlined copies name functions of other packages' units).
+    let mut units = Vec::new();
     while let Some(header) = headers
         .next()
         .map_err(|e| NativeError::Dwarf(e.to_string()))?
@@ -195,7 +198,6 @@ fn read_units(index: &mut ObjectIndex) -> Result<(), NativeError> {
             Ok(u) => u,
             Err(_) => continue, // A unit gimli cannot read: skip it, keep the rest usable.
         };
-        let unit_idx = index.units.len() as u32;
         let (lang, producer) = {
             let mut cursor = unit.entries();
             match cursor.next_dfs() {
@@ -212,15 +214,18 @@ fn read_units(index: &mut ObjectIndex) -> Result<(), NativeError> {
                 _ => (Lang::Other, None),
             }
         };
-        read_lines(index, &unit, unit_idx, &mut file_ids);
-        read_dies(index, &unit, unit_idx, lang, &mut file_ids);
-        index.units.push(UnitData {
+        units.push(UnitData {
             unit,
             start,
             lang,
             producer,
         });
     }
+    for (i, u) in units.iter().enumerate() {
+        read_lines(index, &u.unit, i as u32, &mut file_ids);
+        read_dies(index, &units, i as u32, &mut file_ids);
+    }
+    index.units = units;
     index
         .functions
         .sort_by_key(|f| (f.low_pc, std::cmp::Reverse(f.high_pc)));
@@ -324,22 +329,26 @@ fn read_lines(
 /// Walks every DIE of a unit once, collecting functions, inlined copies and globals.
 fn read_dies(
     index: &mut ObjectIndex,
-    unit: &gimli::Unit<R>,
+    units: &[UnitData],
     unit_idx: u32,
-    lang: Lang,
     ids: &mut HashMap<PathBuf, u32>,
 ) {
+    let unit = &units[unit_idx as usize].unit;
+    let lang = units[unit_idx as usize].lang;
     let dwarf = &index.dwarf;
-    let file_of = |index_files: &mut Vec<PathBuf>, ids: &mut HashMap<PathBuf, u32>, n: u64| {
-        let program = unit.line_program.as_ref()?;
-        let header = program.header();
-        let f = header.file(n)?;
-        Some(intern_file(
-            index_files,
-            ids,
-            file_path(dwarf, unit, header, f),
-        ))
-    };
+    // A file number is the line program's of the unit the attribute was read in.
+    let file_of =
+        |index_files: &mut Vec<PathBuf>, ids: &mut HashMap<PathBuf, u32>, (u, n): (u32, u64)| {
+            let unit = &units.get(u as usize)?.unit;
+            let program = unit.line_program.as_ref()?;
+            let header = program.header();
+            let f = header.file(n)?;
+            Some(intern_file(
+                index_files,
+                ids,
+                file_path(dwarf, unit, header, f),
+            ))
+        };
     // (depth, name) of enclosing namespaces and types; `in_function` depth for locals.
     let mut scopes: Vec<(isize, Option<String>, bool)> = Vec::new();
     let mut cursor = unit.entries();
@@ -377,16 +386,18 @@ fn read_dies(
                 let Some((low, high)) = first_range(dwarf, unit, entry) else {
                     continue;
                 };
-                let origin = origin_entry(unit, entry);
-                let attr = |at| {
-                    entry
-                        .attr_value(at)
-                        .or_else(|| origin.as_ref().and_then(|o| o.attr_value(at)))
+                let origin = origin_entry(units, unit_idx, entry);
+                // An attribute of the DIE, else of its origin, read in the unit it is in.
+                let attr = |at| match entry.attr_value(at) {
+                    Some(v) => Some((unit, v)),
+                    None => origin
+                        .as_ref()
+                        .and_then(|(ou, o)| Some((&units[*ou as usize].unit, o.attr_value(at)?))),
                 };
-                let linkage = attr(gimli::DW_AT_linkage_name)
-                    .or_else(|| attr(gimli::DW_AT_MIPS_linkage_name))
-                    .and_then(|v| attr_str(dwarf, unit, v));
-                let short = attr(gimli::DW_AT_name).and_then(|v| attr_str(dwarf, unit, v));
+                let text = |at| attr(at).and_then(|(u, v)| attr_str(dwarf, u, v));
+                let linkage = text(gimli::DW_AT_linkage_name)
+                    .or_else(|| text(gimli::DW_AT_MIPS_linkage_name));
+                let short = text(gimli::DW_AT_name);
                 let name = match (&linkage, lang) {
                     (Some(l), Lang::Rust) => demangle(l),
                     (Some(l), Lang::Cpp) => strip_cpp_params(&demangle(l)),
@@ -395,12 +406,16 @@ fn read_dies(
                         None => continue,
                     },
                 };
-                let decl_file = match attr(gimli::DW_AT_decl_file) {
-                    Some(gimli::AttributeValue::FileIndex(n)) => Some(n),
-                    Some(gimli::AttributeValue::Udata(n)) => Some(n),
+                let file_unit = match entry.attr_value(gimli::DW_AT_decl_file) {
+                    Some(_) => unit_idx,
+                    None => origin.as_ref().map_or(unit_idx, |(u, _)| *u),
+                };
+                let decl_file = match attr(gimli::DW_AT_decl_file).map(|(_, v)| v) {
+                    Some(gimli::AttributeValue::FileIndex(n)) => Some((file_unit, n)),
+                    Some(gimli::AttributeValue::Udata(n)) => Some((file_unit, n)),
                     _ => None,
                 };
-                let decl_line = match attr(gimli::DW_AT_decl_line) {
+                let decl_line = match attr(gimli::DW_AT_decl_line).map(|(_, v)| v) {
                     Some(gimli::AttributeValue::Udata(n)) => Some(n as u32),
                     _ => None,
                 };
@@ -415,45 +430,48 @@ fn read_dies(
                 ));
             }
             gimli::DW_TAG_inlined_subroutine => {
-                let Some(origin) = origin_entry(unit, entry) else {
+                let Some((ou, origin)) = origin_entry(units, unit_idx, entry) else {
                     continue;
                 };
+                let origin_unit = &units[ou as usize].unit;
                 let entry_pc = match entry.attr_value(gimli::DW_AT_entry_pc) {
                     Some(v) => dwarf.attr_address(unit, v).ok().flatten(),
                     None => None,
                 }
                 .or_else(|| first_range(dwarf, unit, entry).map(|r| r.0));
                 let Some(entry_pc) = entry_pc else { continue };
-                let linkage = origin
-                    .attr_value(gimli::DW_AT_linkage_name)
-                    .and_then(|v| attr_str(dwarf, unit, v));
-                let name = match (linkage, lang) {
+                let text = |at| {
+                    origin
+                        .attr_value(at)
+                        .and_then(|v| attr_str(dwarf, origin_unit, v))
+                };
+                let name = match (text(gimli::DW_AT_linkage_name), lang) {
                     (Some(l), Lang::Rust) => demangle(&l),
                     (Some(l), Lang::Cpp) => strip_cpp_params(&demangle(&l)),
-                    _ => match origin
-                        .attr_value(gimli::DW_AT_name)
-                        .and_then(|v| attr_str(dwarf, unit, v))
-                    {
+                    _ => match text(gimli::DW_AT_name) {
                         Some(n) => n,
                         None => continue,
                     },
                 };
                 let decl_file = match origin.attr_value(gimli::DW_AT_decl_file) {
-                    Some(gimli::AttributeValue::FileIndex(n)) => Some(n),
-                    Some(gimli::AttributeValue::Udata(n)) => Some(n),
+                    Some(gimli::AttributeValue::FileIndex(n)) => Some((ou, n)),
+                    Some(gimli::AttributeValue::Udata(n)) => Some((ou, n)),
                     _ => None,
                 };
                 let decl_line = match origin.attr_value(gimli::DW_AT_decl_line) {
                     Some(gimli::AttributeValue::Udata(n)) => Some(n as u32),
                     _ => None,
                 };
-                inlined.push(InlinedCopy {
-                    name,
-                    entry_pc,
-                    unit: unit_idx,
-                    decl_file: decl_file.map(|n| n as u32),
-                    decl_line,
-                });
+                inlined.push((
+                    InlinedCopy {
+                        name,
+                        entry_pc,
+                        unit: unit_idx,
+                        decl_file: None,
+                        decl_line,
+                    },
+                    decl_file,
+                ));
             }
             gimli::DW_TAG_variable if !in_function => {
                 if entry.attr_value(gimli::DW_AT_location).is_none() {
@@ -483,11 +501,8 @@ fn read_dies(
             offset,
         });
     }
-    for mut copy in inlined {
-        // Until here `decl_file` is the unit's own file number.
-        copy.decl_file = copy
-            .decl_file
-            .and_then(|n| file_of(&mut index.files, ids, n as u64));
+    for (mut copy, decl_file) in inlined {
+        copy.decl_file = decl_file.and_then(|f| file_of(&mut index.files, ids, f));
         index.inlined.push(copy);
     }
     index.globals.extend(globals);
@@ -503,28 +518,40 @@ fn qualify(scopes: &[(isize, Option<String>, bool)], name: &str) -> String {
 /// The DIE named by `DW_AT_abstract_origin` or `DW_AT_specification`, followed twice at most
 /// (a concrete copy of an abstract instance of a declaration).
 pub(crate) fn origin_entry(
-    unit: &gimli::Unit<R>,
+    units: &[UnitData],
+    unit_idx: u32,
     entry: &gimli::DebuggingInformationEntry<R>,
-) -> Option<gimli::DebuggingInformationEntry<R>> {
-    let next = |e: &gimli::DebuggingInformationEntry<R>| {
+) -> Option<(u32, gimli::DebuggingInformationEntry<R>)> {
+    let next = |u: u32, e: &gimli::DebuggingInformationEntry<R>| {
         let v = e
             .attr_value(gimli::DW_AT_abstract_origin)
             .or_else(|| e.attr_value(gimli::DW_AT_specification))?;
-        match v {
-            gimli::AttributeValue::UnitRef(off) => unit.entry(off).ok(),
-            _ => None,
-        }
+        let (u, off) = match v {
+            gimli::AttributeValue::UnitRef(off) => (u, off),
+            // Another unit's DIE (`DW_FORM_ref_addr`): Go and LTO builds.
+            gimli::AttributeValue::DebugInfoRef(off) => {
+                let i = unit_containing(units, off.0)?;
+                (i as u32, off.to_unit_offset(&units[i].unit.header)?)
+            }
+            _ => return None,
+        };
+        Some((u, units.get(u as usize)?.unit.entry(off).ok()?))
     };
-    let first = next(entry)?;
-    match next(&first) {
-        Some(second)
+    let (fu, first) = next(unit_idx, entry)?;
+    match next(fu, &first) {
+        Some((su, second))
             if second.attr_value(gimli::DW_AT_name).is_some()
                 && first.attr_value(gimli::DW_AT_name).is_none() =>
         {
-            Some(second)
+            Some((su, second))
         }
-        _ => Some(first),
+        _ => Some((fu, first)),
     }
+}
+
+/// The unit that holds .debug_info offset `off`.
+pub(crate) fn unit_containing(units: &[UnitData], off: usize) -> Option<usize> {
+    units.partition_point(|u| u.start <= off).checked_sub(1)
 }
 
 /// The first address range of a DIE (the hot part of a function split by the compiler).

@@ -311,10 +311,7 @@ impl ObjectIndex {
         match v? {
             gimli::AttributeValue::UnitRef(offset) => Some(scope::TypeRef { unit, offset }),
             gimli::AttributeValue::DebugInfoRef(gimli::DebugInfoOffset(off)) => {
-                let i = self
-                    .units
-                    .partition_point(|u| u.start <= off)
-                    .checked_sub(1)?;
+                let i = load::unit_containing(&self.units, off)?;
                 let offset =
                     gimli::DebugInfoOffset(off).to_unit_offset(&self.units[i].unit.header)?;
                 Some(scope::TypeRef {

@@ -152,19 +152,21 @@ impl UnitScopes {
                     if scopes[scope].ranges.is_empty() && scopes[scope].kind == ScopeKind::Block {
                         continue;
                     }
-                    let origin = origin_entry(unit, entry);
-                    let attr = |at| {
-                        entry
-                            .attr_value(at)
-                            .or_else(|| origin.as_ref().and_then(|o| o.attr_value(at)))
+                    let origin = origin_entry(&index.units, unit_idx, entry);
+                    // An attribute of the DIE, else of its origin, with the unit it is in.
+                    let attr = |at| match entry.attr_value(at) {
+                        Some(v) => Some((unit_idx, v)),
+                        None => origin
+                            .as_ref()
+                            .and_then(|(ou, o)| Some((*ou, o.attr_value(at)?))),
                     };
-                    let Some(var_name) =
-                        attr(gimli::DW_AT_name).and_then(|v| attr_str(dwarf, unit, v))
+                    let Some(var_name) = attr(gimli::DW_AT_name)
+                        .and_then(|(u, v)| attr_str(dwarf, &index.units.get(u as usize)?.unit, v))
                     else {
                         continue;
                     };
-                    let ty = index.type_ref(unit_idx, attr(gimli::DW_AT_type));
-                    let decl_line = match attr(gimli::DW_AT_decl_line) {
+                    let ty = attr(gimli::DW_AT_type).and_then(|(u, v)| index.type_ref(u, Some(v)));
+                    let decl_line = match attr(gimli::DW_AT_decl_line).map(|(_, v)| v) {
                         Some(gimli::AttributeValue::Udata(n)) => Some(n as u32),
                         _ => None,
                     };
@@ -172,7 +174,8 @@ impl UnitScopes {
                         name: var_name,
                         ty,
                         location: entry.attr_value(gimli::DW_AT_location),
-                        const_value: attr(gimli::DW_AT_const_value).and_then(const_bytes),
+                        const_value: attr(gimli::DW_AT_const_value)
+                            .and_then(|(_, v)| const_bytes(v)),
                         is_param: tag == gimli::DW_TAG_formal_parameter,
                         decl_line,
                     });
@@ -368,16 +371,15 @@ fn inlined_call(
     entry: &gimli::DebuggingInformationEntry<R>,
 ) -> InlinedCall {
     let dwarf = &index.dwarf;
-    let origin = origin_entry(unit, entry);
+    let origin = origin_entry(&index.units, unit_idx, entry);
     let lang = index.unit_lang(unit_idx);
-    let linkage = origin
-        .as_ref()
-        .and_then(|o| o.attr_value(gimli::DW_AT_linkage_name))
-        .and_then(|v| attr_str(dwarf, unit, v));
-    let short = origin
-        .as_ref()
-        .and_then(|o| o.attr_value(gimli::DW_AT_name))
-        .and_then(|v| attr_str(dwarf, unit, v));
+    let text = |at| {
+        let (ou, o) = origin.as_ref()?;
+        let v = o.attr_value(at)?;
+        attr_str(dwarf, &index.units.get(*ou as usize)?.unit, v)
+    };
+    let linkage = text(gimli::DW_AT_linkage_name);
+    let short = text(gimli::DW_AT_name);
     let name = match (linkage, lang) {
         (Some(l), super::Lang::Rust) => super::load::demangle(&l),
         (Some(l), super::Lang::Cpp) => super::load::strip_cpp_params(&super::load::demangle(&l)),

@@ -97,7 +97,11 @@ fn read_before_written(code: &[u8], pc: u64) -> Vec<Register> {
         let used = info.info(&instr);
         for u in used.used_registers() {
             let full = u.register().full_register();
-            if !full.is_gpr64() || written.contains(&full) {
+            // The stack and frame pointers never carry a variable's value.
+            if !full.is_gpr64() || matches!(full, Register::RSP | Register::RBP) {
+                continue;
+            }
+            if written.contains(&full) {
                 continue;
             }
             let reads = matches!(
