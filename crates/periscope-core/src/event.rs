@@ -93,6 +93,9 @@ pub struct LogEvent {
     pub ts: String,
     pub pid: u32,
     pub tid: u32,
+    /// Go: the goroutine that hit the probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goroutine: Option<u64>,
     /// `FILE:LINE` of the hit site (the file as the user named it when the probe has a line).
     pub location: String,
     pub probe: String,
@@ -122,6 +125,9 @@ pub struct SnapshotEvent {
     pub ts: String,
     pub pid: u32,
     pub tid: u32,
+    /// Go: the goroutine whose stack this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goroutine: Option<u64>,
     pub location: String,
     pub probe: String,
     pub frames: Vec<StackFrame>,
@@ -183,6 +189,7 @@ mod tests {
             ts: "2026-11-22T12:00:00Z".into(),
             pid: 7,
             tid: 8,
+            goroutine: None,
             location: "main.rs:3".into(),
             probe: "p1".into(),
             function: None,

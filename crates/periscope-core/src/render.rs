@@ -9,12 +9,20 @@ pub fn short_time(ts: &str) -> &str {
     ts.get(11..23).unwrap_or(ts)
 }
 
-/// `12:00:01.250 [tid 42] main.rs:35  total=8591`
+/// `[tid 42]`, or `[tid 42] [g 7]` for a Go goroutine.
+fn who(tid: u32, goroutine: Option<u64>) -> String {
+    match goroutine {
+        Some(g) => format!("[tid {tid}] [g {g}]"),
+        None => format!("[tid {tid}]"),
+    }
+}
+
+/// `12:00:01.250 [tid 42] main.rs:35  total=8591` (`[tid 42] [g 7]` in Go)
 pub fn log_line(e: &LogEvent) -> String {
     format!(
-        "{} [tid {}] {}  {}",
+        "{} {} {}  {}",
         short_time(&e.ts),
-        e.tid,
+        who(e.tid, e.goroutine),
         e.location,
         e.message
     )
@@ -49,9 +57,9 @@ pub fn snapshot_tree(e: &SnapshotEvent) -> String {
         None => "snapshot".to_string(),
     };
     let mut out = format!(
-        "{} [tid {}] {}  {what}\n",
+        "{} {} {}  {what}\n",
         short_time(&e.ts),
-        e.tid,
+        who(e.tid, e.goroutine),
         e.location
     );
     for (i, f) in e.frames.iter().enumerate() {
@@ -86,6 +94,7 @@ mod tests {
             ts: "2026-11-22T12:00:01.250000000Z".into(),
             pid: 1,
             tid: 42,
+            goroutine: None,
             location: "main.rs:35".into(),
             probe: "p1".into(),
             frames: vec![StackFrame {

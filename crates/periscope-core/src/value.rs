@@ -56,6 +56,9 @@ pub enum Value {
         #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
         ty: Option<String>,
         len: u64,
+        /// A Go slice's capacity.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cap: Option<u64>,
         items: Vec<Value>,
         #[serde(default, skip_serializing_if = "is_false")]
         truncated: bool,
@@ -472,6 +475,7 @@ mod tests {
         let list = Value::List {
             ty: Some("alloc::vec::Vec<u8>".into()),
             len: 4,
+            cap: None,
             items: Vec::new(),
             truncated: true,
         };

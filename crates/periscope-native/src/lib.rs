@@ -14,6 +14,7 @@ pub mod error;
 pub mod eval;
 pub mod failsafe;
 pub mod frame;
+mod go_values;
 pub mod index;
 pub mod maps;
 pub mod messages;

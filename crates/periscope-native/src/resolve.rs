@@ -87,7 +87,9 @@ pub fn resolve(target: &Target, mut spec: ProbeSpec) -> Result<ResolvedProbe, Na
 }
 
 fn in_scope(target: &Target, site: &Site, name: &str) -> bool {
-    site.visible.vars.iter().any(|v| v.name == name)
+    // Go's `nil` (`err != nil`), unless the program has a variable of that name.
+    name == "nil"
+        || site.visible.vars.iter().any(|v| v.name == name)
         || target.objects[site.object]
             .index
             .find_global(name, &site.function)
@@ -190,6 +192,8 @@ fn static_type(target: &Target, site: &Site, e: &Expr) -> Result<Option<Arc<Type
                 // A newtype (`Payment(Money)`, `struct Id(u64)`) is seen through: the field
                 // is looked for in what it wraps, at the hit.
                 None if members.len() == 1 && members[0].name == "__0" => Ok(None),
+                // Promoted from an embedded struct (Go) or a base class: found at the hit.
+                None if members.iter().any(|m| m.embedded) => Ok(None),
                 None => {
                     let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
                     Err(format!(

@@ -227,6 +227,7 @@ impl Reader<'_> {
         if cap == 0 || len > cap {
             return Some(Value::List {
                 ty: Some(ty.name.clone()),
+                cap: None,
                 len,
                 items: vec![],
                 truncated: len > 0,
@@ -249,6 +250,7 @@ impl Reader<'_> {
             .collect::<Vec<_>>();
         Some(Value::List {
             ty: Some(ty.name.clone()),
+            cap: None,
             len,
             truncated: (items.len() as u64) < len,
             items,
@@ -310,6 +312,7 @@ impl Reader<'_> {
         Some(if is_set {
             Value::List {
                 ty: tname,
+                cap: None,
                 len: items,
                 truncated: (keys.len() as u64) < items,
                 items: keys,
@@ -366,6 +369,7 @@ impl Reader<'_> {
             return Some(if is_set {
                 Value::List {
                     ty: tname.clone(),
+                    cap: None,
                     len: 0,
                     items: vec![],
                     truncated: false,
@@ -398,6 +402,7 @@ impl Reader<'_> {
         Some(if is_set {
             Value::List {
                 ty: tname,
+                cap: None,
                 len: length,
                 items: walk.out.into_iter().map(|e| e.key).collect(),
                 truncated: shown < length,

@@ -360,7 +360,18 @@ impl Target {
 
     fn resolve_function(&self, name: &str) -> Result<Vec<Site>, NativeError> {
         let objects = self.with_debug_info()?;
-        let matches = |f: &str| f == name || f.ends_with(&format!("::{name}"));
+        // Exact, or unqualified: the last segments of a Rust or C++ path (`::`), of a Go name
+        // (`.` between package, receiver and method, `/` in the package path). A Go generic
+        // function's instances (`main.Sum[go.shape.int]`) all answer to its plain name.
+        let matches = |f: &str| {
+            let plain = without_instance(f);
+            [f, plain.as_str()].iter().any(|f| {
+                *f == name
+                    || f.ends_with(&format!("::{name}"))
+                    || f.ends_with(&format!(".{name}"))
+                    || f.ends_with(&format!("/{name}"))
+            })
+        };
         // Each candidate name with where it comes from, to tell candidates apart.
         let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (_, o) in &objects {
@@ -383,7 +394,12 @@ impl Target {
         if names.is_empty() {
             return Err(NativeError::Location(self.no_function(name, &objects)));
         }
-        if names.len() > 1 {
+        let instances = names.len() > 1 && {
+            let mut plain = names.keys().map(|n| without_instance(n));
+            let first = plain.next();
+            plain.all(|p| Some(p) == first) && !name.contains('[')
+        };
+        if names.len() > 1 && !instances {
             return Err(NativeError::Location(format!(
                 "`{name}` is ambiguous; candidates (write one in full):\n  {}",
                 names
@@ -397,7 +413,8 @@ impl Target {
                     .join("\n  ")
             )));
         }
-        let Some(full) = names.into_keys().next() else {
+        let fulls: Vec<String> = names.into_keys().collect();
+        let Some(full) = fulls.first().cloned() else {
             return Err(NativeError::Location(format!("no function named `{name}`")));
         };
         let mut sites = Vec::new();
@@ -406,7 +423,7 @@ impl Target {
                 .index
                 .functions
                 .iter()
-                .filter(|f| f.name == full)
+                .filter(|f| fulls.contains(&f.name))
                 .collect();
             let mut addrs: Vec<(u64, Option<&InlinedCopy>)> = funcs
                 .iter()
@@ -416,7 +433,7 @@ impl Target {
                 o.index
                     .inlined
                     .iter()
-                    .filter(|c| c.name == full)
+                    .filter(|c| fulls.contains(&c.name))
                     .map(|c| (c.entry_pc, Some(c))),
             );
             for (addr, copy) in addrs {
@@ -427,7 +444,7 @@ impl Target {
                             .index
                             .scopes(c.unit)
                             .ok()
-                            .and_then(|s| s.inlined_visible_at(site.file_address, &full))
+                            .and_then(|s| s.inlined_visible_at(site.file_address, &c.name))
                         {
                             site.visible = v;
                         }
@@ -746,4 +763,20 @@ impl TargetCache {
 /// still shows the function's own variables (see `function_visible_at`).
 fn function_entry(index: &ObjectIndex, f: &Function) -> u64 {
     index.after_prologue(f)
+}
+
+/// A function name without the type arguments of a Go generic instance:
+/// `main.Sum[go.shape.int]` → `main.Sum`, `main.(*List[go.shape.int]).Push` → `main.(*List).Push`.
+fn without_instance(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut depth = 0u32;
+    for c in name.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' if depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }

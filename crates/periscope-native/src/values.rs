@@ -148,6 +148,11 @@ impl<'a> Reader<'a> {
                 return v;
             }
         }
+        if ty.lang == Lang::Go {
+            if let Some(v) = self.render_go_special(place, ty, depth) {
+                return v;
+            }
+        }
         match &ty.kind {
             TypeKind::Base(enc) => self.render_base(place, ty, *enc),
             TypeKind::Enum {
@@ -232,6 +237,15 @@ impl<'a> Reader<'a> {
             },
             TypeKind::Void => Value::Unit { ty: tname },
             TypeKind::Unknown => Value::unavailable(tname, UNSUPPORTED),
+        }
+    }
+
+    /// A number as a number, whatever its type's name (`time.Duration` is computed with as
+    /// nanoseconds, though shown as `1.5s`).
+    pub fn render_number(&self, place: &Place, ty: &Type) -> Option<Value> {
+        match ty.kind {
+            TypeKind::Base(enc) => Some(self.render_base(place, ty, enc)),
+            _ => None,
         }
     }
 
@@ -456,6 +470,7 @@ impl<'a> Reader<'a> {
         }
         Value::List {
             ty: Some(tname),
+            cap: None,
             len,
             truncated: (items.len() as u64) < len,
             items,

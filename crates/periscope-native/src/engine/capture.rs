@@ -64,6 +64,7 @@ impl Engine {
             ts: now_rfc3339(),
             pid: self.pid,
             tid: tid as u32,
+            goroutine: None,
             location,
             probe: watch.probe.clone(),
             frames,

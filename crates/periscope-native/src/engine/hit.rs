@@ -306,6 +306,7 @@ impl Engine {
             };
             capture_stack(&self.target, &self.mem, regs, tid, cfa, &reader, want)
         };
+        let goroutine = self.goroutine(regs);
         let mut event = None;
         let mut snapshot = None;
         let mut count_key = None;
@@ -332,6 +333,7 @@ impl Engine {
                     ts: now_rfc3339(),
                     pid: self.pid,
                     tid: tid as u32,
+                    goroutine,
                     location,
                     probe: probe.spec.id.clone(),
                     function: Some(site.function.clone()),
@@ -352,6 +354,7 @@ impl Engine {
                     ts: now_rfc3339(),
                     pid: self.pid,
                     tid: tid as u32,
+                    goroutine,
                     location: location.clone(),
                     probe: probe.spec.id.clone(),
                     frames: stack,
@@ -375,6 +378,7 @@ impl Engine {
                             ts: now_rfc3339(),
                             pid: self.pid,
                             tid: tid as u32,
+                            goroutine,
                             location: location.clone(),
                             probe: probe.spec.id.clone(),
                             function: Some(site.function.clone()),
@@ -397,6 +401,7 @@ impl Engine {
                     ts: now_rfc3339(),
                     pid: self.pid,
                     tid: tid as u32,
+                    goroutine,
                     location,
                     probe: probe.spec.id.clone(),
                     frames: stack,

@@ -16,6 +16,7 @@
 //! | `hit` | a trap on one of ours: probes run, limits, resume past the breakpoint |
 //! | `capture` | stacks, signals and panics turned into evidence |
 //! | `forks` | fork children released with their original code |
+//! | `goroutine` | Go: the goroutine a stopped thread runs |
 //! | `replay` | verify's copies of the process, run with a candidate fix |
 //! | `leave` | teardown |
 //! | `affinity` | the tracer's CPU |
@@ -25,6 +26,7 @@ mod affinity;
 mod breakpoints;
 mod capture;
 mod forks;
+mod goroutine;
 mod hit;
 mod leave;
 mod remote;
@@ -96,6 +98,7 @@ pub(crate) struct Engine {
     recovered: usize,
     forks: forks::ForkChildren,
     replays: replay::Replays,
+    goroutines: goroutine::GoroutineLayout,
     watch_signals: Option<WatchSignals>,
     affinity: affinity::AffinityFollower,
     /// Threads whose fatal signal was already captured (a re-raised signal is not captured twice).
@@ -148,6 +151,7 @@ impl Engine {
             recovered: 0,
             forks: forks::ForkChildren::default(),
             replays: replay::Replays::default(),
+            goroutines: goroutine::GoroutineLayout::default(),
             watch_signals: options.watch_signals.clone(),
             affinity: affinity::AffinityFollower::new(),
             captured_failure: HashSet::new(),

@@ -39,6 +39,7 @@ impl Ev {
 }
 
 mod folds;
+mod go;
 mod ops;
 mod variants;
 
@@ -355,6 +356,7 @@ impl<'a> Evaluator<'a> {
         let mut v = v;
         for _ in 0..4 {
             match &v {
+                Ev::Place { ty, .. } if go::is_go_reference(ty) => return Ok(v),
                 Ev::Place { ty, .. } if matches!(ty.kind, TypeKind::Pointer { .. }) => {
                     v = self.deref(v, "value")?;
                 }
@@ -385,6 +387,9 @@ impl<'a> Evaluator<'a> {
         let tuple_name = format!("__{field}");
         let member = ty.member(field).or_else(|| ty.member(&tuple_name));
         if member.is_none() {
+            if let Some(promoted) = self.promoted_field(&place, &ty, field) {
+                return Ok(promoted);
+            }
             if let Some(inner) = self.newtype_inner(&place, &ty) {
                 return self.field(inner, field, base_text);
             }
@@ -456,6 +461,10 @@ impl<'a> Evaluator<'a> {
         let Ev::Place { place, ty } = base else {
             return Err(format!("`{text}` cannot be indexed"));
         };
+        if go::is_go_slice(&ty) {
+            let i = self.as_int(&key)?;
+            return self.go_slice_element(&place, &ty, i);
+        }
         let keyed = matches!(ty.kind, TypeKind::Array { .. })
             || ty.name.starts_with("alloc::vec::Vec<")
             || ty.name.starts_with("&[")
@@ -653,7 +662,13 @@ impl<'a> Evaluator<'a> {
     /// Loads a place as a scalar (number, bool, char or string) for operators.
     pub fn scalar(&self, v: Ev) -> Res<Ev> {
         let (value, tname) = match v {
-            Ev::Place { place, ty } => (self.reader.render(&place, &ty, 1), ty.name.clone()),
+            Ev::Place { place, ty } => {
+                let number = (ty.lang == crate::index::Lang::Go)
+                    .then(|| self.reader.render_number(&place, &ty))
+                    .flatten();
+                let v = number.unwrap_or_else(|| self.reader.render(&place, &ty, 1));
+                (v, ty.name.clone())
+            }
             Ev::Rendered(value) => {
                 let t = value.type_name().unwrap_or("value").to_string();
                 (value, t)

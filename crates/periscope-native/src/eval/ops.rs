@@ -25,6 +25,9 @@ impl Evaluator<'_> {
             }
             _ => {}
         }
+        if let Some(r) = self.nil_comparison(op, a, b) {
+            return r;
+        }
         if matches!(op, BinOp::Eq | BinOp::Ne) {
             // `x == Some("a")`, `method == Method::Get`, `color == RED`.
             let (l, r) = (self.eval(a)?, self.eval(b)?);

@@ -117,6 +117,11 @@ pub(super) fn open(path: &Path) -> Result<ObjectIndex, NativeError> {
         scopes: Mutex::new(HashMap::new()),
         call_sites: Mutex::new(HashMap::new()),
         types: Mutex::new(HashMap::new()),
+        go_types: std::sync::OnceLock::new(),
+        go_types_base: file
+            .symbols()
+            .find(|s| s.name() == Ok("runtime.types"))
+            .map(|s| s.address()),
     };
     if has_debug_info {
         read_units(&mut index)?;

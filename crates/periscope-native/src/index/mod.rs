@@ -24,6 +24,7 @@ pub enum Lang {
     Rust,
     C,
     Cpp,
+    Go,
     Other,
 }
 
@@ -42,6 +43,7 @@ impl Lang {
             | gimli::DW_LANG_C_plus_plus_14
             | gimli::DW_LANG_C_plus_plus_17
             | gimli::DW_LANG_C_plus_plus_20 => Lang::Cpp,
+            gimli::DW_LANG_Go => Lang::Go,
             _ => Lang::Other,
         }
     }
@@ -51,6 +53,7 @@ impl Lang {
             Lang::Rust => "rust",
             Lang::C => "c",
             Lang::Cpp => "c++",
+            Lang::Go => "go",
             Lang::Other => "other",
         }
     }
@@ -151,6 +154,19 @@ pub struct ObjectIndex {
     scopes: Mutex<HashMap<u32, Arc<scope::UnitScopes>>>,
     call_sites: Mutex<HashMap<u32, Arc<callsite::UnitCallSites>>>,
     types: Mutex<HashMap<(u32, gimli::UnitOffset), Arc<types::Type>>>,
+    /// Go: the DWARF type of each runtime type descriptor (link-time address), built on first
+    /// use (an interface's dynamic type).
+    go_types: std::sync::OnceLock<GoTypes>,
+    /// Go: the link-time address of `runtime.types`, which runtime type offsets count from.
+    pub go_types_base: Option<u64>,
+}
+
+/// The Go types the reader and the engine look up, found in one walk of the Go units.
+#[derive(Default)]
+pub struct GoTypes {
+    by_descriptor: HashMap<u64, scope::TypeRef>,
+    table: Option<scope::TypeRef>,
+    g: Option<scope::TypeRef>,
 }
 
 impl ObjectIndex {
@@ -299,6 +315,66 @@ impl ObjectIndex {
             .unwrap_or_else(|p| p.into_inner())
             .insert((unit, offset), t.clone());
         t
+    }
+
+    /// Go: the DWARF type whose runtime type descriptor is at offset `off` from
+    /// `runtime.types` (`DW_AT_go_runtime_type`, which the Go linker writes on every type).
+    pub fn go_runtime_type(&self, off: u64) -> Option<scope::TypeRef> {
+        self.go_types().by_descriptor.get(&off).copied()
+    }
+
+    /// Go: a Swiss-map `table<K,V>` type (their layout is the same for every K and V).
+    pub fn go_table_type(&self) -> Option<scope::TypeRef> {
+        self.go_types().table
+    }
+
+    /// Go: `runtime.g`, the goroutine.
+    pub fn go_g_type(&self) -> Option<scope::TypeRef> {
+        self.go_types().g
+    }
+
+    fn go_types(&self) -> &GoTypes {
+        self.go_types.get_or_init(|| self.read_go_types())
+    }
+
+    fn read_go_types(&self) -> GoTypes {
+        const DW_AT_GO_RUNTIME_TYPE: gimli::DwAt = gimli::DwAt(0x2904);
+        let mut out = GoTypes::default();
+        for (i, u) in self
+            .units
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.lang == Lang::Go)
+        {
+            let mut cursor = u.unit.entries();
+            while let Ok(Some(e)) = cursor.next_dfs() {
+                let here = scope::TypeRef {
+                    unit: i as u32,
+                    offset: e.offset(),
+                };
+                if e.tag() == gimli::DW_TAG_structure_type
+                    && (out.table.is_none() || out.g.is_none())
+                {
+                    let name = e
+                        .attr_value(gimli::DW_AT_name)
+                        .and_then(|v| attr_str(&self.dwarf, &u.unit, v));
+                    match name.as_deref() {
+                        Some("runtime.g") => out.g = Some(here),
+                        Some(n) if n.starts_with("table<") => out.table = Some(here),
+                        _ => {}
+                    }
+                }
+                let off = match e.attr_value(DW_AT_GO_RUNTIME_TYPE) {
+                    Some(gimli::AttributeValue::Addr(a)) => a,
+                    Some(gimli::AttributeValue::Udata(a)) => a,
+                    _ => continue,
+                };
+                if off != 0 {
+                    out.by_descriptor.entry(off).or_insert(here);
+                }
+            }
+        }
+        out
     }
 
     /// Resolves a type reference: within the unit, or (`DW_FORM_ref_addr`, common in optimized

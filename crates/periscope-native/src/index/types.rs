@@ -48,6 +48,8 @@ pub struct Member {
     /// (bit offset from `offset`, bit size) for bitfields.
     pub bits: Option<(u64, u64)>,
     pub artificial: bool,
+    /// Its fields read as the enclosing struct's own: a Go embedded field, a C++ base.
+    pub embedded: bool,
 }
 
 /// A Rust enum's variants (DWARF `variant_part`): the discriminant member and each variant's
@@ -334,6 +336,11 @@ fn member_of(
         ty: index.type_ref(unit_idx, entry.attr_value(gimli::DW_AT_type)),
         bits,
         artificial: entry.attr_value(gimli::DW_AT_artificial).is_some(),
+        // DW_AT_go_embedded_field
+        embedded: matches!(
+            entry.attr_value(gimli::DwAt(0x2903)),
+            Some(gimli::AttributeValue::Flag(true))
+        ),
     })
 }
 
@@ -374,6 +381,7 @@ fn children_of_struct(
             gimli::DW_TAG_inheritance => {
                 if let Some(mut m) = member_of(index, unit_idx, &e) {
                     m.name = "<base>".into();
+                    m.embedded = true;
                     members.push(m);
                 }
             }

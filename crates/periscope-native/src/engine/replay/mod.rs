@@ -522,6 +522,7 @@ impl Engine {
                 ts: now_rfc3339(),
                 pid: self.pid,
                 tid: copy.thread as u32,
+                goroutine: None,
                 location: copy.location,
                 probe: self.probes[pi].spec.id.clone(),
                 function: Some(copy.function),
