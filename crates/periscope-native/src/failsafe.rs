@@ -7,8 +7,10 @@
 //! Once periscope is gone, a thread that hits a leftover breakpoint runs the handler, which puts
 //! the original byte back (self-healing: each breakpoint costs one signal, once) and resumes at
 //! the original instruction. A SIGTRAP that is not from one of our breakpoints gets the default
-//! action re-raised, exactly as without Periscope. The next periscope attach finds the area by
-//! its magic header and removes the rest (table, handler, mapping).
+//! action re-raised, exactly as without Periscope; or, in a program that handles SIGTRAP itself
+//! (Go's runtime does), the program's own handler is called, with the same arguments and stack,
+//! as if ours were not there. The next periscope attach finds the area by its magic header and
+//! removes the rest (table, handler, mapping), giving the program its own action back.
 //!
 //! Scratch area layout (one anonymous r-x mapping near the code):
 //! ```text
@@ -16,6 +18,7 @@
 //! 0x0010  unused (8)
 //! 0x0018  breakpoint count (8)
 //! 0x0020  entries: { address u64, original byte u64 } × MAX_ENTRIES
+//! 0x3FC0  the program's own `struct sigaction` for SIGTRAP (all zero: SIG_DFL)
 //! 0x3FE0  a `struct sigaction` for SIG_DFL (all zero)
 //! 0x4000  the handler, then the restorer (rt_sigreturn)
 //! 0x4200  a system-call stub (see `engine::remote`), used when no padding is free
@@ -36,11 +39,12 @@ pub const AREA_SIZE: u64 = 0x10000;
 pub const LOCK_PAGE_OFFSET: u64 = 0xF000;
 pub const LOCK_OFFSET: u64 = LOCK_PAGE_OFFSET;
 pub const ENTRIES_OFFSET: u64 = 0x20;
+pub const PREVIOUS_ACTION_OFFSET: u64 = 0x3fc0;
 pub const DEFAULT_ACTION_OFFSET: u64 = 0x3fe0;
 pub const HANDLER_OFFSET: u64 = 0x4000;
 pub const STUB_OFFSET: u64 = 0x4200;
 pub const SLOTS_OFFSET: u64 = 0x4600;
-pub const MAX_ENTRIES: u64 = (DEFAULT_ACTION_OFFSET - ENTRIES_OFFSET) / 16;
+pub const MAX_ENTRIES: u64 = (PREVIOUS_ACTION_OFFSET - ENTRIES_OFFSET) / 16;
 
 /// Offset of the saved RIP in the `ucontext_t` a SA_SIGINFO handler receives (x86-64:
 /// uc_flags 8 + uc_link 8 + uc_stack 24, then 16 general registers before rip).
@@ -81,16 +85,22 @@ impl KernelSigaction {
 }
 
 const SA_SIGINFO: u64 = 4;
+const SA_ONSTACK: u64 = 0x0800_0000;
 const SA_RESTORER: u64 = 0x0400_0000;
 const SA_RESTART: u64 = 0x1000_0000;
 
-/// The action that installs our handler for an area at `base`.
-pub fn handler_action(base: u64, restorer: u64) -> KernelSigaction {
+/// `SIG_IGN`, as a handler address.
+pub const SIG_IGN: u64 = 1;
+
+/// The action that installs our handler for an area at `base`, over the program's `previous`
+/// one: its alternate-stack flag and mask kept (Go's runtime requires its handlers to run on
+/// the signal stack, and ours may hand the signal on to it).
+pub fn handler_action(base: u64, restorer: u64, previous: &KernelSigaction) -> KernelSigaction {
     KernelSigaction {
         handler: base + HANDLER_OFFSET,
-        flags: SA_SIGINFO | SA_RESTORER | SA_RESTART,
+        flags: SA_SIGINFO | SA_RESTORER | SA_RESTART | (previous.flags & SA_ONSTACK),
         restorer,
-        mask: 0,
+        mask: previous.mask,
     }
 }
 
@@ -154,9 +164,24 @@ pub fn handler_code(base: u64) -> Result<(Vec<u8>, u64), IcedError> {
     a.mov(qword_ptr(r11), 0)?; // release (a plain store is a release on x86)
     a.ret()?;
 
-    // Not one of ours: restore the default action and re-raise; SIGTRAP is blocked while the
-    // handler runs, so it is delivered, with its default effect, right after we return.
+    // Not one of ours, in a program with its own SIGTRAP handler: that handler gets it, with
+    // the arguments (rdi, rsi, rdx, untouched so far) and the stack we were given; it returns
+    // through our restorer, which is rt_sigreturn like any. Ignored by the program: nothing.
+    let mut default = a.create_label();
     a.set_label(&mut not_ours)?;
+    a.mov(rax, base + PREVIOUS_ACTION_OFFSET)?;
+    a.mov(rax, qword_ptr(rax))?;
+    a.test(rax, rax)?;
+    a.jz(default)?;
+    a.cmp(rax, SIG_IGN as i32)?;
+    let mut ignored = a.create_label();
+    a.je(ignored)?;
+    a.jmp(rax)?;
+    a.set_label(&mut ignored)?;
+    a.ret()?;
+    // Otherwise restore the default action and re-raise; SIGTRAP is blocked while the handler
+    // runs, so it is delivered, with its default effect, right after we return.
+    a.set_label(&mut default)?;
     a.mov(edi, libc::SIGTRAP as u32)?;
     a.mov(rsi, base + DEFAULT_ACTION_OFFSET)?;
     a.xor(edx, edx)?;
@@ -193,7 +218,7 @@ mod tests {
         let (code, restorer) = handler_code(0x7f00_0000_0000).unwrap();
         assert!((code.len() as u64) < STUB_OFFSET - HANDLER_OFFSET);
         assert!(restorer > 0x7f00_0000_0000 + HANDLER_OFFSET);
-        let a = handler_action(0x1000, restorer);
+        let a = handler_action(0x1000, restorer, &KernelSigaction::default());
         let back = KernelSigaction::from_bytes(&a.to_bytes()).unwrap();
         assert_eq!(back.handler, 0x1000 + HANDLER_OFFSET);
         assert_eq!(back.flags, a.flags);

@@ -34,11 +34,14 @@ impl Reader<'_> {
     pub(crate) fn render_go_special(&self, place: &Place, ty: &Type, depth: u32) -> Option<Value> {
         let name = ty.name.as_str();
         match &ty.kind {
-            TypeKind::Struct { .. } if name == "string" => {
+            // By shape, so named string and slice types (`type plainError string`) read too.
+            TypeKind::Struct { members, .. } if has_members(members, &["str", "len"]) => {
                 let (ptr, len) = self.go_string_parts(place, ty)?;
-                Some(self.string_at(ptr, len, Some("string".into())))
+                Some(self.string_at(ptr, len, Some(name.into())))
             }
-            TypeKind::Struct { .. } if name.starts_with("[]") => self.go_slice(place, ty, depth),
+            TypeKind::Struct { members, .. } if has_members(members, &["array", "len", "cap"]) => {
+                self.go_slice(place, ty, depth)
+            }
             TypeKind::Struct { .. } if is_interface(ty) => {
                 Some(self.go_interface(place, ty, depth))
             }
@@ -393,6 +396,11 @@ impl Reader<'_> {
             })
             .map_or(0, |o| o.bias)
     }
+}
+
+/// Exactly these members, in this order.
+fn has_members(members: &[crate::index::types::Member], names: &[&str]) -> bool {
+    members.len() == names.len() && members.iter().zip(names).all(|(m, n)| m.name == *n)
 }
 
 /// A Go interface: `runtime.eface` or `runtime.iface`, or a named interface type over them.

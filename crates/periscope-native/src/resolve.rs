@@ -49,6 +49,9 @@ impl ResolvedProbe {
 /// it), and it is an error only when no site can evaluate them all. A replay probe's FROM and
 /// UNTIL are resolved too, the failure and kept results checked at UNTIL.
 pub fn resolve(target: &Target, mut spec: ProbeSpec) -> Result<ResolvedProbe, NativeError> {
+    if matches!(spec.action, Action::Failures { .. }) {
+        return resolve_failures(target, spec);
+    }
     let Some(replay) = spec.replay().cloned() else {
         let sites = sites_for(target, &spec.location, &spec.expressions())?;
         return Ok(ResolvedProbe {
@@ -83,6 +86,38 @@ pub fn resolve(target: &Target, mut spec: ProbeSpec) -> Result<ResolvedProbe, Na
         spec,
         sites,
         replay: Some(ReplaySites { from, until }),
+    })
+}
+
+/// Where a panic is caught before anything unwinds: Rust's `rust_panic`, or in a Go program
+/// `runtime.gopanic` (before deferred calls and recovery run) and the runtime's fatal errors
+/// (`runtime.fatal`: concurrent map writes and the like; `runtime.throw`: the runtime's own).
+pub const GO_FAILURE_FUNCTIONS: [&str; 3] = ["runtime.gopanic", "runtime.fatal", "runtime.throw"];
+
+fn resolve_failures(target: &Target, spec: ProbeSpec) -> Result<ResolvedProbe, NativeError> {
+    let rust = target.resolve(&spec.location);
+    let sites = match rust {
+        Ok(sites) => sites,
+        Err(e) => {
+            let go: Vec<Site> = GO_FAILURE_FUNCTIONS
+                .iter()
+                .filter_map(|f| {
+                    target
+                        .resolve(&periscope_core::Location::Function(f.to_string()))
+                        .ok()
+                })
+                .flatten()
+                .collect();
+            if go.is_empty() {
+                return Err(e);
+            }
+            go
+        }
+    };
+    Ok(ResolvedProbe {
+        spec,
+        sites,
+        replay: None,
     })
 }
 

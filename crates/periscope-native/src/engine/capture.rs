@@ -173,7 +173,9 @@ pub(crate) fn capture_stack(
                 (None, _) => (None, None),
             };
             let mut variables = Vec::new();
-            let runtime = skip_runtime && !own_code(target, obj, file.as_deref());
+            let level_function = level.name.as_deref().unwrap_or(&function);
+            let runtime =
+                skip_runtime && !own_code(target, obj, file.as_deref(), level_function);
             if vars_left > 0 && !runtime {
                 vars_left -= 1;
                 if let Some(unit) = unit {
@@ -300,9 +302,82 @@ pub(crate) fn panic_message(target: &Target, mem: &Memory, regs: &process::Regs)
 
 /// Whether a frame is the program's own code: in its executable, from a source file that is
 /// not the toolchain's (Rust's std, system headers).
-fn own_code(target: &Target, obj: &crate::target::LoadedObject, file: Option<&str>) -> bool {
+fn own_code(
+    target: &Target,
+    obj: &crate::target::LoadedObject,
+    file: Option<&str>,
+    function: &str,
+) -> bool {
     std::ptr::eq(obj, target.main_object())
         && file.is_some_and(|p| {
             !(p.starts_with("/rustc/") || p.starts_with("/rust/deps/") || p.starts_with("/usr/"))
         })
+        && !go_std(obj, function)
+}
+
+/// A function of Go's standard library or runtime (`runtime.gopanic`, `fmt.Sprintf`,
+/// `internal/sync.(*Mutex).Lock`), in a Go program: its package path starts with one of the
+/// standard library's top-level names (a module path may have no dot, so the list is the test).
+fn go_std(obj: &crate::target::LoadedObject, function: &str) -> bool {
+    const STD: [&str; 52] = [
+        "archive", "bufio", "builtin", "bytes", "cmp", "compress", "container", "context",
+        "crypto", "database", "debug", "embed", "encoding", "errors", "expvar", "flag", "fmt",
+        "go", "hash", "html", "image", "index", "internal", "io", "iter", "log", "maps", "math",
+        "mime", "net", "os", "path", "plugin", "reflect", "regexp", "runtime", "slices", "sort",
+        "strconv", "strings", "structs", "sync", "syscall", "testing", "text", "time", "unicode",
+        "unique", "unsafe", "vendor", "weak", "type",
+    ];
+    if function.contains("::") || obj.index.language() != Some(crate::index::Lang::Go) {
+        return false;
+    }
+    let package = function.split(".(").next().unwrap_or(function);
+    let first = match package.find('/') {
+        Some(slash) => &package[..slash],
+        None => package.split('.').next().unwrap_or(package),
+    };
+    STD.contains(&first) || function.starts_with("go:")
+}
+
+/// The message of a Go panic or fatal error caught at its runtime function's entry, as Go
+/// prints it: the panic value (`e`: a string, an error's text, a runtime error such as
+/// `runtime error: index out of range [7] with length 3`) or the fatal error's text (`s`).
+pub(crate) fn go_panic_message(ev: &crate::eval::Evaluator, function: &str) -> Option<String> {
+    use periscope_core::value::Value;
+    let name = if function == "runtime.gopanic" { "e" } else { "s" };
+    let v = ev.value(&periscope_core::expr::parse(name).ok()?);
+    let ty = v.type_name().unwrap_or_default().to_string();
+    match &v {
+        Value::String { value, .. } if ty == "runtime.errorString" => {
+            Some(format!("runtime error: {value}"))
+        }
+        Value::String { value, .. } => Some(value.clone()),
+        Value::Struct { fields, .. } if ty == "runtime.boundsError" => bounds_error(fields),
+        Value::Unavailable { .. } => None,
+        other => Some(other.to_message_text()),
+    }
+}
+
+/// `runtime.boundsError`'s text, as its `Error` method writes it.
+fn bounds_error(fields: &periscope_core::value::Fields) -> Option<String> {
+    use periscope_core::value::Value;
+    let int = |n: &str| match fields.get(n) {
+        Some(Value::Int { value, .. }) => value.as_i128(),
+        _ => None,
+    };
+    let (x, y, code) = (int("x")?, int("y")?, int("code")?);
+    let text = match code {
+        0 => format!("index out of range [{x}] with length {y}"),
+        1 => format!("slice bounds out of range [:{x}] with length {y}"),
+        2 => format!("slice bounds out of range [:{x}] with capacity {y}"),
+        3 => format!("slice bounds out of range [{x}:{y}]"),
+        4 => format!("slice bounds out of range [::{x}] with length {y}"),
+        5 => format!("slice bounds out of range [::{x}] with capacity {y}"),
+        6 => format!("slice bounds out of range [:{x}:{y}]"),
+        7 => format!("slice bounds out of range [{x}:{y}:]"),
+        8 => format!(
+            "cannot convert slice with length {x} to array or pointer to array with length {y}"
+        ),
+        _ => return None,
+    };
+    Some(format!("runtime error: {text}"))
 }

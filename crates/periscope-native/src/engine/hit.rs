@@ -391,10 +391,14 @@ impl Engine {
             }
             Action::Failures { frames } => {
                 let stack = stack(*frames, true);
-                // The panicking frame: the first one in the program's own code.
+                // The panicking frame: the first one in the program's own code (the first
+                // with variables read: runtime frames get none).
                 let location = stack
                     .iter()
-                    .find(|f| f.file.as_deref().is_some_and(|p| !p.starts_with("/rustc/")))
+                    .find(|f| {
+                        f.file.as_deref().is_some_and(|p| !p.starts_with("/rustc/"))
+                            && (go_failure(&site.function).is_none() || !f.variables.is_empty())
+                    })
                     .and_then(frame_location)
                     .unwrap_or_else(|| location.clone());
                 snapshot = Some(SnapshotEvent {
@@ -406,11 +410,19 @@ impl Engine {
                     probe: probe.spec.id.clone(),
                     frames: stack,
                     watches: Fields::default(),
-                    failure: Some(Failure {
-                        kind: "panic".into(),
-                        message: panic_message(&self.target, &self.mem, regs),
-                        signal: None,
-                        address: None,
+                    failure: Some(match go_failure(&site.function) {
+                        Some(kind) => Failure {
+                            kind: kind.into(),
+                            message: super::capture::go_panic_message(&ev, &site.function),
+                            signal: None,
+                            address: None,
+                        },
+                        None => Failure {
+                            kind: "panic".into(),
+                            message: panic_message(&self.target, &self.mem, regs),
+                            signal: None,
+                            address: None,
+                        },
                     }),
                 });
             }
@@ -495,6 +507,15 @@ impl Engine {
             error,
         };
         self.emit(EngineEvent::Event(Body::Error(e)));
+    }
+}
+
+/// Go: the kind of failure a runtime function raises (`None`: not Go's).
+fn go_failure(function: &str) -> Option<&'static str> {
+    match function {
+        "runtime.gopanic" => Some("panic"),
+        "runtime.fatal" | "runtime.throw" => Some("fatal error"),
+        _ => None,
     }
 }
 

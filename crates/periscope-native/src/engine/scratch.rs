@@ -20,9 +20,10 @@ struct Area {
 pub(crate) struct ScratchAreas {
     /// Object index → its area.
     areas: HashMap<usize, Area>,
-    /// `None`: not set up yet; `Some(None)`: the program owns SIGTRAP, no fail-safe;
-    /// `Some(Some(base))`: the fail-safe handler and its table live in the area at `base`.
-    failsafe: Option<Option<u64>>,
+    /// The area the fail-safe handler and its table live in, once set up (in the first area).
+    failsafe: Option<u64>,
+    /// The program's own SIGTRAP action, given back at teardown.
+    previous_action: failsafe::KernelSigaction,
 }
 
 impl ScratchAreas {
@@ -69,7 +70,7 @@ impl ScratchAreas {
 
     /// The area holding the fail-safe table, when there is one.
     pub(crate) fn failsafe_base(&self) -> Option<u64> {
-        self.failsafe.flatten()
+        self.failsafe
     }
 
     pub(crate) fn clear(&mut self) {
@@ -161,15 +162,14 @@ impl Engine {
                 reason: format!("cannot assemble the fail-safe handler: {e}"),
             })?;
         self.mem.write(base + failsafe::HANDLER_OFFSET, &code)?;
-        let action = failsafe::handler_action(base, restorer);
-        let old = self.sigaction(tid, libc::SIGTRAP, Some(&action))?;
-        if old.handler != 0 {
-            // The program handles or ignores SIGTRAP itself: put its action back.
-            self.sigaction(tid, libc::SIGTRAP, Some(&old))?;
-            self.scratch.failsafe = Some(None);
-        } else {
-            self.scratch.failsafe = Some(Some(base));
-        }
+        // The program's own action first, where the handler hands it signals not ours.
+        let previous = self.sigaction(tid, libc::SIGTRAP, None)?;
+        self.mem
+            .write(base + failsafe::PREVIOUS_ACTION_OFFSET, &previous.to_bytes())?;
+        let action = failsafe::handler_action(base, restorer, &previous);
+        self.sigaction(tid, libc::SIGTRAP, Some(&action))?;
+        self.scratch.failsafe = Some(base);
+        self.scratch.previous_action = previous;
         Ok(())
     }
 
@@ -203,11 +203,8 @@ impl Engine {
     /// Gives SIGTRAP back its default action, if the fail-safe took it.
     pub(crate) fn release_failsafe(&mut self, tid: i32) -> Result<(), NativeError> {
         if self.scratch.failsafe_base().is_some() {
-            self.sigaction(
-                tid,
-                libc::SIGTRAP,
-                Some(&failsafe::KernelSigaction::default()),
-            )?;
+            let previous = self.scratch.previous_action;
+            self.sigaction(tid, libc::SIGTRAP, Some(&previous))?;
         }
         Ok(())
     }
@@ -245,11 +242,16 @@ impl Engine {
             let hi = hi.max(lo + AREA_SIZE);
             let current = self.sigaction(tid, libc::SIGTRAP, None)?;
             if current.handler >= lo && current.handler < hi {
-                self.sigaction(
-                    tid,
-                    libc::SIGTRAP,
-                    Some(&failsafe::KernelSigaction::default()),
-                )?;
+                // The program's own action, kept in the area (all zero: the default).
+                let mut b = [0u8; 32];
+                let previous = self
+                    .mem
+                    .read(lo + failsafe::PREVIOUS_ACTION_OFFSET, &mut b)
+                    .ok()
+                    .and_then(|()| failsafe::KernelSigaction::from_bytes(&b))
+                    .filter(|p| p.handler < lo || p.handler >= hi)
+                    .unwrap_or_default();
+                self.sigaction(tid, libc::SIGTRAP, Some(&previous))?;
             }
             self.inject_syscall(
                 tid,

@@ -101,6 +101,28 @@ impl Evaluator<'_> {
         None
     }
 
+    /// `len(x)` of a Go string, slice, map or channel (0 when nil).
+    pub(super) fn go_len(&self, place: &Place, ty: &Arc<Type>) -> Option<u64> {
+        if ty.lang != Lang::Go {
+            return None;
+        }
+        if is_go_slice(ty) {
+            return self.reader.go_slice_parts(place, ty).map(|p| p.1);
+        }
+        if ty.member("str").is_some() && ty.member("len").is_some() {
+            return self.reader.go_string_parts(place, ty).map(|p| p.1);
+        }
+        if is_go_reference(ty) {
+            let addr = self.reader.read_u64_at(place, 0).ok()?;
+            if addr == 0 {
+                return Some(0);
+            }
+            // map<K,V> { used uint64; … } and hchan { qcount uint; … } both start with it.
+            return self.reader.read_u64_at(&Place::Memory(addr), 0).ok();
+        }
+        None
+    }
+
     /// A Go slice's element `i`, in place.
     pub(super) fn go_slice_element(&self, place: &Place, ty: &Type, i: i128) -> Res<Ev> {
         let (ptr, len, _, et) = self
@@ -126,5 +148,8 @@ pub(super) fn is_go_reference(ty: &Type) -> bool {
 
 /// A Go slice type.
 pub(super) fn is_go_slice(ty: &Type) -> bool {
-    ty.lang == Lang::Go && ty.name.starts_with("[]") && ty.member("array").is_some()
+    ty.lang == Lang::Go
+        && ty.member("array").is_some()
+        && ty.member("len").is_some()
+        && ty.member("cap").is_some()
 }

@@ -562,6 +562,9 @@ impl<'a> Evaluator<'a> {
                 let Ev::Place { place, ty } = base else {
                     return Err(format!("`{text}` has no length"));
                 };
+                if let Some(n) = self.go_len(&place, &ty) {
+                    return Ok(Ev::Int(n.into(), Some("int".into())));
+                }
                 let n = if ty.name == "alloc::string::String" || ty.name.starts_with("alloc::vec::Vec<") {
                     self.reader.rust_vec_parts(&place, &ty).map(|p| p.1)
                 } else if ty.member("length").is_some() && ty.member("data_ptr").is_some() {

@@ -1,6 +1,7 @@
 // Sample Go service for Periscope's tests: several goroutines handling requests, every value
 // kind Delve shows, a method with a pointer receiver, a generic function, and panics (one
-// recovered per request, and with `crash` as argument one that is not).
+// recovered per request, and with `crash` as argument one that is not, once a line comes
+// on stdin).
 //
 // Relations the tests rely on, for request n (n = 1, 2, …) in handle:
 //   req.ID == n; req.Name == "user-" + n%7; len(req.Tags) == n%4; req.Tags[i] == "t" + i;
@@ -12,6 +13,7 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -136,13 +138,15 @@ func worker(w int, c *Cache, sleep time.Duration, wg *sync.WaitGroup) {
 func crash() {
 	xs := []int{1, 2, 3}
 	i := len(os.Args) + 5
-	fmt.Println(xs[i]) // index out of range [7] with length 3
+	fmt.Println(xs[i]) // PROBE: crash (index out of range [7] with length 3)
 }
 
 func main() {
 	sleep := 2 * time.Millisecond
 	if len(os.Args) > 1 && os.Args[1] == "crash" {
-		time.Sleep(300 * time.Millisecond)
+		// Crashes when told to (a line on stdin), so a debugger can attach first.
+		fmt.Printf("shop ready pid=%d\n", os.Getpid())
+		bufio.NewReader(os.Stdin).ReadString('\n')
 		crash()
 	}
 	if len(os.Args) > 1 {
