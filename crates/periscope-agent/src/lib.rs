@@ -314,6 +314,10 @@ impl Reconciler {
             let main = target.as_ref().map(|t| t.main_object().index.clone());
             let mut tags = self.config.tags.clone();
             tags.insert("host".into(), self.config.host.clone());
+            let language = main
+                .as_ref()
+                .and_then(|m| m.language())
+                .map(|l| l.name().to_string());
             let info = Instance {
                 id: id.clone(),
                 agent: self.config.id.clone(),
@@ -321,10 +325,8 @@ impl Reconciler {
                 pid: f.pid,
                 executable: f.executable.clone(),
                 build_id: main.as_ref().and_then(|m| m.build_id.clone()),
-                language: main
-                    .as_ref()
-                    .and_then(|m| m.language())
-                    .map(|l| l.name().to_string()),
+                language: language.clone(),
+                lang: language,
                 tags,
                 state: "online".into(),
                 last_seen: String::new(),

@@ -249,9 +249,12 @@ pub struct Instance {
     pub executable: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_id: Option<String>,
-    /// `rust`, `c` or `c++`, from the main program's debug info.
+    /// `rust`, `c`, `c++` or `go`, from the main program's debug info.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    /// The same as `language`, under its short name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     /// `online`, `offline` (its agent stopped reporting) or `exited`.
@@ -507,6 +510,7 @@ mod tests {
             executable: "ledger".into(),
             build_id: None,
             language: None,
+            lang: None,
             tags: [("service".to_string(), "ledger".to_string())].into(),
             state: "online".into(),
             last_seen: String::new(),

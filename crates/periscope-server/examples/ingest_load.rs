@@ -44,6 +44,7 @@ fn main() {
                 executable: "/usr/bin/load".into(),
                 build_id: None,
                 language: Some("rust".into()),
+                lang: Some("rust".into()),
                 tags: [("service".to_string(), "load".to_string())].into(),
                 state: "online".into(),
                 last_seen: String::new(),

@@ -598,6 +598,7 @@ fn local_exporter(
         executable,
         build_id: None,
         language: None,
+        lang: None,
         tags: [("service".to_string(), service)].into(),
         state: "online".into(),
         last_seen: String::new(),

@@ -13,7 +13,9 @@ fn line(file: &str, tag: &str) -> String {
 }
 
 fn text(v: &Value) -> &str {
-    v["value"].as_str().unwrap_or_else(|| panic!("not a string: {v}"))
+    v["value"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
 }
 
 fn int(v: &Value) -> i64 {
@@ -196,7 +198,15 @@ fn pie_cgo_and_trimpath_builds_and_generic_instances() {
     let pid = t.pid.to_string();
     // Both instances of the generic Sum (int and float64) get the probe.
     let out = run_periscope(&[
-        "log", &pid, "main.Sum", "s={s}", "--max-hits", "6", "--for", "60s", "--json",
+        "log",
+        &pid,
+        "main.Sum",
+        "s={s}",
+        "--max-hits",
+        "6",
+        "--for",
+        "60s",
+        "--json",
     ]);
     common::assert_success(&out);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -350,5 +360,53 @@ fn kill_9_of_periscope_during_hits_leaves_the_go_program_running() {
         "60s",
     ]);
     common::assert_success(&out);
+    t.assert_untouched();
+}
+
+#[test]
+fn a_go_service_through_the_fleet() {
+    use common::fleet::{eventually_or, instance_of, json_out, test_dir, Agent, Server};
+    let dir = test_dir("go-fleet");
+    let server = Server::start(&dir, 0);
+    let mut t = Target::start(&common::go_shop_default(), &["500"]);
+    let token = server.token("agent", "a1");
+    let _agent = Agent::start(&server, &token, &["--pid", &t.pid.to_string()]);
+    let instance = instance_of(&server, t.pid);
+    let listed = json_out(&server.cli(&server.admin, &["instances", "--json"]));
+    let me = listed["instances"]
+        .as_array()
+        .and_then(|l| l.iter().find(|i| i["id"] == instance.as_str()))
+        .cloned()
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(me["lang"], "go", "{me}");
+    assert_eq!(me["language"], "go", "{me}");
+    let added = json_out(&server.cli(
+        &server.admin,
+        &[
+            "probe",
+            "add",
+            "log",
+            &instance,
+            &line("main.go", "handle"),
+            "id={req.ID} err={req.Err}",
+            "--max-hits",
+            "5",
+            "--json",
+        ],
+    ));
+    let id = added["id"].as_str().expect("id").to_string();
+    let c = server.admin();
+    let events = eventually_or(
+        "5 events from the Go service",
+        || {
+            let page = c.events(&id, &Default::default()).ok()?;
+            (page.len() >= 5).then_some(page)
+        },
+        || format!("{:?}", c.probe(&id)),
+    );
+    for e in &events {
+        assert!(e["goroutine"].as_u64().is_some(), "{e}");
+        assert!(e["values"]["req.ID"]["value"].as_i64().is_some(), "{e}");
+    }
     t.assert_untouched();
 }

@@ -174,8 +174,7 @@ pub(crate) fn capture_stack(
             };
             let mut variables = Vec::new();
             let level_function = level.name.as_deref().unwrap_or(&function);
-            let runtime =
-                skip_runtime && !own_code(target, obj, file.as_deref(), level_function);
+            let runtime = skip_runtime && !own_code(target, obj, file.as_deref(), level_function);
             if vars_left > 0 && !runtime {
                 vars_left -= 1;
                 if let Some(unit) = unit {
@@ -320,12 +319,58 @@ fn own_code(
 /// standard library's top-level names (a module path may have no dot, so the list is the test).
 fn go_std(obj: &crate::target::LoadedObject, function: &str) -> bool {
     const STD: [&str; 52] = [
-        "archive", "bufio", "builtin", "bytes", "cmp", "compress", "container", "context",
-        "crypto", "database", "debug", "embed", "encoding", "errors", "expvar", "flag", "fmt",
-        "go", "hash", "html", "image", "index", "internal", "io", "iter", "log", "maps", "math",
-        "mime", "net", "os", "path", "plugin", "reflect", "regexp", "runtime", "slices", "sort",
-        "strconv", "strings", "structs", "sync", "syscall", "testing", "text", "time", "unicode",
-        "unique", "unsafe", "vendor", "weak", "type",
+        "archive",
+        "bufio",
+        "builtin",
+        "bytes",
+        "cmp",
+        "compress",
+        "container",
+        "context",
+        "crypto",
+        "database",
+        "debug",
+        "embed",
+        "encoding",
+        "errors",
+        "expvar",
+        "flag",
+        "fmt",
+        "go",
+        "hash",
+        "html",
+        "image",
+        "index",
+        "internal",
+        "io",
+        "iter",
+        "log",
+        "maps",
+        "math",
+        "mime",
+        "net",
+        "os",
+        "path",
+        "plugin",
+        "reflect",
+        "regexp",
+        "runtime",
+        "slices",
+        "sort",
+        "strconv",
+        "strings",
+        "structs",
+        "sync",
+        "syscall",
+        "testing",
+        "text",
+        "time",
+        "unicode",
+        "unique",
+        "unsafe",
+        "vendor",
+        "weak",
+        "type",
     ];
     if function.contains("::") || obj.index.language() != Some(crate::index::Lang::Go) {
         return false;
@@ -343,7 +388,11 @@ fn go_std(obj: &crate::target::LoadedObject, function: &str) -> bool {
 /// `runtime error: index out of range [7] with length 3`) or the fatal error's text (`s`).
 pub(crate) fn go_panic_message(ev: &crate::eval::Evaluator, function: &str) -> Option<String> {
     use periscope_core::value::Value;
-    let name = if function == "runtime.gopanic" { "e" } else { "s" };
+    let name = if function == "runtime.gopanic" {
+        "e"
+    } else {
+        "s"
+    };
     let v = ev.value(&periscope_core::expr::parse(name).ok()?);
     let ty = v.type_name().unwrap_or_default().to_string();
     match &v {

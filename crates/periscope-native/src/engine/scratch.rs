@@ -164,8 +164,10 @@ impl Engine {
         self.mem.write(base + failsafe::HANDLER_OFFSET, &code)?;
         // The program's own action first, where the handler hands it signals not ours.
         let previous = self.sigaction(tid, libc::SIGTRAP, None)?;
-        self.mem
-            .write(base + failsafe::PREVIOUS_ACTION_OFFSET, &previous.to_bytes())?;
+        self.mem.write(
+            base + failsafe::PREVIOUS_ACTION_OFFSET,
+            &previous.to_bytes(),
+        )?;
         let action = failsafe::handler_action(base, restorer, &previous);
         self.sigaction(tid, libc::SIGTRAP, Some(&action))?;
         self.scratch.failsafe = Some(base);
