@@ -79,6 +79,9 @@ pub struct VerifyFixArgs {
     pub replay: Option<String>,
     /// Replay: copies per second (default 1); shadow mode: hits evaluated per second.
     pub rate: Option<f64>,
+    /// Overhead budget: milliseconds of the process's time per 10 s (default 100); beyond it
+    /// the verification pauses (a fork for a replay holds a thread for about a millisecond).
+    pub budget_ms: Option<u64>,
     /// Stop after this many hits per instance.
     pub max_hits: Option<u64>,
     /// How long to verify, in seconds (default 30, at most 300).

@@ -651,6 +651,7 @@ impl Periscope {
             keep: a.keep.clone(),
             replay: a.replay.clone(),
             rate_limit: a.rate,
+            budget_ms: a.budget_ms,
             max_hits: a.max_hits,
             ..NewProbe::new(ProbeKind::Verify, &a.target, &a.location)
         };

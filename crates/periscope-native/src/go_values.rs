@@ -179,6 +179,9 @@ impl Reader<'_> {
     }
 
     fn go_map(&self, addr: u64, ty: &Type, map: &Type, depth: u32) -> Value {
+        if map.member("buckets").is_some() && map.member("B").is_some() {
+            return self.go_bucket_map(addr, ty, map, depth);
+        }
         let tname = Some(ty.name.clone());
         let m = Place::Memory(addr);
         let field = |n: &str| -> Result<u64, String> {
@@ -268,6 +271,116 @@ impl Reader<'_> {
             ty: tname,
             len: used,
             truncated: (entries.len() as u64) < used,
+            entries,
+        }
+    }
+
+    /// A map of Go 1.21–1.23: `hash<K,V> { count; B; buckets; oldbuckets; … }`, 2^B buckets
+    /// `bucket<K,V> { tophash [8]uint8; keys [8]K; values [8]V; overflow *bucket }`; slot i is
+    /// full when its tophash is at least 5 (below are the empty and evacuated marks). While the
+    /// map grows, entries not yet moved are read from the old buckets.
+    fn go_bucket_map(&self, addr: u64, ty: &Type, map: &Type, depth: u32) -> Value {
+        let tname = Some(ty.name.clone());
+        let m = Place::Memory(addr);
+        let word = |n: &str, size: usize| -> Option<u64> {
+            let f = map.member(n)?;
+            let b = self.bytes(&m, f.offset, size).ok()?;
+            let mut w = [0u8; 8];
+            w[..size].copy_from_slice(&b);
+            Some(u64::from_le_bytes(w))
+        };
+        let (Some(count), Some(b), Some(buckets), Some(old)) = (
+            word("count", 8),
+            word("B", 1),
+            word("buckets", 8),
+            word("oldbuckets", 8),
+        ) else {
+            return Value::unavailable(tname, "unexpected map layout");
+        };
+        let Some(bucket_ty) = map
+            .member("buckets")
+            .and_then(|f| f.ty)
+            .map(|t| self.ty(t))
+            .and_then(|t| match t.kind {
+                TypeKind::Pointer { target: Some(p) } => Some(self.ty(p)),
+                _ => None,
+            })
+        else {
+            return Value::unavailable(tname, "the map's bucket type is not in the debug info");
+        };
+        let (Some(tophash), Some(keys), Some(values), Some(overflow)) = (
+            bucket_ty.member("tophash"),
+            bucket_ty.member("keys"),
+            bucket_ty.member("values"),
+            bucket_ty.member("overflow"),
+        ) else {
+            return Value::unavailable(tname, "unexpected map bucket layout");
+        };
+        let elem = |f: &crate::index::types::Member| match f
+            .ty
+            .map(|t| self.ty(t))
+            .map(|t| t.kind.clone())
+        {
+            Some(TypeKind::Array { elem, .. }) => Some(self.ty(elem)),
+            _ => None,
+        };
+        let (Some(kt), Some(vt)) = (elem(keys), elem(values)) else {
+            return Value::unavailable(tname, "unexpected map bucket layout");
+        };
+        let (ks, vs) = (kt.size.unwrap_or(0), vt.size.unwrap_or(0));
+        let want = if depth == 0 {
+            0
+        } else {
+            (self.limits.items as u64).min(count)
+        };
+        let mut entries = Vec::new();
+        let nbuckets = (1u64 << b.min(20)).min(MAX_GROUPS);
+        let bsize = bucket_ty.size.unwrap_or(0);
+        // Old buckets first (entries still there), then the new ones; evacuated slots are
+        // marked (tophash 2..=4) and skipped.
+        let tables = [(old, nbuckets / 2), (buckets, nbuckets)];
+        'all: for (base, n) in tables {
+            if base == 0 {
+                continue;
+            }
+            for i in 0..n {
+                let mut bucket = base + i * bsize;
+                for _ in 0..64 {
+                    let Ok(th) = self.bytes(&Place::Memory(bucket), tophash.offset, 8) else {
+                        break;
+                    };
+                    for s in 0..SLOTS {
+                        if entries.len() as u64 >= want {
+                            break 'all;
+                        }
+                        if th[s as usize] < 5 {
+                            continue;
+                        }
+                        let at = Place::Memory(bucket);
+                        entries.push(Entry {
+                            key: self.render(
+                                &Reader::sub_place(&at, keys.offset + s * ks),
+                                &kt,
+                                depth - 1,
+                            ),
+                            value: self.render(
+                                &Reader::sub_place(&at, values.offset + s * vs),
+                                &vt,
+                                depth - 1,
+                            ),
+                        });
+                    }
+                    match self.read_u64_at(&Place::Memory(bucket), overflow.offset) {
+                        Ok(next) if next != 0 => bucket = next,
+                        _ => break,
+                    }
+                }
+            }
+        }
+        Value::Map {
+            ty: tname,
+            len: count,
+            truncated: (entries.len() as u64) < count,
             entries,
         }
     }

@@ -26,7 +26,17 @@ fn int(v: &Value) -> i64 {
 
 #[test]
 fn values_read_as_go_shows_them() {
-    let mut t = Target::start(&common::go_shop_default(), &["500"]);
+    check_values(&common::go_shop_default());
+}
+
+/// The same with Go 1.22, whose maps are the older bucket maps (Swiss tables came in 1.24).
+#[test]
+fn values_of_go_1_22_with_bucket_maps() {
+    check_values(&common::go_shop_122());
+}
+
+fn check_values(bin: &std::path::Path) {
+    let mut t = Target::start(bin, &["500"]);
     let template = "id={req.ID} name={req.Name} tags={req.Tags} headers={req.Headers} \
         attrs={req.Attrs} scores={req.Scores} ratio={req.Ratio} ok={req.Ok} err={req.Err} \
         any={req.Any} wait={req.Wait} queue={req.Queue} next={req.Next} h0={req.Headers[0].Name} \

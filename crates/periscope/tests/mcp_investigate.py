@@ -179,7 +179,7 @@ async def verify_candidates(session, cfg):
     r3 = await call(session, "verify_fix", {
         "target": inst["id"], "location": cfg["location"], "failure": cfg["replay_failure"],
         "candidates": [{"name": "capped", "fix": cfg["capped"]}], "keep": ["charge.refunded"],
-        "replay": cfg["replay"], "rate": 1000, "max_hits": 150, "timeout_seconds": 60,
+        "replay": cfg["replay"], "rate": 1000, "max_hits": 150, "budget_ms": 5000, "timeout_seconds": 60,
     })
     check(not r3.isError, text_of(r3))
     r2 = await call(session, "verify_fix", {

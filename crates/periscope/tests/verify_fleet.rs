@@ -123,6 +123,8 @@ fn a_replay_verify_probe_runs_copies_on_the_agent() {
             &replay,
             "--rate",
             "1000",
+            "--budget-ms",
+            "5000",
             "--max-hits",
             "150",
             "--json",

