@@ -420,3 +420,22 @@ fn a_go_service_through_the_fleet() {
     }
     t.assert_untouched();
 }
+
+#[test]
+fn a_fatal_error_is_captured_and_go_still_stops_the_program() {
+    let mut t = Target::start(&common::go_shop_default(), &["fatal"]);
+    let watch = start_periscope(&["watch", &t.pid.to_string(), "--json"]);
+    t.go();
+    let (status, _) = t.wait_output();
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "Go exits with status 2 on a fatal error"
+    );
+    let events = json_lines(watch);
+    let e = events
+        .iter()
+        .find(|e| e["failure"]["kind"] == "fatal error")
+        .unwrap_or_else(|| panic!("no fatal error event: {events:?}"));
+    assert_eq!(e["failure"]["message"], "concurrent map writes", "{e}");
+}

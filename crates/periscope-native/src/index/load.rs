@@ -235,6 +235,19 @@ fn read_units(index: &mut ObjectIndex) -> Result<(), NativeError> {
         .functions
         .sort_by_key(|f| (f.low_pc, std::cmp::Reverse(f.high_pc)));
     sort_rows_by_sequence(&mut index.rows);
+    // Go's abstract functions name no file: an inlined copy is declared in the file its first
+    // instruction's line row names.
+    let files: Vec<Option<u32>> = index
+        .inlined
+        .iter()
+        .map(|c| match c.decl_file {
+            Some(f) => Some(f),
+            None => index.row_at(c.entry_pc).map(|r| r.file),
+        })
+        .collect();
+    for (c, f) in index.inlined.iter_mut().zip(files) {
+        c.decl_file = f;
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 // Sample Go service for Periscope's tests: several goroutines handling requests, every value
 // kind Delve shows, a method with a pointer receiver, a generic function, and panics (one
 // recovered per request, and with `crash` as argument one that is not, once a line comes
-// on stdin).
+// on stdin; with `fatal`, a fatal error: concurrent map writes).
 //
 // Relations the tests rely on, for request n (n = 1, 2, …) in handle:
 //   req.ID == n; req.Name == "user-" + n%7; len(req.Tags) == n%4; req.Tags[i] == "t" + i;
@@ -141,12 +141,29 @@ func crash() {
 	fmt.Println(xs[i]) // PROBE: crash (index out of range [7] with length 3)
 }
 
+// racyWrites writes one map from two goroutines: Go stops the program with
+// "fatal error: concurrent map writes", which no recover can catch.
+func racyWrites() {
+	m := map[int]int{}
+	for g := 0; g < 2; g++ {
+		go func() {
+			for i := 0; ; i++ {
+				m[i%64] = i
+			}
+		}()
+	}
+	time.Sleep(10 * time.Second)
+}
+
 func main() {
 	sleep := 2 * time.Millisecond
-	if len(os.Args) > 1 && os.Args[1] == "crash" {
+	if len(os.Args) > 1 && (os.Args[1] == "crash" || os.Args[1] == "fatal") {
 		// Crashes when told to (a line on stdin), so a debugger can attach first.
 		fmt.Printf("shop ready pid=%d\n", os.Getpid())
 		bufio.NewReader(os.Stdin).ReadString('\n')
+		if os.Args[1] == "fatal" {
+			racyWrites()
+		}
 		crash()
 	}
 	if len(os.Args) > 1 {
