@@ -555,7 +555,11 @@ pub async fn wait_for(
     timeout: Duration,
 ) -> Result<Vec<Value>, ApiError> {
     find_probe(state, id).await?;
-    let count = count.clamp(1, 1000);
+    // `count=0`: what is stored now, without waiting.
+    let (count, timeout) = match count {
+        0 => (1000, Duration::ZERO),
+        n => (n.min(1000), timeout),
+    };
     // Subscribe before reading what is stored, so nothing falls between the two.
     let mut live = state.events.subscribe();
     let after = after.unwrap_or(0);
@@ -772,6 +776,12 @@ async fn list_tokens(r: Request) -> ApiResult {
 
 async fn revoke_token(r: Request, Path(name): Path<String>) -> ApiResult {
     let caller = r.caller(Role::Admin, "token.revoke").await?;
+    if caller.name == name {
+        // A server whose only admin revoked itself could no longer be administered.
+        return Err(ApiError::conflict(format!(
+            "`{name}` is the token making this request; revoke it with another admin token"
+        )));
+    }
     let now = periscope_core::event::now_rfc3339();
     let (n2, now2) = (name.clone(), now.clone());
     let info = db(&r.state, move |s| s.revoke_token(&n2, &now2))

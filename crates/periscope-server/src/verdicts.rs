@@ -32,13 +32,11 @@ pub async fn result(state: &Arc<AppState>, id: &str) -> Result<Value, ApiError> 
         ApiError::not_found(format!("no probe `{id}`; `periscope probe ls` lists them"))
     })?;
     if probe.spec.kind != ProbeKind::Verify {
-        return Err(ApiError::bad(
-            "id",
-            format!(
-                "probe {id} is a {} probe, not verify",
-                probe.spec.kind.as_str()
-            ),
-        ));
+        // The probe exists, but is not one that has verdicts: a conflict with its kind.
+        return Err(ApiError::conflict(format!(
+            "probe {id} is a {} probe, not verify",
+            probe.spec.kind.as_str()
+        )));
     }
     let names: Vec<String> = probe
         .spec

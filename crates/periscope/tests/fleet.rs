@@ -883,3 +883,58 @@ fn a_restarted_agent_reinstalls_its_probes() {
     });
     t.assert_untouched();
 }
+
+#[test]
+fn conflicts_are_409s_and_a_zero_count_wait_does_not_wait() {
+    let dir = test_dir("conflicts");
+    let server = Server::start(&dir, 0);
+    let admin = server.admin();
+    let call = |method: &str, path: &str| {
+        let url = format!("{}{path}", server.url);
+        let auth = format!("Bearer {}", server.admin);
+        let r = match method {
+            "DELETE" => ureq::delete(&url)
+                .header("Authorization", &auth)
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .call(),
+            _ => ureq::get(&url)
+                .header("Authorization", &auth)
+                .config()
+                .http_status_as_error(false)
+                // A wait that did wait would outlast this and fail the test.
+                .timeout_global(Some(std::time::Duration::from_secs(60)))
+                .build()
+                .call(),
+        }
+        .expect("request");
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.into_body().read_json().expect("JSON");
+        (status, body)
+    };
+    // The token making the request cannot revoke itself: a server whose only admin did would be
+    // left without one.
+    let (status, body) = call("DELETE", "/api/v1/tokens/admin");
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("another admin token")),
+        "{body}"
+    );
+    assert!(admin.probes(false).is_ok(), "the admin token still works");
+    // Verdicts of a probe that is not a verify probe: it exists, but has none.
+    let p = admin
+        .add_probe(&log_probe("service=x", "a={a}"))
+        .expect("a log probe");
+    let (status, body) = call("GET", &format!("/api/v1/probes/{}/verify", p.id));
+    assert_eq!(status, 409, "{body}");
+    // `count=0` answers with what is stored, without waiting out its (10 minute) timeout.
+    let (status, body) = call(
+        "GET",
+        &format!("/api/v1/probes/{}/wait?count=0&timeout_ms=600000", p.id),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"], serde_json::json!([]), "{body}");
+}
