@@ -485,28 +485,13 @@ impl Frame<'_> {
                 ) {
                     continue;
                 }
-                if let Some(r) = dwarf_number(used.register().full_register()) {
+                let caller_saved = crate::process::dwarf_number(used.register().full_register())
+                    .filter(|r| CALLER_SAVED.contains(r));
+                if let Some(r) = caller_saved {
                     all &= !(1 << r);
                 }
             }
         }
         all
     }
-}
-
-/// The DWARF number of a general register (System V x86-64), for the caller-saved ones.
-fn dwarf_number(r: iced_x86::Register) -> Option<u16> {
-    use iced_x86::Register;
-    Some(match r {
-        Register::RAX => 0,
-        Register::RDX => 1,
-        Register::RCX => 2,
-        Register::RSI => 4,
-        Register::RDI => 5,
-        Register::R8 => 8,
-        Register::R9 => 9,
-        Register::R10 => 10,
-        Register::R11 => 11,
-        _ => return None,
-    })
 }

@@ -309,6 +309,30 @@ pub fn dwarf_reg(regs: &Regs, reg: u16) -> Option<u64> {
 }
 
 /// Sets DWARF register `reg` (the numbering of [`dwarf_reg`]); other numbers are ignored.
+/// The DWARF number (System V x86-64) of a 64-bit general register as iced-x86 names it.
+pub fn dwarf_number(r: iced_x86::Register) -> Option<u16> {
+    use iced_x86::Register;
+    Some(match r {
+        Register::RAX => 0,
+        Register::RDX => 1,
+        Register::RCX => 2,
+        Register::RBX => 3,
+        Register::RSI => 4,
+        Register::RDI => 5,
+        Register::RBP => 6,
+        Register::RSP => 7,
+        Register::R8 => 8,
+        Register::R9 => 9,
+        Register::R10 => 10,
+        Register::R11 => 11,
+        Register::R12 => 12,
+        Register::R13 => 13,
+        Register::R14 => 14,
+        Register::R15 => 15,
+        _ => return None,
+    })
+}
+
 pub fn set_dwarf_reg(regs: &mut Regs, reg: u16, v: u64) {
     let r = match reg {
         0 => &mut regs.rax,

@@ -11,19 +11,7 @@ impl Engine {
     pub(crate) fn reap_copies(&mut self, tid: i32) {
         let zombies = std::mem::take(&mut self.replays.zombies);
         for pid in zombies {
-            let r = self.inject_syscall(
-                tid,
-                libc::SYS_wait4,
-                [
-                    pid as u64,
-                    0,
-                    (libc::__WALL | libc::WNOHANG) as u64,
-                    0,
-                    0,
-                    0,
-                ],
-                None,
-            );
+            let r = self.reap(tid, pid);
             // 0: not yet a zombie (its exit still on its way); any error but ECHILD: try later.
             if r.is_err() || matches!(r, Ok(0)) {
                 self.replays.zombies.push(pid);
@@ -43,24 +31,19 @@ impl Engine {
             if state != 'Z' || exit_signal != 0 {
                 continue;
             }
-            let r = self.inject_syscall(
-                tid,
-                libc::SYS_wait4,
-                [
-                    child as u64,
-                    0,
-                    (libc::__WALL | libc::WNOHANG) as u64,
-                    0,
-                    0,
-                    0,
-                ],
-                None,
-            );
+            let r = self.reap(tid, child);
             if r.is_ok_and(|r| r == i64::from(child)) {
                 reaped += 1;
             }
         }
         reaped
+    }
+
+    /// `wait4(pid, NULL, __WALL | WNOHANG)` run in thread `tid` of the target: the pid when
+    /// reaped, 0 when not ended yet.
+    fn reap(&mut self, tid: i32, pid: i32) -> Result<i64, crate::error::NativeError> {
+        let flags = (libc::__WALL | libc::WNOHANG) as u64;
+        self.inject_syscall(tid, libc::SYS_wait4, [pid as u64, 0, flags, 0, 0, 0], None)
     }
 
     /// Ends the copy in flight (teardown): killed and its exit collected, bounded.

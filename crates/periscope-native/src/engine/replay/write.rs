@@ -14,7 +14,7 @@
 use crate::eval::{Ev, Evaluator};
 use crate::frame::Place;
 use crate::index::types::{Type, TypeKind};
-use crate::process::{dwarf_reg, set_dwarf_reg, Memory, Regs};
+use crate::process::{dwarf_number, dwarf_reg, set_dwarf_reg, Memory, Regs};
 use iced_x86::{Decoder, DecoderOptions, FlowControl, InstructionInfoFactory, OpAccess, Register};
 use periscope_core::expr::Expr;
 
@@ -72,7 +72,9 @@ pub(super) fn sync_registers(regs: &mut Regs, code: &[u8], pc: u64, w: &Written)
     let (old, new) = (word(&w.old), word(&w.new));
     let mut changed = Vec::new();
     for reg in read_before_written(code, pc) {
-        let Some(n) = dwarf_number(reg) else { continue };
+        let Some(n) = dwarf_number(reg) else {
+            continue;
+        };
         let Some(v) = dwarf_reg(regs, n) else {
             continue;
         };
@@ -132,28 +134,6 @@ fn read_before_written(code: &[u8], pc: u64) -> Vec<Register> {
         }
     }
     read
-}
-
-/// The DWARF number of a general register; none for the stack and frame pointers, which are
-/// never changed.
-fn dwarf_number(r: Register) -> Option<u16> {
-    Some(match r {
-        Register::RAX => 0,
-        Register::RDX => 1,
-        Register::RCX => 2,
-        Register::RBX => 3,
-        Register::RSI => 4,
-        Register::RDI => 5,
-        Register::R8 => 8,
-        Register::R9 => 9,
-        Register::R10 => 10,
-        Register::R11 => 11,
-        Register::R12 => 12,
-        Register::R13 => 13,
-        Register::R14 => 14,
-        Register::R15 => 15,
-        _ => return None,
-    })
 }
 
 /// The bytes of `value` as a `ty`: numbers, bools, chars and C enums; a number must fit.
