@@ -58,6 +58,13 @@ impl Breakpoints {
         self.live.get(&addr)
     }
 
+    /// The original first byte of a breakpoint removed during the session.
+    pub(crate) fn retired_original(&self, addr: u64) -> Option<u8> {
+        self.retired
+            .get(&addr)
+            .and_then(|b| b.original.first().copied())
+    }
+
     pub(crate) fn live(&self) -> impl Iterator<Item = &Breakpoint> {
         self.live.values()
     }

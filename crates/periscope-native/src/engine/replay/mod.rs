@@ -306,6 +306,13 @@ impl Engine {
             return;
         }
         regs.rip = addr;
+        // A breakpoint removed since the copy was made is still in the copy's code: put the
+        // original byte back there, as it is in the original.
+        if let Some(byte) = self.breakpoints.retired_original(addr) {
+            if let Some(c) = self.replays.copy.as_ref() {
+                let _ = c.mem.write(addr, &[byte]);
+            }
+        }
         for (p, si, cfa_rule) in self.breakpoints.sites_at(addr) {
             if p != pi {
                 continue;
