@@ -76,6 +76,34 @@ const CALLER_SAVED: [u16; 9] = [0, 1, 2, 4, 5, 8, 9, 10, 11];
 /// Bounds evaluation of one DWARF expression (a malformed one must not spin).
 const MAX_EVAL_STEPS: usize = 64;
 
+impl<'a> Frame<'a> {
+    /// The top frame of a thread stopped at a probe site, reading memory through `mem` (the
+    /// target's, or a replay copy's).
+    pub fn at_site(
+        target: &'a Target,
+        site: &'a crate::target::Site,
+        mem: &'a Memory,
+        regs: Regs,
+        tid: i32,
+        cfa: Option<u64>,
+    ) -> Frame<'a> {
+        let object = &target.objects[site.object];
+        Frame {
+            index: &object.index,
+            bias: object.bias,
+            unit: site.unit,
+            mem,
+            regs,
+            tid,
+            cfa,
+            frame_base: site.visible.frame_base.clone(),
+            unknown_regs: 0,
+            caller: false,
+            target: Some(target),
+        }
+    }
+}
+
 impl Frame<'_> {
     pub fn file_pc(&self) -> u64 {
         self.regs

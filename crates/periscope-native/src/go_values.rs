@@ -35,13 +35,11 @@ impl Reader<'_> {
         let name = ty.name.as_str();
         match &ty.kind {
             // By shape, so named string and slice types (`type plainError string`) read too.
-            TypeKind::Struct { members, .. } if has_members(members, &["str", "len"]) => {
+            TypeKind::Struct { .. } if is_string(ty) => {
                 let (ptr, len) = self.go_string_parts(place, ty)?;
                 Some(self.string_at(ptr, len, Some(name.into())))
             }
-            TypeKind::Struct { members, .. } if has_members(members, &["array", "len", "cap"]) => {
-                self.go_slice(place, ty, depth)
-            }
+            TypeKind::Struct { .. } if is_slice(ty) => self.go_slice(place, ty, depth),
             TypeKind::Struct { .. } if is_interface(ty) => {
                 Some(self.go_interface(place, ty, depth))
             }
@@ -511,9 +509,26 @@ impl Reader<'_> {
     }
 }
 
-/// Exactly these members, in this order.
-fn has_members(members: &[crate::index::types::Member], names: &[&str]) -> bool {
-    members.len() == names.len() && members.iter().zip(names).all(|(m, n)| m.name == *n)
+/// A Go type that is exactly these members, in this order.
+fn has_members(ty: &Type, names: &[&str]) -> bool {
+    match &ty.kind {
+        TypeKind::Struct { members, .. } => {
+            ty.lang == crate::index::Lang::Go
+                && members.len() == names.len()
+                && members.iter().zip(names).all(|(m, n)| m.name == *n)
+        }
+        _ => false,
+    }
+}
+
+/// A Go string, by shape, so named string types (`type plainError string`) count too.
+pub(crate) fn is_string(ty: &Type) -> bool {
+    has_members(ty, &["str", "len"])
+}
+
+/// A Go slice, by shape (named slice types too).
+pub(crate) fn is_slice(ty: &Type) -> bool {
+    has_members(ty, &["array", "len", "cap"])
 }
 
 /// A Go interface: `runtime.eface` or `runtime.iface`, or a named interface type over them.

@@ -89,21 +89,52 @@ pub fn resolve(target: &Target, mut spec: ProbeSpec) -> Result<ResolvedProbe, Na
     })
 }
 
-/// Where a panic is caught before anything unwinds: Rust's `rust_panic`, or in a Go program
-/// `runtime.gopanic` (before deferred calls and recovery run) and the runtime's fatal errors
-/// (`runtime.fatal`: concurrent map writes and the like; `runtime.throw`: the runtime's own).
-pub const GO_FAILURE_FUNCTIONS: [&str; 3] = ["runtime.gopanic", "runtime.fatal", "runtime.throw"];
+/// A Go runtime function where a failure is caught before anything unwinds.
+#[derive(Debug)]
+pub struct GoFailure {
+    pub function: &'static str,
+    /// The failure's `kind` in events.
+    pub kind: &'static str,
+    /// The parameter holding what failed: the panic value, the fatal error's text.
+    pub value: &'static str,
+}
+
+/// Where Go's failures are caught: `runtime.gopanic` (before deferred calls and recovery run)
+/// and the runtime's fatal errors (`runtime.fatal`: concurrent map writes and the like;
+/// `runtime.throw`: the runtime's own). A Rust program's are caught at `rust_panic`.
+pub const GO_FAILURES: [GoFailure; 3] = [
+    GoFailure {
+        function: "runtime.gopanic",
+        kind: "panic",
+        value: "e",
+    },
+    GoFailure {
+        function: "runtime.fatal",
+        kind: "fatal error",
+        value: "s",
+    },
+    GoFailure {
+        function: "runtime.throw",
+        kind: "fatal error",
+        value: "s",
+    },
+];
+
+/// The Go failure caught at `function`, if it is one of [`GO_FAILURES`].
+pub fn go_failure(function: &str) -> Option<&'static GoFailure> {
+    GO_FAILURES.iter().find(|f| f.function == function)
+}
 
 fn resolve_failures(target: &Target, spec: ProbeSpec) -> Result<ResolvedProbe, NativeError> {
     let rust = target.resolve(&spec.location);
     let sites = match rust {
         Ok(sites) => sites,
         Err(e) => {
-            let go: Vec<Site> = GO_FAILURE_FUNCTIONS
+            let go: Vec<Site> = GO_FAILURES
                 .iter()
                 .filter_map(|f| {
                     target
-                        .resolve(&periscope_core::Location::Function(f.to_string()))
+                        .resolve(&periscope_core::Location::Function(f.function.to_string()))
                         .ok()
                 })
                 .flatten()

@@ -120,6 +120,18 @@ pub struct Site {
     pub visible: Visible,
 }
 
+impl Site {
+    /// `file.rs:LINE`, the file by its name alone, as events name their location.
+    pub fn short_location(&self) -> String {
+        let file = self
+            .file
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("{file}:{}", self.line)
+    }
+}
+
 impl Target {
     /// Indexes the executable and every mapped library of a running process.
     /// The code of a process reported as `pid` running `executable`: read from the live

@@ -241,35 +241,10 @@ fn pie_cgo_and_trimpath_builds_and_generic_instances() {
     t.assert_untouched();
 }
 
-/// Starts `periscope ARGS` and returns it once its banner (`watching`/`probing`) is out, with
-/// its stdout to read.
+/// Starts `periscope ARGS` once its banner (`watching`/`probing`) is out, with its stdout to
+/// read.
 fn start_periscope(args: &[&str]) -> std::process::Child {
-    use std::io::BufRead;
-    let mut child = common::periscope()
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn periscope");
-    let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-    // (After a killed periscope, a line saying what was cleaned up comes first.)
-    let mut banner = String::new();
-    for _ in 0..3 {
-        banner.clear();
-        err.read_line(&mut banner).expect("banner");
-        if banner.contains("watching") || banner.contains("probing") {
-            break;
-        }
-    }
-    assert!(
-        banner.contains("watching") || banner.contains("probing"),
-        "{banner}"
-    );
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
-    });
-    child
+    common::start_live_after(args, &["watching", "probing"], 2)
 }
 
 fn json_lines(child: std::process::Child) -> Vec<Value> {

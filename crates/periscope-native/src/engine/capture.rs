@@ -386,14 +386,12 @@ fn go_std(obj: &crate::target::LoadedObject, function: &str) -> bool {
 /// The message of a Go panic or fatal error caught at its runtime function's entry, as Go
 /// prints it: the panic value (`e`: a string, an error's text, a runtime error such as
 /// `runtime error: index out of range [7] with length 3`) or the fatal error's text (`s`).
-pub(crate) fn go_panic_message(ev: &crate::eval::Evaluator, function: &str) -> Option<String> {
+pub(crate) fn go_panic_message(
+    ev: &crate::eval::Evaluator,
+    failure: &crate::resolve::GoFailure,
+) -> Option<String> {
     use periscope_core::value::Value;
-    let name = if function == "runtime.gopanic" {
-        "e"
-    } else {
-        "s"
-    };
-    let v = ev.value(&periscope_core::expr::parse(name).ok()?);
+    let v = ev.value(&periscope_core::expr::parse(failure.value).ok()?);
     let ty = v.type_name().unwrap_or_default().to_string();
     match &v {
         Value::String { value, .. } if ty == "runtime.errorString" => {

@@ -8,6 +8,7 @@ use crate::eval::Evaluator;
 use crate::frame::Frame;
 use crate::probe::{Action, EndReason, EngineEvent, ProbeState, Tally, MAX_CONSECUTIVE_ERRORS};
 use crate::process;
+use crate::resolve::go_failure;
 use crate::trap::{self, Displaced};
 use crate::values::Reader;
 use periscope_core::event::{now_rfc3339, Body, Failure, LogEvent, ProbeError, SnapshotEvent};
@@ -232,19 +233,7 @@ impl Engine {
         let probe = &self.probes[pi];
         let site = &probe.sites[si];
         let object = &self.target.objects[site.object];
-        let frame = Frame {
-            index: &object.index,
-            bias: object.bias,
-            unit: site.unit,
-            mem: &self.mem,
-            regs: *regs,
-            tid,
-            cfa,
-            frame_base: site.visible.frame_base.clone(),
-            unknown_regs: 0,
-            caller: false,
-            target: Some(&self.target),
-        };
+        let frame = Frame::at_site(&self.target, site, &self.mem, *regs, tid, cfa);
         let reader = Reader::new(
             &object.index,
             &self.mem,
@@ -253,14 +242,7 @@ impl Engine {
         )
         .with_target(&self.target);
         let ev = Evaluator::new(&frame, &reader, &site.visible.vars, &site.function);
-        let location = format!(
-            "{}:{}",
-            site.file
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            site.line
-        );
+        let location = site.short_location();
         if let Some(cond) = &probe.spec.condition {
             let outcome = ev.condition(cond);
             if outcome.is_ok() {
@@ -411,9 +393,9 @@ impl Engine {
                     frames: stack,
                     watches: Fields::default(),
                     failure: Some(match go_failure(&site.function) {
-                        Some(kind) => Failure {
-                            kind: kind.into(),
-                            message: super::capture::go_panic_message(&ev, &site.function),
+                        Some(go) => Failure {
+                            kind: go.kind.into(),
+                            message: super::capture::go_panic_message(&ev, go),
                             signal: None,
                             address: None,
                         },
@@ -507,15 +489,6 @@ impl Engine {
             error,
         };
         self.emit(EngineEvent::Event(Body::Error(e)));
-    }
-}
-
-/// Go: the kind of failure a runtime function raises (`None`: not Go's).
-fn go_failure(function: &str) -> Option<&'static str> {
-    match function {
-        "runtime.gopanic" => Some("panic"),
-        "runtime.fatal" | "runtime.throw" => Some("fatal error"),
-        _ => None,
     }
 }
 

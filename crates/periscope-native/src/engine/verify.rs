@@ -75,14 +75,7 @@ fn one(
         Err(e) => return inconclusive(format!("the failure condition with the fix: {e}"), values),
     };
     values.push((format!("{failure} (fixed)"), bool_value(fixed)));
-    let mut same = true;
-    for (((text, _), real), fixed) in keep.iter().zip(real_keep).zip(&fixed_keep) {
-        if real.to_message_text() != fixed.to_message_text() {
-            same = false;
-        }
-        values.push((text.clone(), real.clone()));
-        values.push((format!("{text} (fixed)"), fixed.clone()));
-    }
+    let same = compare_kept(keep, real_keep, &fixed_keep, &mut values);
     Outcome {
         fix: fix.name.clone(),
         cell: Cell::of(real, fixed, same),
@@ -90,7 +83,24 @@ fn one(
     }
 }
 
-fn bool_value(b: bool) -> Value {
+/// Whether every kept result is the same with the fix as in reality; each pair is added to
+/// `values` as evidence (`x`, `x (fixed)`). Shadow and replay mode compare the same way.
+pub(crate) fn compare_kept(
+    keep: &[(String, Expr)],
+    real: &[Value],
+    fixed: &[Value],
+    values: &mut Vec<(String, Value)>,
+) -> bool {
+    let mut same = true;
+    for (((text, _), real), fixed) in keep.iter().zip(real).zip(fixed) {
+        same &= real.to_message_text() == fixed.to_message_text();
+        values.push((text.clone(), real.clone()));
+        values.push((format!("{text} (fixed)"), fixed.clone()));
+    }
+    same
+}
+
+pub(crate) fn bool_value(b: bool) -> Value {
     Value::Bool {
         ty: Some("bool".into()),
         value: b,

@@ -42,7 +42,7 @@ impl Evaluator<'_> {
                 let m = ty.member("_type").or_else(|| ty.member("tab")).ok_or("no type word")?;
                 Ok(word(m.offset)? == 0)
             }
-            TypeKind::Struct { .. } if ty.name.starts_with("[]") => {
+            TypeKind::Struct { .. } if crate::go_values::is_slice(&ty) => {
                 let m = ty.member("array").ok_or("no array word")?;
                 Ok(word(m.offset)? == 0)
             }
@@ -106,10 +106,10 @@ impl Evaluator<'_> {
         if ty.lang != Lang::Go {
             return None;
         }
-        if is_go_slice(ty) {
+        if crate::go_values::is_slice(ty) {
             return self.reader.go_slice_parts(place, ty).map(|p| p.1);
         }
-        if ty.member("str").is_some() && ty.member("len").is_some() {
+        if crate::go_values::is_string(ty) {
             return self.reader.go_string_parts(place, ty).map(|p| p.1);
         }
         if is_go_reference(ty) {
@@ -144,12 +144,4 @@ impl Evaluator<'_> {
 /// dereference them.
 pub(super) fn is_go_reference(ty: &Type) -> bool {
     ty.lang == Lang::Go && (ty.name.starts_with("map[") || ty.name.contains("chan "))
-}
-
-/// A Go slice type.
-pub(super) fn is_go_slice(ty: &Type) -> bool {
-    ty.lang == Lang::Go
-        && ty.member("array").is_some()
-        && ty.member("len").is_some()
-        && ty.member("cap").is_some()
 }

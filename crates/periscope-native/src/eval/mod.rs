@@ -461,7 +461,7 @@ impl<'a> Evaluator<'a> {
         let Ev::Place { place, ty } = base else {
             return Err(format!("`{text}` cannot be indexed"));
         };
-        if go::is_go_slice(&ty) {
+        if crate::go_values::is_slice(&ty) {
             let i = self.as_int(&key)?;
             return self.go_slice_element(&place, &ty, i);
         }

@@ -500,6 +500,13 @@ pub fn run_periscope(args: &[&str]) -> Output {
 
 /// Starts periscope and returns once its probe is live (it prints the `probing` banner then).
 pub fn start_live(args: &[&str]) -> Child {
+    start_live_after(args, &["probing"], 0)
+}
+
+/// Starts periscope and returns it once its banner is out: a stderr line with one of `words`,
+/// after at most `before` other lines (after a killed periscope, what was cleaned up is said
+/// first).
+pub fn start_live_after(args: &[&str], words: &[&str], before: usize) -> Child {
     let mut child = periscope()
         .args(args)
         .stdout(Stdio::piped())
@@ -508,9 +515,15 @@ pub fn start_live(args: &[&str]) -> Child {
         .expect("spawn periscope");
     let mut err = BufReader::new(child.stderr.take().expect("stderr"));
     let mut banner = String::new();
-    err.read_line(&mut banner).expect("banner");
+    for _ in 0..=before {
+        banner.clear();
+        err.read_line(&mut banner).expect("banner");
+        if words.iter().any(|w| banner.contains(w)) {
+            break;
+        }
+    }
     assert!(
-        banner.contains("probing"),
+        words.iter().any(|w| banner.contains(w)),
         "periscope did not start: {banner}"
     );
     // Keep draining stderr so periscope never blocks on it.

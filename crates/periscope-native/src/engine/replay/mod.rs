@@ -14,6 +14,7 @@
 //! sees it; when it has ended it is reaped by a `wait4` run in the target the next time one of
 //! its threads is stopped for us (at the next FROM, or at teardown).
 
+use super::verify::{bool_value, compare_kept};
 use super::Engine;
 use crate::eval::Evaluator;
 use crate::frame::Frame;
@@ -155,12 +156,7 @@ impl Engine {
             let r = &self.probes[pi];
             let until = r.replay.map_or(0, |s| s.until);
             let s = r.sites.get(until).unwrap_or(&r.sites[si]);
-            let file = s
-                .file
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (format!("{file}:{}", s.line), s.function.clone())
+            (s.short_location(), s.function.clone())
         };
         let pid = match self.inject_fork(tid) {
             Ok(pid) => pid,
@@ -367,7 +363,7 @@ impl Engine {
         };
         let site = &probe.sites[si];
         let object = &self.target.objects[site.object];
-        let frame = frame_of(object, site, &copy.mem, *regs, copy.pid, cfa, &self.target);
+        let frame = Frame::at_site(&self.target, site, &copy.mem, *regs, copy.pid, cfa);
         let reader = Reader::new(
             &object.index,
             &copy.mem,
@@ -429,7 +425,7 @@ impl Engine {
         let object = &self.target.objects[site.object];
         let cfa =
             crate::unwind::cfa_rule(&object.index, site.file_address).and_then(|r| r.eval(regs));
-        let frame = frame_of(object, site, mem, *regs, tid, cfa, &self.target);
+        let frame = Frame::at_site(&self.target, site, mem, *regs, tid, cfa);
         let reader = Reader::new(&object.index, mem, probe.spec.limits, &probe.spec.redactor)
             .with_target(&self.target);
         let ev = Evaluator::new(&frame, &reader, &site.visible.vars, &site.function);
@@ -497,12 +493,7 @@ impl Engine {
             (Some(Ok((real, real_keep))), Some(Ok((fixed, fixed_keep)))) => {
                 values.push((failure.to_string(), bool_value(real)));
                 values.push((format!("{failure} (fixed)"), bool_value(fixed)));
-                let mut same = true;
-                for (((text, _), r), f) in keep.iter().zip(real_keep).zip(fixed_keep) {
-                    same &= r.to_message_text() == f.to_message_text();
-                    values.push((text.clone(), r));
-                    values.push((format!("{text} (fixed)"), f));
-                }
+                let same = compare_kept(keep, &real_keep, &fixed_keep, &mut values);
                 Cell::of(real, fixed, same)
             }
             (real, fixed) => {
@@ -574,38 +565,6 @@ fn kill(c: &mut Copy) {
     if c.alive {
         // SAFETY: kill(2) on a pid we trace; no memory is involved.
         unsafe { libc::kill(c.pid, libc::SIGKILL) };
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn frame_of<'a>(
-    object: &'a crate::target::LoadedObject,
-    site: &'a crate::target::Site,
-    mem: &'a Memory,
-    regs: Regs,
-    tid: i32,
-    cfa: Option<u64>,
-    target: &'a crate::target::Target,
-) -> Frame<'a> {
-    Frame {
-        index: &object.index,
-        bias: object.bias,
-        unit: site.unit,
-        mem,
-        regs,
-        tid,
-        cfa,
-        frame_base: site.visible.frame_base.clone(),
-        unknown_regs: 0,
-        caller: false,
-        target: Some(target),
-    }
-}
-
-fn bool_value(b: bool) -> Value {
-    Value::Bool {
-        ty: Some("bool".into()),
-        value: b,
     }
 }
 
