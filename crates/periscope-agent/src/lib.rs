@@ -11,10 +11,11 @@
 
 pub mod discover;
 pub mod outbox;
+pub mod servers;
 
 use discover::{Found, Selection};
 use outbox::Outbox;
-use periscope_client::Client;
+use servers::Servers;
 use periscope_core::api::{
     AgentInfo, AgentReport, Desired, InstallState, Instance, Probe, ProbeInstance, ProbeKind,
     StatusReport,
@@ -31,7 +32,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    pub server: String,
+    /// The server's URLs: replicas of one control plane, used one at a time.
+    pub servers: Vec<String>,
     pub token: String,
     pub selection: Selection,
     pub tags: BTreeMap<String, String>,
@@ -53,10 +55,16 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// `server`: one URL, or several separated by commas.
     pub fn new(server: &str, token: &str, selection: Selection) -> AgentConfig {
         let host = discover::hostname();
         AgentConfig {
-            server: server.to_string(),
+            servers: server
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
             token: token.to_string(),
             selection,
             tags: BTreeMap::new(),
@@ -138,13 +146,10 @@ pub fn run(config: AgentConfig, shutdown: Receiver<()>) -> Result<(), AgentError
             return Err(AgentError::NoSuchProcess { pid });
         }
     }
-    let client = Client::with_ca(
-        &config.server,
-        Some(config.token.clone()),
-        "agent",
-        config.ca_cert.as_deref(),
-    )
-    .map_err(|e| AgentError::Config(e.to_string()))?;
+    let servers = Arc::new(
+        Servers::connect(&config.servers, &config.token, config.ca_cert.as_deref())
+            .map_err(|e| AgentError::Config(e.to_string()))?,
+    );
     let outbox = Arc::new(Outbox::new(config.buffer));
     let (tx, rx) = mpsc::channel::<Msg>();
     let info = AgentInfo {
@@ -154,12 +159,13 @@ pub fn run(config: AgentConfig, shutdown: Receiver<()>) -> Result<(), AgentError
     };
 
     let shipper = {
-        let (client, outbox, info) = (client.clone(), outbox.clone(), info.clone());
-        spawn("periscope-shipper", move || ship(&client, &outbox, &info))?
+        let (servers, outbox, info) = (servers.clone(), outbox.clone(), info.clone());
+        let run = run_id(&config.id);
+        spawn("periscope-shipper", move || ship(&servers, &outbox, &info, &run))?
     };
     {
-        let (client, tx, id) = (client.clone(), tx.clone(), config.id.clone());
-        spawn("periscope-syncer", move || sync(&client, &id, &tx))?;
+        let (servers, tx, id) = (servers.clone(), tx.clone(), config.id.clone());
+        spawn("periscope-syncer", move || sync(&servers, &id, &tx))?;
     }
     {
         let tx = tx.clone();
@@ -199,19 +205,31 @@ fn spawn(
         .map_err(AgentError::Thread)
 }
 
-/// Sends reports until the outbox is closed and empty. Failures keep the batch and retry with
-/// backoff (0.2 s doubling to 5 s).
-fn ship(client: &Client, outbox: &Outbox, info: &AgentInfo) {
+/// This agent process's run id: its events' keys count from 1 within it.
+fn run_id(agent: &str) -> String {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{agent}-{started:x}")
+}
+
+/// Sends reports until the outbox is closed and empty. A failed send keeps the batch and goes
+/// to the next server at once; after a round of failures it backs off (0.2 s doubling to
+/// 5 s). A batch sent again is stored once: its events keep their keys.
+fn ship(servers: &Servers, outbox: &Outbox, info: &AgentInfo, run: &str) {
     let mut backoff = Duration::from_millis(200);
     while let Some(batch) = outbox.take(2000, Duration::from_secs(5)) {
         let report = AgentReport {
             agent: info.clone(),
+            run: Some(run.to_string()),
             instances: batch.instances.clone(),
             statuses: batch.statuses.clone(),
             events: batch.events.clone(),
             dropped_events: batch.dropped,
             stopping: batch.last,
         };
+        let (which, client) = servers.current();
         match client.report(&report) {
             Ok(()) => backoff = Duration::from_millis(200),
             Err(e) if e.status().is_some_and(|s| s == 400) => {
@@ -219,8 +237,11 @@ fn ship(client: &Client, outbox: &Outbox, info: &AgentInfo) {
                 eprintln!("periscope agent: the server refused a report: {e}");
             }
             Err(e) => {
-                eprintln!("periscope agent: cannot report ({e}); retrying in {backoff:?}");
                 outbox.give_back(batch);
+                if servers::worth_another(&e) && !servers.failed(which) {
+                    continue;
+                }
+                eprintln!("periscope agent: cannot report ({e}); retrying in {backoff:?}");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -229,10 +250,11 @@ fn ship(client: &Client, outbox: &Outbox, info: &AgentInfo) {
 }
 
 /// Long-polls the server for the desired state and hands each new one to the reconciler.
-fn sync(client: &Client, agent: &str, tx: &Sender<Msg>) {
+fn sync(servers: &Servers, agent: &str, tx: &Sender<Msg>) {
     let mut version = None;
     let mut backoff = Duration::from_millis(200);
     loop {
+        let (which, client) = servers.current();
         match client.desired(agent, version, Duration::from_secs(20)) {
             Ok(d) => {
                 backoff = Duration::from_millis(200);
@@ -245,8 +267,12 @@ fn sync(client: &Client, agent: &str, tx: &Sender<Msg>) {
                 if e.status().is_some_and(|s| s == 401 || s == 403) {
                     eprintln!("periscope agent: {e}");
                 }
-                // A restarted server counts versions from 1 again: ask without one.
+                // Another replica, or a restarted server, counts versions its own way: ask
+                // without one.
                 version = None;
+                if servers::worth_another(&e) && !servers.failed(which) {
+                    continue;
+                }
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }

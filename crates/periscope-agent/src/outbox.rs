@@ -20,6 +20,8 @@ struct Inner {
     /// Dropped since the last report that reached the server.
     dropped: u64,
     dropped_total: u64,
+    /// The key of the last event pushed: events are numbered 1, 2, … in the agent's run.
+    last_key: u64,
     statuses: HashMap<(String, String), StatusReport>,
     instances: Vec<Instance>,
     instances_dirty: bool,
@@ -51,8 +53,11 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn push_event(&self, event: Event) {
+    /// Queues an event, giving it the next key of this run.
+    pub fn push_event(&self, mut event: Event) {
         let mut inner = self.lock();
+        inner.last_key += 1;
+        event.key = Some(inner.last_key);
         if inner.events.len() >= self.capacity {
             inner.events.pop_front();
             inner.dropped += 1;

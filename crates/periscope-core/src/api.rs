@@ -453,6 +453,10 @@ pub struct StatusReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentReport {
     pub agent: AgentInfo,
+    /// This agent process's run id (random per start). With it, each event's `key` numbers
+    /// the event in the run, and a report sent again stores nothing twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     pub instances: Vec<Instance>,
     #[serde(default)]
     pub statuses: Vec<StatusReport>,

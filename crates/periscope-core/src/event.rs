@@ -16,6 +16,10 @@ pub struct Event {
     /// The instance it came from (set by the agent; empty in local mode).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub instance: String,
+    /// The event's number in its agent's run (see `AgentReport::run`): the idempotency key
+    /// that lets a report sent twice, to one server replica or two, be stored once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<u64>,
     #[serde(flatten)]
     pub body: Body,
 }
@@ -36,6 +40,7 @@ impl Event {
         Event {
             seq: None,
             instance: instance.into(),
+            key: None,
             body,
         }
     }

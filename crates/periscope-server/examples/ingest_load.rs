@@ -3,6 +3,9 @@
 //! latency of API reads (`GET /api/v1/probes/ID/events`). Prints events/s and latency
 //! percentiles.
 //!
+//! URL may list several server replicas separated by commas: the agents are spread over them
+//! and the reader asks each in turn.
+//!
 //! Usage: ingest_load URL AGENT_TOKEN VIEWER_TOKEN PROBE_ID [SECONDS] [AGENTS] [BATCH]
 
 use periscope_client::{Client, EventQuery};
@@ -19,7 +22,8 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let (url, agent_token, viewer_token, probe) = (&args[0], &args[1], &args[2], &args[3]);
+    let (urls, agent_token, viewer_token, probe) = (&args[0], &args[1], &args[2], &args[3]);
+    let urls: Vec<&str> = urls.split(',').collect();
     let seconds: u64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(10);
     let agents: usize = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(4);
     let batch: usize = args.get(6).and_then(|s| s.parse().ok()).unwrap_or(500);
@@ -28,7 +32,7 @@ fn main() {
     let mut handles = Vec::new();
     for a in 0..agents {
         let (sent, stop) = (sent.clone(), stop.clone());
-        let client = Client::new(url, Some(agent_token.clone()), "agent");
+        let client = Client::new(urls[a % urls.len()], Some(agent_token.clone()), "agent");
         let probe = probe.clone();
         handles.push(std::thread::spawn(move || {
             let info = AgentInfo {
@@ -55,6 +59,7 @@ fn main() {
                     .map(|i| {
                         n += 1;
                         serde_json::from_value(serde_json::json!({
+                            "key": n,
                             "kind": "log", "ts": periscope_core::event::now_rfc3339(),
                             "pid": instance.pid, "tid": instance.pid, "location": "main.rs:42",
                             "probe": probe, "instance": instance.id, "function": "load::step",
@@ -67,6 +72,7 @@ fn main() {
                     .collect();
                 let report = AgentReport {
                     agent: info.clone(),
+                    run: Some(format!("{}-run", info.id)),
                     instances: vec![instance.clone()],
                     statuses: vec![],
                     events,
@@ -80,10 +86,14 @@ fn main() {
         }));
     }
     // API latency under load: a page of the probe's latest events, over and over.
-    let reader = Client::new(url, Some(viewer_token.clone()), "cli");
+    let readers: Vec<Client> = urls
+        .iter()
+        .map(|u| Client::new(u, Some(viewer_token.clone()), "cli"))
+        .collect();
     let start = Instant::now();
     let mut latencies = Vec::new();
     while start.elapsed() < Duration::from_secs(seconds) {
+        let reader = &readers[latencies.len() % readers.len()];
         let t = Instant::now();
         let _ = reader.events(
             probe,

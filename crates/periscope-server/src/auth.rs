@@ -27,10 +27,15 @@ pub fn new_token() -> Result<String, getrandom::Error> {
 pub struct TokenTable(RwLock<HashMap<String, TokenInfo>>);
 
 impl TokenTable {
-    pub fn load(store: &Store) -> Result<TokenTable, StoreError> {
+    pub fn load(store: &mut Store) -> Result<TokenTable, StoreError> {
         Ok(TokenTable(RwLock::new(
             store.token_hashes()?.into_iter().collect(),
         )))
+    }
+
+    /// Replaces the table with the database's (another replica changed a token).
+    pub fn replace(&self, all: Vec<(String, TokenInfo)>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = all.into_iter().collect();
     }
 
     fn lookup(&self, token: &str) -> Option<TokenInfo> {
@@ -51,32 +56,36 @@ impl TokenTable {
     }
 }
 
-/// On the first start (no token at all), creates the `admin` token and writes it to
-/// `admin.token` beside the database, readable by the owner only. Returns that path.
-pub fn bootstrap_admin(store: &Store, db_path: &Path) -> Result<Option<PathBuf>, ServerError> {
+/// On the first start (no token at all), creates the `admin` token and writes it to `path`,
+/// readable by the owner only. Returns that path. Replicas starting together on one empty
+/// database make one token between them: the one whose insert wins writes the file.
+pub fn bootstrap_admin(store: &mut Store, path: &Path) -> Result<Option<PathBuf>, ServerError> {
     if store.token_count()? > 0 {
         return Ok(None);
     }
     let token = new_token().map_err(|e| ServerError::Write {
-        path: db_path.to_path_buf(),
+        path: path.to_path_buf(),
         source: std::io::Error::other(format!("no randomness for a token: {e}")),
     })?;
-    let path = db_path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join("admin.token");
-    write_private(&path, &format!("{token}\n")).map_err(|source| ServerError::Write {
-        path: path.clone(),
+    // Written aside first: a token stored but never written would lock everyone out.
+    let aside = PathBuf::from(format!("{}.{}.new", path.display(), std::process::id()));
+    let write_err = |source| ServerError::Write {
+        path: path.to_path_buf(),
         source,
-    })?;
-    store.insert_token(
-        "admin",
-        Role::Admin,
-        &hash_token(&token),
-        &periscope_core::event::now_rfc3339(),
-    )?;
-    Ok(Some(path))
+    };
+    write_private(&aside, &format!("{token}\n")).map_err(write_err)?;
+    let now = periscope_core::event::now_rfc3339();
+    match store.insert_first_admin(&hash_token(&token), &now) {
+        Ok(true) => {
+            std::fs::rename(&aside, path).map_err(write_err)?;
+            Ok(Some(path.to_path_buf()))
+        }
+        other => {
+            let _ = std::fs::remove_file(&aside);
+            other?;
+            Ok(None)
+        }
+    }
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {

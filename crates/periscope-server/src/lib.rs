@@ -2,33 +2,38 @@
 //! apply to its instances, stores the events agents send, streams them live, and guards all
 //! of it with bearer tokens and an append-only audit log.
 //!
-//! Layout: [`store`] (SQLite), [`auth`] (tokens, roles, the audit helper), [`routes`] (the
-//! HTTP API). The store is reached only through blocking tasks, never from async workers.
+//! Layout: [`store`] (SQLite or PostgreSQL), [`auth`] (tokens, roles, the audit helper),
+//! [`routes`] (the HTTP API), [`peers`] (replicas sharing one PostgreSQL database). The store
+//! is reached only through blocking tasks, never from async workers.
 
 pub mod auth;
 pub mod code;
 pub mod console;
+pub mod peers;
 pub mod routes;
 pub mod store;
 pub mod tls;
 pub mod verdicts;
 
 use auth::TokenTable;
-use periscope_core::api::{AuditEntry, ProbeLifecycle};
+use periscope_core::api::AuditEntry;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use store::{Store, StoreError, StoredEvent};
+use store::{Database, DbLocation, Store, StoreError, StoredEvent};
 use tokio::sync::{broadcast, watch, Notify};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    /// The SQLite file; `admin.token` is written beside it on first start.
-    pub db: PathBuf,
+    /// The SQLite file or the PostgreSQL database.
+    pub db: DbLocation,
+    /// Where the first start writes the admin token: by default `admin.token` beside the
+    /// SQLite file, or in the working directory with PostgreSQL.
+    pub admin_token_file: Option<PathBuf>,
     /// Events older than this are deleted.
     pub retention: Duration,
     /// Event bodies beyond this many bytes are deleted, oldest first.
@@ -48,10 +53,11 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    pub fn new(listen: SocketAddr, db: PathBuf) -> ServerConfig {
+    pub fn new(listen: SocketAddr, db: impl Into<DbLocation>) -> ServerConfig {
         ServerConfig {
             listen,
-            db,
+            db: db.into(),
+            admin_token_file: None,
             retention: Duration::from_secs(7 * 24 * 3600),
             max_event_bytes: 1 << 30,
             offline_after: Duration::from_secs(15),
@@ -66,8 +72,8 @@ impl ServerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot open the database {path}: {source}")]
-    Open { path: PathBuf, source: StoreError },
+    #[error("cannot open the database {db}: {source}")]
+    Open { db: String, source: StoreError },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -98,7 +104,9 @@ pub struct Stats {
 }
 
 pub struct AppState {
-    pub store: Mutex<Store>,
+    pub store: Database,
+    /// Set with PostgreSQL: the other replicas sharing the database.
+    pub peers: OnceLock<peers::Peers>,
     pub tokens: TokenTable,
     /// Bumped whenever probes or instances change; agents wait on it for their next desired
     /// state.
@@ -129,6 +137,14 @@ pub struct Exports {
 impl AppState {
     pub fn bump_version(&self) {
         self.version.send_modify(|v| *v += 1);
+        self.announce(peers::Change::Version);
+    }
+
+    /// Tells the other replicas (if any) what this one changed.
+    pub fn announce(&self, change: peers::Change) {
+        if let Some(p) = self.peers.get() {
+            p.announce(change);
+        }
     }
 
     /// Completes once the server is stopping.
@@ -154,32 +170,16 @@ pub struct Started {
 pub async fn start(
     config: ServerConfig,
 ) -> Result<(Arc<AppState>, tokio::net::TcpListener, Started), ServerError> {
-    let store = Store::open(&config.db).map_err(|source| ServerError::Open {
-        path: config.db.clone(),
-        source,
-    })?;
     if let Some((cert, key)) = &config.tls {
         tls::acceptor(cert, key).map_err(ServerError::Tls)?;
     }
-    let admin_token_file = auth::bootstrap_admin(&store, &config.db)?;
-    let tokens = TokenTable::load(&store)?;
-    let jsonl = match &config.jsonl {
-        Some((path, max, keep)) => {
-            let mut w = periscope_export::jsonl::JsonlWriter::open(path, *max, *keep)?;
-            // Events stored but not yet written (the server died in between) go out now.
-            loop {
-                let page = store.events(None, w.last_seq(), None, 10_000)?;
-                for e in &page {
-                    w.append(e.seq, &e.body)?;
-                }
-                if page.len() < 10_000 {
-                    break;
-                }
-            }
-            Some(Mutex::new(w))
-        }
-        None => None,
-    };
+    // Opening the database (connecting, migrating, the first token, catching up the export
+    // file) is blocking work: off the async workers.
+    let opening = config.clone();
+    let (store, tokens, admin_token_file, jsonl) =
+        tokio::task::spawn_blocking(move || open_store(&opening))
+            .await
+            .map_err(|e| ServerError::Store(StoreError::Task(e.to_string())))??;
     let otlp = config
         .otlp
         .clone()
@@ -199,8 +199,10 @@ pub async fn start(
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     let (version, _) = watch::channel(1u64);
     let (events, _) = broadcast::channel(16 * 1024);
+    let postgres = store.postgres_url().map(str::to_string);
     let state = Arc::new(AppState {
-        store: Mutex::new(store),
+        store,
+        peers: OnceLock::new(),
         tokens,
         version,
         events,
@@ -211,6 +213,12 @@ pub async fn start(
         exports,
         stopping: watch::channel(false).0,
     });
+    if let Some(url) = postgres {
+        let replica = auth::new_token()
+            .map(|t| t[4..12].to_string())
+            .unwrap_or_else(|_| std::process::id().to_string());
+        peers::Peers::start(&state, &url, replica).map_err(ServerError::Serve)?;
+    }
     Ok((
         state,
         listener,
@@ -269,18 +277,68 @@ pub async fn serve(
     }
 }
 
+type Opened = (
+    Database,
+    TokenTable,
+    Option<PathBuf>,
+    Option<Mutex<periscope_export::jsonl::JsonlWriter>>,
+);
+
+/// Opens the store, makes the first admin token if there is none, loads the token table, and
+/// opens the JSON-lines export (writing what was stored but not yet exported).
+fn open_store(config: &ServerConfig) -> Result<Opened, ServerError> {
+    let store = Database::open(&config.db).map_err(|source| ServerError::Open {
+        db: config.db.shown(),
+        source,
+    })?;
+    let token_file = admin_token_path(config);
+    let admin_token_file = store.with(|s| Ok(auth::bootstrap_admin(s, &token_file)))??;
+    let tokens = store.with(|s| TokenTable::load(s))?;
+    let jsonl = match &config.jsonl {
+        Some((path, max, keep)) => {
+            let mut w = periscope_export::jsonl::JsonlWriter::open(path, *max, *keep)?;
+            // Events stored but not yet written (the server died in between) go out now.
+            loop {
+                let after = w.last_seq();
+                let page = store.with(|s| s.events(None, after, None, 10_000))?;
+                for e in &page {
+                    w.append(e.seq, &e.body)?;
+                }
+                if page.len() < 10_000 {
+                    break;
+                }
+            }
+            Some(Mutex::new(w))
+        }
+        None => None,
+    };
+    Ok((store, tokens, admin_token_file, jsonl))
+}
+
+/// Where the first start writes the admin token.
+fn admin_token_path(config: &ServerConfig) -> PathBuf {
+    if let Some(p) = &config.admin_token_file {
+        return p.clone();
+    }
+    match &config.db {
+        DbLocation::File(db) => db
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .join("admin.token"),
+        DbLocation::Postgres(_) => PathBuf::from("admin.token"),
+    }
+}
+
 /// Runs a store operation on the blocking pool.
 pub async fn db<T: Send + 'static>(
     state: &Arc<AppState>,
     f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     let state = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut store = state.store.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut store)
-    })
-    .await
-    .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
+    tokio::task::spawn_blocking(move || state.store.with(f))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
 }
 
 /// Marks probes expired when their time is up. Sleeps until the next deadline, or until a
@@ -288,14 +346,10 @@ pub async fn db<T: Send + 'static>(
 async fn expire_probes(state: Arc<AppState>) {
     loop {
         let now = store::now_ms();
-        let due = db(&state, move |s| s.due_expiries(now))
+        let due = db(&state, move |s| s.expire_due(now))
             .await
             .unwrap_or_default();
         for id in due {
-            let id2 = id.clone();
-            if db(&state, move |s| s.end_probe(&id2, ProbeLifecycle::Expired))
-                .await
-                .unwrap_or(false)
             {
                 auth::record(
                     &state,
@@ -316,8 +370,10 @@ async fn expire_probes(state: Arc<AppState>) {
             }
         }
         let next = db(&state, |s| s.next_expiry_ms()).await.ok().flatten();
+        // A deadline already past is another replica's to handle right now (it holds the
+        // expiry lock): look again shortly rather than spin.
         let wait = next
-            .map(|t| Duration::from_millis((t - store::now_ms()).clamp(0, 3_600_000) as u64))
+            .map(|t| Duration::from_millis((t - store::now_ms()).clamp(50, 3_600_000) as u64))
             .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -341,16 +397,16 @@ async fn retain_events(state: Arc<AppState>) {
 /// the file is in `seq` order), queues them for OTLP, and publishes them to live subscribers.
 pub async fn ingest(
     state: &Arc<AppState>,
+    run: Option<String>,
     events: Vec<periscope_core::event::Event>,
 ) -> Result<usize, StoreError> {
     if events.is_empty() {
         return Ok(0);
     }
-    let otlp_copy = state.exports.otlp_stats.is_some().then(|| events.clone());
     let st = state.clone();
     // The file is written inside the store task, under its lock: in `seq` order.
     let stored = db(state, move |store| {
-        let stored = store.insert_events(events)?;
+        let stored = store.insert_events(run.as_deref(), events)?.stored;
         if let Some(j) = &st.exports.jsonl {
             let mut j = j.lock().unwrap_or_else(|p| p.into_inner());
             for e in &stored {
@@ -363,6 +419,13 @@ pub async fn ingest(
         Ok(stored)
     })
     .await?;
+    // Exported as stored: an event an agent sent twice goes out once.
+    let otlp_copy = state.exports.otlp_stats.is_some().then(|| {
+        stored
+            .iter()
+            .filter_map(|e| serde_json::from_str::<periscope_core::event::Event>(&e.body).ok())
+            .collect::<Vec<_>>()
+    });
     if let Some(copies) = otlp_copy {
         let otlp = state.exports.otlp.lock().unwrap_or_else(|p| p.into_inner());
         let instances = state
@@ -383,8 +446,14 @@ pub async fn ingest(
         .stats
         .events_ingested
         .fetch_add(n as u64, Ordering::Relaxed);
-    for e in stored {
-        let _ = state.events.send(Arc::new(e));
+    match state.peers.get() {
+        // In `seq` order with the other replicas' events: see `peers`.
+        Some(peers) => peers.stored(stored),
+        None => {
+            for e in stored {
+                let _ = state.events.send(Arc::new(e));
+            }
+        }
     }
     Ok(n)
 }

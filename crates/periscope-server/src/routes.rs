@@ -209,7 +209,7 @@ async fn openapi(r: Request) -> ApiResult {
 async fn status(r: Request) -> ApiResult {
     r.caller(Role::Viewer, "status.read").await?;
     let s = &r.state;
-    let (last_seq, bytes) = db(s, |st| Ok(st.event_totals())).await?;
+    let (last_seq, bytes) = db(s, |st| st.event_totals()).await?;
     use std::sync::atomic::Ordering::Relaxed;
     ok(json!({
         "version": *s.version.borrow(),
@@ -297,6 +297,7 @@ pub async fn place_probe(
     .await;
     state.bump_version();
     state.expiry_changed.notify_one();
+    state.announce(crate::peers::Change::Expiry);
     Ok(probe)
 }
 
@@ -631,7 +632,7 @@ async fn stream_events(r: Request, ApiQuery(q): ApiQuery<StreamQuery>) -> ApiRes
         let probe = q.probe;
         let mut last = match last_id {
             Some(id) => id,
-            None => db(&state, |s| Ok(s.event_totals().0)).await.unwrap_or(0),
+            None => db(&state, |s| s.event_totals().map(|t| t.0)).await.unwrap_or(0),
         };
         // Replay what the client missed, then follow the live feed.
         if !send_stored(&state, probe.as_deref(), &mut last, &tx).await {
@@ -756,6 +757,7 @@ async fn create_token(r: Request, body: Bytes) -> ApiResult {
         token: None,
     };
     r.state.tokens.insert(hash, info.clone());
+    r.state.announce(crate::peers::Change::Tokens);
     auth::record(
         &r.state,
         caller.audit("token.create", &name, json!({"role": role})),
@@ -792,6 +794,7 @@ async fn revoke_token(r: Request, Path(name): Path<String>) -> ApiResult {
             ))
         })?;
     r.state.tokens.revoke(&name, &now);
+    r.state.announce(crate::peers::Change::Tokens);
     auth::record(&r.state, caller.audit("token.revoke", &name, Value::Null)).await;
     ok(json!({ "token": info }))
 }
@@ -838,7 +841,7 @@ async fn agent_report(r: Request, body: Bytes) -> ApiResult {
     let stopping = report.stopping;
     // Events first: a state such as hit_limit is never visible before the events that led
     // to it.
-    let stored = ingest(state, report.events).await?;
+    let stored = ingest(state, report.run.clone(), report.events).await?;
     let changed = db(state, move |s| {
         let changed = s.record_instances(&agent, &instances, store::now_ms(), stopping)?;
         s.record_statuses(&agent, &statuses)?;
@@ -849,6 +852,7 @@ async fn agent_report(r: Request, body: Bytes) -> ApiResult {
         state.bump_version();
     }
     state.status_changed.notify_waiters();
+    state.announce(crate::peers::Change::Status);
     ok(json!({ "stored": stored }))
 }
 

@@ -15,7 +15,8 @@ use std::time::Duration;
 /// `~/.config/periscope/config.toml` with `server = "…"` and `token = "…"`).
 #[derive(Args, Clone)]
 pub struct Remote {
-    /// Server URL, e.g. http://127.0.0.1:7700.
+    /// Server URL, e.g. http://127.0.0.1:7700 (for `agent`: several replicas' URLs,
+    /// separated by commas; the agent uses one and moves to the next when it fails).
     #[arg(long, env = "PERISCOPE_SERVER", global = true)]
     server: Option<String>,
     /// API token (`periscope token create` makes one).
@@ -28,15 +29,22 @@ pub struct Remote {
 }
 
 impl Remote {
-    pub fn client(&self, via: &str) -> Result<Client> {
-        let file = config_file();
-        let server = self
-            .server
+    /// The server URL(s) as given: flag, environment, or config file.
+    fn server(&self) -> Result<String> {
+        self.server
             .clone()
-            .or_else(|| file.as_ref().and_then(|f| f.server.clone()))
+            .or_else(|| config_file().and_then(|f| f.server))
             .ok_or_else(|| {
                 anyhow!("no server given: use --server URL, PERISCOPE_SERVER, or `server = \"URL\"` in {}", config_path().display())
-            })?;
+            })
+    }
+
+    pub fn client(&self, via: &str) -> Result<Client> {
+        let file = config_file();
+        let server = self.server()?;
+        if server.contains(',') {
+            bail!("--server takes one URL here (a list of replicas is for `periscope agent`): {server}");
+        }
         let token = self
             .token
             .clone()
@@ -634,9 +642,14 @@ pub struct ServerArgs {
     /// Address to listen on (only this machine by default).
     #[arg(long, default_value = "127.0.0.1:7700")]
     listen: std::net::SocketAddr,
-    /// SQLite database file (created if missing).
-    #[arg(long, default_value = "periscope.db")]
-    db: PathBuf,
+    /// The database: a SQLite file (created if missing), or a PostgreSQL URL
+    /// (postgres://USER:PASS@HOST:PORT/DB) that any number of server replicas share.
+    #[arg(long, default_value = "periscope.db", env = "PERISCOPE_DB", hide_env_values = true)]
+    db: String,
+    /// Where the first start writes the admin token (mode 0600); default: admin.token beside
+    /// the SQLite file, or in the working directory with PostgreSQL.
+    #[arg(long, value_name = "PATH")]
+    admin_token_file: Option<PathBuf>,
     /// Delete events older than this.
     #[arg(long, default_value = "7d", value_parser = super::parse_duration)]
     retention: Duration,
@@ -695,7 +708,11 @@ impl OtlpArgs {
 }
 
 pub fn server(args: ServerArgs) -> Result<()> {
-    let mut config = periscope_server::ServerConfig::new(args.listen, args.db);
+    let mut config = periscope_server::ServerConfig::new(
+        args.listen,
+        periscope_server::store::DbLocation::parse(&args.db),
+    );
+    config.admin_token_file = args.admin_token_file;
     config.retention = args.retention;
     config.max_event_bytes = args.max_event_bytes;
     config.mcp_ttl = args.mcp_ttl;
@@ -919,7 +936,7 @@ pub fn agent(remote: &Remote, args: AgentArgs) -> Result<()> {
     if args.pids.is_empty() && args.exes.is_empty() {
         bail!("say what to watch: --pid PID or --exe NAME (both repeatable)");
     }
-    let client = remote.client("agent")?;
+    let servers = remote.server()?;
     // --token, then PERISCOPE_TOKEN (clap reads it into the flag), then the config file.
     let token = match remote.token.clone() {
         Some(t) => t,
@@ -928,7 +945,7 @@ pub fn agent(remote: &Remote, args: AgentArgs) -> Result<()> {
             .context("the agent needs a token of role agent: --token TOKEN (periscope token create --role agent --name NAME)")?,
     };
     let mut config = periscope_agent::AgentConfig::new(
-        client.base(),
+        &servers,
         &token,
         periscope_agent::discover::Selection {
             pids: args.pids,
@@ -952,7 +969,8 @@ pub fn agent(remote: &Remote, args: AgentArgs) -> Result<()> {
     });
     eprintln!(
         "periscope agent: {} reporting to {}",
-        config.id, config.server
+        config.id,
+        config.servers.join(", ")
     );
     periscope_agent::run(config, rx)?;
     Ok(())

@@ -32,9 +32,26 @@ impl Server {
     }
 
     pub fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Server {
+        let db = if super::postgres::fleet_on_postgres() {
+            // One database per test directory, so a restarted server finds its data again.
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().replace(|c: char| !c.is_ascii_alphanumeric(), "_"))
+                .unwrap_or_default();
+            super::postgres::shared().database(&format!("t_{name}"))
+        } else {
+            dir.join("periscope.db").to_string_lossy().into_owned()
+        };
+        Self::start_on(dir, port, &db, extra)
+    }
+
+    /// Starts a server on the database `db` (a file or a PostgreSQL URL), writing or reading
+    /// the admin token in `dir`.
+    pub fn start_on(dir: &Path, port: u16, db: &str, extra: &[&str]) -> Server {
         let mut child = super::periscope()
-            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--db"])
-            .arg(dir.join("periscope.db"))
+            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--db", db])
+            .arg("--admin-token-file")
+            .arg(dir.join("admin.token"))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -42,17 +59,19 @@ impl Server {
             .expect("spawn server");
         let mut err = BufReader::new(child.stderr.take().expect("stderr"));
         let mut url = None;
+        let mut said = String::new();
         for _ in 0..4 {
             let mut line = String::new();
             if err.read_line(&mut line).unwrap_or(0) == 0 {
                 break;
             }
+            said.push_str(&line);
             if let Some(u) = line.trim().strip_prefix("periscope server: listening on ") {
                 url = Some(u.to_string());
                 break;
             }
         }
-        let url = url.expect("server did not start");
+        let url = url.unwrap_or_else(|| panic!("server did not start: {said}"));
         std::thread::spawn(move || {
             let mut rest = String::new();
             let _ = err.read_to_string(&mut rest);

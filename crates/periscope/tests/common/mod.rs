@@ -568,3 +568,4 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 pub mod fleet;
+pub mod postgres;
