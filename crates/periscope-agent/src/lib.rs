@@ -15,7 +15,6 @@ pub mod servers;
 
 use discover::{Found, Selection};
 use outbox::Outbox;
-use servers::Servers;
 use periscope_core::api::{
     AgentInfo, AgentReport, Desired, InstallState, Instance, Probe, ProbeInstance, ProbeKind,
     StatusReport,
@@ -25,6 +24,7 @@ use periscope_core::redact::Redactor;
 use periscope_native::probe::{Budget, EngineEvent, EngineProbe, ProbeState, Tallies};
 use periscope_native::values::Limits;
 use periscope_native::{Session, SessionOptions, Target};
+use servers::Servers;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -161,7 +161,9 @@ pub fn run(config: AgentConfig, shutdown: Receiver<()>) -> Result<(), AgentError
     let shipper = {
         let (servers, outbox, info) = (servers.clone(), outbox.clone(), info.clone());
         let run = run_id(&config.id);
-        spawn("periscope-shipper", move || ship(&servers, &outbox, &info, &run))?
+        spawn("periscope-shipper", move || {
+            ship(&servers, &outbox, &info, &run)
+        })?
     };
     {
         let (servers, tx, id) = (servers.clone(), tx.clone(), config.id.clone());

@@ -175,6 +175,12 @@ impl Client {
             .limit(256 * 1024 * 1024)
             .read_to_string()
             .map_err(|e| self.unreachable(e))?;
+        // 410 Gone: a removed probe, still described in the body (its tombstone).
+        if status == 410 {
+            if let Ok(v) = serde_json::from_str(&text) {
+                return Ok(v);
+            }
+        }
         if status >= 400 {
             return Err(status_error(status, text));
         }

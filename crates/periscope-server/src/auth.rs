@@ -56,11 +56,28 @@ impl TokenTable {
     }
 }
 
+/// Whether a token has the shape `new_token` gives (`psk_` and 40 hex digits).
+pub fn well_formed(token: &str) -> bool {
+    token
+        .strip_prefix("psk_")
+        .is_some_and(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// On the first start (no token at all), creates the `admin` token and writes it to `path`,
 /// readable by the owner only. Returns that path. Replicas starting together on one empty
-/// database make one token between them: the one whose insert wins writes the file.
-pub fn bootstrap_admin(store: &mut Store, path: &Path) -> Result<Option<PathBuf>, ServerError> {
+/// database make one token between them: the one whose insert wins writes the file. With a
+/// `given` token (from a Secret), that one is stored and no file is written.
+pub fn bootstrap_admin(
+    store: &mut Store,
+    path: &Path,
+    given: Option<&str>,
+) -> Result<Option<PathBuf>, ServerError> {
     if store.token_count()? > 0 {
+        return Ok(None);
+    }
+    if let Some(token) = given {
+        let now = periscope_core::event::now_rfc3339();
+        store.insert_first_admin(&hash_token(token), &now)?;
         return Ok(None);
     }
     let token = new_token().map_err(|e| ServerError::Write {
@@ -162,7 +179,16 @@ pub async fn authorize_token(
     needed: Role,
     action: &str,
 ) -> Result<Caller, Denied> {
-    let found = token.as_deref().and_then(|t| state.tokens.lookup(t));
+    let mut found = token.as_deref().and_then(|t| state.tokens.lookup(t));
+    if let (Some(t), None, Some(_)) = (&token, &found, state.peers.get()) {
+        // Made on another replica a moment ago, before its announcement arrived here.
+        let hash = hash_token(t);
+        let h2 = hash.clone();
+        if let Ok(Some(info)) = db(state, move |s| s.token_by_hash(&h2)).await {
+            state.tokens.insert(hash, info.clone());
+            found = Some(info);
+        }
+    }
     let (actor, refusal) = match (&token, &found) {
         (None, _) => (
             "anonymous".to_string(),

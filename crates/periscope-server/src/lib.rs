@@ -34,6 +34,9 @@ pub struct ServerConfig {
     /// Where the first start writes the admin token: by default `admin.token` beside the
     /// SQLite file, or in the working directory with PostgreSQL.
     pub admin_token_file: Option<PathBuf>,
+    /// The first admin token, given (from a Kubernetes Secret, say) rather than made: used
+    /// when the database has no token yet; no file is written then.
+    pub admin_token: Option<String>,
     /// Events older than this are deleted.
     pub retention: Duration,
     /// Event bodies beyond this many bytes are deleted, oldest first.
@@ -58,6 +61,7 @@ impl ServerConfig {
             listen,
             db: db.into(),
             admin_token_file: None,
+            admin_token: None,
             retention: Duration::from_secs(7 * 24 * 3600),
             max_event_bytes: 1 << 30,
             offline_after: Duration::from_secs(15),
@@ -292,8 +296,9 @@ fn open_store(config: &ServerConfig) -> Result<Opened, ServerError> {
         source,
     })?;
     let token_file = admin_token_path(config);
-    let admin_token_file = store.with(|s| Ok(auth::bootstrap_admin(s, &token_file)))??;
-    let tokens = store.with(|s| TokenTable::load(s))?;
+    let given = config.admin_token.as_deref();
+    let admin_token_file = store.with(|s| Ok(auth::bootstrap_admin(s, &token_file, given)))??;
+    let tokens = store.with(TokenTable::load)?;
     let jsonl = match &config.jsonl {
         Some((path, max, keep)) => {
             let mut w = periscope_export::jsonl::JsonlWriter::open(path, *max, *keep)?;

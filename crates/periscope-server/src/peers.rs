@@ -181,7 +181,12 @@ fn listen(state: &Arc<AppState>, url: &str) {
                 .map(|t| t.0)
                 .unwrap_or(published);
             publish(state, &mut published, last, last);
-            for c in [Change::Version, Change::Status, Change::Tokens, Change::Expiry] {
+            for c in [
+                Change::Version,
+                Change::Status,
+                Change::Tokens,
+                Change::Expiry,
+            ] {
                 apply(state, c);
             }
         }

@@ -360,7 +360,7 @@ pub async fn with_instances(state: &Arc<AppState>, mut probe: Probe) -> Result<P
         }
     }
     out.sort_by(|a, b| a.instance.cmp(&b.instance));
-    probe.hits = out.iter().map(|s| s.hits).sum();
+    probe.hits = out.iter().fold(0u64, |n, s| n.saturating_add(s.hits));
     probe.instances = out;
     Ok(probe)
 }
@@ -386,6 +386,11 @@ async fn show_probe(
     r.caller(Role::Viewer, "probe.show").await?;
     let wait = Duration::from_millis(q.settle_ms.unwrap_or(0).min(60_000));
     let probe = settled_probe(&r.state, &id, wait).await?;
+    if probe.state == ProbeLifecycle::Removed {
+        // Gone, as a deleted resource is; the body still shows what it was and did.
+        let body = json!({ "error": format!("probe {id} was removed"), "probe": probe });
+        return Ok((StatusCode::GONE, Json(body)).into_response());
+    }
     ok(json!({ "probe": probe }))
 }
 
@@ -603,7 +608,7 @@ async fn wait_events(
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult {
     r.caller(Role::Viewer, "event.wait").await?;
-    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(30_000).min(600_000));
+    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(5_000).min(600_000));
     let events = wait_for(&r.state, &id, q.after, q.count.unwrap_or(1), timeout).await?;
     ok(json!({ "events": events }))
 }
@@ -632,7 +637,9 @@ async fn stream_events(r: Request, ApiQuery(q): ApiQuery<StreamQuery>) -> ApiRes
         let probe = q.probe;
         let mut last = match last_id {
             Some(id) => id,
-            None => db(&state, |s| s.event_totals().map(|t| t.0)).await.unwrap_or(0),
+            None => db(&state, |s| s.event_totals().map(|t| t.0))
+                .await
+                .unwrap_or(0),
         };
         // Replay what the client missed, then follow the live feed.
         if !send_stored(&state, probe.as_deref(), &mut last, &tx).await {
@@ -815,8 +822,24 @@ async fn audit(r: Request, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult {
 
 // ---- agents -------------------------------------------------------------------------------
 
+/// The `kind` of each event in a report, read as text (the rest is skipped unparsed).
+#[derive(Deserialize)]
+struct EventKinds {
+    #[serde(default)]
+    #[allow(dead_code)] // read only to be checked
+    events: Vec<EventKind>,
+}
+
+#[derive(Deserialize)]
+struct EventKind {
+    #[allow(dead_code)]
+    kind: String,
+}
+
 async fn agent_report(r: Request, body: Bytes) -> ApiResult {
     r.caller(Role::Agent, "agent.report").await?;
+    // Each event's `kind` must be one of the names: serde would also take a variant's index.
+    let _: EventKinds = parse_body(&body)?;
     let report: AgentReport = parse_body(&body)?;
     let state = &r.state;
     use std::sync::atomic::Ordering::Relaxed;

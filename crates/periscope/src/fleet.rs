@@ -644,12 +644,26 @@ pub struct ServerArgs {
     listen: std::net::SocketAddr,
     /// The database: a SQLite file (created if missing), or a PostgreSQL URL
     /// (postgres://USER:PASS@HOST:PORT/DB) that any number of server replicas share.
-    #[arg(long, default_value = "periscope.db", env = "PERISCOPE_DB", hide_env_values = true)]
+    #[arg(
+        long,
+        default_value = "periscope.db",
+        env = "PERISCOPE_DB",
+        hide_env_values = true
+    )]
     db: String,
     /// Where the first start writes the admin token (mode 0600); default: admin.token beside
     /// the SQLite file, or in the working directory with PostgreSQL.
     #[arg(long, value_name = "PATH")]
     admin_token_file: Option<PathBuf>,
+    /// The first admin token to use instead of making one (psk_ + 40 hex digits), when the
+    /// database has none yet: for deployments that keep it in a secret store.
+    #[arg(
+        long,
+        env = "PERISCOPE_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    admin_token: Option<String>,
     /// Delete events older than this.
     #[arg(long, default_value = "7d", value_parser = super::parse_duration)]
     retention: Duration,
@@ -713,6 +727,12 @@ pub fn server(args: ServerArgs) -> Result<()> {
         periscope_server::store::DbLocation::parse(&args.db),
     );
     config.admin_token_file = args.admin_token_file;
+    if let Some(t) = &args.admin_token {
+        if !periscope_server::auth::well_formed(t) {
+            bail!("--admin-token (PERISCOPE_ADMIN_TOKEN) must be psk_ and 40 hex digits, as `echo psk_$(openssl rand -hex 20)` makes; got {} characters", t.len());
+        }
+    }
+    config.admin_token = args.admin_token;
     config.retention = args.retention;
     config.max_event_bytes = args.max_event_bytes;
     config.mcp_ttl = args.mcp_ttl;

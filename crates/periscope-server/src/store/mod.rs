@@ -316,6 +316,14 @@ impl Store {
             .collect()
     }
 
+    pub fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenInfo>> {
+        let rows = self.c().query(
+            "SELECT name, role, created_at, revoked_at FROM tokens WHERE hash = ?1",
+            args![hash],
+        )?;
+        rows.first().map(|r| token_info(r, 0)).transpose()
+    }
+
     pub fn revoke_token(&mut self, name: &str, now: &str) -> Result<Option<TokenInfo>> {
         self.c().execute(
             "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
@@ -370,7 +378,7 @@ impl Store {
 
     fn build_probe(&mut self, row: ProbeRow) -> Result<Probe> {
         let statuses = self.statuses(&row.id)?;
-        let hits = statuses.iter().map(|s| s.hits).sum();
+        let hits = statuses.iter().fold(0u64, |n, s| n.saturating_add(s.hits));
         let paused: Vec<&ProbeInstance> = statuses
             .iter()
             .filter(|s| s.state == InstallState::Paused)
@@ -499,7 +507,10 @@ impl Store {
                 args![agent],
             )?;
             let before: Vec<String> = before.iter().map(|r| r.text(0)).collect::<Result<_>>()?;
-            c.execute("UPDATE instances SET exited = 1 WHERE agent = ?1", args![agent])?;
+            c.execute(
+                "UPDATE instances SET exited = 1 WHERE agent = ?1",
+                args![agent],
+            )?;
             for (i, body) in instances.iter().zip(&bodies) {
                 c.execute(
                     "INSERT INTO instances (id, agent, body, last_seen_ms, exited, agent_stopped)
@@ -567,14 +578,16 @@ impl Store {
                     Some(r) => {
                         // The stored body holds the previous run's totals, base included.
                         let last: ProbeInstance = serde_json::from_str(&r.text(0)?)?;
-                        [last.hits as i64, last.dropped as i64, last.errors as i64]
+                        [last.hits, last.dropped, last.errors]
+                            .map(|n| n.min(i64::MAX as u64) as i64)
                     }
                     None => [0; 3],
                 };
                 let mut status = s.status.clone();
-                status.hits += base[0].max(0) as u64;
-                status.dropped += base[1].max(0) as u64;
-                status.errors += base[2].max(0) as u64;
+                // Saturating: the counts come from an agent, and a wrapped count is worse.
+                status.hits = status.hits.saturating_add(base[0].max(0) as u64);
+                status.dropped = status.dropped.saturating_add(base[1].max(0) as u64);
+                status.errors = status.errors.saturating_add(base[2].max(0) as u64);
                 c.execute(
                     "INSERT INTO statuses (probe, instance, body, reporter, base_hits, base_dropped, base_errors)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -679,11 +692,11 @@ impl Store {
                 .first()
                 .ok_or_else(|| StoreError::Column("no event_totals row".into()))?
                 .int(0)?;
-            let mut seq = last - events.len() as i64 + 1;
+            let first = last - events.len() as i64 + 1;
             let mut stored = Vec::with_capacity(events.len());
             let mut rows = Vec::with_capacity(events.len());
             let mut bytes = 0i64;
-            for mut e in events {
+            for (seq, mut e) in (first..).zip(events) {
                 e.seq = Some(seq);
                 let probe = e.probe().to_string();
                 let ts_ms = parse_rfc3339_ms(e.ts()).unwrap_or_else(now_ms);
@@ -692,7 +705,6 @@ impl Store {
                 let kind = e.kind();
                 rows.push((seq, ts_ms, e.instance, kind));
                 stored.push(StoredEvent { seq, probe, body });
-                seq += 1;
             }
             let args: Vec<Vec<Arg<'_>>> = rows
                 .iter()
@@ -717,7 +729,6 @@ impl Store {
                 "UPDATE event_totals SET bytes = bytes + ?1 WHERE id = 1",
                 args![bytes],
             )?;
-            let first = stored.first().map_or(0, |s| s.seq);
             Self::announce(c, &format!("events {first} {last}"))?;
             Ok(Ingested { stored, duplicates })
         })
@@ -768,10 +779,9 @@ impl Store {
 
     /// The last sequence number given, and the bytes of event bodies stored.
     pub fn event_totals(&mut self) -> Result<(i64, i64)> {
-        let rows = self.c().query(
-            "SELECT last_seq, bytes FROM event_totals WHERE id = 1",
-            &[],
-        )?;
+        let rows = self
+            .c()
+            .query("SELECT last_seq, bytes FROM event_totals WHERE id = 1", &[])?;
         match rows.first() {
             Some(r) => Ok((r.int(0)?, r.int(1)?)),
             None => Ok((0, 0)),
@@ -786,7 +796,10 @@ impl Store {
             if !Self::try_lock(c, RETENTION_LOCK)? {
                 return Ok(0);
             }
-            c.execute("DELETE FROM agent_runs WHERE seen_ms < ?1", args![before_ms])?;
+            c.execute(
+                "DELETE FROM agent_runs WHERE seen_ms < ?1",
+                args![before_ms],
+            )?;
             let mut dropped = c.execute("DELETE FROM events WHERE ts_ms < ?1", args![before_ms])?;
             let mut bytes = Self::body_bytes(c)?;
             while bytes > max_bytes {

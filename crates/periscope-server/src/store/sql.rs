@@ -239,7 +239,9 @@ fn pg_cell(row: &postgres::Row, i: usize) -> Result<Cell> {
     use postgres::types::Type;
     let ty = row.columns()[i].type_().clone();
     Ok(match ty {
-        Type::INT8 => row.try_get::<_, Option<i64>>(i)?.map_or(Cell::Null, Cell::Int),
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(i)?
+            .map_or(Cell::Null, Cell::Int),
         Type::INT4 => row
             .try_get::<_, Option<i32>>(i)?
             .map_or(Cell::Null, |v| Cell::Int(v.into())),

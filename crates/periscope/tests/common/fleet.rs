@@ -36,7 +36,10 @@ impl Server {
             // One database per test directory, so a restarted server finds its data again.
             let name = dir
                 .file_name()
-                .map(|n| n.to_string_lossy().replace(|c: char| !c.is_ascii_alphanumeric(), "_"))
+                .map(|n| {
+                    n.to_string_lossy()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                })
                 .unwrap_or_default();
             super::postgres::shared().database(&format!("t_{name}"))
         } else {
@@ -49,7 +52,13 @@ impl Server {
     /// the admin token in `dir`.
     pub fn start_on(dir: &Path, port: u16, db: &str, extra: &[&str]) -> Server {
         let mut child = super::periscope()
-            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--db", db])
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--db",
+                db,
+            ])
             .arg("--admin-token-file")
             .arg(dir.join("admin.token"))
             .args(extra)
@@ -160,12 +169,17 @@ pub struct Agent {
 impl Agent {
     /// Starts `periscope agent` with `args` (selection, tags) and returns once it runs.
     pub fn start(server: &Server, token: &str, args: &[&str]) -> Agent {
+        Self::start_on(&server.url, &server.dir, token, args)
+    }
+
+    /// Starts an agent on `servers` (one URL, or replicas' URLs separated by commas).
+    pub fn start_on(servers: &str, dir: &Path, token: &str, args: &[&str]) -> Agent {
         let mut child = super::periscope()
             .arg("agent")
             .args(args)
-            .args(["--server", &server.url, "--token", token])
+            .args(["--server", servers, "--token", token])
             .args(["--count-interval", "1s", "--scan-interval", "200ms"])
-            .env("PERISCOPE_CONFIG", server.dir.join("no-config.toml"))
+            .env("PERISCOPE_CONFIG", dir.join("no-config.toml"))
             .env_remove("PERISCOPE_TOKEN")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -24,9 +24,7 @@ fn pg_bin() -> PathBuf {
         .filter(|p| p.join("pg_ctl").exists())
         .collect();
     versions.sort();
-    versions
-        .pop()
-        .unwrap_or_else(|| PathBuf::from("/usr/bin"))
+    versions.pop().unwrap_or_else(|| PathBuf::from("/usr/bin"))
 }
 
 fn is_root() -> bool {
@@ -43,7 +41,9 @@ fn run(bin: &Path, tool: &str, args: &[&str]) -> std::process::Output {
     } else {
         Command::new(bin.join(tool))
     };
-    cmd.args(args).output().unwrap_or_else(|e| panic!("run {tool}: {e}"))
+    cmd.args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {tool}: {e}"))
 }
 
 fn free_port() -> u16 {
@@ -78,9 +78,22 @@ impl PgCluster {
         let out = run(
             &bin,
             "initdb",
-            &["-D", &data_s, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+            &[
+                "-D",
+                &data_s,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
         );
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // A port taken between our probe and the server's bind fails the start: try again.
         for _ in 0..5 {
             let port = free_port();
@@ -89,7 +102,13 @@ impl PgCluster {
                 dir.display()
             );
             let log = dir.join("log").to_string_lossy().to_string();
-            let out = run(&bin, "pg_ctl", &["-D", &data_s, "-l", &log, "-o", &opts, "-w", "-t", "30", "start"]);
+            let out = run(
+                &bin,
+                "pg_ctl",
+                &[
+                    "-D", &data_s, "-l", &log, "-o", &opts, "-w", "-t", "30", "start",
+                ],
+            );
             if out.status.success() {
                 return PgCluster { dir, bin, port };
             }
@@ -103,10 +122,21 @@ impl PgCluster {
         let out = run(
             &self.bin,
             "createdb",
-            &["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", name],
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                name,
+            ],
         );
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() || err.contains("already exists"), "createdb {name}: {err}");
+        assert!(
+            out.status.success() || err.contains("already exists"),
+            "createdb {name}: {err}"
+        );
         self.url(name)
     }
 
@@ -119,13 +149,28 @@ impl PgCluster {
         run(
             &self.bin,
             "psql",
-            &["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-Atc", sql],
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-Atc",
+                sql,
+            ],
         )
     }
 
     fn stop(&self) {
         let data = self.dir.join("data").to_string_lossy().to_string();
-        let _ = run(&self.bin, "pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+        let _ = run(
+            &self.bin,
+            "pg_ctl",
+            &["-D", &data, "-m", "immediate", "-w", "stop"],
+        );
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
