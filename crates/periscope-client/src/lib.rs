@@ -175,8 +175,9 @@ impl Client {
             .limit(256 * 1024 * 1024)
             .read_to_string()
             .map_err(|e| self.unreachable(e))?;
-        // 410 Gone: a removed probe, still described in the body (its tombstone).
-        if status == 410 {
+        // A removed probe answers 404 and still describes itself in the body (its
+        // tombstone): what the caller asked for, so it is the answer.
+        if status == 404 {
             if let Ok(v) = serde_json::from_str(&text) {
                 return Ok(v);
             }

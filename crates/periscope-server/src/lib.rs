@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod code;
 pub mod console;
+mod kinds;
 pub mod peers;
 pub mod routes;
 pub mod store;

@@ -46,7 +46,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::code::router())
         .merge(crate::verdicts::router())
         .merge(crate::console::router())
+        .fallback(no_such_path)
         .with_state(state)
+}
+
+/// Any other path: a JSON 404 like every other API error (axum's own is an empty body).
+async fn no_such_path(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no such path: {}; /api/v1/openapi.json lists the API",
+        uri.path()
+    ))
 }
 
 /// An API error: status, a message saying what was wrong and what would be right, and the
@@ -115,7 +124,10 @@ impl From<Denied> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
+            status: match e {
+                StoreError::Nul => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             message: e.to_string(),
             field: None,
         }
@@ -149,6 +161,13 @@ fn ok(v: Value) -> ApiResult {
 
 /// Parses a JSON body ourselves so a mistake is a 400 naming the field, not a bare 422.
 pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    // Every request body is an object (serde would also read a struct from an array).
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad(
+            "body",
+            "the request body must be a JSON object ({…})",
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| {
         let msg = e.to_string();
         let field = ["unknown field", "missing field"]
@@ -386,12 +405,19 @@ async fn show_probe(
     r.caller(Role::Viewer, "probe.show").await?;
     let wait = Duration::from_millis(q.settle_ms.unwrap_or(0).min(60_000));
     let probe = settled_probe(&r.state, &id, wait).await?;
-    if probe.state == ProbeLifecycle::Removed {
-        // Gone, as a deleted resource is; the body still shows what it was and did.
-        let body = json!({ "error": format!("probe {id} was removed"), "probe": probe });
-        return Ok((StatusCode::GONE, Json(body)).into_response());
+    let removed = probe.state == ProbeLifecycle::Removed;
+    answer(&id, removed, json!({ "probe": probe }))
+}
+
+/// The answer about a probe, or about what it gathered: 200, or, once the probe was removed,
+/// 404 as for any deleted resource, with the same body (and `error` saying so) so what the
+/// probe was and did stays readable.
+pub(crate) fn answer(id: &str, removed: bool, mut body: Value) -> ApiResult {
+    if !removed {
+        return ok(body);
     }
-    ok(json!({ "probe": probe }))
+    body["error"] = json!(format!("probe {id} was removed"));
+    Ok((StatusCode::NOT_FOUND, Json(body)).into_response())
 }
 
 /// A probe with its per-instance states, waiting up to `wait` for the agents to report an
@@ -523,8 +549,8 @@ pub async fn probe_events_page(
     since: Option<&str>,
     after: Option<i64>,
     limit: Option<usize>,
-) -> Result<Vec<Value>, ApiError> {
-    find_probe(state, id).await?;
+) -> Result<(Probe, Vec<Value>), ApiError> {
+    let probe = find_probe(state, id).await?;
     let since_ms = since_param(since)?;
     let limit = limit.unwrap_or(100).clamp(1, 10_000);
     let id = id.to_string();
@@ -532,7 +558,7 @@ pub async fn probe_events_page(
         s.events(Some(&id), after.unwrap_or(0), since_ms, limit)
     })
     .await?;
-    raw_events(&events)
+    Ok((probe, raw_events(&events)?))
 }
 
 async fn probe_events(
@@ -541,8 +567,13 @@ async fn probe_events(
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult {
     r.caller(Role::Viewer, "event.list").await?;
-    let events = probe_events_page(&r.state, &id, q.since.as_deref(), q.after, q.limit).await?;
-    ok(json!({ "events": events }))
+    let (probe, events) =
+        probe_events_page(&r.state, &id, q.since.as_deref(), q.after, q.limit).await?;
+    answer(
+        &id,
+        probe.state == ProbeLifecycle::Removed,
+        json!({ "events": events }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -559,8 +590,8 @@ pub async fn wait_for(
     after: Option<i64>,
     count: usize,
     timeout: Duration,
-) -> Result<Vec<Value>, ApiError> {
-    find_probe(state, id).await?;
+) -> Result<(Probe, Vec<Value>), ApiError> {
+    let probe = find_probe(state, id).await?;
     // `count=0`: what is stored now, without waiting.
     let (count, timeout) = match count {
         0 => (1000, Duration::ZERO),
@@ -599,7 +630,7 @@ pub async fn wait_for(
             Ok(Err(RecvError::Closed)) => break,
         }
     }
-    raw_events(&events)
+    Ok((probe, raw_events(&events)?))
 }
 
 async fn wait_events(
@@ -609,8 +640,12 @@ async fn wait_events(
 ) -> ApiResult {
     r.caller(Role::Viewer, "event.wait").await?;
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(5_000).min(600_000));
-    let events = wait_for(&r.state, &id, q.after, q.count.unwrap_or(1), timeout).await?;
-    ok(json!({ "events": events }))
+    let (probe, events) = wait_for(&r.state, &id, q.after, q.count.unwrap_or(1), timeout).await?;
+    answer(
+        &id,
+        probe.state == ProbeLifecycle::Removed,
+        json!({ "events": events }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -822,25 +857,40 @@ async fn audit(r: Request, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult {
 
 // ---- agents -------------------------------------------------------------------------------
 
-/// The `kind` of each event in a report, read as text (the rest is skipped unparsed).
-#[derive(Deserialize)]
-struct EventKinds {
-    #[serde(default)]
-    #[allow(dead_code)] // read only to be checked
-    events: Vec<EventKind>,
-}
-
-#[derive(Deserialize)]
-struct EventKind {
-    #[allow(dead_code)]
-    kind: String,
+/// The names and ids in a report that the store keeps as such (not inside JSON) may not hold
+/// a NUL character: PostgreSQL cannot store one, and both stores take the same inputs.
+fn check_report_names(report: &AgentReport) -> Result<(), ApiError> {
+    let nul = |field: &'static str, s: &str| {
+        if s.contains('\0') {
+            Err(ApiError::bad(
+                field,
+                format!("{field} may not contain a NUL character"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    nul("agent.id", &report.agent.id)?;
+    nul("run", report.run.as_deref().unwrap_or(""))?;
+    for i in &report.instances {
+        nul("instances[].id", &i.id)?;
+    }
+    for s in &report.statuses {
+        nul("statuses[].probe", &s.probe)?;
+        nul("statuses[].instance", &s.status.instance)?;
+    }
+    for e in &report.events {
+        nul("events[].probe", e.probe())?;
+        nul("events[].instance", &e.instance)?;
+    }
+    Ok(())
 }
 
 async fn agent_report(r: Request, body: Bytes) -> ApiResult {
     r.caller(Role::Agent, "agent.report").await?;
-    // Each event's `kind` must be one of the names: serde would also take a variant's index.
-    let _: EventKinds = parse_body(&body)?;
+    let _: crate::kinds::NoNumericKind = parse_body(&body)?;
     let report: AgentReport = parse_body(&body)?;
+    check_report_names(&report)?;
     let state = &r.state;
     use std::sync::atomic::Ordering::Relaxed;
     state.stats.reports.fetch_add(1, Relaxed);

@@ -5,10 +5,9 @@
 use crate::routes::{ApiError, ApiResult, Request};
 use crate::{db, AppState};
 use axum::extract::Path;
-use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
-use periscope_core::api::{ProbeKind, Role};
+use axum::Router;
+use periscope_core::api::{Probe, ProbeKind, ProbeLifecycle, Role};
 use periscope_core::event::{Body, Event};
 use periscope_core::verify;
 use serde_json::{json, Value};
@@ -22,11 +21,12 @@ pub fn router() -> Router<Arc<AppState>> {
 /// `GET /api/v1/probes/{id}/verify`: `{"hits", "candidates": [...]}`.
 async fn verdict(r: Request, Path(id): Path<String>) -> ApiResult {
     r.caller(Role::Viewer, "probe.verify").await?;
-    Ok(Json(result(r.state(), &id).await?).into_response())
+    let (probe, verdict) = result(r.state(), &id).await?;
+    crate::routes::answer(&id, probe.state == ProbeLifecycle::Removed, verdict)
 }
 
-/// The summed result of verify probe `id`.
-pub async fn result(state: &Arc<AppState>, id: &str) -> Result<Value, ApiError> {
+/// The summed result of verify probe `id`, with the probe.
+pub async fn result(state: &Arc<AppState>, id: &str) -> Result<(Probe, Value), ApiError> {
     let id2 = id.to_string();
     let probe = db(state, move |s| s.probe(&id2)).await?.ok_or_else(|| {
         ApiError::not_found(format!("no probe `{id}`; `periscope probe ls` lists them"))
@@ -86,5 +86,5 @@ pub async fn result(state: &Arc<AppState>, id: &str) -> Result<Value, ApiError> 
         totals.iter().map(|(k, n)| (k.as_str(), *n)),
         &examples,
     );
-    Ok(json!({ "hits": hits, "candidates": candidates }))
+    Ok((probe, json!({ "hits": hits, "candidates": candidates })))
 }

@@ -39,8 +39,8 @@ async function api(method, path, body) {
   });
   const text = await res.text();
   const json = text ? JSON.parse(text) : null;
-  // 410: a removed probe; the body still describes it.
-  if (!res.ok && !(res.status === 410 && json && json.probe)) {
+  // 404 with a probe: a removed probe, which the body still describes.
+  if (!res.ok && !(res.status === 404 && json && json.probe)) {
     if (res.status === 401) signOut("Your token is no longer valid; sign in again.");
     throw new ApiError(res.status, json);
   }

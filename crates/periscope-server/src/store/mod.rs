@@ -21,12 +21,15 @@ use std::time::Duration;
 pub enum StoreError {
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", pg_message(.0))]
     Postgres(#[from] postgres::Error),
     #[error("no database connection free: {0}")]
     Pool(#[from] r2d2::Error),
     #[error("unexpected stored value: {0}")]
     Column(String),
+    /// PostgreSQL's text cannot hold it, so neither store takes it.
+    #[error("a name or id contains a NUL character")]
+    Nul,
     #[error("stored data is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("store task failed: {0}")]
@@ -34,6 +37,14 @@ pub enum StoreError {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+/// The server's own message for a database error (the error's Display says only "db error").
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
 
 /// Where the data lives: a SQLite file, or a PostgreSQL database (`postgres://…` URL).
 #[derive(Debug, Clone, PartialEq, Eq)]

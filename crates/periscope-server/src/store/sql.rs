@@ -121,6 +121,18 @@ impl Row {
     }
 }
 
+/// Refuses text with a NUL character: PostgreSQL's text cannot hold one, and both stores must
+/// take the same inputs. (Event bodies are JSON, where a NUL is written `\u0000`.)
+fn check_args(args: &[Arg<'_>]) -> Result<()> {
+    if args
+        .iter()
+        .any(|a| matches!(a, Arg::Text(Some(s)) if s.contains('\0')))
+    {
+        return Err(StoreError::Nul);
+    }
+    Ok(())
+}
+
 /// A database connection as the store uses it.
 pub trait Conn: Send {
     fn dialect(&self) -> Dialect;
@@ -167,12 +179,14 @@ impl Conn for SqliteConn {
     }
 
     fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+        check_args(args)?;
         let mut st = self.0.prepare_cached(sql)?;
         let values: Vec<_> = args.iter().map(sqlite_value).collect();
         Ok(st.execute(rusqlite::params_from_iter(values))? as u64)
     }
 
     fn query(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Row>> {
+        check_args(args)?;
         let mut st = self.0.prepare_cached(sql)?;
         let n = st.column_count();
         let values: Vec<_> = args.iter().map(sqlite_value).collect();
@@ -298,6 +312,7 @@ impl Conn for PgConn {
     }
 
     fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+        check_args(args)?;
         let st = self.statement(sql)?;
         let owned = Self::args(args);
         let params: Vec<_> = owned.iter().map(PgArg::as_sql).collect();
@@ -305,6 +320,7 @@ impl Conn for PgConn {
     }
 
     fn query(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Row>> {
+        check_args(args)?;
         let st = self.statement(sql)?;
         let owned = Self::args(args);
         let params: Vec<_> = owned.iter().map(PgArg::as_sql).collect();
@@ -326,6 +342,9 @@ impl Conn for PgConn {
         let Some(first) = rows.first() else {
             return Ok(());
         };
+        for row in rows {
+            check_args(row)?;
+        }
         let mut ints: Vec<Vec<Option<i64>>> = Vec::new();
         let mut texts: Vec<Vec<Option<&str>>> = Vec::new();
         let mut casts = Vec::new();
