@@ -7,10 +7,10 @@
 # Usage: bench/server_load.sh [SECONDS] [AGENTS] [BATCH]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECONDS_RUN=${1:-10}; AGENTS=${2:-4}; BATCH=${3:-500}
+SECONDS_RUN=${1:-10}; AGENTS=${2:-4}; BATCH=${3:-2000}   # 2000: what an agent sends at most per report
 cargo build --release -q --bin periscope --example ingest_load -p periscope -p periscope-server
 BIN=$PWD/target/release/periscope
-DIR=$(mktemp -d)
+DIR=$(mktemp -d); chmod 755 "$DIR"   # the postgres user reads its cluster directory below
 PIDS=()
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -22,13 +22,13 @@ cleanup() {
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_server NAME DB: starts a server, prints its URL.
+# start_server NAME DB: starts a server; its URL is in $DIR/NAME.url.
 start_server() {
   local log="$DIR/$1.log"
-  "$BIN" server --listen 127.0.0.1:0 --db "$2" --admin-token-file "$DIR/admin.token" 2> "$log" &
+  "$BIN" server --listen 127.0.0.1:0 --db "$2" --admin-token-file "$DIR/admin.token" > /dev/null 2> "$log" &
   PIDS+=($!)
   for _ in $(seq 300); do grep -q "listening on" "$log" 2>/dev/null && break; sleep 0.1; done
-  sed -n 's/.*listening on //p' "$log"
+  sed -n 's/.*listening on //p' "$log" > "$DIR/$1.url"
 }
 
 # run_load LABEL URLS: tokens and a probe through the first URL, then the load over all.
@@ -44,8 +44,8 @@ run_load() {
 }
 
 echo "nproc: $(nproc)"
-url=$(start_server sqlite "$DIR/periscope.db")
-run_load sqlite "$url"
+start_server sqlite "$DIR/periscope.db"
+run_load sqlite "$(cat "$DIR/sqlite.url")"
 kill "${PIDS[@]}"; PIDS=(); rm -f "$DIR/admin.token"
 
 if [ -n "$PGBIN" ]; then
@@ -56,12 +56,12 @@ if [ -n "$PGBIN" ]; then
     -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$DIR/pg" start >/dev/null
   as_pg "$PGBIN/createdb" -h 127.0.0.1 -p "$port" -U postgres one
   as_pg "$PGBIN/createdb" -h 127.0.0.1 -p "$port" -U postgres two
-  url=$(start_server pg1 "postgres://postgres@127.0.0.1:$port/one")
-  run_load postgres-1 "$url"
+  start_server pg1 "postgres://postgres@127.0.0.1:$port/one"
+  run_load postgres-1 "$(cat "$DIR/pg1.url")"
   kill "${PIDS[@]}"; PIDS=(); rm -f "$DIR/admin.token"
-  a=$(start_server pg2a "postgres://postgres@127.0.0.1:$port/two")
-  b=$(start_server pg2b "postgres://postgres@127.0.0.1:$port/two")
-  run_load postgres-2 "$a,$b"
+  start_server pg2a "postgres://postgres@127.0.0.1:$port/two"
+  start_server pg2b "postgres://postgres@127.0.0.1:$port/two"
+  run_load postgres-2 "$(cat "$DIR/pg2a.url"),$(cat "$DIR/pg2b.url")"
 else
   echo "PostgreSQL not installed (apt-get install postgresql): its runs are skipped"
 fi

@@ -10,6 +10,8 @@
 
 use periscope_client::{Client, EventQuery};
 use periscope_core::api::{AgentInfo, AgentReport, Instance};
+use periscope_core::event::{Body, Event, LogEvent};
+use periscope_core::value::{Fields, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,19 +57,35 @@ fn main() {
             };
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                // Built as typed events (as an agent does), not through JSON: the generator
+                // shares the machine with the server and should take little of it.
+                let ts = periscope_core::event::now_rfc3339();
                 let events = (0..batch)
                     .map(|i| {
                         n += 1;
-                        serde_json::from_value(serde_json::json!({
-                            "key": n,
-                            "kind": "log", "ts": periscope_core::event::now_rfc3339(),
-                            "pid": instance.pid, "tid": instance.pid, "location": "main.rs:42",
-                            "probe": probe, "instance": instance.id, "function": "load::step",
-                            "message": format!("total={n} fee={i}"),
-                            "values": {"total": {"kind": "int", "type": "i64", "value": n},
-                                       "fee": {"kind": "int", "type": "i64", "value": i}}
-                        }))
-                        .expect("a log event")
+                        let int = |v: u64| Value::Int {
+                            ty: Some("i64".into()),
+                            value: (v as i128).into(),
+                        };
+                        let mut e = Event::new(
+                            instance.id.clone(),
+                            Body::Log(LogEvent {
+                                ts: ts.clone(),
+                                pid: instance.pid,
+                                tid: instance.pid,
+                                goroutine: None,
+                                location: "main.rs:42".into(),
+                                probe: probe.clone(),
+                                function: Some("load::step".into()),
+                                message: format!("total={n} fee={i}"),
+                                values: Fields(vec![
+                                    ("total".into(), int(n)),
+                                    ("fee".into(), int(i as u64)),
+                                ]),
+                            }),
+                        );
+                        e.key = Some(n);
+                        e
                     })
                     .collect();
                 let report = AgentReport {
