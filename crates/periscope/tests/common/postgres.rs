@@ -117,21 +117,17 @@ impl PgCluster {
         panic!("pg_ctl start failed:\n{log}");
     }
 
+    /// A client tool (createdb, psql) connected to this cluster as `postgres`.
+    fn client(&self, tool: &str, args: &[&str]) -> std::process::Output {
+        let port = self.port.to_string();
+        let mut all = vec!["-h", "127.0.0.1", "-p", &port, "-U", "postgres"];
+        all.extend_from_slice(args);
+        run(&self.bin, tool, &all)
+    }
+
     /// A new, empty database; its URL.
     pub fn database(&self, name: &str) -> String {
-        let out = run(
-            &self.bin,
-            "createdb",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                name,
-            ],
-        );
+        let out = self.client("createdb", &[name]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success() || err.contains("already exists"),
@@ -146,22 +142,7 @@ impl PgCluster {
 
     /// Runs SQL with psql; its output.
     pub fn psql(&self, db: &str, sql: &str) -> std::process::Output {
-        run(
-            &self.bin,
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-                "-Atc",
-                sql,
-            ],
-        )
+        self.client("psql", &["-d", db, "-Atc", sql])
     }
 
     fn stop(&self) {
