@@ -6,6 +6,7 @@
 //! [`routes`] (the HTTP API), [`peers`] (replicas sharing one PostgreSQL database). The store
 //! is reached only through blocking tasks, never from async workers.
 
+pub mod agents;
 pub mod auth;
 pub mod code;
 pub mod console;
@@ -14,6 +15,7 @@ pub mod peers;
 pub mod routes;
 pub mod store;
 pub mod tls;
+pub mod tokens;
 pub mod verdicts;
 
 use auth::TokenTable;

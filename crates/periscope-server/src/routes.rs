@@ -4,7 +4,7 @@
 use crate::auth::{self, Caller, Denied};
 use crate::store::{self, StoreError, StoredEvent};
 use crate::tls::Peer;
-use crate::{db, ingest, AppState};
+use crate::{db, AppState};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use periscope_core::api::{
-    AgentReport, Assignment, Desired, InstallState, NewProbe, NewToken, Probe, ProbeInstance,
-    ProbeLifecycle, Role, Selector, TokenInfo, DEFAULT_TTL_SECONDS,
+    InstallState, NewProbe, Probe, ProbeInstance, ProbeLifecycle, Role, Selector,
+    DEFAULT_TTL_SECONDS,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -38,11 +38,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/probes/{id}/wait", get(wait_events))
         .route("/api/v1/events/stream", get(stream_events))
         .route("/api/v1/instances", get(instances))
-        .route("/api/v1/tokens", get(list_tokens).post(create_token))
-        .route("/api/v1/tokens/{name}", axum::routing::delete(revoke_token))
-        .route("/api/v1/audit", get(audit))
-        .route("/api/v1/agent/report", post(agent_report))
-        .route("/api/v1/agent/desired", get(agent_desired))
+        .merge(crate::agents::router())
+        .merge(crate::tokens::router())
         .merge(crate::code::router())
         .merge(crate::verdicts::router())
         .merge(crate::console::router())
@@ -155,7 +152,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestP
     }
 }
 
-fn ok(v: Value) -> ApiResult {
+pub(crate) fn ok(v: Value) -> ApiResult {
     Ok(Json(v).into_response())
 }
 
@@ -521,7 +518,7 @@ struct EventsQuery {
 }
 
 /// A `since` query parameter as milliseconds since the epoch.
-fn since_param(since: Option<&str>) -> Result<Option<i64>, ApiError> {
+pub(crate) fn since_param(since: Option<&str>) -> Result<Option<i64>, ApiError> {
     since
         .map(|s| {
             store::parse_rfc3339_ms(s).ok_or_else(|| {
@@ -754,232 +751,6 @@ async fn instances(r: Request) -> ApiResult {
     r.caller(Role::Viewer, "instance.list").await?;
     let list = list_instances(&r.state).await?;
     ok(json!({ "instances": list }))
-}
-
-// ---- tokens and audit ---------------------------------------------------------------------
-
-async fn create_token(r: Request, body: Bytes) -> ApiResult {
-    let caller = r.caller(Role::Admin, "token.create").await?;
-    let new: NewToken = parse_body(&body)?;
-    let name = new.name.trim().to_string();
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
-    {
-        return Err(ApiError::bad(
-            "name",
-            "token names are 1-64 characters: letters, digits, - _ . @",
-        ));
-    }
-    let secret = auth::new_token().map_err(|e| ApiError {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        message: format!("no randomness for a token: {e}"),
-        field: None,
-    })?;
-    let hash = auth::hash_token(&secret);
-    let now = periscope_core::event::now_rfc3339();
-    let (n2, h2, now2, role) = (name.clone(), hash.clone(), now.clone(), new.role);
-    let inserted = db(&r.state, move |s| s.insert_token(&n2, role, &h2, &now2)).await?;
-    if !inserted {
-        return Err(ApiError {
-            status: StatusCode::CONFLICT,
-            message: format!(
-                "a token named `{name}` exists already; pick another name or revoke it first"
-            ),
-            field: Some("name"),
-        });
-    }
-    let info = TokenInfo {
-        name: name.clone(),
-        role,
-        created_at: now,
-        revoked_at: None,
-        token: None,
-    };
-    r.state.tokens.insert(hash, info.clone());
-    r.state.announce(crate::peers::Change::Tokens);
-    auth::record(
-        &r.state,
-        caller.audit("token.create", &name, json!({"role": role})),
-    )
-    .await;
-    let shown = TokenInfo {
-        token: Some(secret),
-        ..info
-    };
-    Ok((StatusCode::CREATED, Json(json!({ "token": shown }))).into_response())
-}
-
-async fn list_tokens(r: Request) -> ApiResult {
-    r.caller(Role::Admin, "token.list").await?;
-    let tokens = db(&r.state, |s| s.tokens()).await?;
-    ok(json!({ "tokens": tokens }))
-}
-
-async fn revoke_token(r: Request, Path(name): Path<String>) -> ApiResult {
-    let caller = r.caller(Role::Admin, "token.revoke").await?;
-    if caller.name == name {
-        // A server whose only admin revoked itself could no longer be administered.
-        return Err(ApiError::conflict(format!(
-            "`{name}` is the token making this request; revoke it with another admin token"
-        )));
-    }
-    let now = periscope_core::event::now_rfc3339();
-    let (n2, now2) = (name.clone(), now.clone());
-    let info = db(&r.state, move |s| s.revoke_token(&n2, &now2))
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "no token named `{name}`; `periscope token ls` lists them"
-            ))
-        })?;
-    r.state.tokens.revoke(&name, &now);
-    r.state.announce(crate::peers::Change::Tokens);
-    auth::record(&r.state, caller.audit("token.revoke", &name, Value::Null)).await;
-    ok(json!({ "token": info }))
-}
-
-#[derive(Deserialize)]
-struct AuditQuery {
-    since: Option<String>,
-    limit: Option<usize>,
-}
-
-async fn audit(r: Request, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult {
-    r.caller(Role::Admin, "audit.read").await?;
-    let since = since_param(q.since.as_deref())?;
-    let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
-    let entries = db(&r.state, move |s| s.audit_since(since, limit)).await?;
-    ok(json!({ "entries": entries }))
-}
-
-// ---- agents -------------------------------------------------------------------------------
-
-/// The names and ids in a report that the store keeps as such (not inside JSON) may not hold
-/// a NUL character: PostgreSQL cannot store one, and both stores take the same inputs.
-fn check_report_names(report: &AgentReport) -> Result<(), ApiError> {
-    let nul = |field: &'static str, s: &str| {
-        if s.contains('\0') {
-            Err(ApiError::bad(
-                field,
-                format!("{field} may not contain a NUL character"),
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    nul("agent.id", &report.agent.id)?;
-    nul("run", report.run.as_deref().unwrap_or(""))?;
-    for i in &report.instances {
-        nul("instances[].id", &i.id)?;
-    }
-    for s in &report.statuses {
-        nul("statuses[].probe", &s.probe)?;
-        nul("statuses[].instance", &s.status.instance)?;
-    }
-    for e in &report.events {
-        nul("events[].probe", e.probe())?;
-        nul("events[].instance", &e.instance)?;
-    }
-    Ok(())
-}
-
-async fn agent_report(r: Request, body: Bytes) -> ApiResult {
-    r.caller(Role::Agent, "agent.report").await?;
-    let _: crate::kinds::NoNumericKind = parse_body(&body)?;
-    let report: AgentReport = parse_body(&body)?;
-    check_report_names(&report)?;
-    let state = &r.state;
-    use std::sync::atomic::Ordering::Relaxed;
-    state.stats.reports.fetch_add(1, Relaxed);
-    state
-        .stats
-        .agent_dropped
-        .fetch_add(report.dropped_events, Relaxed);
-    let agent = report.agent.id.clone();
-    {
-        let mut known = state
-            .exports
-            .instances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        for i in &report.instances {
-            known.insert(i.id.clone(), i.clone());
-        }
-    }
-    let instances = report.instances;
-    let statuses = report.statuses;
-    let stopping = report.stopping;
-    // Events first: a state such as hit_limit is never visible before the events that led
-    // to it.
-    let stored = ingest(state, report.run.clone(), report.events).await?;
-    let changed = db(state, move |s| {
-        let changed = s.record_instances(&agent, &instances, store::now_ms(), stopping)?;
-        s.record_statuses(&agent, &statuses)?;
-        Ok(changed)
-    })
-    .await?;
-    if changed {
-        state.bump_version();
-    }
-    state.status_changed.notify_waiters();
-    state.announce(crate::peers::Change::Status);
-    ok(json!({ "stored": stored }))
-}
-
-#[derive(Deserialize)]
-struct DesiredQuery {
-    agent: String,
-    version: Option<u64>,
-    wait_ms: Option<u64>,
-}
-
-/// The probes that apply to an agent's instances. With `version`, waits (up to `wait_ms`) until
-/// the desired state may have changed: a long poll, so agents learn of a new probe at once.
-async fn agent_desired(r: Request, ApiQuery(q): ApiQuery<DesiredQuery>) -> ApiResult {
-    r.caller(Role::Agent, "agent.desired").await?;
-    let state = &r.state;
-    let mut rx = state.version.subscribe();
-    if let Some(v) = q.version {
-        let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(60_000));
-        tokio::select! {
-            _ = tokio::time::timeout(wait, rx.wait_for(|cur| *cur != v)) => {}
-            _ = state.stopped() => {}
-        }
-    }
-    let version = *rx.borrow();
-    let agent = q.agent.clone();
-    let offline = state.config.offline_after.as_millis() as i64;
-    let (probes, instances) = db(state, move |s| {
-        Ok((
-            s.probes(false)?,
-            s.instances(store::now_ms(), offline, false)?,
-        ))
-    })
-    .await?;
-    let mine: Vec<_> = instances.into_iter().filter(|i| i.agent == agent).collect();
-    let assignments = probes
-        .into_iter()
-        .filter_map(|p| {
-            let sel = Selector::parse(&p.spec.target).ok()?;
-            let ids: Vec<String> = mine
-                .iter()
-                .filter(|i| sel.matches(i))
-                .map(|i| i.id.clone())
-                .collect();
-            (!ids.is_empty()).then_some(Assignment {
-                probe: p,
-                instances: ids,
-            })
-        })
-        .collect();
-    Ok(Json(Desired {
-        version,
-        assignments,
-    })
-    .into_response())
 }
 
 /// Guards a surface mounted beside the API (`/mcp`): any valid token passes; what it may do is
