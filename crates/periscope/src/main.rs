@@ -1,5 +1,10 @@
 //! `periscope`: the command line. Parses arguments, wires them to the engine, prints results.
 
+
+/// mimalloc: see the note in Cargo.toml (measured, not assumed).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
 use periscope_core::api::{NewProbe, ProbeKind};
