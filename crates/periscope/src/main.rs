@@ -1,6 +1,5 @@
 //! `periscope`: the command line. Parses arguments, wires them to the engine, prints results.
 
-
 /// mimalloc: see the note in Cargo.toml (measured, not assumed).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
