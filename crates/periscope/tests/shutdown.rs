@@ -8,7 +8,7 @@
 mod common;
 
 use common::fleet::{instance_of, test_dir, Agent, Server};
-use common::{periscope, probe_line, service, Target};
+use common::{assert_success, periscope, probe_line, service, spinwait, Target};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
@@ -323,4 +323,35 @@ fn mcp_with_a_server_ends_on_sigterm_and_on_eof() {
     drop(mcp.stdin.take());
     let took = ends_within_bound(&mut child, "periscope mcp --server after stdin closed");
     eprintln!("mcp with a server ended {took:?} after stdin closed");
+}
+
+/// A periscope killed between mapping a scratch area and writing its header (the test hook
+/// aborts right there, as a SIGKILL would) leaves a blank executable mapping; the next attach
+/// recognizes it from the address it noted beforehand and removes it.
+#[test]
+fn a_kill_between_mapping_scratch_and_marking_it_leaves_nothing_after_the_next_attach() {
+    let mut t = Target::start(&spinwait(), &[]);
+    let pid = t.pid.to_string();
+    let at = format!("spinwait.c:{}", probe_line("spinwait.c", "job-done"));
+    let died = periscope()
+        .args(["log", &pid, &at, "hit", "--json"])
+        .env("PERISCOPE_TEST_DIE_AFTER_SCRATCH_MMAP", "1")
+        .output()
+        .expect("periscope");
+    assert!(!died.status.success(), "the hook aborts periscope");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    assert!(
+        maps.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() == 5 && f[1] == "r-xp"
+        }),
+        "the hook left an unmarked scratch mapping:\n{maps}"
+    );
+    assert!(t.is_running());
+    let out = periscope()
+        .args(["log", &pid, &at, "hit", "--max-hits", "1", "--json"])
+        .output()
+        .expect("periscope");
+    assert_success(&out);
+    t.assert_untouched();
 }

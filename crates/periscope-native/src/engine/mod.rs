@@ -28,6 +28,7 @@ mod capture;
 mod forks;
 mod goroutine;
 mod hit;
+mod intents;
 mod leave;
 mod remote;
 mod replay;

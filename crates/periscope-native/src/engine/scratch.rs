@@ -97,6 +97,8 @@ impl Engine {
             let fixed = if hint == 0 {
                 0
             } else {
+                // Noted first: a kill before the header is written leaves it findable.
+                super::intents::note(self.pid, hint);
                 libc::MAP_FIXED_NOREPLACE as u64
             };
             let r = self.inject_syscall(
@@ -106,9 +108,16 @@ impl Engine {
                 None,
             )?;
             if r < 0 && r > -4096 {
+                if hint != 0 {
+                    super::intents::forget(self.pid, hint);
+                }
                 continue;
             }
             let base = r as u64;
+            if std::env::var_os("PERISCOPE_TEST_DIE_AFTER_SCRATCH_MMAP").is_some() {
+                // Test hook: die as a SIGKILL would, between the mapping and its header.
+                std::process::abort();
+            }
             // The handler's lock page is the one writable part (see `failsafe`).
             let lock_page = base + failsafe::LOCK_PAGE_OFFSET;
             let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
@@ -135,6 +144,9 @@ impl Engine {
                 });
             }
             self.mem.write(base, failsafe::MAGIC)?;
+            if hint != 0 {
+                super::intents::forget(self.pid, hint);
+            }
             self.scratch.areas.insert(
                 object,
                 Area {
@@ -216,6 +228,7 @@ impl Engine {
     /// back call stubs it left in padding.
     pub(crate) fn recover_leftovers(&mut self, tid: i32) -> Result<usize, NativeError> {
         let mut found = self.remove_leftover_stubs() + self.reap_leftover_copies(tid);
+        found += self.recover_unmarked(tid)?;
         for m in crate::maps::read(self.pid)? {
             if !m.is_anonymous() || !m.perms.starts_with("r-x") {
                 continue;
@@ -262,6 +275,45 @@ impl Engine {
                 Some((lo, hi - lo)),
             )?;
             found += 1;
+        }
+        Ok(found)
+    }
+
+    /// Unmaps scratch areas an earlier periscope noted (see [`super::intents`]) but was killed
+    /// before marking. Only a mapping of exactly our shape at a noted address, anonymous,
+    /// executable and still blank (its first page all zero) is taken: mapped with
+    /// MAP_FIXED_NOREPLACE there, and never written, it can only be ours.
+    fn recover_unmarked(&mut self, tid: i32) -> Result<usize, NativeError> {
+        let noted = super::intents::pending(self.pid);
+        if noted.is_empty() {
+            return Ok(0);
+        }
+        let maps = crate::maps::read(self.pid)?;
+        let mut found = 0;
+        for addr in noted {
+            let ours = maps.iter().find(|m| m.start == addr).is_some_and(|m| {
+                m.is_anonymous()
+                    && m.perms.starts_with("r-x")
+                    && maps
+                        .iter()
+                        .filter(|n| n.start >= addr && n.end <= addr + AREA_SIZE)
+                        .map(|n| n.end - n.start)
+                        .sum::<u64>()
+                        == AREA_SIZE
+            });
+            let mut page = vec![0u8; 4096];
+            let blank =
+                ours && self.mem.read(addr, &mut page).is_ok() && page.iter().all(|b| *b == 0);
+            if blank {
+                self.inject_syscall(
+                    tid,
+                    libc::SYS_munmap,
+                    [addr, AREA_SIZE, 0, 0, 0, 0],
+                    Some((addr, AREA_SIZE)),
+                )?;
+                found += 1;
+            }
+            super::intents::forget(self.pid, addr);
         }
         Ok(found)
     }
