@@ -79,8 +79,9 @@ impl ServerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot open the database {db}: {source}")]
-    Open { db: String, source: StoreError },
+    // `error`, not `source`: the message already says it, and a source would be said twice.
+    #[error("cannot open the database {db}: {error}")]
+    Open { db: String, error: StoreError },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -294,9 +295,9 @@ type Opened = (
 /// Opens the store, makes the first admin token if there is none, loads the token table, and
 /// opens the JSON-lines export (writing what was stored but not yet exported).
 fn open_store(config: &ServerConfig) -> Result<Opened, ServerError> {
-    let store = Database::open(&config.db).map_err(|source| ServerError::Open {
+    let store = Database::open(&config.db).map_err(|error| ServerError::Open {
         db: config.db.shown(),
-        source,
+        error,
     })?;
     let token_file = admin_token_path(config);
     let given = config.admin_token.as_deref();

@@ -21,8 +21,9 @@ use std::time::Duration;
 pub enum StoreError {
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// Not a `source`: the message already holds the whole chain, said once.
     #[error("PostgreSQL: {}", pg_message(.0))]
-    Postgres(#[from] postgres::Error),
+    Postgres(postgres::Error),
     #[error("no database connection free: {0}")]
     Pool(#[from] r2d2::Error),
     #[error("unexpected stored value: {0}")]
@@ -38,12 +39,28 @@ pub enum StoreError {
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-/// The server's own message for a database error (the error's Display says only "db error").
-fn pg_message(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        StoreError::Postgres(e)
     }
+}
+
+/// The server's own message for a database error (the error's Display says only "db error"),
+/// or the error with its causes (`error connecting to server: Connection refused`).
+fn pg_message(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Where the data lives: a SQLite file, or a PostgreSQL database (`postgres://…` URL).
