@@ -256,3 +256,59 @@ fn replicas_starting_together_on_an_empty_database_make_one_admin_token() {
         let _ = c.wait();
     }
 }
+
+#[test]
+fn retention_on_postgres_drops_old_events_and_a_report_sent_twice_is_stored_once() {
+    use periscope_core::api::{AgentInfo, AgentReport};
+    let cluster = PgCluster::start();
+    let (a, _b) = two_replicas(&cluster, "retention");
+    let agent = a.token("agent", "agents");
+    let probe = a
+        .admin()
+        .add_probe(&NewProbe {
+            template: Some("x".into()),
+            ..NewProbe::new(ProbeKind::Log, "service=nothing", &settle_line())
+        })
+        .expect("add");
+    let event = |ts: &str, key: u64| -> periscope_core::event::Event {
+        serde_json::from_value(serde_json::json!({
+            "kind": "log", "probe": probe.id, "instance": "i-1", "ts": ts, "key": key,
+            "pid": 1, "tid": 1, "location": "a.rs:1", "message": "m", "values": {}
+        }))
+        .expect("event")
+    };
+    let report = AgentReport {
+        agent: AgentInfo {
+            id: "agent-1".into(),
+            host: "h".into(),
+            tags: Default::default(),
+        },
+        run: Some("run-1".into()),
+        instances: vec![],
+        statuses: vec![],
+        events: vec![
+            event("2020-01-01T00:00:00Z", 1),
+            event("2020-01-01T00:00:01Z", 2),
+            event(&periscope_core::event::now_rfc3339(), 3),
+        ],
+        dropped_events: 0,
+        stopping: false,
+    };
+    let client = a.client(Some(&agent));
+    client.report(&report).expect("report");
+    // The same report again (its answer was lost, say): nothing stored twice.
+    client.report(&report).expect("report again");
+    let stored = a
+        .admin()
+        .events(&probe.id, &Default::default())
+        .expect("events");
+    assert_eq!(stored.len(), 3, "{stored:?}");
+
+    // A third replica starting now applies retention (7 days) at once: the 2020 events go.
+    let c = Server::start_on(&a.dir, 0, &cluster.url("retention"), &[]);
+    let left = eventually("old events pruned", || {
+        let left = c.admin().events(&probe.id, &Default::default()).ok()?;
+        (left.len() == 1).then_some(left)
+    });
+    assert_eq!(left[0]["key"], 3);
+}
