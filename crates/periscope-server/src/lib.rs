@@ -359,24 +359,22 @@ async fn expire_probes(state: Arc<AppState>) {
             .await
             .unwrap_or_default();
         for id in due {
-            {
-                auth::record(
-                    &state,
-                    AuditEntry {
-                        id: 0,
-                        ts: periscope_core::event::now_rfc3339(),
-                        actor: "system".into(),
-                        action: "probe.expire".into(),
-                        target: id,
-                        outcome: "ok".into(),
-                        remote: String::new(),
-                        via: "server".into(),
-                        detail: serde_json::json!({"reason": "ttl"}),
-                    },
-                )
-                .await;
-                state.bump_version();
-            }
+            auth::record(
+                &state,
+                AuditEntry {
+                    id: 0,
+                    ts: periscope_core::event::now_rfc3339(),
+                    actor: "system".into(),
+                    action: "probe.expire".into(),
+                    target: id,
+                    outcome: "ok".into(),
+                    remote: String::new(),
+                    via: "server".into(),
+                    detail: serde_json::json!({"reason": "ttl"}),
+                },
+            )
+            .await;
+            state.bump_version();
         }
         let next = db(&state, |s| s.next_expiry_ms()).await.ok().flatten();
         // A deadline already past is another replica's to handle right now (it holds the

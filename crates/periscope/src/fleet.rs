@@ -40,7 +40,6 @@ impl Remote {
     }
 
     pub fn client(&self, via: &str) -> Result<Client> {
-        let file = config_file();
         let server = self.server()?;
         if server.contains(',') {
             bail!("--server takes one URL here (a list of replicas is for `periscope agent`): {server}");
@@ -48,7 +47,7 @@ impl Remote {
         let token = self
             .token
             .clone()
-            .or_else(|| file.as_ref().and_then(|f| f.token.clone()));
+            .or_else(|| config_file().and_then(|f| f.token));
         let ca = self.ca_pem()?;
         Ok(Client::with_ca(&server, token, via, ca.as_deref())?)
     }

@@ -286,18 +286,26 @@ fn panics_are_caught_before_recovery_and_the_program_goes_on() {
     t.assert_untouched();
 }
 
-#[test]
-fn an_unrecovered_panic_is_captured_and_go_exits_with_its_own_status() {
-    let mut t = Target::start(&common::go_shop_default(), &["crash"]);
+/// Runs the shop with `arg` (a way to fail) under `periscope watch` until it exits: its exit
+/// code, and the failure event of `kind` that watch printed.
+fn watched_failure(arg: &str, kind: &str) -> (Option<i32>, serde_json::Value) {
+    let mut t = Target::start(&common::go_shop_default(), &[arg]);
     let watch = start_periscope(&["watch", &t.pid.to_string(), "--json"]);
     t.go();
     let (status, _) = t.wait_output();
-    assert_eq!(status.code(), Some(2), "Go exits with status 2 on a panic");
     let events = json_lines(watch);
     let e = events
         .iter()
-        .find(|e| e["failure"]["kind"] == "panic")
-        .unwrap_or_else(|| panic!("no panic event: {events:?}"));
+        .find(|e| e["failure"]["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} event: {events:?}"))
+        .clone();
+    (status.code(), e)
+}
+
+#[test]
+fn an_unrecovered_panic_is_captured_and_go_exits_with_its_own_status() {
+    let (code, e) = watched_failure("crash", "panic");
+    assert_eq!(code, Some(2), "Go exits with status 2 on a panic");
     assert_eq!(
         e["failure"]["message"],
         "runtime error: index out of range [7] with length 3"
@@ -398,19 +406,7 @@ fn a_go_service_through_the_fleet() {
 
 #[test]
 fn a_fatal_error_is_captured_and_go_still_stops_the_program() {
-    let mut t = Target::start(&common::go_shop_default(), &["fatal"]);
-    let watch = start_periscope(&["watch", &t.pid.to_string(), "--json"]);
-    t.go();
-    let (status, _) = t.wait_output();
-    assert_eq!(
-        status.code(),
-        Some(2),
-        "Go exits with status 2 on a fatal error"
-    );
-    let events = json_lines(watch);
-    let e = events
-        .iter()
-        .find(|e| e["failure"]["kind"] == "fatal error")
-        .unwrap_or_else(|| panic!("no fatal error event: {events:?}"));
+    let (code, e) = watched_failure("fatal", "fatal error");
+    assert_eq!(code, Some(2), "Go exits with status 2 on a fatal error");
     assert_eq!(e["failure"]["message"], "concurrent map writes", "{e}");
 }

@@ -32,9 +32,32 @@ fn start_time(pid: u32) -> Option<u64> {
 
 /// Addresses noted for `pid`.
 pub(crate) fn pending(pid: u32) -> Vec<u64> {
+    file(pid).map(|path| read(&path)).unwrap_or_default()
+}
+
+/// Notes that a mapping at `addr` is about to be made in `pid`. Best effort: without a place
+/// to write, the mapping is still made (the window it covers is a few microseconds).
+pub(crate) fn note(pid: u32, addr: u64) {
     let Some(path) = file(pid) else {
-        return Vec::new();
+        return;
     };
+    let mut all = read(&path);
+    if !all.contains(&addr) {
+        all.push(addr);
+    }
+    write(&path, &all);
+}
+
+/// The mapping at `addr` carries its header now, or was never made.
+pub(crate) fn forget(pid: u32, addr: u64) {
+    let Some(path) = file(pid) else {
+        return;
+    };
+    let all: Vec<u64> = read(&path).into_iter().filter(|a| *a != addr).collect();
+    write(&path, &all);
+}
+
+fn read(path: &std::path::Path) -> Vec<u64> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -42,26 +65,7 @@ pub(crate) fn pending(pid: u32) -> Vec<u64> {
         .collect()
 }
 
-/// Notes that a mapping at `addr` is about to be made in `pid`. Best effort: without a place
-/// to write, the mapping is still made (the window it covers is a few microseconds).
-pub(crate) fn note(pid: u32, addr: u64) {
-    let mut all = pending(pid);
-    if !all.contains(&addr) {
-        all.push(addr);
-    }
-    write(pid, &all);
-}
-
-/// The mapping at `addr` carries its header now, or was never made.
-pub(crate) fn forget(pid: u32, addr: u64) {
-    let all: Vec<u64> = pending(pid).into_iter().filter(|a| *a != addr).collect();
-    write(pid, &all);
-}
-
-fn write(pid: u32, all: &[u64]) {
-    let Some(path) = file(pid) else {
-        return;
-    };
+fn write(path: &std::path::Path, all: &[u64]) {
     if all.is_empty() {
         let _ = std::fs::remove_file(path);
         return;

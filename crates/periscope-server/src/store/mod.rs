@@ -127,6 +127,8 @@ impl Database {
         match location {
             DbLocation::File(path) => Ok(Database::Sqlite(Mutex::new(Store::open_sqlite(path)?))),
             DbLocation::Postgres(url) => {
+                // Connected directly first: a wrong URL is said at once and plainly (the pool
+                // would retry for its whole wait and then say only that it timed out).
                 let mut first = Store::new(Box::new(PgConn::connect(url)?));
                 schema::migrate(first.conn.as_mut())?;
                 let pool = r2d2::Pool::builder()
