@@ -22,6 +22,13 @@ pub enum Action {
     Log(Template),
     /// Count hits, optionally grouped by the value of an expression.
     Count { by: Option<Expr> },
+    /// Time each call of the function at the location, from entry to return, optionally
+    /// grouped by an expression read at entry. Runs in the kernel only (a uprobe and a
+    /// uretprobe): breakpoints on every return would hold each call twice.
+    Duration { by: Option<Expr> },
+    /// Sample a numeric value at each hit (last, min, max, mean per interval), optionally
+    /// grouped.
+    Gauge { value: Expr, by: Option<Expr> },
     /// Capture the stack, with arguments and locals of the top `frames` frames, and the value
     /// of each watch expression (text as written, parsed).
     Snapshot {

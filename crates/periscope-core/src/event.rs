@@ -109,6 +109,16 @@ pub struct LogEvent {
     pub message: String,
     /// Expression text → captured value, in template order.
     pub values: crate::value::Fields,
+    /// Which engine caught the hit: `bpf` (an in-kernel uprobe) or `ptrace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+}
+
+/// RFC 3339 text of a time.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// One frame of a captured stack.
@@ -200,6 +210,7 @@ mod tests {
             function: None,
             message: "big=…".into(),
             values: Fields(vec![(
+            engine: None,
                 "big".into(),
                 Value::Int {
                     ty: Some("u128".into()),

@@ -55,6 +55,11 @@ pub enum NativeError {
     #[error(transparent)]
     Memory(#[from] crate::process::ReadError),
 
+    /// The in-kernel engine cannot run this probe, or BPF is not available; the message says
+    /// why and what would work.
+    #[error("{0}")]
+    Kernel(String),
+
     #[error("interrupted by {signal} while attaching; the target was left as it was")]
     Interrupted { signal: String },
 }

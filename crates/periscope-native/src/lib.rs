@@ -16,6 +16,7 @@ pub mod failsafe;
 pub mod frame;
 mod go_values;
 pub mod index;
+mod kernel;
 pub mod maps;
 pub mod messages;
 pub mod probe;
@@ -30,6 +31,8 @@ pub mod values;
 
 pub use engine::watchdog::WATCHDOG_EXIT;
 pub use error::NativeError;
-pub use probe::{Action, EndReason, EngineEvent, ProbeSpec, SessionOptions};
+pub use probe::{
+    Action, EndReason, EngineChoice, EngineEvent, EngineUsed, ProbeSpec, SessionOptions,
+};
 pub use session::{block_signals, Session};
 pub use target::Target;

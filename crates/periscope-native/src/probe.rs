@@ -21,6 +21,8 @@ pub struct ProbeSpec {
     pub limits: Limits,
     /// Names whose values are never read (built-in secrets plus `--redact` patterns).
     pub redactor: Redactor,
+    /// Where it runs (`--engine`).
+    pub engine: EngineChoice,
     /// Hits per second that are captured; hits beyond it are counted in
     /// [`Tally::rate_dropped`], not captured. `None`: no limit.
     pub rate_limit: Option<f64>,
@@ -82,6 +84,7 @@ impl EngineProbe {
             limits,
             redactor,
             rate_limit: c.rate_limit,
+            engine: EngineChoice::Auto,
             budget: c.budget_ms.map(|ms| Budget {
                 limit: std::time::Duration::from_millis(ms),
                 window: BUDGET_WINDOW,
@@ -105,6 +108,7 @@ impl ProbeSpec {
             limits: Limits::default(),
             redactor: Redactor::default(),
             rate_limit: None,
+            engine: EngineChoice::Auto,
             budget: None,
         }
     }
@@ -118,7 +122,8 @@ impl ProbeSpec {
         let mut v: Vec<&Expr> = self.condition.iter().collect();
         match &self.action {
             Action::Log(t) => v.extend(t.holes().map(|(_, e)| e)),
-            Action::Count { by } => v.extend(by.iter()),
+            Action::Count { by } | Action::Duration { by } => v.extend(by.iter()),
+            Action::Gauge { value, by } => v.extend(std::iter::once(value).chain(by.iter())),
             Action::Snapshot { watches, .. } => v.extend(watches.iter().map(|(_, e)| e)),
             Action::Failures { .. } => {}
             Action::Verify { fixes, replay, .. } => {
@@ -224,6 +229,107 @@ pub struct Tally {
     pub state: ProbeState,
     /// (thread, group key) → hits, for counters.
     pub counts: HashMap<(i32, Option<String>), u64>,
+    /// Group key → figures since the surface last took them, for durations (nanoseconds) and
+    /// gauges (the value).
+    pub metrics: HashMap<Option<String>, Metric>,
+    /// Which engine runs the probe, and why not the kernel when it could have.
+    pub engine: EngineUsed,
+}
+
+/// The engine a probe runs on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EngineUsed {
+    /// Breakpoints and ptrace; the reason the kernel path was not used, when it was asked
+    /// for by `auto`.
+    #[default]
+    Ptrace,
+    PtraceBecause(String),
+    /// eBPF uprobes.
+    Bpf,
+}
+
+impl EngineUsed {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EngineUsed::Bpf => "bpf",
+            _ => "ptrace",
+        }
+    }
+
+    /// `bpf`, `ptrace`, or `ptrace (why not bpf)`.
+    pub fn describe(&self) -> String {
+        match self {
+            EngineUsed::PtraceBecause(why) => format!("ptrace ({why})"),
+            other => other.name().to_string(),
+        }
+    }
+}
+
+/// Which engine to run a probe on (`--engine`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// The kernel when everything the probe reads compiles to a capture plan and BPF is
+    /// available; ptrace otherwise.
+    #[default]
+    Auto,
+    Bpf,
+    Ptrace,
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(EngineChoice::Auto),
+            "bpf" | "ebpf" | "kernel" => Ok(EngineChoice::Bpf),
+            "ptrace" => Ok(EngineChoice::Ptrace),
+            _ => Err(format!(
+                "unknown engine `{s}`: expected auto, bpf or ptrace"
+            )),
+        }
+    }
+}
+
+/// Figures of a numeric series over an interval: a duration's calls or a gauge's samples.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metric {
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    pub last: f64,
+    /// Power-of-two buckets: (upper bound, count) for values up to that bound.
+    pub buckets: std::collections::BTreeMap<u64, u64>,
+}
+
+impl Metric {
+    pub fn add(&mut self, v: f64) {
+        if self.count == 0 || v < self.min {
+            self.min = v;
+        }
+        if self.count == 0 || v > self.max {
+            self.max = v;
+        }
+        self.count += 1;
+        self.sum += v;
+        self.last = v;
+        let bound = if v <= 1.0 {
+            1
+        } else {
+            (v.ceil() as u64)
+                .checked_next_power_of_two()
+                .unwrap_or(u64::MAX)
+        };
+        *self.buckets.entry(bound).or_insert(0) += 1;
+    }
+
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
 }
 
 pub type Tallies = Arc<Mutex<Vec<Tally>>>;
@@ -250,6 +356,7 @@ impl Summary {
     }
 }
 
+#[derive(Clone)]
 pub struct SessionOptions {
     /// End the session on SIGINT/SIGTERM/SIGHUP (the CLI's Ctrl-C).
     pub stop_on_signals: bool,

@@ -202,11 +202,63 @@ pub fn threads(pid: u32) -> Vec<i32> {
 pub struct Memory {
     pid: u32,
     mem: Option<File>,
+    /// Bytes the in-kernel probe copied at a hit: reads are served from these alone, never
+    /// from the live process, so values show what the kernel saw.
+    captured: Option<Vec<Captured>>,
+}
+
+/// One region the in-kernel probe copied.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub addr: u64,
+    pub bytes: Vec<u8>,
+    /// A C string read up to its NUL: past the end, it reads as zeros (the reader looks for
+    /// the NUL in page-sized chunks).
+    pub c_string: bool,
 }
 
 impl Memory {
     pub fn new(pid: u32) -> Memory {
-        Memory { pid, mem: None }
+        Memory {
+            pid,
+            mem: None,
+            captured: None,
+        }
+    }
+
+    /// Memory as the in-kernel probe captured it at one hit.
+    pub fn captured(pid: u32, regions: Vec<Captured>) -> Memory {
+        Memory {
+            pid,
+            mem: None,
+            captured: Some(regions),
+        }
+    }
+
+    fn read_captured(regions: &[Captured], addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let len = buf.len();
+        let fail = ReadError { addr, len };
+        for r in regions {
+            let Some(start) = addr.checked_sub(r.addr) else {
+                continue;
+            };
+            let start = start as usize;
+            if start >= r.bytes.len() && !(r.c_string && start == r.bytes.len()) {
+                continue;
+            }
+            let end = start.checked_add(len).ok_or(fail)?;
+            if end <= r.bytes.len() {
+                buf.copy_from_slice(&r.bytes[start..end]);
+                return Ok(());
+            }
+            if r.c_string {
+                let have = r.bytes.len().saturating_sub(start);
+                buf[..have].copy_from_slice(&r.bytes[start..]);
+                buf[have..].fill(0);
+                return Ok(());
+            }
+        }
+        Err(fail)
     }
 
     /// Opens /proc/PID/mem for writing; only a tracer may.
@@ -232,6 +284,9 @@ impl Memory {
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         if buf.is_empty() {
             return Ok(());
+        }
+        if let Some(regions) = &self.captured {
+            return Self::read_captured(regions, addr, buf);
         }
         let len = buf.len();
         let remote = [nix::sys::uio::RemoteIoVec {

@@ -8,12 +8,16 @@
 
 use crate::engine::{self, watchdog, Command, Engine};
 use crate::error::NativeError;
-use crate::probe::{EngineEvent, ProbeSpec, SessionOptions, Summary, Tallies, Tally, WatchSignals};
+use crate::kernel::{self, Kernel, PlanData};
+use crate::probe::{
+    EngineChoice, EngineEvent, EngineUsed, ProbeSpec, SessionOptions, Summary, Tallies, Tally,
+    WatchSignals,
+};
 use crate::resolve::{resolve, ResolvedProbe};
 use crate::target::Target;
 use nix::sys::eventfd::EventFd;
 use nix::sys::signal::{SigSet, Signal};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -35,16 +39,39 @@ pub fn block_signals() {
 }
 
 /// A running session. Dropping it without `stop()` also ends it cleanly.
+///
+/// A probe runs on one of two engines (see [`EngineChoice`]): in the kernel, as eBPF uprobes
+/// (`kernel`), or on the ptrace tracer thread (`engine`). Each engine starts with the first
+/// probe it takes, so a session of kernel probes never stops or attaches to the target.
 pub struct Session {
-    wake: Arc<EventFd>,
-    commands: mpsc::Sender<Command>,
-    thread: Option<JoinHandle<Summary>>,
+    target: Target,
+    options: SessionOptions,
+    tx: SyncSender<EngineEvent>,
+    tracer: Mutex<Option<Tracer>>,
+    kernel: Mutex<Option<Kernel>>,
+    /// Why the kernel engine could not start, said once; `auto` probes then use ptrace.
+    kernel_unavailable: Mutex<Option<String>>,
     pub events: Receiver<EngineEvent>,
     pub tallies: Tallies,
     /// Number of code addresses each probe covers.
     pub site_counts: Vec<usize>,
+    /// The engine each of the session's first probes runs on, in their order.
+    pub engines: Vec<EngineUsed>,
     /// Breakpoint areas left by an earlier periscope that was killed, removed on attach.
     pub recovered: usize,
+}
+
+/// The ptrace tracer thread and how to reach it.
+struct Tracer {
+    wake: Arc<EventFd>,
+    commands: mpsc::Sender<Command>,
+    thread: Option<JoinHandle<Summary>>,
+}
+
+/// Where a resolved probe goes.
+enum Route {
+    Kernel(ResolvedProbe, Vec<PlanData>),
+    Ptrace(ResolvedProbe, EngineUsed),
 }
 
 impl Session {
@@ -68,25 +95,159 @@ impl Session {
         probes: Vec<ResolvedProbe>,
         options: SessionOptions,
     ) -> Result<Session, NativeError> {
-        let pid = target.pid.ok_or(NativeError::NoSuchProcess { pid: 0 })?;
+        target.pid.ok_or(NativeError::NoSuchProcess { pid: 0 })?;
+        let (tx, rx) = mpsc::sync_channel(options.queue.max(1));
+        let mut session = Session {
+            target,
+            options,
+            tx,
+            tracer: Mutex::new(None),
+            kernel: Mutex::new(None),
+            kernel_unavailable: Mutex::new(None),
+            events: rx,
+            tallies: Arc::new(Mutex::new(Vec::new())),
+            site_counts: Vec::new(),
+            engines: Vec::new(),
+            recovered: 0,
+        };
+        let mut ptrace = Vec::new();
+        let mut kernel = Vec::new();
+        for p in probes {
+            match session.route(p)? {
+                Route::Ptrace(p, why) => {
+                    session.site_counts.push(p.sites.len());
+                    session.engines.push(why.clone());
+                    ptrace.push((p, why));
+                }
+                Route::Kernel(p, plans) => {
+                    session.site_counts.push(p.sites.len());
+                    session.engines.push(EngineUsed::Bpf);
+                    kernel.push((p, plans));
+                }
+            }
+        }
+        // The tracer attaches when a probe or the signal watch needs it, or when the session
+        // is to keep a process attached for later probes (nothing else to wait on).
+        if !ptrace.is_empty()
+            || session.options.watch_signals.is_some()
+            || kernel.is_empty() && !session.options.keep_alive
+        {
+            session.recovered = session.start_tracer(ptrace)?;
+        }
+        for (p, plans) in kernel {
+            session.kernel_add(p, plans)?;
+        }
+        Ok(session)
+    }
+
+    /// Chooses the engine for a probe: the kernel when asked (or by `auto`) and everything it
+    /// reads compiles to a capture plan and BPF is available here; ptrace otherwise, with why.
+    fn route(&self, mut probe: ResolvedProbe) -> Result<Route, NativeError> {
+        let choice = probe.spec.engine;
+        let needs_kernel = kernel::needs_kernel(&probe.spec);
+        if choice == EngineChoice::Ptrace {
+            if needs_kernel {
+                return Err(NativeError::Kernel(
+                    "durations run only in the kernel (a uprobe and a uretprobe); drop --engine ptrace".into(),
+                ));
+            }
+            return Ok(Route::Ptrace(probe, EngineUsed::Ptrace));
+        }
+        let must = choice == EngineChoice::Bpf || needs_kernel;
+        let plans = match kernel::plans_for(&self.target, &mut probe) {
+            Ok(plans) => plans,
+            Err(why) if must => {
+                return Err(NativeError::Kernel(format!(
+                    "probe {} cannot run in the kernel: {why}",
+                    probe.spec.id
+                )))
+            }
+            Err(why) => return Ok(Route::Ptrace(probe, EngineUsed::PtraceBecause(why))),
+        };
+        if let Some(why) = self.ensure_kernel() {
+            if must {
+                return Err(NativeError::Kernel(why));
+            }
+            return Ok(Route::Ptrace(probe, EngineUsed::PtraceBecause(why)));
+        }
+        Ok(Route::Kernel(probe, plans))
+    }
+
+    /// Starts the kernel engine if it is not running; why not, when it cannot.
+    fn ensure_kernel(&self) -> Option<String> {
+        let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+        if k.is_some() {
+            return None;
+        }
+        let mut unavailable = self
+            .kernel_unavailable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = unavailable.as_ref() {
+            return Some(why.clone());
+        }
+        match Kernel::start(
+            self.target.clone(),
+            self.tx.clone(),
+            self.tallies.clone(),
+            self.options.stop_on_signals,
+            self.options.keep_alive,
+        ) {
+            Ok(kernel) => {
+                *k = Some(kernel);
+                None
+            }
+            Err(why) => {
+                *unavailable = Some(why.clone());
+                Some(why)
+            }
+        }
+    }
+
+    fn kernel_add(&self, probe: ResolvedProbe, plans: Vec<PlanData>) -> Result<usize, NativeError> {
+        let k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+        match k.as_ref() {
+            Some(k) => k.add(probe, plans),
+            None => Err(NativeError::Kernel(
+                "the kernel engine is not running".into(),
+            )),
+        }
+    }
+
+    /// Starts the tracer thread with `probes`: attaches to every thread, installs their
+    /// breakpoints. Returns how many leftovers of a killed periscope it removed.
+    fn start_tracer(&self, probes: Vec<(ResolvedProbe, EngineUsed)>) -> Result<usize, NativeError> {
+        let pid = self
+            .target
+            .pid
+            .ok_or(NativeError::NoSuchProcess { pid: 0 })?;
         let wake = engine::new_eventfd().map_err(|e| NativeError::Io {
             what: "create an eventfd".into(),
             source: e,
         })?;
-        let (tx, rx) = mpsc::sync_channel(options.queue.max(1));
         let (commands, command_rx) = mpsc::channel();
-        let tallies: Tallies = Arc::new(Mutex::new(
+        let tally_at = {
+            let mut t = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
             probes
                 .iter()
-                .map(|p| Tally {
-                    probe: p.spec.id.clone(),
-                    ..Tally::default()
+                .map(|(p, engine)| {
+                    t.push(Tally {
+                        probe: p.spec.id.clone(),
+                        engine: engine.clone(),
+                        ..Tally::default()
+                    });
+                    t.len() - 1
                 })
-                .collect(),
-        ));
-        let site_counts = probes.iter().map(|p| p.sites.len()).collect();
+                .collect::<Vec<_>>()
+        };
+        let probes: Vec<ResolvedProbe> = probes.into_iter().map(|(p, _)| p).collect();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let t2 = tallies.clone();
+        let (target, tx, tallies, options) = (
+            self.target.clone(),
+            self.tx.clone(),
+            self.tallies.clone(),
+            self.options.clone(),
+        );
         let wake2 = wake.clone();
         let thread = std::thread::Builder::new()
             .name("periscope-tracer".into())
@@ -97,7 +258,8 @@ impl Session {
                     target,
                     probes,
                     tx,
-                    t2,
+                    tallies,
+                    tally_at,
                     wake2,
                     command_rx,
                     &options,
@@ -123,16 +285,16 @@ impl Session {
                 what: "start the tracer thread".into(),
                 source: e,
             })?;
+        let tracer = |thread| Tracer {
+            wake,
+            commands,
+            thread: Some(thread),
+        };
         match ready_rx.recv() {
-            Ok(Ok(recovered)) => Ok(Session {
-                recovered,
-                wake,
-                commands,
-                thread: Some(thread),
-                events: rx,
-                tallies,
-                site_counts,
-            }),
+            Ok(Ok(recovered)) => {
+                *self.tracer.lock().unwrap_or_else(|p| p.into_inner()) = Some(tracer(thread));
+                Ok(recovered)
+            }
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -150,21 +312,61 @@ impl Session {
     /// Adds a probe to the running session. Returns the number of code addresses it covers,
     /// or why it cannot go in (the location or an expression does not resolve here).
     pub fn add_probe(&self, spec: ProbeSpec) -> Result<usize, NativeError> {
-        let (reply, answer) = mpsc::channel();
-        self.request(Command::Add(Box::new(spec), reply));
-        answer.recv().unwrap_or(Err(NativeError::TargetExited))
+        let probe = resolve(&self.target, spec)?;
+        match self.route(probe)? {
+            Route::Kernel(p, plans) => self.kernel_add(p, plans),
+            Route::Ptrace(p, why) => {
+                if !self.tracer_running() {
+                    let sites = p.sites.len();
+                    self.start_tracer(vec![(p, why)])?;
+                    return Ok(sites);
+                }
+                let (reply, answer) = mpsc::channel();
+                self.request(Command::Add(Box::new(p), why, reply));
+                answer.recv().unwrap_or(Err(NativeError::TargetExited))
+            }
+        }
     }
 
-    /// Removes a probe (every one with this id); its breakpoints come out, the others stay.
-    /// False when no active probe has the id or the session has ended.
+    /// The engine a probe runs on, by id (the latest probe with that id).
+    pub fn engine_of(&self, id: &str) -> Option<EngineUsed> {
+        let t = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        t.iter()
+            .rev()
+            .find(|t| t.probe == id)
+            .map(|t| t.engine.clone())
+    }
+
+    fn tracer_running(&self) -> bool {
+        self.tracer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Removes a probe (every one with this id); its breakpoints or uprobes come out, the
+    /// others stay. False when no active probe has the id or the session has ended.
     pub fn remove_probe(&self, id: &str) -> bool {
+        let in_kernel = self
+            .kernel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|k| k.remove(id));
+        if !self.tracer_running() {
+            return in_kernel;
+        }
         let (reply, answer) = mpsc::channel();
         self.request(Command::Remove(id.to_string(), reply));
-        answer.recv().unwrap_or(false)
+        answer.recv().unwrap_or(false) || in_kernel
     }
 
-    /// Starts (or, with None, stops) capturing fatal signals in the running session.
+    /// Starts (or, with None, stops) capturing fatal signals in the running session; the
+    /// tracer attaches for it if no ptrace probe had it attach yet.
     pub fn watch_signals(&self, watch: Option<WatchSignals>) {
+        if watch.is_some() && !self.tracer_running() && self.start_tracer(Vec::new()).is_err() {
+            return;
+        }
         self.request(Command::WatchSignals(watch));
     }
 
@@ -175,28 +377,43 @@ impl Session {
         std::mem::replace(&mut self.events, empty)
     }
 
-    /// Whether the tracer thread has ended (the target exited, or a fatal error).
+    /// Whether an engine of the session has ended (the target exited, or a fatal error).
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
+        let tracer = self.tracer.lock().unwrap_or_else(|p| p.into_inner());
+        let kernel = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+        tracer
+            .as_ref()
+            .is_some_and(|t| t.thread.as_ref().is_none_or(|t| t.is_finished()))
+            || kernel.as_ref().is_some_and(|k| k.is_finished())
     }
 
     fn request(&self, command: Command) {
-        if self.commands.send(command).is_ok() {
-            let _ = self.wake.write(1);
+        let tracer = self.tracer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = tracer.as_ref() {
+            if t.commands.send(command).is_ok() {
+                let _ = t.wake.write(1);
+            }
         }
     }
 
-    /// Asks the session to end: removes every breakpoint, detaches, and returns the summary.
+    /// Asks the session to end: removes every breakpoint and uprobe, detaches, and returns
+    /// the summary.
     pub fn stop(mut self) -> Summary {
         self.finish()
     }
 
     fn finish(&mut self) -> Summary {
+        if let Some(mut k) = self.kernel.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            k.stop();
+        }
         self.request(Command::Stop);
-        match self.thread.take() {
+        let tracer = self.tracer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut summary = match tracer.and_then(|mut t| t.thread.take()) {
             Some(t) => t.join().unwrap_or_default(),
             None => Summary::default(),
-        }
+        };
+        summary.sites = self.site_counts.clone();
+        summary
     }
 }
 

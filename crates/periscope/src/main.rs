@@ -229,6 +229,11 @@ struct Common {
     /// Only hits where this condition holds: --if 'amount > 1000 && user.name == "bob"'.
     #[arg(long = "if", value_name = "EXPR")]
     condition: Option<String>,
+    /// Where the probe runs: `bpf` (in-kernel uprobes: no stop per hit, nothing left in the
+    /// code if periscope dies), `ptrace` (breakpoints), or `auto`: bpf when everything the
+    /// probe reads compiles to a capture plan and BPF is available, else ptrace (saying why).
+    #[arg(long, default_value = "auto", value_name = "auto|bpf|ptrace")]
+    engine: periscope_native::EngineChoice,
     #[command(flatten)]
     output: Output,
 }
@@ -425,7 +430,10 @@ fn local_probe(mut p: NewProbe, common: &Common, limits: Limits) -> Result<Probe
     p.condition = common.condition.clone();
     let redactor = Redactor::new(&common.output.redact)?;
     match EngineProbe::new("1", compile(&p)?, limits, redactor) {
-        EngineProbe::Breakpoint(spec) => Ok(spec),
+        EngineProbe::Breakpoint(mut spec) => {
+            spec.engine = common.engine;
+            Ok(spec)
+        }
         EngineProbe::Failures { .. } => bail!("a failures probe is `periscope watch`"),
     }
 }
@@ -481,13 +489,18 @@ fn start(pid: u32, spec: ProbeSpec) -> Result<Session> {
     let probe = periscope_native::resolve::resolve(&target, spec)?;
     let session = Session::start_resolved(target, vec![probe], SessionOptions::default())?;
     let sites = session.site_counts.first().copied().unwrap_or(0);
+    let engine = session
+        .engines
+        .first()
+        .map(|e| e.describe())
+        .unwrap_or_default();
     if session.recovered > 0 {
         note(&format!(
             "periscope: removed what an earlier periscope that was killed left in pid {pid} (breakpoints, call stubs, ended replay copies)"
         ));
     }
     note(&format!(
-        "periscope: probing pid {pid} at {location} ({sites} code address{}); Ctrl-C to stop",
+        "periscope: probing pid {pid} at {location} ({sites} code address{}, engine: {engine}); Ctrl-C to stop",
         if sites == 1 { "" } else { "es" }
     ));
     Ok(session)

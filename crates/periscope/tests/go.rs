@@ -220,7 +220,7 @@ fn pie_cgo_and_trimpath_builds_and_generic_instances() {
     ]);
     common::assert_success(&out);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("(2 code addresses)"), "{err}");
+    assert!(err.contains("(2 code addresses"), "{err}");
     let out = run_periscope(&[
         "log",
         &pid,

@@ -292,25 +292,13 @@ impl Engine {
         let mut event = None;
         let mut snapshot = None;
         let mut count_key = None;
+        let mut gauge = None;
         // Verify: (fix, cell) keys counted for this hit, and the examples to report.
         let mut verify_keys: Vec<String> = Vec::new();
         let mut verify_examples: Vec<LogEvent> = Vec::new();
         match &probe.spec.action {
             Action::Log(template) => {
-                let mut message = String::new();
-                let mut values = Vec::new();
-                for seg in &template.segments {
-                    match seg {
-                        Segment::Text(t) => message.push_str(t),
-                        Segment::Hole { source, expr } => {
-                            let v = ev.value(expr);
-                            message.push_str(&v.to_message_text());
-                            if !values.iter().any(|(k, _): &(String, _)| k == source) {
-                                values.push((source.clone(), v));
-                            }
-                        }
-                    }
-                }
+                let (message, values) = render_template(&ev, template);
                 event = Some(LogEvent {
                     ts: now_rfc3339(),
                     pid: self.pid,
@@ -320,9 +308,23 @@ impl Engine {
                     probe: probe.spec.id.clone(),
                     function: Some(site.function.clone()),
                     message,
-                    values: Fields(values),
+                    values,
+                    engine: Some("ptrace".into()),
                 });
             }
+            Action::Gauge { value, by } => {
+                let key = by.as_ref().map(|e| group_key(ev.value(e)));
+                match numeric(&ev.value(value)) {
+                    Some(v) => gauge = Some((key, v)),
+                    None => {
+                        let msg = format!("`{value}` is not a number here");
+                        self.report_error(pi, tid, location, msg);
+                        return;
+                    }
+                }
+            }
+            // Resolution refuses durations on this path (see `Engine::add_probe`).
+            Action::Duration { .. } => return,
             Action::Count { by } => {
                 count_key = Some(by.as_ref().map(|e| group_key(ev.value(e))));
             }
@@ -366,6 +368,7 @@ impl Engine {
                             function: Some(site.function.clone()),
                             message: format!("verify {}: {}", o.fix, o.cell.as_str()),
                             values: o.values,
+                            engine: Some("ptrace".into()),
                         });
                     }
                     verify_keys.push(key);
@@ -418,6 +421,9 @@ impl Engine {
             for key in verify_keys {
                 *t.counts.entry((tid, Some(key))).or_insert(0) += 1;
             }
+            if let Some((key, v)) = gauge {
+                t.metrics.entry(key).or_default().add(v);
+            }
             reached = max.is_some_and(|m| t.hits >= m);
         });
         if let Some(e) = event {
@@ -438,7 +444,7 @@ impl Engine {
     pub(super) fn tallies_of(&self, pi: usize) -> HashMap<String, u64> {
         let mut out = HashMap::new();
         let t = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = t.get(pi) {
+        if let Some(t) = self.tally_at.get(pi).and_then(|&i| t.get(i)) {
             for ((_, key), n) in &t.counts {
                 if let Some(k) = key {
                     *out.entry(k.clone()).or_insert(0) += n;
@@ -450,7 +456,7 @@ impl Engine {
 
     pub(crate) fn tally(&self, pi: usize, f: impl FnOnce(&mut Tally)) {
         let mut t = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = t.get_mut(pi) {
+        if let Some(t) = self.tally_at.get(pi).and_then(|&i| t.get_mut(i)) {
             f(t);
         }
     }
@@ -492,9 +498,46 @@ impl Engine {
     }
 }
 
+/// A log template rendered with the evaluator's values: the message, and each hole's value
+/// once under its source text. Both engines render through this.
+pub(crate) fn render_template(
+    ev: &Evaluator,
+    template: &periscope_core::template::Template,
+) -> (String, Fields) {
+    let mut message = String::new();
+    let mut values = Vec::new();
+    for seg in &template.segments {
+        match seg {
+            Segment::Text(t) => message.push_str(t),
+            Segment::Hole { source, expr } => {
+                let v = ev.value(expr);
+                message.push_str(&v.to_message_text());
+                if !values.iter().any(|(k, _): &(String, _)| k == source) {
+                    values.push((source.clone(), v));
+                }
+            }
+        }
+    }
+    (message, Fields(values))
+}
+
+/// A gauge's sample: a number, a bool as 0/1, or nothing.
+pub(crate) fn numeric(v: &periscope_core::value::Value) -> Option<f64> {
+    use periscope_core::value::Value;
+    match v {
+        Value::Int { value, .. } => Some(match *value {
+            periscope_core::value::Int128::Signed(v) => v as f64,
+            periscope_core::value::Int128::Unsigned(v) => v as f64,
+        }),
+        Value::Float { value, .. } => Some(*value),
+        Value::Bool { value, .. } => Some(f64::from(u8::from(*value))),
+        _ => None,
+    }
+}
+
 /// A counter's group for a value: an enum groups by its variant's name (`Put`, not one group
 /// per `Put(n)`); its payload is a group key only when asked for (`--by method.0`).
-fn group_key(v: periscope_core::value::Value) -> String {
+pub(crate) fn group_key(v: periscope_core::value::Value) -> String {
     match v {
         periscope_core::value::Value::Enum { variant, .. } => variant,
         other => other.to_message_text(),

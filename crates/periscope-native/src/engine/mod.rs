@@ -40,11 +40,11 @@ pub(crate) mod watchdog;
 
 use crate::error::NativeError;
 use crate::probe::{
-    EndReason, EngineEvent, ProbeSpec, ProbeState, SessionOptions, Summary, Tallies, Tally,
+    EndReason, EngineEvent, EngineUsed, ProbeState, SessionOptions, Summary, Tallies, Tally,
     WatchSignals,
 };
 use crate::process::{self, Memory, Stop};
-use crate::resolve::{resolve, ResolvedProbe};
+use crate::resolve::ResolvedProbe;
 use crate::target::Target;
 use nix::sys::eventfd::EventFd;
 use std::collections::{HashMap, HashSet};
@@ -52,6 +52,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
 pub(crate) use breakpoints::Originals;
+pub(crate) use hit::{group_key, numeric, render_template};
 pub(crate) use wakeup::new_eventfd;
 
 const PTRACE_EVENT_FORK: i32 = 1;
@@ -63,7 +64,12 @@ const SIGTRAP: i32 = libc::SIGTRAP;
 
 /// A request to the tracer thread. Sent on a channel; the thread is woken through its eventfd.
 pub(crate) enum Command {
-    Add(Box<ProbeSpec>, mpsc::Sender<Result<usize, NativeError>>),
+    /// A probe resolved by the session (which chose this engine for it, for this reason).
+    Add(
+        Box<ResolvedProbe>,
+        EngineUsed,
+        mpsc::Sender<Result<usize, NativeError>>,
+    ),
     Remove(String, mpsc::Sender<bool>),
     WatchSignals(Option<WatchSignals>),
     Stop,
@@ -76,6 +82,8 @@ pub(crate) struct Engine {
     done: Vec<bool>,
     tx: SyncSender<EngineEvent>,
     tallies: Tallies,
+    /// Where each probe's tally is in `tallies` (shared with the kernel engine's probes).
+    tally_at: Vec<usize>,
     wakeup: wakeup::Wakeup,
     commands: Receiver<Command>,
     keep_alive: bool,
@@ -122,6 +130,7 @@ impl Engine {
         probes: Vec<ResolvedProbe>,
         tx: SyncSender<EngineEvent>,
         tallies: Tallies,
+        tally_at: Vec<usize>,
         wake: Arc<EventFd>,
         commands: Receiver<Command>,
         options: &SessionOptions,
@@ -135,6 +144,7 @@ impl Engine {
             done: vec![false; n],
             tx,
             tallies,
+            tally_at,
             wakeup: wakeup::Wakeup::new(wake, options.stop_on_signals, heartbeat.clone()),
             commands,
             keep_alive: options.keep_alive,
@@ -262,20 +272,25 @@ impl Engine {
         self.emit(EngineEvent::ProbeStopped { probe, state });
     }
 
-    fn add_probe(&mut self, spec: ProbeSpec) -> Result<usize, NativeError> {
-        let resolved = resolve(&self.target, spec)?;
+    fn add_probe(
+        &mut self,
+        resolved: ResolvedProbe,
+        engine: EngineUsed,
+    ) -> Result<usize, NativeError> {
         let sites = resolved.sites.len();
         let pi = self.probes.len();
         let id = resolved.spec.id.clone();
         self.probes.push(resolved);
         self.done.push(false);
-        self.tallies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Tally {
+        {
+            let mut t = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+            self.tally_at.push(t.len());
+            t.push(Tally {
                 probe: id,
+                engine,
                 ..Tally::default()
             });
+        }
         if let Err(e) = self.arm(pi) {
             self.done[pi] = true;
             self.disarm(pi);
@@ -299,8 +314,8 @@ impl Engine {
     fn run_commands(&mut self) -> bool {
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Add(spec, reply) => {
-                    let _ = reply.send(self.add_probe(*spec));
+                Command::Add(probe, engine, reply) => {
+                    let _ = reply.send(self.add_probe(*probe, engine));
                 }
                 Command::Remove(id, reply) => {
                     let _ = reply.send(self.remove_probe(&id));

@@ -526,6 +526,7 @@ impl Engine {
                 function: Some(copy.function),
                 message: format!("verify {name}: {}", cell.as_str()),
                 values: Fields(values),
+                engine: Some("ptrace".into()),
             };
             self.emit(super::EngineEvent::Event(Body::Log(e)));
         }
