@@ -9,6 +9,9 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends clang libbpf-dev \
+ && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked --bin periscope \
  && strip target/release/periscope

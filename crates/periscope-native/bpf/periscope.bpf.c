@@ -16,7 +16,7 @@
 #include <asm/ptrace.h>
 #include <bpf/bpf_helpers.h>
 
-#define MAX_OPS 64
+#define MAX_OPS 128
 #define STACK_MASK 7
 #define DATA_MAX 2048
 #define SLACK 512

@@ -79,10 +79,10 @@ fn main() {
                                 function: Some("load::step".into()),
                                 message: format!("total={n} fee={i}"),
                                 values: Fields(vec![
-                                engine: None,
                                     ("total".into(), int(n)),
                                     ("fee".into(), int(i as u64)),
                                 ]),
+                                engine: None,
                             }),
                         );
                         e.key = Some(n);

@@ -19,6 +19,7 @@ use std::io::Write;
 
 mod code;
 mod fleet;
+mod metrics;
 mod verify;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,9 @@ enum Command {
         /// Stop after this many hits.
         #[arg(long)]
         max_hits: Option<u64>,
+        /// Log at most this many hits per second (the others are counted, not shown).
+        #[arg(long, value_name = "HITS_PER_SEC")]
+        rate: Option<f64>,
     },
     /// Capture the stack with arguments and locals at a source line or function.
     Snapshot {
@@ -111,6 +115,37 @@ enum Command {
         /// Stop after this many hits.
         #[arg(long)]
         max_hits: Option<u64>,
+    },
+    /// Time each call of a function, from entry to return, and report count, mean, min, max
+    /// and a histogram per interval (in the kernel: a uprobe and a uretprobe).
+    Duration {
+        pid: u32,
+        /// The function's name.
+        function: String,
+        #[command(flatten)]
+        common: Common,
+        /// Report at this interval (e.g. 1s, 500ms).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        every: Duration,
+        /// Group calls by the value of this expression, read at entry.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Sample a numeric expression at a source line or function; report last, min, max and
+    /// mean per interval.
+    Gauge {
+        pid: u32,
+        location: String,
+        /// The value to sample: `queue.len()`, `total_cents`, `retries * 2`.
+        expr: String,
+        #[command(flatten)]
+        common: Common,
+        /// Report at this interval (e.g. 1s, 500ms).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        every: Duration,
+        /// Group samples by the value of this expression.
+        #[arg(long)]
+        by: Option<String>,
     },
     /// Show a source file with the lines that can take a probe marked.
     Lines {
@@ -310,10 +345,12 @@ fn run(cli: Cli) -> Result<()> {
             template,
             common,
             max_hits,
+            rate,
         } => {
             let mut p = NewProbe::new(ProbeKind::Log, "", &location);
             p.template = Some(template);
             p.max_hits = max_hits;
+            p.rate_limit = rate;
             let spec = local_probe(p, &common, Limits::default())?;
             run_log(pid, spec, &common)
         }
@@ -351,6 +388,29 @@ fn run(cli: Cli) -> Result<()> {
             p.max_hits = max_hits;
             let spec = local_probe(p, &common, Limits::default())?;
             run_count(pid, spec, &common, every, per_thread)
+        }
+        Command::Duration {
+            pid,
+            function,
+            common,
+            every,
+            by,
+        } => {
+            metrics::check_every(every)?;
+            let spec = metrics::metric_probe(&function, None, by.as_deref(), &common)?;
+            metrics::run_metric(pid, spec, &common, every, metrics::Series::Duration)
+        }
+        Command::Gauge {
+            pid,
+            location,
+            expr,
+            common,
+            every,
+            by,
+        } => {
+            metrics::check_every(every)?;
+            let spec = metrics::metric_probe(&location, Some(&expr), by.as_deref(), &common)?;
+            metrics::run_metric(pid, spec, &common, every, metrics::Series::Gauge)
         }
         Command::Watch {
             pid,
@@ -425,7 +485,7 @@ fn compile(p: &NewProbe) -> Result<periscope_core::compile::CompiledProbe> {
     })
 }
 
-/// A local command's probe: no rate limit or overhead budget (the user watches it live).
+/// A local command's probe: no overhead budget (the user watches it live); a rate limit only if asked.
 fn local_probe(mut p: NewProbe, common: &Common, limits: Limits) -> Result<ProbeSpec> {
     p.condition = common.condition.clone();
     let redactor = Redactor::new(&common.output.redact)?;

@@ -426,7 +426,7 @@ impl Runner {
                     .ok_or("no function entry for the return probe")?;
                 let link = self
                     .program
-                    .attach(Entry::CallEntry, &path, offset, self.pid, id)?;
+                    .attach(Entry::CallStart, &path, offset, self.pid, id)?;
                 self.probes[pi].links.push(link);
                 let link = self
                     .program

@@ -28,6 +28,9 @@ const MAX_OBJECT: u64 = 256;
 /// The value stack's depth in the kernel program.
 const STACK_DEPTH: usize = 8;
 
+/// The end of the reason given for a variable the compiler dropped at this address.
+const OPTIMIZED_OUT_HERE: &str = " is optimized out here";
+
 /// Why an expression cannot run in the kernel, in words for the user.
 pub type Reason = String;
 
@@ -162,6 +165,19 @@ struct Compiler<'a> {
 
 impl Compiler<'_> {
     fn emit(&mut self, code: OpCode, arg: u8, size: u32, imm: i64) {
+        if code == OpCode::AddI {
+            // Offsets in a row (CFA, then frame base, then a field) are one addition; no jump
+            // ever lands between them, since jumps are patched after their operands.
+            if imm == 0 {
+                return;
+            }
+            if let Some(last) = self.ops.last_mut() {
+                if last.code == OpCode::AddI as u8 {
+                    last.imm = last.imm.wrapping_add(imm);
+                    return;
+                }
+            }
+        }
         let d = self.depth as isize + code.stack_effect();
         self.depth = d.max(0) as usize;
         self.max_depth = self.max_depth.max(self.depth);
@@ -312,11 +328,11 @@ impl Compiler<'_> {
     /// (the expression itself, or the location-list entry covering the pc).
     fn var_location(&mut self, var: &Var) -> Result<Loc, Reason> {
         let Some(attr) = &var.location else {
-            return Err(format!("`{}` is optimized out here", var.name));
+            return Err(format!("`{}`{OPTIMIZED_OUT_HERE}", var.name));
         };
         let expr = self
             .expression_at(attr)?
-            .ok_or_else(|| format!("`{}` is optimized out here", var.name))?;
+            .ok_or_else(|| format!("`{}`{OPTIMIZED_OUT_HERE}", var.name))?;
         self.location_ops(expr, &var.name, true)
     }
 
@@ -436,9 +452,11 @@ impl Compiler<'_> {
                 Operation::TLS | Operation::AddressIndex { .. } => {
                     return Err(format!("`{name}` is thread-local; read on the ptrace path"))
                 }
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "`{name}`'s location uses {other:?}, which the kernel plan does not translate"
-                )),
+                ))
+                }
             }
         }
         if !top {
@@ -704,6 +722,7 @@ impl Compiler<'_> {
     /// `len()` of a Rust `&str`, slice, `String` or `Vec`, a Go string or slice, or a C array.
     fn len(&mut self, recv: &Expr) -> Result<Num, Reason> {
         let (loc, ty) = self.place(recv)?;
+        let (loc, ty) = self.through_references(loc, ty);
         if let TypeKind::Array { count: Some(n), .. } = ty.kind {
             if let Loc::Address = loc {
                 self.emit(OpCode::Pop, 0, 0, 0);
@@ -722,6 +741,26 @@ impl Compiler<'_> {
         self.emit(OpCode::AddI, 0, 0, len_off as i64);
         self.emit(OpCode::Load, 0, 8, 0);
         Ok(Num::Unsigned)
+    }
+
+    /// A reference (`&Vec<T>`, `&mut String`) to a struct, seen through as methods do: the
+    /// struct's address left on the stack.
+    fn through_references(&mut self, mut loc: Loc, mut ty: Arc<Type>) -> (Loc, Arc<Type>) {
+        for _ in 0..4 {
+            let TypeKind::Pointer { target: Some(t) } = ty.kind else {
+                break;
+            };
+            let target = self.ty(t);
+            if !matches!(target.kind, TypeKind::Struct { .. }) || self.string_parts(&ty).is_some() {
+                break;
+            }
+            if let Loc::Address = loc {
+                self.emit(OpCode::Load, 0, 8, 0);
+            }
+            loc = Loc::Address;
+            ty = target;
+        }
+        (loc, ty)
     }
 
     /// Offsets of (data pointer, length) in a Rust `&str`/slice/`String`/`Vec` or a Go
@@ -768,7 +807,17 @@ impl Compiler<'_> {
             ExprKind::Name(n) if self.is_literal_for(e) && self.enumerator(n).is_some() => Ok(()),
             ExprKind::Field(_, f) | ExprKind::Arrow(_, f) if self.redacted(f) => Ok(()),
             ExprKind::Name(_) | ExprKind::Field(..) | ExprKind::Arrow(..) | ExprKind::Deref(_) => {
-                let (loc, ty) = self.place(e)?;
+                let (mark, depth) = (self.ops.len(), self.depth);
+                let (loc, ty) = match self.place(e) {
+                    Ok(p) => p,
+                    // The reader says so itself, reading nothing: as on the ptrace path.
+                    Err(why) if why.ends_with(OPTIMIZED_OUT_HERE) => {
+                        self.ops.truncate(mark);
+                        self.depth = depth;
+                        return Ok(());
+                    }
+                    Err(why) => return Err(why),
+                };
                 match loc {
                     Loc::Address => self.capture_object(&ty, e),
                     Loc::Value => self.capture_value(&ty, e),
@@ -783,17 +832,31 @@ impl Compiler<'_> {
                 self.capture_expr(a)?;
                 self.capture_expr(b)
             }
+            ExprKind::Index(..) => Err(format!("indexing (`{e}`) is not supported in the kernel")),
+            ExprKind::Method(_, m, _) | ExprKind::Call(m, _) => {
+                Err(format!("`{m}` (in `{e}`) is not supported in the kernel"))
+            }
             _ => Err(format!("`{e}` is not supported in the kernel")),
         }
     }
 
     fn capture_len(&mut self, recv: &Expr) -> Result<(), Reason> {
         let (loc, ty) = self.place(recv)?;
+        if let TypeKind::Pointer { .. } = ty.kind {
+            // The reference itself, then the object it refers to.
+            if let Loc::Address = loc {
+                self.emit(OpCode::Dup, 0, 0, 0);
+                self.emit(OpCode::CapM, 0, 8, 0);
+            }
+        }
+        let (loc, ty) = self.through_references(loc, ty);
         match loc {
             Loc::Address => {
-                let size = ty.size.filter(|s| *s <= MAX_OBJECT).ok_or_else(|| {
-                    format!("`{recv}` ({}) is too large to read in the kernel", ty.name)
-                })?;
+                let size = Some(size_of(self, &ty))
+                    .filter(|s| *s > 0 && *s <= MAX_OBJECT)
+                    .ok_or_else(|| {
+                        format!("`{recv}` ({}) is too large to read in the kernel", ty.name)
+                    })?;
                 self.emit(OpCode::CapM, 0, size as u32, 0);
                 Ok(())
             }
@@ -805,7 +868,7 @@ impl Compiler<'_> {
     /// memory its location read are already in the record; a pointer's target is captured.
     fn capture_value(&mut self, ty: &Type, e: &Expr) -> Result<(), Reason> {
         match &ty.kind {
-            TypeKind::Pointer { target } => self.capture_pointee(*target, e),
+            TypeKind::Pointer { target } => self.capture_pointee(*target, e, 1),
             TypeKind::Base(_) | TypeKind::Enum { .. } => {
                 self.emit(OpCode::Pop, 0, 0, 0);
                 Ok(())
@@ -818,13 +881,22 @@ impl Compiler<'_> {
     }
 
     /// The object of type `ty` whose address is on the stack (popped), and what showing it
-    /// reads behind its pointers: a string's text, a pointer's target.
+    /// reads behind its pointers: a string's text, a pointer's target, the members' targets.
     fn capture_object(&mut self, ty: &Type, e: &Expr) -> Result<(), Reason> {
+        self.capture_at(ty, e, 0)
+    }
+
+    fn capture_at(&mut self, ty: &Type, e: &Expr, level: u32) -> Result<(), Reason> {
+        if level > 2 {
+            // Deeper than the reader follows by default: it shows no more than this.
+            self.emit(OpCode::Pop, 0, 0, 0);
+            return Ok(());
+        }
         if let TypeKind::Pointer { target } = &ty.kind {
             self.emit(OpCode::Dup, 0, 0, 0);
             self.emit(OpCode::CapM, 0, 8, 0);
             self.emit(OpCode::Load, 0, 8, 0);
-            return self.capture_pointee(*target, e);
+            return self.capture_pointee(*target, e, level + 1);
         }
         if let Some((ptr, len)) = self.string_parts(ty) {
             // The fat pointer itself, then min(len, limit) bytes of its text.
@@ -840,7 +912,46 @@ impl Compiler<'_> {
             self.emit(OpCode::CapBuf, 0, STRING_BYTES - 1, 0);
             return Ok(());
         }
-        self.capture_flat(ty, e, 0)
+        if self.is_flat(ty, 0) {
+            return self.capture_flat(ty, e, 0);
+        }
+        // A struct with pointers in it: its bytes (leaving out redacted members), then what
+        // each member that is not plain bytes leads to.
+        let TypeKind::Struct {
+            members,
+            variants: None,
+            ..
+        } = &ty.kind
+        else {
+            return Err(format!(
+                "`{e}` is a {}: its values behind pointers are read on the ptrace path",
+                ty.name
+            ));
+        };
+        let size = size_of(self, ty);
+        let whole = size > 0 && size <= MAX_OBJECT && !self.has_redacted(ty, 0);
+        if whole {
+            self.emit(OpCode::Dup, 0, 0, 0);
+            self.emit(OpCode::CapM, 0, size as u32, 0);
+        }
+        for m in members.clone() {
+            if self.redacted(&m.name) {
+                continue;
+            }
+            let Some(mt) = m.ty.map(|t| self.ty(t)) else {
+                continue;
+            };
+            if whole && self.is_flat(&mt, 0) {
+                continue;
+            }
+            self.emit(OpCode::Dup, 0, 0, 0);
+            if m.offset != 0 {
+                self.emit(OpCode::AddI, 0, 0, m.offset as i64);
+            }
+            self.capture_at(&mt, e, level + 1)?;
+        }
+        self.emit(OpCode::Pop, 0, 0, 0);
+        Ok(())
     }
 
     /// A pointer's target (the pointer on the stack, popped): a C string's text, or an object
@@ -849,6 +960,7 @@ impl Compiler<'_> {
         &mut self,
         target: Option<crate::index::scope::TypeRef>,
         e: &Expr,
+        level: u32,
     ) -> Result<(), Reason> {
         let Some(t) = target else {
             self.emit(OpCode::Pop, 0, 0, 0);
@@ -866,7 +978,7 @@ impl Compiler<'_> {
                 self.emit(OpCode::Pop, 0, 0, 0);
                 Ok(())
             }
-            _ => self.capture_flat(&pt, e, 0),
+            _ => self.capture_at(&pt, e, level),
         }
     }
 
@@ -875,7 +987,7 @@ impl Compiler<'_> {
         if level > 4 {
             return Err(format!("`{e}` nests too deep to read in the kernel"));
         }
-        let size = ty.size.unwrap_or(0);
+        let size = size_of(self, ty);
         if !self.is_flat(ty, 0) || size == 0 || size > MAX_OBJECT {
             return Err(format!(
                 "`{e}` is a {}: values behind its pointers (or more than {MAX_OBJECT} bytes) are read on the ptrace path",
@@ -959,6 +1071,21 @@ impl Compiler<'_> {
             }),
             _ => false,
         }
+    }
+}
+
+/// A type's size in bytes; an array's from its element's (DWARF often gives arrays none).
+fn size_of(c: &Compiler, ty: &Type) -> u64 {
+    match (&ty.kind, ty.size) {
+        (_, Some(s)) => s,
+        (
+            TypeKind::Array {
+                elem,
+                count: Some(n),
+            },
+            None,
+        ) => size_of(c, &c.ty(*elem)) * n,
+        _ => 0,
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::Path;
 /// The program, built by `build.rs` from `bpf/periscope.bpf.c`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/periscope.bpf.o"));
 
-pub(crate) const MAX_OPS: usize = 64;
+pub(crate) const MAX_OPS: usize = 128;
 /// Sites (plans) one program holds, and probes.
 pub(crate) const MAX_SITES: u32 = 4096;
 pub(crate) const MAX_PROBES: u32 = 1024;
@@ -122,7 +122,7 @@ pub(crate) enum Entry {
     /// A hit at an address (log, count, gauge).
     Hit,
     /// A function's entry, for a duration.
-    CallEntry,
+    CallStart,
     /// The same function's return.
     CallReturn,
 }
@@ -131,7 +131,7 @@ impl Entry {
     fn program(self) -> &'static str {
         match self {
             Entry::Hit => "periscope_hit",
-            Entry::CallEntry => "periscope_entry",
+            Entry::CallStart => "periscope_entry",
             Entry::CallReturn => "periscope_return",
         }
     }
@@ -152,7 +152,7 @@ impl Program {
     /// Loads the program and its maps into the kernel (the verifier checks it here).
     pub(crate) fn load() -> Result<Program, String> {
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| unavailable(&e.to_string()))?;
-        for entry in [Entry::Hit, Entry::CallEntry, Entry::CallReturn] {
+        for entry in [Entry::Hit, Entry::CallStart, Entry::CallReturn] {
             let prog: &mut UProbe = ebpf
                 .program_mut(entry.program())
                 .ok_or("the BPF object lacks a program")?

@@ -318,6 +318,29 @@ pub fn hot() -> PathBuf {
     compiled("hot", &C, "gcc", &["-g", "-O0"], "hot.c")
 }
 
+/// Orders on fresh threads, built as gcc -O0 and -O2 shape them (for the in-kernel engine).
+pub fn orders_o0() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled(
+        "orders-o0",
+        &C,
+        "gcc",
+        &["-g", "-O0", "-pthread"],
+        "orders.c",
+    )
+}
+
+pub fn orders_o2() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled(
+        "orders-o2",
+        &C,
+        "gcc",
+        &["-g", "-O2", "-pthread"],
+        "orders.c",
+    )
+}
+
 pub fn forker() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     compiled("forker", &C, "gcc", &["-g", "-O0"], "forker.c")
