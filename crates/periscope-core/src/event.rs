@@ -210,13 +210,13 @@ mod tests {
             function: None,
             message: "big=…".into(),
             values: Fields(vec![(
-            engine: None,
                 "big".into(),
                 Value::Int {
                     ty: Some("u128".into()),
                     value: Int128::Unsigned(u128::MAX),
                 },
             )]),
+            engine: None,
         };
         let mut e = Event::new("host-7", Body::Log(log));
         e.seq = Some(41);
