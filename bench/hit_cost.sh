@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Cost per hit of a dynamic log probe: periscope vs gdb dprintf vs bpftrace (uprobe + printf),
-# on the same function of the same loop target, measured in one run. Prints per-hit microseconds
-# and ratios, first with everything free to run on any CPU, then with all of it pinned to CPU 0.
+# Cost per hit of a dynamic log probe: periscope's in-kernel engine (bpf) and its ptrace engine
+# vs gdb dprintf vs bpftrace (uprobe + printf), on the same function of the same loop target,
+# measured in one run. Then a probe whose condition is false on every hit (periscope bpf and
+# ptrace vs bpftrace's filtered uprobe), and the target's slowdown under a count probe and under
+# a rate-limited log probe. Prints per-hit microseconds and ratios, first with everything free to
+# run on any CPU, then with all of it pinned to CPU 0.
 # Not a test: numbers vary with the machine. Usage: bench/hit_cost.sh [ITERATIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,12 +29,12 @@ fi
 run_one() {
   local pin=$1 tool=$2 lang=${3:-c} pre=()
   local exe=$(realpath "$work/hot") where="hot.c:$(grep -n 'PROBE: hot-step' examples/targets/hot.c | cut -d: -f1)"
-  local args=("$N" 0 wait) bpf="uprobe:$exe:step { printf(\"i=%ld\\n\", arg0); }"
+  local args=("$N" 0 wait) bpf="uprobe:$exe:step { printf(\"i=%ld\\n\", arg0); }" filter="(int64)arg0 < 0"
   if [ "$lang" = go ]; then
     exe=$(realpath "$work/hot-go"); args=("$N")
     where="main.go:$(grep -n 'PROBE: go-hot-step' examples/targets/go/hot/main.go | cut -d: -f1)"
     # Go passes the first integer argument in rax (its register ABI).
-    bpf="uprobe:$exe:main.step { printf(\"i=%ld\\n\", reg(\"ax\")); }"
+    bpf="uprobe:$exe:main.step { printf(\"i=%ld\\n\", reg(\"ax\")); }" filter="(int64)reg(\"ax\") < 0"
   fi
   [ "$pin" = pinned ] && pre=(taskset -c 0)
   local fifo="$work/go.fifo" out="$work/target.out" log="$work/tool.log"
@@ -41,19 +44,30 @@ run_one() {
   exec 7> "$fifo"
   until grep -q ready "$out" 2>/dev/null; do sleep 0.05; done
   local ppid=""
+  local pcmd=()
+  case $tool in
+    bpf|ptrace) pcmd=(log "$tpid" "$where" 'i={i}' --engine "$tool") ;;
+    bpf-false|ptrace-false) pcmd=(log "$tpid" "$where" 'i={i}' --if 'i < 0' --engine "${tool%-false}") ;;
+    bpf-count) pcmd=(count "$tpid" "$where" --engine bpf) ;;
+    bpf-rate) pcmd=(log "$tpid" "$where" 'i={i}' --rate 100 --engine bpf) ;;
+  esac
   case $tool in
     none) ;;
-    periscope)
-      "${pre[@]}" target/release/periscope log "$tpid" "$where" 'i={i}' > /dev/null 2> "$log" &
+    bpf*|ptrace*)
+      "${pre[@]}" target/release/periscope "${pcmd[@]}" > /dev/null 2> "$log" &
       ppid=$!
-      until grep -q probing "$log" 2>/dev/null; do sleep 0.05; done ;;
+      until grep -q probing "$log" 2>/dev/null; do
+        kill -0 "$ppid" 2>/dev/null || { cat "$log" >&2; break; }
+        sleep 0.05
+      done ;;
     gdb)
       "${pre[@]}" gdb -q -p "$tpid" -batch -ex "dprintf $where,\"i=%ld\\n\",i" -ex continue > /dev/null 2> "$log" &
       ppid=$!
       # gdb prints nothing once the dprintf is in; wait until the target is traced by it.
       until grep -q "TracerPid:[[:space:]]*$ppid" "/proc/$tpid/status" 2>/dev/null; do sleep 0.05; done
       sleep 1 ;;
-    bpftrace)
+    bpftrace|bpftrace-false)
+      [ "$tool" = bpftrace-false ] && bpf=${bpf/ \{/ \/$filter\/ \{}
       "${pre[@]}" bpftrace -e "$bpf" > "$log" 2>&1 &
       ppid=$!
       until grep -q Attaching "$log" 2>/dev/null; do sleep 0.05; done
@@ -66,36 +80,48 @@ run_one() {
   grep -o 'ns_per_iter=[0-9.]*' "$out" | cut -d= -f2
 }
 
+# us_per_hit PIN TOOL [go]: microseconds a hit adds to the loop's iteration, against `base`.
+us_per_hit() {
+  local ns
+  ns=$(run_one "$@")
+  awk -v a="$ns" -v b="$base" 'BEGIN { if (a == "") print "n/a"; else printf "%.2f", (a - b) / 1000 }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else print "n/a" }'; }
+
 for pin in free pinned; do
   base=$(run_one "$pin" none)
   declare -A us=()
-  for tool in periscope gdb bpftrace; do
-    if [ "$tool" = bpftrace ] && ! command -v bpftrace >/dev/null; then continue; fi
-    ns=$(run_one "$pin" "$tool")
-    us[$tool]=$(awk -v a="$ns" -v b="$base" 'BEGIN { printf "%.1f", (a - b) / 1000 }')
+  for tool in bpf ptrace gdb bpftrace bpf-false ptrace-false bpftrace-false bpf-count bpf-rate; do
+    if [[ $tool == bpftrace* ]] && ! command -v bpftrace >/dev/null; then continue; fi
+    us[$tool]=$(us_per_hit "$pin" "$tool")
   done
-  echo "== $pin CPUs, $N hits, loop alone ${base} ns/iter"
-  for tool in "${!us[@]}"; do printf '  %-10s %8s us/hit\n' "$tool" "${us[$tool]}"; done
-  p=${us[periscope]}
-  awk -v p="$p" -v g="${us[gdb]}" 'BEGIN { printf "  gdb dprintf / periscope = %.1fx\n", g / p }'
-  [ -n "${us[bpftrace]:-}" ] && awk -v p="$p" -v b="${us[bpftrace]}" 'BEGIN { printf "  periscope / bpftrace   = %.1fx\n", p / b }'
+  echo "== $pin CPUs, $N hits, loop alone ${base} ns/iter (us added per hit)"
+  echo "  log i={i} on every hit:"
+  for tool in bpf ptrace gdb bpftrace; do printf '    %-16s %8s us/hit\n' "$tool" "${us[$tool]:-n/a}"; done
+  echo "    bpf / bpftrace           = $(ratio "${us[bpf]}" "${us[bpftrace]:-}")"
+  echo "    ptrace / bpf             = $(ratio "${us[ptrace]}" "${us[bpf]}")"
+  echo "    gdb / bpf                = $(ratio "${us[gdb]}" "${us[bpf]}")"
+  echo "  condition false on every hit (i < 0):"
+  for tool in bpf-false ptrace-false bpftrace-false; do printf '    %-16s %8s us/hit\n' "$tool" "${us[$tool]:-n/a}"; done
+  echo "    bpf / bpftrace filtered  = $(ratio "${us[bpf-false]}" "${us[bpftrace-false]:-}")"
+  echo "  target slowdown:"
+  printf '    %-16s %8s us/hit\n' "count (bpf)" "${us[bpf-count]}" "log --rate 100" "${us[bpf-rate]}"
   unset us
 done
 
-# The same on the Go loop: periscope against bpftrace on the same function (gdb's dprintf
-# stops Go's runtime too, and is left out).
+# The same on the Go loop: periscope's engines against bpftrace on the same function (gdb's
+# dprintf stops Go's runtime too, and is left out).
 if [ -x "$work/hot-go" ]; then
   for pin in free pinned; do
     base=$(run_one "$pin" none go)
     declare -A us=()
-    for tool in periscope bpftrace; do
+    for tool in bpf ptrace bpftrace; do
       if [ "$tool" = bpftrace ] && ! command -v bpftrace >/dev/null; then continue; fi
-      ns=$(run_one "$pin" "$tool" go)
-      us[$tool]=$(awk -v a="$ns" -v b="$base" 'BEGIN { printf "%.1f", (a - b) / 1000 }')
+      us[$tool]=$(us_per_hit "$pin" "$tool" go)
     done
     echo "== Go, $pin CPUs, $N hits, loop alone ${base} ns/iter"
-    for tool in "${!us[@]}"; do printf '  %-10s %8s us/hit\n' "$tool" "${us[$tool]}"; done
-    [ -n "${us[bpftrace]:-}" ] && awk -v p="${us[periscope]}" -v b="${us[bpftrace]}" 'BEGIN { printf "  periscope / bpftrace   = %.1fx\n", p / b }'
+    for tool in bpf ptrace bpftrace; do printf '    %-16s %8s us/hit\n' "$tool" "${us[$tool]:-n/a}"; done
+    echo "    bpf / bpftrace           = $(ratio "${us[bpf]}" "${us[bpftrace]:-}")"
     unset us
   done
 fi

@@ -689,6 +689,15 @@ fn counts_of(run: &ProbeRun, tallies: Option<&Tallies>) -> Counts {
         .unwrap_or((0, 0, 0))
 }
 
+/// The engine `run`'s probe runs on in the current session, with why not the kernel.
+fn engine_of(run: &ProbeRun, tallies: Option<&Tallies>) -> Option<String> {
+    let t = tallies?.lock().unwrap_or_else(|p| p.into_inner());
+    t.iter()
+        .rev()
+        .find(|t| t.probe == run.probe.id)
+        .map(|t| t.engine.describe())
+}
+
 fn add(a: Counts, b: Counts) -> Counts {
     (a.0 + b.0, a.1 + b.1, a.2 + b.2)
 }
@@ -772,6 +781,7 @@ fn report_state(outbox: &Outbox, instance: &str, run: &mut ProbeRun, tallies: Op
         errors,
         last_error: run.last_error.clone(),
         sites: run.sites,
+        engine: engine_of(run, tallies),
         updated_at: String::new(),
     };
     if run.reported.as_ref() != Some(&status) {

@@ -111,6 +111,36 @@ pub struct NewProbe {
     /// original. Without it, shadow mode: both evaluated side by side at the location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<String>,
+    /// Where the probe runs on each instance: `auto` (the default: in the kernel when what
+    /// it reads compiles to a capture plan and BPF is there, else ptrace), `bpf` or `ptrace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
+}
+
+/// Which engine runs a probe (`--engine`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// eBPF uprobes when everything the probe reads compiles to a capture plan and BPF is
+    /// available; ptrace otherwise (the instance's status says why).
+    #[default]
+    Auto,
+    Bpf,
+    Ptrace,
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Engine::Auto),
+            "bpf" | "ebpf" | "kernel" => Ok(Engine::Bpf),
+            "ptrace" => Ok(Engine::Ptrace),
+            _ => Err(format!(
+                "unknown engine `{s}`: expected auto, bpf or ptrace"
+            )),
+        }
+    }
 }
 
 impl NewProbe {
@@ -133,6 +163,7 @@ impl NewProbe {
             fixes: Vec::new(),
             keep: Vec::new(),
             replay: None,
+            engine: None,
         }
     }
 }
@@ -235,6 +266,9 @@ pub struct ProbeInstance {
     /// Code addresses the probe covers on this instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sites: Option<usize>,
+    /// The engine it runs on there: `bpf`, `ptrace`, or `ptrace (why not bpf)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     #[serde(default)]
     pub updated_at: String,
 }

@@ -63,6 +63,7 @@ pub struct CompiledProbe {
     /// As requested; a fleet applies [`ProbeKind::default_rate_limit`] when `None`.
     pub rate_limit: Option<f64>,
     pub budget_ms: Option<u64>,
+    pub engine: crate::api::Engine,
 }
 
 /// A request field that is wrong, and what would be right.
@@ -182,6 +183,7 @@ pub fn compile(p: &NewProbe) -> Result<CompiledProbe, FieldError> {
         max_hits: p.max_hits,
         rate_limit: p.rate_limit,
         budget_ms: p.budget_ms,
+        engine: p.engine.unwrap_or_default(),
     })
 }
 

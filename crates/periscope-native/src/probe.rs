@@ -84,7 +84,7 @@ impl EngineProbe {
             limits,
             redactor,
             rate_limit: c.rate_limit,
-            engine: EngineChoice::Auto,
+            engine: c.engine,
             budget: c.budget_ms.map(|ms| Budget {
                 limit: std::time::Duration::from_millis(ms),
                 window: BUDGET_WINDOW,
@@ -265,30 +265,8 @@ impl EngineUsed {
     }
 }
 
-/// Which engine to run a probe on (`--engine`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum EngineChoice {
-    /// The kernel when everything the probe reads compiles to a capture plan and BPF is
-    /// available; ptrace otherwise.
-    #[default]
-    Auto,
-    Bpf,
-    Ptrace,
-}
-
-impl std::str::FromStr for EngineChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(EngineChoice::Auto),
-            "bpf" | "ebpf" | "kernel" => Ok(EngineChoice::Bpf),
-            "ptrace" => Ok(EngineChoice::Ptrace),
-            _ => Err(format!(
-                "unknown engine `{s}`: expected auto, bpf or ptrace"
-            )),
-        }
-    }
-}
+/// Which engine to run a probe on (`--engine`): the API's own type.
+pub use periscope_core::api::Engine as EngineChoice;
 
 /// Figures of a numeric series over an interval: a duration's calls or a gauge's samples.
 #[derive(Debug, Clone, Default, PartialEq)]

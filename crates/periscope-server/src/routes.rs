@@ -346,6 +346,7 @@ pub async fn with_instances(state: &Arc<AppState>, mut probe: Probe) -> Result<P
     for i in &instances {
         if selector.as_ref().is_some_and(|s| s.matches(i)) {
             let status = by_instance.remove(&i.id).unwrap_or(ProbeInstance {
+                engine: None,
                 instance: i.id.clone(),
                 state: InstallState::Pending,
                 hits: 0,

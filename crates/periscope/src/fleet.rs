@@ -143,6 +143,10 @@ pub enum ProbeCommand {
         /// Verify, replay mode: FROM..UNTIL (the computation run in a copy of each process).
         #[arg(long, value_name = "FROM..UNTIL")]
         replay: Option<String>,
+        /// Where it runs on each instance: auto (the kernel when it can, else ptrace), bpf or
+        /// ptrace.
+        #[arg(long, value_name = "auto|bpf|ptrace")]
+        engine: Option<periscope_core::api::Engine>,
         #[arg(long)]
         json: bool,
     },
@@ -221,6 +225,7 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
             fixes,
             keep,
             replay,
+            engine,
             json,
         } => {
             let spec = NewProbe {
@@ -240,6 +245,7 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
                 fixes,
                 keep,
                 replay,
+                engine,
             };
             let p = client.add_probe(&spec)?;
             if json {
@@ -376,6 +382,9 @@ fn print_instances_of(p: &Probe) {
             i.errors,
             i.last_error.as_deref().unwrap_or("")
         );
+        if let Some(engine) = &i.engine {
+            println!("  {:<28} engine: {engine}", "");
+        }
     }
 }
 
