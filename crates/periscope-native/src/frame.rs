@@ -73,6 +73,35 @@ enum Argument {
 /// rdi, r8–r11.
 const CALLER_SAVED: [u16; 9] = [0, 1, 2, 4, 5, 8, 9, 10, 11];
 
+/// The location expression in force at file address `pc`: the attribute's own, or the
+/// location-list entry covering `pc` (`None`: the variable has no location there).
+pub(crate) fn expression_at(
+    index: &crate::index::ObjectIndex,
+    unit: u32,
+    attr: &gimli::AttributeValue<R>,
+    pc: u64,
+) -> Result<Option<gimli::Expression<R>>, String> {
+    if let gimli::AttributeValue::Exprloc(e) = attr {
+        return Ok(Some(e.clone()));
+    }
+    let ud = index.units.get(unit as usize).ok_or("no unit")?;
+    let offset = index
+        .dwarf
+        .attr_locations_offset(&ud.unit, attr.clone())
+        .map_err(|e| e.to_string())?
+        .ok_or("unsupported location form")?;
+    let mut iter = index
+        .dwarf
+        .locations(&ud.unit, offset)
+        .map_err(|e| e.to_string())?;
+    while let Ok(Some(entry)) = iter.next() {
+        if pc >= entry.range.begin && pc < entry.range.end {
+            return Ok(Some(entry.data));
+        }
+    }
+    Ok(None)
+}
+
 /// Bounds evaluation of one DWARF expression (a malformed one must not spin).
 const MAX_EVAL_STEPS: usize = 64;
 
@@ -146,28 +175,7 @@ impl Frame<'_> {
         &self,
         attr: &gimli::AttributeValue<R>,
     ) -> Result<Option<gimli::Expression<R>>, String> {
-        if let gimli::AttributeValue::Exprloc(e) = attr {
-            return Ok(Some(e.clone()));
-        }
-        let ud = self.index.units.get(self.unit as usize).ok_or("no unit")?;
-        let offset = self
-            .index
-            .dwarf
-            .attr_locations_offset(&ud.unit, attr.clone())
-            .map_err(|e| e.to_string())?
-            .ok_or("unsupported location form")?;
-        let mut iter = self
-            .index
-            .dwarf
-            .locations(&ud.unit, offset)
-            .map_err(|e| e.to_string())?;
-        let pc = self.file_pc();
-        while let Ok(Some(entry)) = iter.next() {
-            if pc >= entry.range.begin && pc < entry.range.end {
-                return Ok(Some(entry.data));
-            }
-        }
-        Ok(None)
+        expression_at(self.index, self.unit, attr, self.file_pc())
     }
 
     fn frame_base_value(&self) -> Result<u64, String> {

@@ -51,6 +51,9 @@ pub struct Session {
     kernel: Mutex<Option<Kernel>>,
     /// Why the kernel engine could not start, said once; `auto` probes then use ptrace.
     kernel_unavailable: Mutex<Option<String>>,
+    /// Where each engine has probes: one address is never probed by both (a uprobe takes the
+    /// trap before ptrace sees it, so a breakpoint there would never fire).
+    placed: Mutex<Placed>,
     pub events: Receiver<EngineEvent>,
     pub tallies: Tallies,
     /// Number of code addresses each probe covers.
@@ -59,6 +62,15 @@ pub struct Session {
     pub engines: Vec<EngineUsed>,
     /// Breakpoint areas left by an earlier periscope that was killed, removed on attach.
     pub recovered: usize,
+}
+
+/// The code addresses each engine probes in this session.
+#[derive(Default)]
+struct Placed {
+    /// Kernel probes: their spec (to move one to ptrace) and addresses.
+    kernel: Vec<(ProbeSpec, Vec<u64>)>,
+    /// Addresses with a breakpoint (kept after removal: conservative, never wrong).
+    ptrace: std::collections::HashSet<u64>,
 }
 
 /// The ptrace tracer thread and how to reach it.
@@ -104,6 +116,7 @@ impl Session {
             tracer: Mutex::new(None),
             kernel: Mutex::new(None),
             kernel_unavailable: Mutex::new(None),
+            placed: Mutex::new(Placed::default()),
             events: rx,
             tallies: Arc::new(Mutex::new(Vec::new())),
             site_counts: Vec::new(),
@@ -132,6 +145,16 @@ impl Session {
             || session.options.watch_signals.is_some()
             || kernel.is_empty() && !session.options.keep_alive
         {
+            session
+                .placed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .ptrace
+                .extend(
+                    ptrace
+                        .iter()
+                        .flat_map(|(p, _)| p.sites.iter().map(|s| s.address)),
+                );
             session.recovered = session.start_tracer(ptrace)?;
         }
         for (p, plans) in kernel {
@@ -164,6 +187,24 @@ impl Session {
             }
             Err(why) => return Ok(Route::Ptrace(probe, EngineUsed::PtraceBecause(why))),
         };
+        let shared = {
+            let placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+            probe
+                .sites
+                .iter()
+                .find(|s| placed.ptrace.contains(&s.address))
+                .map(|s| s.address)
+        };
+        if let Some(addr) = shared {
+            let why = format!("a breakpoint of this session is at {addr:#x}, and a uprobe there would take its traps");
+            if must {
+                return Err(NativeError::Kernel(format!(
+                    "probe {} cannot run in the kernel: {why}",
+                    probe.spec.id
+                )));
+            }
+            return Ok(Route::Ptrace(probe, EngineUsed::PtraceBecause(why)));
+        }
         if let Some(why) = self.ensure_kernel() {
             if must {
                 return Err(NativeError::Kernel(why));
@@ -171,6 +212,66 @@ impl Session {
             return Ok(Route::Ptrace(probe, EngineUsed::PtraceBecause(why)));
         }
         Ok(Route::Kernel(probe, plans))
+    }
+
+    /// Before a breakpoint goes where kernel probes are: those `auto` chose for the kernel move
+    /// to ptrace (their hits so far stay in their old tally); one the user put in the kernel
+    /// explicitly, or a duration, refuses the breakpoint.
+    fn make_room_for_breakpoints(&self, probe: &ResolvedProbe) -> Result<(), NativeError> {
+        let addrs: Vec<u64> = probe.sites.iter().map(|s| s.address).collect();
+        let moving: Vec<ProbeSpec> = {
+            let placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+            let mut moving = Vec::new();
+            for (spec, at) in &placed.kernel {
+                if !at.iter().any(|a| addrs.contains(a)) {
+                    continue;
+                }
+                if spec.engine != EngineChoice::Auto || kernel::needs_kernel(spec) {
+                    return Err(NativeError::Kernel(format!(
+                        "probe {} runs in the kernel at the same code address, and a breakpoint there would never see a hit; remove it first, or give probe {} --engine bpf",
+                        spec.id, probe.spec.id
+                    )));
+                }
+                moving.push(spec.clone());
+            }
+            moving
+        };
+        for spec in moving {
+            let kernel = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(k) = kernel.as_ref() {
+                k.remove(&spec.id);
+            }
+            drop(kernel);
+            self.placed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .kernel
+                .retain(|(s, _)| s.id != spec.id);
+            let moved = resolve(&self.target, spec)?;
+            let why = format!(
+                "moved from the kernel: probe {} needs a breakpoint at the same address",
+                probe.spec.id
+            );
+            self.tracer_add(moved, EngineUsed::PtraceBecause(why))?;
+        }
+        Ok(())
+    }
+
+    /// Gives the tracer a probe, starting it (attaching) if it is not running.
+    fn tracer_add(&self, p: ResolvedProbe, why: EngineUsed) -> Result<usize, NativeError> {
+        self.placed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ptrace
+            .extend(p.sites.iter().map(|s| s.address));
+        if !self.tracer_running() {
+            let sites = p.sites.len();
+            self.start_tracer(vec![(p, why)])?;
+            return Ok(sites);
+        }
+        let (reply, answer) = mpsc::channel();
+        self.request(Command::Add(Box::new(p), why, reply));
+        answer.recv().unwrap_or(Err(NativeError::TargetExited))
     }
 
     /// Starts the kernel engine if it is not running; why not, when it cannot.
@@ -205,6 +306,14 @@ impl Session {
     }
 
     fn kernel_add(&self, probe: ResolvedProbe, plans: Vec<PlanData>) -> Result<usize, NativeError> {
+        self.placed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .kernel
+            .push((
+                probe.spec.clone(),
+                probe.sites.iter().map(|s| s.address).collect(),
+            ));
         let k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
         match k.as_ref() {
             Some(k) => k.add(probe, plans),
@@ -316,14 +425,8 @@ impl Session {
         match self.route(probe)? {
             Route::Kernel(p, plans) => self.kernel_add(p, plans),
             Route::Ptrace(p, why) => {
-                if !self.tracer_running() {
-                    let sites = p.sites.len();
-                    self.start_tracer(vec![(p, why)])?;
-                    return Ok(sites);
-                }
-                let (reply, answer) = mpsc::channel();
-                self.request(Command::Add(Box::new(p), why, reply));
-                answer.recv().unwrap_or(Err(NativeError::TargetExited))
+                self.make_room_for_breakpoints(&p)?;
+                self.tracer_add(p, why)
             }
         }
     }
@@ -347,6 +450,11 @@ impl Session {
     /// Removes a probe (every one with this id); its breakpoints or uprobes come out, the
     /// others stay. False when no active probe has the id or the session has ended.
     pub fn remove_probe(&self, id: &str) -> bool {
+        self.placed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .kernel
+            .retain(|(s, _)| s.id != id);
         let in_kernel = self
             .kernel
             .lock()

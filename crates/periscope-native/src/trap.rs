@@ -75,7 +75,7 @@ pub fn plan(
         }
         FlowControl::Interrupt if instr.code() == Code::Int3 => {
             return Err(refuse(
-                "there is already an int3 there (another debugger's breakpoint?)",
+                "there is already an int3 there: another debugger's breakpoint, or a uprobe (bpftrace, or another periscope's kernel probe); probe it with --engine bpf",
             ));
         }
         FlowControl::XbeginXabortXend => {

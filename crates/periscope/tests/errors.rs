@@ -119,10 +119,35 @@ fn a_traced_process_is_refused_with_the_reason() {
         &pid,
         &format!("ledger.rs:{line}"),
         "x",
+        "--engine",
+        "ptrace",
         "--for",
         "60s",
     ]);
-    fails_with(&["log", &pid, "settle", "x"], &["already traced by pid"]);
+    fails_with(
+        &["log", &pid, "settle", "x", "--engine", "ptrace"],
+        &["already traced by pid"],
+    );
+    // The kernel's uprobes need no tracer: a second periscope probes it in the kernel.
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        "settle",
+        "fee={fee}",
+        "--engine",
+        "bpf",
+        "--max-hits",
+        "1",
+        "--for",
+        "30s",
+    ]);
+    assert_success(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
     std::process::Command::new("kill")
         .args(["-INT", &first.id().to_string()])
         .status()

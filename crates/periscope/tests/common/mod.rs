@@ -454,14 +454,25 @@ impl Target {
     /// Asserts the target is as if never probed: not traced, running, and every executable
     /// mapping of its files byte-identical to the file on disk.
     pub fn assert_untouched(&mut self) {
+        // A uprobe leaves with its link, which the kernel releases when the probe's owner lets
+        // go (or dies) of it: watched until it is out, bounded.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match self.untouched() {
+                Ok(()) => return,
+                Err(why) if std::time::Instant::now() >= deadline => panic!("{why}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+    }
+
+    fn untouched(&mut self) -> Result<(), String> {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("target died: {status}");
         }
-        assert_eq!(
-            self.status_field("TracerPid:"),
-            "0",
-            "target is still traced"
-        );
+        if self.status_field("TracerPid:") != "0" {
+            return Err("target is still traced".into());
+        }
         let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).expect("maps");
         let mem = std::fs::File::open(format!("/proc/{}/mem", self.pid)).expect("mem");
         let mut checked = 0;
@@ -479,28 +490,30 @@ impl Target {
             let mut buf = vec![0u8; len];
             use std::os::unix::fs::FileExt;
             mem.read_exact_at(&mut buf, lo).expect("read target code");
-            assert!(
-                buf == file[off as usize..off as usize + len],
-                "code of {} differs from the file after detaching",
-                f[5]
-            );
+            if buf != file[off as usize..off as usize + len] {
+                return Err(format!(
+                    "code of {} differs from the file after detaching",
+                    f[5]
+                ));
+            }
             checked += 1;
         }
         assert!(checked > 0);
         // SIGTRAP is caught as before attaching: default in the C and Rust samples, by the Go
         // runtime's own handler in Go programs.
-        assert_eq!(
-            sigtrap_caught(self.pid),
-            self.sigtrap_caught,
-            "SIGTRAP's disposition changed"
-        );
+        if sigtrap_caught(self.pid) != self.sigtrap_caught {
+            return Err("SIGTRAP's disposition changed".into());
+        }
         // No scratch mapping left behind either: every executable mapping is file-backed.
         for line in maps.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() >= 2 && f[1] == "r-xp" && f.len() < 6 {
-                panic!("anonymous executable mapping left in the target: {line}");
+                return Err(format!(
+                    "anonymous executable mapping left in the target: {line}"
+                ));
             }
         }
+        Ok(())
     }
 }
 

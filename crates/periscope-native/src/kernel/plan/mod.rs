@@ -1,0 +1,523 @@
+//! Capture plans: what the in-kernel program runs at one probe site, compiled from the probe's
+//! expressions and the DWARF at that address.
+//!
+//! A plan has two parts. The condition ops leave one number on the stack (zero: the hit is
+//! filtered). The capture ops copy into the record every byte user space will need to render
+//! the probe's values: the objects the expressions name, the pointers followed to reach them,
+//! the text of strings. User space then renders with the very same evaluator the ptrace path
+//! uses, reading from those bytes instead of the live process (see `decode`), so a value reads
+//! the same on both paths. What cannot be planned is refused with the reason, which `auto`
+//! shows when it falls back to ptrace.
+
+mod capture;
+mod value;
+
+use super::program::{Op, OpCode, PlanData, MAX_OPS, PLAN_QUIET};
+use crate::index::scope::Var;
+use crate::index::types::{Type, TypeKind};
+use crate::index::ObjectIndex;
+use crate::probe::{Action, ProbeSpec};
+use crate::target::{Site, Target};
+use crate::unwind::{cfa_rule, CfaRule};
+use gimli::{Operation, Reader as _};
+use periscope_core::expr::{Expr, ExprKind};
+use std::sync::Arc;
+
+/// Bytes of a string's text captured (the evaluator's default `string_bytes` limit + 1 for
+/// C strings' terminating NUL).
+pub(super) const STRING_BYTES: u32 = 256;
+/// The largest object captured whole.
+pub(super) const MAX_OBJECT: u64 = 256;
+/// The value stack's depth in the kernel program.
+const STACK_DEPTH: usize = 8;
+
+/// The end of the reason given for a variable the compiler dropped at this address.
+pub(super) const OPTIMIZED_OUT_HERE: &str = " is optimized out here";
+
+/// Why an expression cannot run in the kernel, in words for the user.
+pub type Reason = String;
+
+/// Binary operators of the kernel program (`enum bin` in periscope.bpf.c).
+#[derive(Clone, Copy)]
+#[repr(u8)]
+pub(super) enum Bin {
+    Add = 0,
+    Sub,
+    Mul,
+    DivU,
+    DivS,
+    ModU,
+    ModS,
+    Eq,
+    Ne,
+    LtU,
+    LeU,
+    GtU,
+    GeU,
+    LtS,
+    LeS,
+    GtS,
+    GeS,
+}
+
+/// What a number on the kernel's stack stands for, so operators pick signed, unsigned or float
+/// comparisons.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Num {
+    Signed,
+    Unsigned,
+    Bool,
+    /// Float bits already mapped to an ordered integer (`OP_FORD`); only comparisons apply.
+    Float(u32),
+}
+
+/// Where a variable is at the site, as the kernel program reaches it.
+pub(super) enum Loc {
+    /// Its address is on the stack.
+    Address,
+    /// Its value (the whole of it) is on the stack.
+    Value,
+}
+
+/// Compiles the plans of a probe, one per site. Errors say why the probe cannot run in the
+/// kernel.
+pub fn compile(
+    target: &Target,
+    spec: &ProbeSpec,
+    sites: &[Site],
+    probe_slot: u32,
+) -> Result<Vec<PlanData>, Reason> {
+    sites
+        .iter()
+        .map(|site| compile_site(target, spec, site, probe_slot))
+        .collect()
+}
+
+fn compile_site(
+    target: &Target,
+    spec: &ProbeSpec,
+    site: &Site,
+    probe_slot: u32,
+) -> Result<PlanData, Reason> {
+    let object = &target.objects[site.object];
+    let mut c = Compiler {
+        index: &object.index,
+        bias: object.bias,
+        site,
+        spec,
+        cfa: cfa_rule(&object.index, site.file_address),
+        ops: Vec::new(),
+        depth: 0,
+        max_depth: 0,
+    };
+    if let Some(cond) = &spec.condition {
+        let num = c.value(cond)?;
+        if num == Num::Float(4) || num == Num::Float(8) {
+            return Err(format!("`{cond}` is a float, not a condition"));
+        }
+        c.depth = 0;
+    }
+    let cond_len = c.ops.len();
+    let mut flags = 0;
+    let slots: Vec<&Expr> = match &spec.action {
+        Action::Log(t) => t.holes().map(|(_, e)| e).collect(),
+        Action::Count { by } | Action::Duration { by } => {
+            flags |= PLAN_QUIET;
+            by.iter().collect()
+        }
+        Action::Gauge { value, by } => {
+            flags |= PLAN_QUIET;
+            std::iter::once(value).chain(by.iter()).collect()
+        }
+        Action::Snapshot { .. } => return Err("snapshots capture the whole stack".into()),
+        Action::Failures { .. } => return Err("failure capture needs the process stopped".into()),
+        Action::Verify { .. } => return Err("verify evaluates candidate fixes".into()),
+    };
+    for e in slots {
+        c.slot(e)?;
+    }
+    if c.ops.len() > MAX_OPS {
+        return Err(format!(
+            "the probe needs {} kernel steps at {}, more than the {MAX_OPS} a plan holds",
+            c.ops.len(),
+            site.short_location()
+        ));
+    }
+    if c.max_depth > STACK_DEPTH {
+        return Err("the expressions nest deeper than the kernel program's stack".into());
+    }
+    let mut plan = PlanData::empty(probe_slot);
+    plan.cond_len = cond_len as u16;
+    plan.nops = c.ops.len() as u16;
+    plan.flags = flags;
+    plan.ops[..c.ops.len()].copy_from_slice(&c.ops);
+    Ok(plan)
+}
+
+pub(super) struct Compiler<'a> {
+    pub(super) index: &'a ObjectIndex,
+    pub(super) bias: u64,
+    pub(super) site: &'a Site,
+    pub(super) spec: &'a ProbeSpec,
+    pub(super) cfa: Option<CfaRule>,
+    pub(super) ops: Vec<Op>,
+    /// Values on the kernel's stack now, and the most at any point.
+    pub(super) depth: usize,
+    pub(super) max_depth: usize,
+}
+
+impl Compiler<'_> {
+    pub(super) fn emit(&mut self, code: OpCode, arg: u8, size: u32, imm: i64) {
+        if code == OpCode::AddI {
+            // Offsets in a row (CFA, then frame base, then a field) are one addition; no jump
+            // ever lands between them, since jumps are patched after their operands.
+            if imm == 0 {
+                return;
+            }
+            if let Some(last) = self.ops.last_mut() {
+                if last.code == OpCode::AddI as u8 {
+                    last.imm = last.imm.wrapping_add(imm);
+                    return;
+                }
+            }
+        }
+        let d = self.depth as isize + code.stack_effect();
+        self.depth = d.max(0) as usize;
+        self.max_depth = self.max_depth.max(self.depth);
+        self.ops.push(Op {
+            code: code as u8,
+            arg,
+            next: 0,
+            size,
+            imm,
+        });
+    }
+
+    pub(super) fn ty(&self, r: crate::index::scope::TypeRef) -> Arc<Type> {
+        self.index.type_at(r.unit, r.offset)
+    }
+
+    pub(super) fn var(&self, name: &str) -> Result<&Var, Reason> {
+        self.site
+            .visible
+            .vars
+            .iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| {
+                if self.index.find_global(name, &self.site.function).is_some() {
+                    format!("`{name}` is a global; globals are read on the ptrace path")
+                } else {
+                    format!(
+                        "`{name}` is not a variable at {}",
+                        self.site.short_location()
+                    )
+                }
+            })
+    }
+
+    pub(super) fn redacted(&self, name: &str) -> bool {
+        self.spec.redactor.is_sensitive(name)
+    }
+
+    // ---- places ------------------------------------------------------------------------
+
+    /// Puts the place of `e` on the stack: its address, or its value where it has no address
+    /// (a register, a computed location). Returns its type.
+    pub(super) fn place(&mut self, e: &Expr) -> Result<(Loc, Arc<Type>), Reason> {
+        match &e.kind {
+            ExprKind::Name(n) => {
+                if self.redacted(n) {
+                    return Err(format!("`{n}` is redacted: it is never read"));
+                }
+                let var = self.var(n)?.clone();
+                let ty = var
+                    .ty
+                    .map(|t| self.ty(t))
+                    .ok_or_else(|| format!("`{n}` has no type in the debug info"))?;
+                let loc = self.var_location(&var)?;
+                Ok((loc, ty))
+            }
+            ExprKind::Field(base, field) => {
+                let (loc, ty) = self.place(base)?;
+                let ty = self.see_through_pointer(loc, ty, base)?;
+                self.member(ty, field, e)
+            }
+            ExprKind::Arrow(base, field) => {
+                let (loc, ty) = self.place(base)?;
+                let ty = self.see_through_pointer(loc, ty, base)?;
+                self.member(ty, field, e)
+            }
+            ExprKind::Deref(inner) => {
+                let (loc, ty) = self.place(inner)?;
+                let target = self.pointee(&ty, inner)?;
+                if let Loc::Address = loc {
+                    self.emit(OpCode::Load, 0, 8, 0);
+                }
+                Ok((Loc::Address, target))
+            }
+            ExprKind::Index(..) => Err(format!("indexing (`{e}`) is not supported in the kernel")),
+            _ => Err(format!("`{e}` is not a variable or field")),
+        }
+    }
+
+    /// For `p.x` on a pointer and `p->x`: loads the pointer, leaving the pointee's address.
+    pub(super) fn see_through_pointer(
+        &mut self,
+        loc: Loc,
+        ty: Arc<Type>,
+        base: &Expr,
+    ) -> Result<Arc<Type>, Reason> {
+        match &ty.kind {
+            TypeKind::Pointer { .. } => {
+                let target = self.pointee(&ty, base)?;
+                if let Loc::Address = loc {
+                    self.emit(OpCode::Load, 0, 8, 0);
+                }
+                Ok(target)
+            }
+            _ => match loc {
+                Loc::Address => Ok(ty),
+                Loc::Value => Err(format!(
+                    "`{base}` is a {} held in registers; its fields are read on the ptrace path",
+                    ty.name
+                )),
+            },
+        }
+    }
+
+    pub(super) fn pointee(&self, ty: &Type, e: &Expr) -> Result<Arc<Type>, Reason> {
+        match &ty.kind {
+            TypeKind::Pointer { target: Some(t) } => Ok(self.ty(*t)),
+            _ => Err(format!("`{e}` ({}) is not a pointer", ty.name)),
+        }
+    }
+
+    /// The member `field` of the struct whose address is on the stack.
+    pub(super) fn member(
+        &mut self,
+        ty: Arc<Type>,
+        field: &str,
+        e: &Expr,
+    ) -> Result<(Loc, Arc<Type>), Reason> {
+        if self.redacted(field) {
+            return Err(format!("`{e}` is redacted: it is never read"));
+        }
+        let TypeKind::Struct {
+            members, variants, ..
+        } = &ty.kind
+        else {
+            return Err(format!("`{e}`: {} has no fields", ty.name));
+        };
+        if variants.is_some() {
+            return Err(format!(
+                "`{e}`: the fields of an enum's variants are read on the ptrace path"
+            ));
+        }
+        let tuple = format!("__{field}");
+        let m = members
+            .iter()
+            .find(|m| m.name == field || m.name == tuple)
+            .ok_or_else(|| format!("`{e}`: {} has no field `{field}`", ty.name))?;
+        if m.bits.is_some() {
+            return Err(format!(
+                "`{e}` is a bitfield; bitfields are read on the ptrace path"
+            ));
+        }
+        let mt =
+            m.ty.map(|t| self.ty(t))
+                .ok_or_else(|| format!("`{e}` has no type in the debug info"))?;
+        if m.offset != 0 {
+            self.emit(OpCode::AddI, 0, 0, m.offset as i64);
+        }
+        Ok((Loc::Address, mt))
+    }
+
+    /// The ops that compute a variable's place at this site's pc, from its DWARF location
+    /// (the expression itself, or the location-list entry covering the pc).
+    pub(super) fn var_location(&mut self, var: &Var) -> Result<Loc, Reason> {
+        let Some(attr) = &var.location else {
+            return Err(format!("`{}`{OPTIMIZED_OUT_HERE}", var.name));
+        };
+        let expr = self
+            .expression_at(attr)?
+            .ok_or_else(|| format!("`{}`{OPTIMIZED_OUT_HERE}", var.name))?;
+        self.location_ops(expr, &var.name, true)
+    }
+
+    pub(super) fn expression_at(
+        &self,
+        attr: &gimli::AttributeValue<crate::index::R>,
+    ) -> Result<Option<gimli::Expression<crate::index::R>>, Reason> {
+        crate::frame::expression_at(self.index, self.site.unit, attr, self.site.file_address)
+    }
+
+    /// Translates a DWARF location expression into kernel ops. The common forms compilers
+    /// emit are covered: registers, register + offset, frame base and CFA offsets, static
+    /// addresses, dereferences, constants and computed values. `top`: a variable's location
+    /// (a register there means the value is in it); `false` for a frame base.
+    pub(super) fn location_ops(
+        &mut self,
+        expr: gimli::Expression<crate::index::R>,
+        name: &str,
+        top: bool,
+    ) -> Result<Loc, Reason> {
+        let encoding = self
+            .index
+            .units
+            .get(self.site.unit as usize)
+            .ok_or("no unit")?
+            .unit
+            .encoding();
+        let mut bytes = expr.0;
+        let mut ops = Vec::new();
+        while !bytes.is_empty() {
+            ops.push(Operation::parse(&mut bytes, encoding).map_err(|e| e.to_string())?);
+            if ops.len() > 16 {
+                return Err(format!("`{name}` has a location too long for the kernel"));
+            }
+        }
+        if let [Operation::Register { register }] = ops.as_slice() {
+            let r = register.0;
+            if r > 16 {
+                return Err(format!(
+                    "`{name}` is in an SSE register, which a uprobe does not see"
+                ));
+            }
+            self.emit(OpCode::Reg, r as u8, 0, 0);
+            return Ok(Loc::Value);
+        }
+        let mut loc = Loc::Address;
+        for op in ops {
+            match op {
+                Operation::RegisterOffset {
+                    register, offset, ..
+                } => {
+                    if register.0 > 16 {
+                        return Err(format!("`{name}` is based on an SSE register"));
+                    }
+                    self.emit(OpCode::Reg, register.0 as u8, 0, 0);
+                    self.emit(OpCode::AddI, 0, 0, offset);
+                }
+                Operation::FrameOffset { offset } => {
+                    self.frame_base(name)?;
+                    self.emit(OpCode::AddI, 0, 0, offset);
+                }
+                Operation::CallFrameCFA => self.cfa_ops(name)?,
+                Operation::Address { address } => {
+                    self.emit(OpCode::Const, 0, 0, address.wrapping_add(self.bias) as i64)
+                }
+                Operation::PlusConstant { value } => self.emit(OpCode::AddI, 0, 0, value as i64),
+                Operation::Deref {
+                    size, space: false, ..
+                } => self.emit(OpCode::Load, 0, u32::from(size), 0),
+                Operation::UnsignedConstant { value } => {
+                    self.emit(OpCode::Const, 0, 0, value as i64)
+                }
+                Operation::SignedConstant { value } => self.emit(OpCode::Const, 0, 0, value),
+                Operation::StackValue => loc = Loc::Value,
+                Operation::Plus => self.emit(OpCode::Bin, Bin::Add as u8, 0, 0),
+                Operation::Minus => self.emit(OpCode::Bin, Bin::Sub as u8, 0, 0),
+                Operation::Piece { .. } => {
+                    return Err(format!(
+                        "`{name}` is split into pieces here (DW_OP_piece); read on the ptrace path"
+                    ))
+                }
+                Operation::EntryValue { .. } => {
+                    return Err(format!(
+                        "`{name}` is known here only as its value at entry (DW_OP_entry_value)"
+                    ))
+                }
+                Operation::ImplicitPointer { .. } | Operation::ImplicitValue { .. } => {
+                    return Err(format!(
+                        "`{name}` was optimized into an implicit value or pointer here"
+                    ))
+                }
+                Operation::TLS | Operation::AddressIndex { .. } => {
+                    return Err(format!("`{name}` is thread-local; read on the ptrace path"))
+                }
+                other => {
+                    return Err(format!(
+                    "`{name}`'s location uses {other:?}, which the kernel plan does not translate"
+                ))
+                }
+            }
+        }
+        if !top {
+            return Ok(Loc::Value);
+        }
+        Ok(loc)
+    }
+
+    pub(super) fn frame_base(&mut self, name: &str) -> Result<(), Reason> {
+        let attr = self
+            .site
+            .visible
+            .frame_base
+            .clone()
+            .ok_or("the function has no frame base")?;
+        let expr = self
+            .expression_at(&attr)?
+            .ok_or_else(|| format!("no frame base for `{name}` at this pc"))?;
+        self.location_ops(expr, name, false).map(|_| ())
+    }
+
+    pub(super) fn cfa_ops(&mut self, name: &str) -> Result<(), Reason> {
+        match self.cfa {
+            Some(CfaRule::RegOffset { reg, offset }) if reg <= 16 => {
+                self.emit(OpCode::Reg, reg as u8, 0, 0);
+                self.emit(OpCode::AddI, 0, 0, offset);
+                Ok(())
+            }
+            _ => Err(format!(
+                "no call frame information for `{name}` at {}",
+                self.site.short_location()
+            )),
+        }
+    }
+}
+
+/// A type's size in bytes; an array's from its element's (DWARF often gives arrays none).
+pub(super) fn size_of(c: &Compiler, ty: &Type) -> u64 {
+    match (&ty.kind, ty.size) {
+        (_, Some(s)) => s,
+        (
+            TypeKind::Array {
+                elem,
+                count: Some(n),
+            },
+            None,
+        ) => size_of(c, &c.ty(*elem)) * n,
+        _ => 0,
+    }
+}
+
+/// The offset of the first pointer inside a (nested) struct: RawVec's data pointer, whose
+/// nesting changes between rustc versions (as `rust_std` finds it).
+pub(super) fn first_pointer(c: &Compiler, ty: &Type, base: u64, level: u32) -> Option<u64> {
+    if level > 8 {
+        return None;
+    }
+    match &ty.kind {
+        TypeKind::Pointer { .. } => Some(base),
+        TypeKind::Struct { members, .. } => {
+            const PREFERRED: [&str; 3] = ["ptr", "pointer", "inner"];
+            let preferred = members
+                .iter()
+                .filter(|m| PREFERRED.contains(&m.name.as_str()));
+            let others = members
+                .iter()
+                .filter(|m| !PREFERRED.contains(&m.name.as_str()));
+            preferred
+                .chain(others)
+                .find_map(|m| first_pointer(c, &c.ty(m.ty?), base + m.offset, level + 1))
+        }
+        _ => None,
+    }
+}
+
+pub(super) fn f_of(k: &ExprKind) -> Option<f64> {
+    match k {
+        ExprKind::Float(f) => Some(*f),
+        _ => None,
+    }
+}
