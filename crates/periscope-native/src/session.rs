@@ -238,15 +238,16 @@ impl Session {
         };
         for spec in moving {
             let kernel = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(k) = kernel.as_ref() {
-                k.remove(&spec.id);
-            }
+            let active = kernel.as_ref().is_some_and(|k| k.remove(&spec.id));
             drop(kernel);
             self.placed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .kernel
                 .retain(|(s, _)| s.id != spec.id);
+            if !active {
+                continue; // it had ended (its hit limit): nothing to move
+            }
             let moved = resolve(&self.target, spec)?;
             let why = format!(
                 "moved from the kernel: probe {} needs a breakpoint at the same address",
