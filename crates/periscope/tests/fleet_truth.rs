@@ -54,7 +54,12 @@ fn a_paused_probe_says_so_and_resumes_with_its_counts() {
     let instance = instance_of(&server, target.pid);
 
     // 1 ms per 10 s: a line hit ~2000 times a second runs out of it at once.
-    let p1 = add_log(&server, &instance, &["--budget-ms", "1"]);
+    // The budget counts time threads are held for a hit: a ptrace matter.
+    let p1 = add_log(
+        &server,
+        &instance,
+        &["--budget-ms", "1", "--engine", "ptrace"],
+    );
     let paused = eventually_or(
         "p1 paused by its budget",
         || {

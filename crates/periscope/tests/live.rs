@@ -487,7 +487,9 @@ fn the_next_attach_removes_what_a_killed_periscope_left() {
     let mut t = Target::start(&ledger_debug(), &["2000", "2"]);
     let pid = t.pid.to_string();
     let never = format!("ledger.rs:{}", probe_line("ledger.rs", "never-hit"));
-    let mut p = start_live(&["log", &pid, &never, "x"]);
+    // The ptrace engine leaves breakpoints and a scratch area when killed; the next ptrace
+    // attach removes them (the kernel engine leaves nothing to remove).
+    let mut p = start_live(&["log", &pid, &never, "x", "--engine", "ptrace"]);
     p.kill().unwrap();
     p.wait().unwrap();
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
@@ -507,6 +509,8 @@ fn the_next_attach_removes_what_a_killed_periscope_left() {
         "2",
         "--for",
         "60s",
+        "--engine",
+        "ptrace",
     ]);
     assert_success(&out);
     assert!(

@@ -334,7 +334,7 @@ fn a_kill_between_mapping_scratch_and_marking_it_leaves_nothing_after_the_next_a
     let pid = t.pid.to_string();
     let at = format!("spinwait.c:{}", probe_line("spinwait.c", "job-done"));
     let died = periscope()
-        .args(["log", &pid, &at, "hit", "--json"])
+        .args(["log", &pid, &at, "hit", "--json", "--engine", "ptrace"])
         .env("PERISCOPE_TEST_DIE_AFTER_SCRATCH_MMAP", "1")
         .output()
         .expect("periscope");
@@ -349,7 +349,17 @@ fn a_kill_between_mapping_scratch_and_marking_it_leaves_nothing_after_the_next_a
     );
     assert!(t.is_running());
     let out = periscope()
-        .args(["log", &pid, &at, "hit", "--max-hits", "1", "--json"])
+        .args([
+            "log",
+            &pid,
+            &at,
+            "hit",
+            "--max-hits",
+            "1",
+            "--json",
+            "--engine",
+            "ptrace",
+        ])
         .output()
         .expect("periscope");
     assert_success(&out);

@@ -114,8 +114,12 @@ fn fifty_rounds_of_limits_sigterm_and_sigkill_under_load_leave_the_target_untouc
     // How long a run takes to attach (indexing dominates); the kills aim around it.
     let mut attach_ms = 1500u64;
     for round in 0..ROUNDS {
+        // Rounds alternate between the engines: breakpoints, and the kernel's uprobes.
+        let engine = if round % 2 == 0 { "ptrace" } else { "bpf" };
         // 1. SIGKILL at a random moment, from indexing through attach and hits.
-        let (mut killed, _) = spawn(&["log", &pid, "handle", "{req.a}", "--json"]);
+        let (mut killed, _) = spawn(&[
+            "log", &pid, "handle", "{req.a}", "--json", "--engine", engine,
+        ]);
         let delay = attach_ms / 2 + rng.below(attach_ms / 2 + 400);
         std::thread::sleep(Duration::from_millis(delay));
         signal(&killed, libc::SIGKILL);
@@ -139,6 +143,8 @@ fn fifty_rounds_of_limits_sigterm_and_sigkill_under_load_leave_the_target_untouc
                 "--max-hits",
                 "200",
                 "--json",
+                "--engine",
+                engine,
             ])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&limited_err).expect("stderr file"))
@@ -170,7 +176,8 @@ fn fifty_rounds_of_limits_sigterm_and_sigkill_under_load_leave_the_target_untouc
         target.assert_untouched();
 
         // 3. SIGTERM at a random moment: periscope ends by itself, cleaning up.
-        let (mut termed, err) = spawn(&["log", &pid, &line, "{req.a}", "--json"]);
+        let (mut termed, err) =
+            spawn(&["log", &pid, &line, "{req.a}", "--json", "--engine", engine]);
         std::thread::sleep(Duration::from_millis(rng.below(attach_ms + 500)));
         signal(&termed, libc::SIGTERM);
         match wait_bounded(&mut termed, HANG) {
@@ -206,7 +213,7 @@ fn a_stalled_engine_is_ended_by_its_watchdog_and_the_target_runs_on() {
     let pid = target.pid.to_string();
     let err = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("watchdog.err");
     let mut stalled = periscope()
-        .args(["log", &pid, "handle", "{req.a}"])
+        .args(["log", &pid, "handle", "{req.a}", "--engine", "ptrace"])
         .env("PERISCOPE_TEST_STALL_HITS", "1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&err).expect("stderr file"))
@@ -225,7 +232,16 @@ fn a_stalled_engine_is_ended_by_its_watchdog_and_the_target_runs_on() {
         assert_ne!(state, Some('t'), "thread {tid} is still stopped");
     }
     // The scratch area stays until the next attach, which removes it.
-    let out = run_periscope(&["log", &pid, "handle", "{req.a}", "--max-hits", "3"]);
+    let out = run_periscope(&[
+        "log",
+        &pid,
+        "handle",
+        "{req.a}",
+        "--max-hits",
+        "3",
+        "--engine",
+        "ptrace",
+    ]);
     assert_success(&out);
     assert!(stderr(&out).contains("removed"), "{}", stderr(&out));
     target.assert_untouched();

@@ -13,18 +13,21 @@ pub(crate) struct GoroutineLayout(OnceCell<Option<u64>>);
 /// The `g` pointer's offset from the thread pointer.
 const G_FROM_FS: u64 = 8;
 
+/// Where `runtime.g` keeps the goroutine id, from the Go runtime's DWARF.
+pub(crate) fn goid_offset(target: &crate::target::Target) -> Option<u64> {
+    target.objects.iter().find_map(|o| {
+        let g = o.index.go_g_type()?;
+        o.index
+            .type_at(g.unit, g.offset)
+            .member("goid")
+            .map(|m| m.offset)
+    })
+}
+
 impl Engine {
     /// The goroutine id of the thread stopped with `regs`, in a Go program.
     pub(crate) fn goroutine(&self, regs: &Regs) -> Option<u64> {
-        let goid = *self.goroutines.0.get_or_init(|| {
-            self.target.objects.iter().find_map(|o| {
-                let g = o.index.go_g_type()?;
-                o.index
-                    .type_at(g.unit, g.offset)
-                    .member("goid")
-                    .map(|m| m.offset)
-            })
-        });
+        let goid = *self.goroutines.0.get_or_init(|| goid_offset(&self.target));
         let goid = goid?;
         if regs.fs_base == 0 {
             return None;

@@ -52,6 +52,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
 pub(crate) use breakpoints::Originals;
+pub(crate) use goroutine::goid_offset;
 pub(crate) use hit::{group_key, numeric, render_template};
 pub(crate) use wakeup::new_eventfd;
 

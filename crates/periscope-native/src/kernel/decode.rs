@@ -125,6 +125,16 @@ impl Record {
         r
     }
 
+    /// Go: the goroutine id the plan copied from `g` (r14) at offset `goid`.
+    pub(crate) fn goroutine(&self, goid: u64) -> Option<u64> {
+        let at = self.regs[14].checked_add(goid)?;
+        self.regions.iter().find_map(|r| {
+            let start = at.checked_sub(r.addr)? as usize;
+            let b = r.bytes.get(start..start + 8)?;
+            Some(u64::from_le_bytes(b.try_into().ok()?))
+        })
+    }
+
     /// What went wrong, for an error record or a failed capture.
     pub(crate) fn error_text(&self) -> String {
         match self.err {

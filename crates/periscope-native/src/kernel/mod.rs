@@ -131,6 +131,7 @@ impl Kernel {
             None
         };
         let (commands, rx) = mpsc::channel();
+        let goid = crate::engine::goid_offset(&target);
         let mut runner = Runner {
             pid,
             target,
@@ -146,6 +147,7 @@ impl Kernel {
             commands: rx,
             wake: wake.clone(),
             signals,
+            goid,
         };
         let thread = std::thread::Builder::new()
             .name("periscope-kernel".into())
@@ -248,6 +250,8 @@ struct Runner {
     commands: Receiver<Command>,
     wake: Arc<EventFd>,
     signals: Option<nix::sys::signalfd::SignalFd>,
+    /// Go: where `runtime.g` keeps the goroutine id.
+    goid: Option<u64>,
 }
 
 impl Runner {
@@ -550,6 +554,7 @@ impl Runner {
         let function = site.function.clone();
         let ns = r.value;
         let kind = r.kind;
+        let goroutine = self.goid.and_then(|g| r.goroutine(g));
         let out = r.with_evaluator(&self.target, site, cfa, spec, self.pid, |ev| {
             match &spec.action {
                 Action::Log(t) => Out::Log(crate::engine::render_template(ev, t)),
@@ -573,7 +578,7 @@ impl Runner {
                     ts,
                     pid: self.pid,
                     tid,
-                    goroutine: None,
+                    goroutine,
                     location,
                     probe: self.probes[pi].spec.id.clone(),
                     function: Some(function),

@@ -137,6 +137,22 @@ impl Compiler<'_> {
         if self.is_flat(ty, 0) {
             return self.capture_flat(ty, e, 0);
         }
+        if ty.lang == Lang::Go && (ty.member("tab").is_some() || ty.member("_type").is_some()) {
+            return Err(format!(
+                "`{e}` is a Go interface ({}): what it holds is known only at the hit; read on the ptrace path",
+                ty.name
+            ));
+        }
+        if ty.lang == Lang::Rust
+            && ["alloc::", "std::", "core::", "hashbrown::"]
+                .iter()
+                .any(|p| ty.name.starts_with(p))
+        {
+            return Err(format!(
+                "`{e}` is a {}: its elements are read on the ptrace path (its len() runs in the kernel)",
+                ty.name
+            ));
+        }
         // A struct with pointers in it: its bytes (leaving out redacted members), then what
         // each member that is not plain bytes leads to.
         let TypeKind::Struct {

@@ -15,7 +15,7 @@ mod value;
 use super::program::{Op, OpCode, PlanData, MAX_OPS, PLAN_QUIET};
 use crate::index::scope::Var;
 use crate::index::types::{Type, TypeKind};
-use crate::index::ObjectIndex;
+use crate::index::{Lang, ObjectIndex};
 use crate::probe::{Action, ProbeSpec};
 use crate::target::{Site, Target};
 use crate::unwind::{cfa_rule, CfaRule};
@@ -87,9 +87,13 @@ pub fn compile(
     sites: &[Site],
     probe_slot: u32,
 ) -> Result<Vec<PlanData>, Reason> {
+    let goid = crate::engine::goid_offset(target);
     sites
         .iter()
-        .map(|site| compile_site(target, spec, site, probe_slot))
+        .map(|site| {
+            let go = target.objects[site.object].index.unit_lang(site.unit) == Lang::Go;
+            compile_site(target, spec, site, probe_slot, goid.filter(|_| go))
+        })
         .collect()
 }
 
@@ -98,6 +102,7 @@ fn compile_site(
     spec: &ProbeSpec,
     site: &Site,
     probe_slot: u32,
+    goid: Option<u64>,
 ) -> Result<PlanData, Reason> {
     let object = &target.objects[site.object];
     let mut c = Compiler {
@@ -135,6 +140,18 @@ fn compile_site(
     };
     for e in slots {
         c.slot(e)?;
+    }
+    if let Some(off) = goid {
+        // Go keeps the running goroutine's `g` in r14 (its register ABI): its id goes into
+        // the record as the ptrace path reads it.
+        c.depth = 0;
+        c.emit(OpCode::Slot, 0, 0, 0);
+        let start = c.ops.len() - 1;
+        c.emit(OpCode::Reg, 14, 0, 0);
+        c.emit(OpCode::AddI, 0, 0, off as i64);
+        c.emit(OpCode::Load, 0, 8, 0);
+        c.emit(OpCode::Pop, 0, 0, 0);
+        c.ops[start].next = c.ops.len() as u16;
     }
     if c.ops.len() > MAX_OPS {
         return Err(format!(
