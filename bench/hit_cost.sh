@@ -53,7 +53,7 @@ run_one() {
   esac
   case $tool in
     none) ;;
-    bpf*|ptrace*)
+    bpf|bpf-*|ptrace|ptrace-*)
       "${pre[@]}" target/release/periscope "${pcmd[@]}" > /dev/null 2> "$log" &
       ppid=$!
       until grep -q probing "$log" 2>/dev/null; do
