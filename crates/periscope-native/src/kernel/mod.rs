@@ -107,6 +107,8 @@ enum Command {
 
 /// The handle a session holds on the kernel engine's thread.
 pub(crate) struct Kernel {
+    /// Why the thread ended, once it has: a request it never answered is answered with it.
+    ended: Arc<std::sync::Mutex<Option<EndReason>>>,
     commands: mpsc::Sender<Command>,
     wake: Arc<EventFd>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -149,17 +151,21 @@ impl Kernel {
             signals,
             goid,
         };
+        let ended = Arc::new(std::sync::Mutex::new(None));
+        let ended2 = ended.clone();
         let thread = std::thread::Builder::new()
             .name("periscope-kernel".into())
             .spawn(move || {
                 let reason = runner.run();
                 runner.teardown();
+                *ended2.lock().unwrap_or_else(|p| p.into_inner()) = reason.clone();
                 if let Some(reason) = reason {
                     runner.send(EngineEvent::Ended(reason));
                 }
             })
             .map_err(|e| e.to_string())?;
         Ok(Kernel {
+            ended,
             commands,
             wake,
             thread: Some(thread),
@@ -181,10 +187,25 @@ impl Kernel {
         plans: Vec<PlanData>,
     ) -> Result<usize, NativeError> {
         let (reply, answer) = mpsc::channel();
-        if !self.request(Command::Add(Box::new(probe), plans, reply)) {
-            return Err(NativeError::TargetExited);
+        if self.request(Command::Add(Box::new(probe), plans, reply)) {
+            if let Ok(answer) = answer.recv() {
+                return answer;
+            }
         }
-        answer.recv().unwrap_or(Err(NativeError::TargetExited))
+        // The thread ended first: say why (a signal while attaching is not the target's exit).
+        if let Some(t) = self.thread.as_ref() {
+            // It has left its loop; its teardown is bounded. Wait at most a second.
+            for _ in 0..1000 {
+                if t.is_finished() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        match self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            Some(EndReason::Signal(signal)) => Err(NativeError::Interrupted { signal }),
+            _ => Err(NativeError::TargetExited),
+        }
     }
 
     pub(crate) fn remove(&self, id: &str) -> bool {
