@@ -552,21 +552,30 @@ static __always_inline struct vm *begin(struct pt_regs *ctx, __u32 site, struct 
 	return vm;
 }
 
-SEC("uprobe")
-int periscope_hit(struct pt_regs *ctx)
+/* A hit of `ctx`'s site, admitted and captured: the vm holding its record, or NULL. */
+static __always_inline struct vm *capture_hit(struct pt_regs *ctx, struct plan **pp)
 {
 	__u32 site = (__u32)bpf_get_attach_cookie(ctx);
-	struct plan *p;
 	struct probe_state *st;
-	struct vm *vm = begin(ctx, site, &p, &st);
+	struct vm *vm = begin(ctx, site, pp, &st);
 	if (!vm)
 		return 0;
+	struct plan *p = *pp;
 	if (!admit(vm, p, st))
 		return 0;
 	if (p->nops > p->cond_len)
 		run(vm, p->cond_len, p->nops, 1);
 	vm->head.err = vm->err;
-	send(vm, (p->flags & PLAN_QUIET) ? BPF_RB_NO_WAKEUP : 0);
+	return vm;
+}
+
+SEC("uprobe")
+int periscope_hit(struct pt_regs *ctx)
+{
+	struct plan *p;
+	struct vm *vm = capture_hit(ctx, &p);
+	if (vm)
+		send(vm, (p->flags & PLAN_QUIET) ? BPF_RB_NO_WAKEUP : 0);
 	return 0;
 }
 
@@ -574,16 +583,11 @@ int periscope_hit(struct pt_regs *ctx)
 SEC("uprobe")
 int periscope_entry(struct pt_regs *ctx)
 {
-	__u32 site = (__u32)bpf_get_attach_cookie(ctx);
 	struct plan *p;
-	struct probe_state *st;
-	struct vm *vm = begin(ctx, site, &p, &st);
+	struct vm *vm = capture_hit(ctx, &p);
 	if (!vm)
 		return 0;
-	if (!admit(vm, p, st))
-		return 0;
-	if (p->nops > p->cond_len)
-		run(vm, p->cond_len, p->nops, 1);
+	__u32 site = vm->site;
 	if (vm->head.len > ENTRY_DATA) {
 		vm->head.err = E_FULL;
 		vm->head.len = 0;

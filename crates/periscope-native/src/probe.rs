@@ -312,6 +312,20 @@ impl Metric {
 
 pub type Tallies = Arc<Mutex<Vec<Tally>>>;
 
+/// Why a session ends when every probe has: the first one's failure (said as the session's
+/// error), else their hit limits.
+pub(crate) fn all_ended(tallies: &Tallies) -> EndReason {
+    let failed = tallies
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find_map(|t| match &t.state {
+            ProbeState::Failed(m) => Some(m.clone()),
+            _ => None,
+        });
+    failed.map_or(EndReason::HitLimit, EndReason::Error)
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub dropped_events: u64,

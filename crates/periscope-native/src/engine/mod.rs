@@ -376,16 +376,7 @@ impl Engine {
             if !self.keep_alive && self.done.iter().all(|d| *d) && !self.done.is_empty() {
                 // Every probe ended: by its hit limit, or (said as the session's error) because
                 // its condition kept failing.
-                let failed = self
-                    .tallies
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .find_map(|t| match &t.state {
-                        ProbeState::Failed(m) => Some(m.clone()),
-                        _ => None,
-                    });
-                return failed.map_or(EndReason::HitLimit, EndReason::Error);
+                return crate::probe::all_ended(&self.tallies);
             }
             self.check_copy_deadline();
             if self.wakeup.take_consumed() {

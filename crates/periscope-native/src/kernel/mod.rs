@@ -324,16 +324,7 @@ impl Runner {
                 });
             }
             if !self.keep_alive && !self.probes.is_empty() && self.probes.iter().all(|p| p.done) {
-                let failed = self
-                    .tallies
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .find_map(|t| match &t.state {
-                        ProbeState::Failed(m) => Some(m.clone()),
-                        _ => None,
-                    });
-                return Some(failed.map_or(EndReason::HitLimit, EndReason::Error));
+                return Some(crate::probe::all_ended(&self.tallies));
             }
         }
     }
