@@ -139,8 +139,8 @@ impl Session {
                 }
             }
         }
-        // The tracer attaches when a probe or the signal watch needs it, or when the session
-        // is to keep a process attached for later probes (nothing else to wait on).
+        // The tracer attaches when a probe or the signal watch needs it; a session given no
+        // probe at all (and not kept for later ones) attaches as it always did.
         if !ptrace.is_empty()
             || session.options.watch_signals.is_some()
             || kernel.is_empty() && !session.options.keep_alive
