@@ -188,9 +188,7 @@ impl LogEvent {
 
 /// The current time as RFC 3339 UTC with nanoseconds, the `ts` of every event.
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+    rfc3339(std::time::SystemTime::now())
 }
 
 #[cfg(test)]

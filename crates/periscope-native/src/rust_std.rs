@@ -31,6 +31,39 @@ fn kind_of(name: &str) -> &str {
     head.rsplit("::").next().unwrap_or(head)
 }
 
+/// Offset and pointee type of the first pointer inside a (nested) struct, such as RawVec's
+/// data pointer, whose nesting (`RawVecInner`, `Unique`, `NonNull`) changes between rustc
+/// versions. Fields named like pointers are tried before the others (`cap`, `alloc`). The
+/// reader and the kernel engine's capture plans both find it here.
+pub(crate) fn first_typed_pointer(
+    index: &crate::index::ObjectIndex,
+    ty: &Type,
+    base: u64,
+    level: u32,
+) -> Option<(u64, Option<TypeRef>)> {
+    if level > 8 {
+        return None;
+    }
+    match &ty.kind {
+        TypeKind::Pointer { target } => Some((base, *target)),
+        TypeKind::Struct { members, .. } => {
+            const PREFERRED: [&str; 3] = ["ptr", "pointer", "inner"];
+            let preferred = members
+                .iter()
+                .filter(|m| PREFERRED.contains(&m.name.as_str()));
+            let others = members
+                .iter()
+                .filter(|m| !PREFERRED.contains(&m.name.as_str()));
+            preferred.chain(others).find_map(|m| {
+                let t = m.ty?;
+                let mt = index.type_at(t.unit, t.offset);
+                first_typed_pointer(index, &mt, base + m.offset, level + 1)
+            })
+        }
+        _ => None,
+    }
+}
+
 impl Reader<'_> {
     /// Renders a std type specially, or `None` to fall back to the generic renderer.
     pub(crate) fn render_rust_special(
@@ -141,35 +174,15 @@ impl Reader<'_> {
         Some((self.read_u64_at(place, ptr_off).ok()?, len))
     }
 
-    /// Offset and pointee type of the first pointer inside a (nested) struct, such as RawVec's
-    /// data pointer, whose nesting (`RawVecInner`, `Unique`, `NonNull`) changes between rustc
-    /// versions. Fields named like pointers are tried before the others (`cap`, `alloc`).
+    /// Offset and pointee type of the first pointer inside a (nested) struct (see
+    /// [`first_typed_pointer`]).
     fn find_typed_pointer(
         &self,
         ty: &Type,
         base: u64,
         level: u32,
     ) -> Option<(u64, Option<TypeRef>)> {
-        if level > 8 {
-            return None;
-        }
-        match &ty.kind {
-            TypeKind::Pointer { target } => Some((base, *target)),
-            TypeKind::Struct { members, .. } => {
-                const PREFERRED: [&str; 3] = ["ptr", "pointer", "inner"];
-                let preferred = members
-                    .iter()
-                    .filter(|m| PREFERRED.contains(&m.name.as_str()));
-                let others = members
-                    .iter()
-                    .filter(|m| !PREFERRED.contains(&m.name.as_str()));
-                preferred.chain(others).find_map(|m| {
-                    let mt = self.ty(m.ty?);
-                    self.find_typed_pointer(&mt, base + m.offset, level + 1)
-                })
-            }
-            _ => None,
-        }
+        first_typed_pointer(self.index, ty, base, level)
     }
 
     /// The offset of a member found by name anywhere below `ty` (depth-first, base classes

@@ -432,15 +432,6 @@ impl Session {
         }
     }
 
-    /// The engine a probe runs on, by id (the latest probe with that id).
-    pub fn engine_of(&self, id: &str) -> Option<EngineUsed> {
-        let t = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
-        t.iter()
-            .rev()
-            .find(|t| t.probe == id)
-            .map(|t| t.engine.clone())
-    }
-
     fn tracer_running(&self) -> bool {
         self.tracer
             .lock()

@@ -2,7 +2,7 @@
 //! interval. A duration times each call of a function from entry to return (in the kernel: a
 //! uprobe and a uretprobe); a gauge samples an expression's value at a location.
 
-use super::{end_with, note, pump, render, report, start, Common};
+use super::{end_with, print_probe_error, pump, render, report, start, Common};
 use anyhow::{bail, Context, Result};
 use periscope_core::redact::Redactor;
 use periscope_native::probe::{Metric, Tallies};
@@ -88,11 +88,7 @@ pub(crate) fn run_metric(
         Some(every.max(Duration::from_millis(10))),
         |ev| {
             if let EngineEvent::Event(periscope_core::event::Body::Error(e)) = ev {
-                if json {
-                    writeln!(std::io::stdout().lock(), "{}", serde_json::to_string(&e)?)?;
-                } else {
-                    note(&render::error_line(&e));
-                }
+                print_probe_error(json, &e, &mut std::io::stdout().lock())?;
             }
             Ok(())
         },

@@ -57,7 +57,7 @@ pub(crate) fn plans_for(
     if target.pid.is_none() {
         return Err("no live process".into());
     }
-    plan::compile(target, &probe.spec, &probe.sites, 0)
+    plan::compile(target, &probe.spec, &probe.sites)
 }
 
 /// A duration times calls: its sites are the entries of the function's out-of-line copies
@@ -421,6 +421,7 @@ impl Runner {
     /// Writes each site's plan and attaches its uprobes (entry and return for a duration).
     fn arm(&mut self, pi: usize, plans: &mut [PlanData]) -> Result<(), String> {
         let duration = matches!(self.probes[pi].spec.action, Action::Duration { .. });
+        let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid)).ok();
         for (si, plan) in plans.iter_mut().enumerate() {
             let id = self
                 .free_sites
@@ -435,7 +436,7 @@ impl Runner {
             let offset = file_offset(&object.index, site.file_address).ok_or_else(|| {
                 format!("{:#x} is not in a file-backed segment", site.file_address)
             })?;
-            let path = attach_path(self.pid, &object.index.path);
+            let path = attach_path(self.pid, exe.as_deref(), &object.index.path);
             if duration {
                 let entry = function_entry(&self.target, site)
                     .and_then(|a| file_offset(&object.index, a))
@@ -677,15 +678,18 @@ fn file_offset(index: &crate::index::ObjectIndex, file_address: u64) -> Option<u
 /// The object's file as the target sees it: through `/proc/PID/exe` for the executable (the
 /// very file it runs, even if replaced on disk since), `/proc/PID/root` for libraries (its
 /// own mount namespace).
-fn attach_path(pid: u32, path: &std::path::Path) -> std::path::PathBuf {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-    if exe.as_deref() == Some(path) {
+fn attach_path(
+    pid: u32,
+    exe: Option<&std::path::Path>,
+    path: &std::path::Path,
+) -> std::path::PathBuf {
+    if exe == Some(path) {
         return format!("/proc/{pid}/exe").into();
     }
     format!("/proc/{pid}/root{}", path.display()).into()
 }
 
-/// A `ProbeSpec`'s engine field says ptrace, or its action needs the kernel: what to say.
+/// Whether a probe can run only in the kernel (a duration: no breakpoint form of it).
 pub(crate) fn needs_kernel(spec: &ProbeSpec) -> bool {
     matches!(spec.action, Action::Duration { .. })
 }

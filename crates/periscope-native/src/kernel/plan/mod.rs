@@ -81,18 +81,13 @@ pub(super) enum Loc {
 
 /// Compiles the plans of a probe, one per site. Errors say why the probe cannot run in the
 /// kernel.
-pub fn compile(
-    target: &Target,
-    spec: &ProbeSpec,
-    sites: &[Site],
-    probe_slot: u32,
-) -> Result<Vec<PlanData>, Reason> {
+pub fn compile(target: &Target, spec: &ProbeSpec, sites: &[Site]) -> Result<Vec<PlanData>, Reason> {
     let goid = crate::engine::goid_offset(target);
     sites
         .iter()
         .map(|site| {
             let go = target.objects[site.object].index.unit_lang(site.unit) == Lang::Go;
-            compile_site(target, spec, site, probe_slot, goid.filter(|_| go))
+            compile_site(target, spec, site, goid.filter(|_| go))
         })
         .collect()
 }
@@ -101,7 +96,6 @@ fn compile_site(
     target: &Target,
     spec: &ProbeSpec,
     site: &Site,
-    probe_slot: u32,
     goid: Option<u64>,
 ) -> Result<PlanData, Reason> {
     let object = &target.objects[site.object];
@@ -163,7 +157,8 @@ fn compile_site(
     if c.max_depth > STACK_DEPTH {
         return Err("the expressions nest deeper than the kernel program's stack".into());
     }
-    let mut plan = PlanData::empty(probe_slot);
+    // The probe's slot in the kernel is set when the engine takes the probe.
+    let mut plan = PlanData::empty(0);
     plan.cond_len = cond_len as u16;
     plan.nops = c.ops.len() as u16;
     plan.flags = flags;
@@ -505,30 +500,6 @@ pub(super) fn size_of(c: &Compiler, ty: &Type) -> u64 {
             None,
         ) => size_of(c, &c.ty(*elem)) * n,
         _ => 0,
-    }
-}
-
-/// The offset of the first pointer inside a (nested) struct: RawVec's data pointer, whose
-/// nesting changes between rustc versions (as `rust_std` finds it).
-pub(super) fn first_pointer(c: &Compiler, ty: &Type, base: u64, level: u32) -> Option<u64> {
-    if level > 8 {
-        return None;
-    }
-    match &ty.kind {
-        TypeKind::Pointer { .. } => Some(base),
-        TypeKind::Struct { members, .. } => {
-            const PREFERRED: [&str; 3] = ["ptr", "pointer", "inner"];
-            let preferred = members
-                .iter()
-                .filter(|m| PREFERRED.contains(&m.name.as_str()));
-            let others = members
-                .iter()
-                .filter(|m| !PREFERRED.contains(&m.name.as_str()));
-            preferred
-                .chain(others)
-                .find_map(|m| first_pointer(c, &c.ty(m.ty?), base + m.offset, level + 1))
-        }
-        _ => None,
     }
 }
 

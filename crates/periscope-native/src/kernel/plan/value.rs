@@ -1,6 +1,6 @@
 //! Conditions: expressions compiled to ops that leave one number on the kernel's stack.
 
-use super::{f_of, first_pointer, Bin, Compiler, Loc, Num, Reason};
+use super::{f_of, Bin, Compiler, Loc, Num, Reason};
 use crate::index::types::{Type, TypeKind};
 use crate::index::Lang;
 use crate::kernel::program::OpCode;
@@ -303,7 +303,8 @@ impl Compiler<'_> {
         }
         let len = ty.member("len")?.offset;
         let buf = ty.member("buf")?;
-        let ptr = first_pointer(self, &self.ty(buf.ty?), buf.offset, 0)?;
+        let (ptr, _) =
+            crate::rust_std::first_typed_pointer(self.index, &self.ty(buf.ty?), buf.offset, 0)?;
         Some((ptr, len))
     }
 }
