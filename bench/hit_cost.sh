@@ -29,6 +29,7 @@ fi
 run_one() {
   local pin=$1 tool=$2 lang=${3:-c} pre=()
   local exe=$(realpath "$work/hot") where="hot.c:$(grep -n 'PROBE: hot-step' examples/targets/hot.c | cut -d: -f1)"
+  local where_call="hot.c:$(grep -n 'PROBE: call-first' examples/targets/hot.c | cut -d: -f1)"
   local args=("$N" 0 wait) bpf="uprobe:$exe:step { printf(\"i=%ld\\n\", arg0); }" filter="(int64)arg0 < 0"
   if [ "$lang" = go ]; then
     exe=$(realpath "$work/hot-go"); args=("$N")
@@ -50,6 +51,8 @@ run_one() {
     bpf-false|ptrace-false) pcmd=(log "$tpid" "$where" 'i={i}' --if 'i < 0' --engine "${tool%-false}") ;;
     bpf-count) pcmd=(count "$tpid" "$where" --engine bpf) ;;
     bpf-rate) pcmd=(log "$tpid" "$where" 'i={i}' --rate 100 --engine bpf) ;;
+    bpf-call) pcmd=(log "$tpid" "$where_call" 'i={i}' --engine bpf) ;;
+    bpf-call-false) pcmd=(log "$tpid" "$where_call" 'i={i}' --if 'i < 0' --engine bpf) ;;
   esac
   case $tool in
     none) ;;
@@ -60,6 +63,16 @@ run_one() {
         kill -0 "$ppid" 2>/dev/null || { cat "$log" >&2; break; }
         sleep 0.05
       done ;;
+    floor-*)
+      # A bare uprobe event at the address (no BPF program, nothing recorded: tracing off).
+      local line=$where
+      [ "$tool" = floor-call ] && line=$where_call
+      local off
+      if [ "$tool" = floor-entry ]; then off=$(file_offset "$exe" step); else off=$(file_offset "$exe" "$line"); fi
+      mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+      echo 0 > /sys/kernel/tracing/tracing_on
+      echo "p:periscope_bench/floor $exe:$off" > /sys/kernel/tracing/uprobe_events
+      echo 1 > /sys/kernel/tracing/events/periscope_bench/floor/enable ;;
     gdb)
       "${pre[@]}" gdb -q -p "$tpid" -batch -ex "dprintf $where,\"i=%ld\\n\",i" -ex continue > /dev/null 2> "$log" &
       ppid=$!
@@ -77,7 +90,30 @@ run_one() {
   exec 7>&-
   wait "$tpid" || true
   [ -n "$ppid" ] && { kill -INT "$ppid" 2>/dev/null || true; wait "$ppid" 2>/dev/null || true; }
+  if [[ $tool == floor-* ]]; then
+    echo 0 > /sys/kernel/tracing/events/periscope_bench/floor/enable
+    echo "-:periscope_bench/floor" >> /sys/kernel/tracing/uprobe_events
+    echo 1 > /sys/kernel/tracing/tracing_on
+  fi
   grep -o 'ns_per_iter=[0-9.]*' "$out" | cut -d= -f2
+}
+
+# file_offset EXE LOCATION → the file offset (hex) of a FILE:LINE's or a function's first
+# instruction, from gdb's line table and the ELF program headers.
+file_offset() {
+  local vaddr
+  vaddr=$(gdb -q -batch -ex "info line $2" "$1" 2>/dev/null | grep -o 'starts at address 0x[0-9a-f]*' | head -1 | awk '{print $4}')
+  [ "${2%%:*}" = "$2" ] && vaddr=0x$(nm "$1" | awk -v f="$2" '$3 == f { print $1 }')
+  readelf -lW "$1" | python3 -c '
+import sys
+x = int(sys.argv[1], 16)
+for l in sys.stdin:
+    f = l.split()
+    if f and f[0] == "LOAD" and int(f[2], 16) <= x < int(f[2], 16) + int(f[4], 16):
+        print(hex(x - int(f[2], 16) + int(f[1], 16)))
+        break' "$vaddr"
+}
+    }'
 }
 
 # us_per_hit PIN TOOL [go]: microseconds a hit adds to the loop's iteration, against `base`.
@@ -91,12 +127,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%
 for pin in free pinned; do
   base=$(run_one "$pin" none)
   declare -A us=()
-  for tool in bpf ptrace gdb bpftrace bpf-false ptrace-false bpftrace-false bpf-count bpf-rate; do
+  for tool in bpf ptrace gdb bpftrace bpf-false ptrace-false bpftrace-false bpf-count bpf-rate \
+    bpf-call bpf-call-false floor-step floor-call floor-entry; do
     if [[ $tool == bpftrace* ]] && ! command -v bpftrace >/dev/null; then continue; fi
     us[$tool]=$(us_per_hit "$pin" "$tool")
   done
   echo "== $pin CPUs, $N hits, loop alone ${base} ns/iter (us added per hit)"
-  echo "  log i={i} on every hit:"
+  echo "  log i={i} on every hit, as each tool is used (periscope at the line, bpftrace at the function):"
   for tool in bpf ptrace gdb bpftrace; do printf '    %-16s %8s us/hit\n' "$tool" "${us[$tool]:-n/a}"; done
   echo "    bpf / bpftrace           = $(ratio "${us[bpf]}" "${us[bpftrace]:-}")"
   echo "    ptrace / bpf             = $(ratio "${us[ptrace]}" "${us[bpf]}")"
@@ -106,6 +143,14 @@ for pin in free pinned; do
   echo "    bpf / bpftrace filtered  = $(ratio "${us[bpf-false]}" "${us[bpftrace-false]:-}")"
   echo "  target slowdown:"
   printf '    %-16s %8s us/hit\n' "count (bpf)" "${us[bpf-count]}" "log --rate 100" "${us[bpf-rate]}"
+  echo "  like with like: both at an instruction the kernel emulates (periscope: the line starting with a call; bpftrace: the entry):"
+  printf '    %-16s %8s us/hit\n' "bpf log" "${us[bpf-call]}" "bpftrace log" "${us[bpftrace]:-n/a}" \
+    "bpf false cond" "${us[bpf-call-false]}" "bpftrace filtered" "${us[bpftrace-false]:-n/a}"
+  echo "    bpf / bpftrace           = $(ratio "${us[bpf-call]}" "${us[bpftrace]:-}")"
+  echo "    bpf / bpftrace filtered  = $(ratio "${us[bpf-call-false]}" "${us[bpftrace-false]:-}")"
+  echo "  the kernel's floor (a bare uprobe, no program) at each address:"
+  printf '    %-16s %8s us/hit\n' "line (stepped)" "${us[floor-step]}" "call line" "${us[floor-call]}" "entry (push)" "${us[floor-entry]}"
+  echo "    bpf at the line over its floor: $(awk -v a="${us[bpf]}" -v b="${us[floor-step]}" 'BEGIN { printf "%+.2f us", a - b }'), false cond $(awk -v a="${us[bpf-false]}" -v b="${us[floor-step]}" 'BEGIN { printf "%+.2f us", a - b }')"
   unset us
 done
 

@@ -11,6 +11,7 @@
 
 pub mod discover;
 pub mod outbox;
+mod report;
 pub mod servers;
 
 use discover::{Found, Selection};
@@ -19,7 +20,7 @@ use periscope_core::api::{
     AgentInfo, AgentReport, Desired, InstallState, Instance, Probe, ProbeInstance, ProbeKind,
     StatusReport,
 };
-use periscope_core::event::{Body, CountEvent, Event, ProbeError};
+use periscope_core::event::{Body, Event, ProbeError};
 use periscope_core::redact::Redactor;
 use periscope_native::probe::{Budget, EngineEvent, EngineProbe, ProbeState, Tallies};
 use periscope_native::values::Limits;
@@ -412,8 +413,8 @@ impl Reconciler {
         for p in stale {
             if let Some(mut run) = inst.probes.remove(&p) {
                 // A counter's (or verify probe's) counts since its last report go out first.
-                if reports_counts(run.probe.spec.kind) {
-                    report_count(&self.outbox, &inst.info, &mut run, inst.tallies.as_ref());
+                if report::aggregated(run.probe.spec.kind) {
+                    report::interval(&self.outbox, &inst.info, &mut run, inst.tallies.as_ref());
                 }
                 if let Some(s) = &inst.session {
                     take_out(s, &run);
@@ -506,8 +507,8 @@ impl Reconciler {
             return;
         };
         if let Some(run) = inst.probes.get_mut(probe) {
-            if reports_counts(run.probe.spec.kind) {
-                report_count(&self.outbox, &inst.info, run, inst.tallies.as_ref());
+            if report::aggregated(run.probe.spec.kind) {
+                report::interval(&self.outbox, &inst.info, run, inst.tallies.as_ref());
             }
             match state {
                 ProbeState::HitLimit => run.state = InstallState::HitLimit,
@@ -588,8 +589,8 @@ impl Reconciler {
         for inst in self.instances.values_mut() {
             for run in inst.probes.values_mut() {
                 report_state(&self.outbox, &inst.info.id, run, inst.tallies.as_ref());
-                if reports_counts(run.probe.spec.kind) && run.last_count.elapsed() >= every {
-                    report_count(&self.outbox, &inst.info, run, inst.tallies.as_ref());
+                if report::aggregated(run.probe.spec.kind) && run.last_count.elapsed() >= every {
+                    report::interval(&self.outbox, &inst.info, run, inst.tallies.as_ref());
                 }
             }
         }
@@ -598,8 +599,8 @@ impl Reconciler {
     fn stop_all(&mut self) {
         for inst in self.instances.values_mut() {
             for run in inst.probes.values_mut() {
-                if reports_counts(run.probe.spec.kind) {
-                    report_count(&self.outbox, &inst.info, run, inst.tallies.as_ref());
+                if report::aggregated(run.probe.spec.kind) {
+                    report::interval(&self.outbox, &inst.info, run, inst.tallies.as_ref());
                 }
             }
             close_session(inst);
@@ -794,50 +795,4 @@ fn report_state(outbox: &Outbox, instance: &str, run: &mut ProbeRun, tallies: Op
             },
         });
     }
-}
-
-/// Counters and verify probes are aggregated here and reported every count interval (a verify
-/// probe's groups are its candidates' cells); the others ship hit by hit.
-fn reports_counts(kind: ProbeKind) -> bool {
-    matches!(kind, ProbeKind::Count | ProbeKind::Verify)
-}
-
-/// A counter's hits since the last report, with totals per group (the agent aggregates;
-/// counters are never shipped hit by hit).
-fn report_count(outbox: &Outbox, info: &Instance, run: &mut ProbeRun, tallies: Option<&Tallies>) {
-    let Some(t) = tallies else {
-        return;
-    };
-    let (total, groups) = {
-        let t = t.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(t) = t.iter().rev().find(|t| t.probe == run.probe.id) else {
-            return;
-        };
-        let mut groups: BTreeMap<String, u64> = BTreeMap::new();
-        for ((_, key), n) in &t.counts {
-            *groups.entry(key.clone().unwrap_or_default()).or_default() += n;
-        }
-        // Since the probe went in: earlier sessions' hits, then this one's.
-        (run.carried.0 + t.hits, groups)
-    };
-    let interval = run.last_count.elapsed();
-    run.last_count = Instant::now();
-    let delta = total.saturating_sub(run.counted.0);
-    if delta == 0 && run.counted.0 != 0 {
-        return;
-    }
-    run.counted.0 = total;
-    let count = CountEvent {
-        ts: periscope_core::event::now_rfc3339(),
-        pid: info.pid,
-        probe: run.probe.id.clone(),
-        location: run.probe.spec.location.clone(),
-        interval_seconds: interval.as_secs_f64(),
-        hits: delta,
-        total,
-        groups: (run.probe.spec.by.is_some() || run.probe.spec.kind == ProbeKind::Verify)
-            .then_some(groups),
-    };
-    let event = Event::new(info.id.clone(), Body::Count(count));
-    outbox.push_event(event);
 }

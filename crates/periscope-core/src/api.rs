@@ -17,6 +17,10 @@ pub enum ProbeKind {
     Failures,
     /// Verify candidate fixes on live traffic, read-only (`failure`, `fixes`, `keep`).
     Verify,
+    /// Time each call of the function at the location, entry to return (in the kernel).
+    Duration,
+    /// Sample a numeric expression (`value`) at each hit.
+    Gauge,
 }
 
 impl ProbeKind {
@@ -27,16 +31,23 @@ impl ProbeKind {
             ProbeKind::Count => "count",
             ProbeKind::Failures => "failures",
             ProbeKind::Verify => "verify",
+            ProbeKind::Duration => "duration",
+            ProbeKind::Gauge => "gauge",
         }
     }
 
-    /// Captured hits per second per instance when the probe does not say (counters are not
-    /// captured one by one: the agent aggregates them, so they have no limit).
+    /// Captured hits per second per instance when the probe does not say (counters, durations
+    /// and gauges are not captured one by one: the agent aggregates them, so they have no
+    /// limit).
     pub fn default_rate_limit(self) -> Option<f64> {
         match self {
             ProbeKind::Log => Some(1000.0),
             ProbeKind::Snapshot => Some(1.0),
-            ProbeKind::Count | ProbeKind::Failures | ProbeKind::Verify => None,
+            ProbeKind::Count
+            | ProbeKind::Failures
+            | ProbeKind::Verify
+            | ProbeKind::Duration
+            | ProbeKind::Gauge => None,
         }
     }
 }
@@ -50,8 +61,10 @@ impl std::str::FromStr for ProbeKind {
             "count" | "counter" => Ok(ProbeKind::Count),
             "failures" => Ok(ProbeKind::Failures),
             "verify" => Ok(ProbeKind::Verify),
+            "duration" => Ok(ProbeKind::Duration),
+            "gauge" => Ok(ProbeKind::Gauge),
             _ => Err(format!(
-                "unknown probe kind `{s}`: expected log, snapshot, count, failures or verify"
+                "unknown probe kind `{s}`: expected log, snapshot, count, duration, gauge, failures or verify"
             )),
         }
     }
@@ -78,9 +91,12 @@ pub struct NewProbe {
     /// Extra expressions captured with a snapshot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watch: Vec<String>,
-    /// Group a counter by the value of this expression.
+    /// Group a counter, a duration or a gauge by the value of this expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// Gauge: the numeric expression sampled at each hit (`queue.len()`, `total_cents`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
     /// Hits per instance after which the probe is removed from that instance.
@@ -154,6 +170,7 @@ impl NewProbe {
             condition: None,
             watch: Vec::new(),
             by: None,
+            value: None,
             ttl_seconds: None,
             max_hits: None,
             rate_limit: None,

@@ -113,8 +113,24 @@ pub fn compile(p: &NewProbe) -> Result<CompiledProbe, FieldError> {
         p.by.as_deref()
             .map(|b| parse("by", "grouping expression", b))
             .transpose()?;
-    if by.is_some() && p.kind != ProbeKind::Count {
-        return Err(bad("by", "only count probes group by an expression"));
+    if by.is_some()
+        && !matches!(
+            p.kind,
+            ProbeKind::Count | ProbeKind::Duration | ProbeKind::Gauge
+        )
+    {
+        return Err(bad(
+            "by",
+            "only count, duration and gauge probes group by an expression",
+        ));
+    }
+    let value = p
+        .value
+        .as_deref()
+        .map(|v| parse("value", "gauge expression", v))
+        .transpose()?;
+    if value.is_some() && p.kind != ProbeKind::Gauge {
+        return Err(bad("value", "only gauge probes take a value expression"));
     }
     let frames = p.frames.unwrap_or(DEFAULT_FRAMES);
     if frames > MAX_FRAMES {
@@ -138,6 +154,14 @@ pub fn compile(p: &NewProbe) -> Result<CompiledProbe, FieldError> {
         }
         (ProbeKind::Snapshot, None) => Action::Snapshot { frames, watches },
         (ProbeKind::Count, None) => Action::Count { by },
+        (ProbeKind::Duration, None) => Action::Duration { by },
+        (ProbeKind::Gauge, None) => match value {
+            Some(value) => Action::Gauge { value, by },
+            None => return Err(bad(
+                "value",
+                "a gauge probe needs the value to sample, e.g. \"queue.len()\" or \"total_cents\"",
+            )),
+        },
         (ProbeKind::Failures, None) => Action::Failures { frames },
         (ProbeKind::Verify, None) => verify_action(p)?,
     };
@@ -278,6 +302,33 @@ mod tests {
         let mut f = probe(ProbeKind::Snapshot);
         f.frames = Some(65);
         assert_eq!(compile(&f).unwrap_err().field, "frames");
+        let mut g = probe(ProbeKind::Gauge);
+        assert_eq!(compile(&g).unwrap_err().field, "value");
+        g.value = Some("a +".into());
+        assert_eq!(compile(&g).unwrap_err().field, "value");
+        let mut d = probe(ProbeKind::Duration);
+        d.value = Some("a".into());
+        assert_eq!(compile(&d).unwrap_err().field, "value");
+        let mut l = probe(ProbeKind::Log);
+        l.template = Some("x".into());
+        l.by = Some("a".into());
+        assert_eq!(compile(&l).unwrap_err().field, "by");
+    }
+
+    #[test]
+    fn durations_and_gauges_compile_with_their_grouping() {
+        let mut d = probe(ProbeKind::Duration);
+        d.by = Some("kind".into());
+        assert!(matches!(
+            compile(&d).unwrap().action,
+            Action::Duration { by: Some(_) }
+        ));
+        let mut g = probe(ProbeKind::Gauge);
+        g.value = Some("queue.len()".into());
+        assert!(matches!(
+            compile(&g).unwrap().action,
+            Action::Gauge { by: None, .. }
+        ));
     }
 
     #[test]

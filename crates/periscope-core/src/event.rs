@@ -1,6 +1,6 @@
 //! What probes produce: the one typed [`Event`] carried from the engine through the agent, the
 //! server, its store and exporters, to the CLI and MCP. JSON only at the edges; its shape is
-//! the body's fields with `kind` (`log`, `snapshot`, `count`, `error`), and `instance` and
+//! the body's fields with `kind` (`log`, `snapshot`, `count`, `metric`, `error`), and `instance` and
 //! `seq` once the fleet has assigned them.
 
 use crate::value::Value;
@@ -31,6 +31,7 @@ pub enum Body {
     Log(LogEvent),
     Snapshot(SnapshotEvent),
     Count(CountEvent),
+    Metric(MetricEvent),
     Error(ProbeError),
 }
 
@@ -51,6 +52,7 @@ impl Event {
             Body::Log(_) => "log",
             Body::Snapshot(_) => "snapshot",
             Body::Count(_) => "count",
+            Body::Metric(_) => "metric",
             Body::Error(_) => "error",
         }
     }
@@ -60,6 +62,7 @@ impl Event {
             Body::Log(e) => &e.probe,
             Body::Snapshot(e) => &e.probe,
             Body::Count(e) => &e.probe,
+            Body::Metric(e) => &e.probe,
             Body::Error(e) => &e.probe,
         }
     }
@@ -69,6 +72,7 @@ impl Event {
             Body::Log(e) => &e.ts,
             Body::Snapshot(e) => &e.ts,
             Body::Count(e) => &e.ts,
+            Body::Metric(e) => &e.ts,
             Body::Error(e) => &e.ts,
         }
     }
@@ -89,6 +93,125 @@ pub struct CountEvent {
     pub total: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<BTreeMap<String, u64>>,
+}
+
+/// Which numeric series a [`MetricEvent`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    /// Each call's time from entry to return, in nanoseconds.
+    Duration,
+    /// A sampled value, in its own unit.
+    Gauge,
+}
+
+/// A duration's or a gauge's figures for one interval: the agent aggregates calls or samples
+/// and sends what the interval gathered (overall, and per group with `by`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricEvent {
+    pub ts: String,
+    pub pid: u32,
+    pub probe: String,
+    pub location: String,
+    pub metric: MetricKind,
+    pub interval_seconds: f64,
+    /// Every call or sample of the interval.
+    #[serde(flatten)]
+    pub figures: Figures,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<BTreeMap<String, Figures>>,
+    /// `bpf` or `ptrace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+}
+
+/// Count, sum, min, max and last of the values of an interval (durations in nanoseconds), and
+/// for durations a histogram of power-of-two buckets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    pub last: f64,
+    /// Values up to each bound (`le`), per bucket, ascending; buckets with no value left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub histogram: Vec<Bucket>,
+}
+
+impl Figures {
+    /// Adds one value, counted in the power-of-two bucket that holds it.
+    pub fn add(&mut self, v: f64) {
+        let le = if v <= 1.0 {
+            1
+        } else {
+            (v.ceil() as u64)
+                .checked_next_power_of_two()
+                .unwrap_or(u64::MAX)
+        };
+        self.merge(&Figures {
+            count: 1,
+            sum: v,
+            min: v,
+            max: v,
+            last: v,
+            histogram: vec![Bucket { le, count: 1 }],
+        });
+    }
+
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+
+    /// Figures kept per group key (`None`: not grouped) as every value together and the
+    /// figures of each named group.
+    pub fn by_group(
+        keyed: impl IntoIterator<Item = (Option<String>, Figures)>,
+    ) -> (Figures, BTreeMap<String, Figures>) {
+        let mut all = Figures::default();
+        let mut groups = BTreeMap::new();
+        for (key, figures) in keyed {
+            all.merge(&figures);
+            if let Some(key) = key {
+                groups.insert(key, figures);
+            }
+        }
+        (all, groups)
+    }
+
+    /// Adds `other`'s values to these (`other` being the later: its `last` wins).
+    pub fn merge(&mut self, other: &Figures) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 || other.min < self.min {
+            self.min = other.min;
+        }
+        if self.count == 0 || other.max > self.max {
+            self.max = other.max;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.last = other.last;
+        for b in &other.histogram {
+            match self.histogram.binary_search_by_key(&b.le, |x| x.le) {
+                Ok(i) => self.histogram[i].count += b.count,
+                Err(i) => self.histogram.insert(i, *b),
+            }
+        }
+    }
+}
+
+/// One histogram bucket: how many values were above the previous bucket's bound and at most
+/// `le`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub le: u64,
+    pub count: u64,
 }
 
 /// A log probe hit, in the shape `--json` prints and the server stores.
@@ -230,5 +353,74 @@ mod tests {
         let local = r#"{"kind":"count","ts":"t","pid":1,"probe":"p","location":"a.rs:1","interval_seconds":1.0,"hits":2,"total":5}"#;
         let c: Event = serde_json::from_str(local).unwrap();
         assert_eq!((c.kind(), c.probe(), c.seq), ("count", "p", None));
+    }
+
+    #[test]
+    fn a_metric_event_round_trips_with_its_figures_flat_and_groups_nested() {
+        let figures = |n: u64, v: f64| Figures {
+            count: n,
+            sum: v * n as f64,
+            min: v,
+            max: v,
+            last: v,
+            histogram: vec![Bucket { le: 4, count: n }],
+        };
+        let m = MetricEvent {
+            ts: "t".into(),
+            pid: 7,
+            probe: "p2".into(),
+            location: "timed".into(),
+            metric: MetricKind::Duration,
+            interval_seconds: 1.0,
+            figures: figures(3, 3.0),
+            groups: Some([("a".to_string(), figures(3, 3.0))].into()),
+            engine: Some("bpf".into()),
+        };
+        let e = Event::new("host-7", Body::Metric(m));
+        let j = serde_json::to_value(&e).unwrap();
+        assert_eq!(j["kind"], "metric");
+        assert_eq!(j["metric"], "duration");
+        assert_eq!(j["count"], 3);
+        assert_eq!(j["histogram"][0]["le"], 4);
+        assert_eq!(j["groups"]["a"]["max"], 3.0);
+        let back: Event = serde_json::from_value(j).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn figures_merge_keeps_extremes_sums_and_buckets_in_order() {
+        let mut a = Figures::default();
+        let b = Figures {
+            count: 2,
+            sum: 10.0,
+            min: 2.0,
+            max: 8.0,
+            last: 8.0,
+            histogram: vec![Bucket { le: 2, count: 1 }, Bucket { le: 8, count: 1 }],
+        };
+        let c = Figures {
+            count: 1,
+            sum: 1.0,
+            min: 1.0,
+            max: 1.0,
+            last: 1.0,
+            histogram: vec![Bucket { le: 1, count: 1 }, Bucket { le: 8, count: 0 }],
+        };
+        a.merge(&b);
+        a.merge(&c);
+        assert_eq!(
+            (a.count, a.sum, a.min, a.max, a.last),
+            (3, 11.0, 1.0, 8.0, 1.0)
+        );
+        let les: Vec<u64> = a.histogram.iter().map(|b| b.le).collect();
+        assert_eq!(les, [1, 2, 8]);
+        assert_eq!(a.mean(), 11.0 / 3.0);
+        let mut t = Figures::default();
+        for v in [0.5, 3.0, 4.0, 5.0, 1e6] {
+            t.add(v);
+        }
+        let les: Vec<(u64, u64)> = t.histogram.iter().map(|b| (b.le, b.count)).collect();
+        assert_eq!(les, [(1, 1), (4, 2), (8, 1), (1 << 20, 1)]);
+        assert_eq!((t.min, t.max, t.last), (0.5, 1e6, 1e6));
     }
 }

@@ -1,7 +1,7 @@
 //! The text forms of events, one place for every surface that shows them to a person or a
 //! model (the CLI's output, `periscope tail`, the MCP tools' text).
 
-use crate::event::{LogEvent, ProbeError, SnapshotEvent};
+use crate::event::{Figures, LogEvent, MetricEvent, MetricKind, ProbeError, SnapshotEvent};
 use std::fmt::Write as _;
 
 /// `HH:MM:SS.mmm` from an RFC 3339 timestamp (the whole text when it is not one).
@@ -37,6 +37,72 @@ pub fn error_line(e: &ProbeError) -> String {
         e.location,
         e.error
     )
+}
+
+/// `12:00:01.250 timed  duration: 3 calls, mean 1.2ms, min 1.0ms, max 1.5ms`, then a line
+/// per group.
+pub fn metric_line(e: &MetricEvent) -> String {
+    let mut line = format!(
+        "{} {}  {}: {}",
+        short_time(&e.ts),
+        e.location,
+        match e.metric {
+            MetricKind::Duration => "duration",
+            MetricKind::Gauge => "gauge",
+        },
+        figures_words(e.metric, &e.figures)
+    );
+    for (k, f) in e.groups.iter().flatten() {
+        let _ = write!(line, "\n    {k}: {}", figures_words(e.metric, f));
+    }
+    line
+}
+
+/// A duration's figures (`3 calls, mean 1.2ms, min 1.0ms, max 1.5ms`) or a gauge's
+/// (`4 samples, last 7, min 2, max 9, mean 5.500`).
+pub fn figures_words(kind: MetricKind, f: &Figures) -> String {
+    let plural = if f.count == 1 { "" } else { "s" };
+    match kind {
+        MetricKind::Duration if f.count == 0 => "0 calls".into(),
+        MetricKind::Gauge if f.count == 0 => "no samples".into(),
+        MetricKind::Duration => format!(
+            "{} call{plural}, mean {}, min {}, max {}",
+            f.count,
+            nanoseconds(f.mean()),
+            nanoseconds(f.min),
+            nanoseconds(f.max)
+        ),
+        MetricKind::Gauge => format!(
+            "{} sample{plural}, last {}, min {}, max {}, mean {:.3}",
+            f.count,
+            number(f.last),
+            number(f.min),
+            number(f.max),
+            f.mean()
+        ),
+    }
+}
+
+/// `850ns`, `12.5µs`, `3.250ms`, `1.500s`.
+fn nanoseconds(v: f64) -> String {
+    if v >= 1e9 {
+        format!("{:.3}s", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.3}ms", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}µs", v / 1e3)
+    } else {
+        format!("{v:.0}ns")
+    }
+}
+
+/// Whole numbers without a fraction, others as they are.
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
 }
 
 /// A snapshot as an indented tree: a head line (what was caught), one block per frame, one

@@ -3,4 +3,5 @@
 
 pub mod jsonl;
 pub mod otlp;
+mod points;
 pub mod records;

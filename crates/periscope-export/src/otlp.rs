@@ -13,11 +13,14 @@
 //! - snapshots and failures → LogRecords whose body is the value tree (frames, variables,
 //!   watches) as AnyValue maps and arrays, the stack as `code.stacktrace`; failures add
 //!   `exception.type` and `exception.message`;
-//! - counters → a monotonic cumulative Sum `periscope.probe.hits` per probe (and group);
+//! - counters, durations and gauges → the Sum `periscope.probe.hits`, the Histogram
+//!   `periscope.probe.duration` and the Gauge `periscope.probe.gauge` per probe (and group):
+//!   see [`crate::points`];
 //! - resource: `service.name` (the `service` tag), `host.name`, `process.pid`,
 //!   `process.executable.name`, `periscope.instance.id`, and every other tag.
 
-use crate::records::{kv_int, kv_str, log_record, now_ns, split_location};
+use crate::points::Points;
+use crate::records::{kv_int, kv_str, log_record, now_ns};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
@@ -27,9 +30,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use periscope_core::api::Instance;
-use periscope_core::event::{Body, CountEvent, Event};
+use periscope_core::event::{Body, Event};
 use prost::Message;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -166,15 +169,10 @@ impl ExportStats {
     }
 }
 
-/// (instance, probe, group).
-type CounterKey = (String, String, String);
-/// A counter's resource, location, start time (ns) and cumulative hits.
-struct CounterPoint(Arc<Resource>, String, u64, i64);
-
 struct Queue {
     logs: VecDeque<(Arc<Resource>, LogRecord)>,
-    /// (instance, probe, group) → (resource, location, start ns, cumulative hits).
-    counters: BTreeMap<CounterKey, CounterPoint>,
+    /// Counters', durations' and gauges' series.
+    points: Points,
     closed: bool,
     /// When the exporter started (start time of its own cumulative counters).
     started: u64,
@@ -194,7 +192,7 @@ impl OtlpExporter {
         let queue = Arc::new((
             Mutex::new(Queue {
                 logs: VecDeque::new(),
-                counters: BTreeMap::new(),
+                points: Points::default(),
                 closed: false,
                 started: now_ns(),
             }),
@@ -230,9 +228,10 @@ impl OtlpExporter {
         let resource = self.resource(instance);
         let (lock, cv) = &*self.queue;
         let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
-        if let Body::Count(count) = &event.body {
-            record_count(&mut q, resource, &instance.id, count);
-            return;
+        match &event.body {
+            Body::Count(count) => return q.points.count(resource, &instance.id, count, now_ns()),
+            Body::Metric(m) => return q.points.metric(resource, &instance.id, m, now_ns()),
+            _ => {}
         }
         let Some(record) = log_record(event) else {
             return;
@@ -259,28 +258,6 @@ impl OtlpExporter {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-    }
-}
-
-fn record_count(q: &mut Queue, resource: Arc<Resource>, instance: &str, event: &CountEvent) {
-    let probe = event.probe.clone();
-    let location = event.location.clone();
-    let now = now_ns();
-    let mut set = |group: String, total: i64| {
-        let e = q
-            .counters
-            .entry((instance.to_string(), probe.clone(), group))
-            .or_insert_with(|| CounterPoint(resource.clone(), location.clone(), now, 0));
-        e.3 = total;
-    };
-    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    match &event.groups {
-        Some(groups) => {
-            for (k, v) in groups {
-                set(k.clone(), clamp(*v));
-            }
-        }
-        None => set(String::new(), clamp(event.total)),
     }
 }
 
@@ -469,7 +446,7 @@ impl Sender {
 }
 
 /// Items grouped by the resource (instance) they belong to, in first-seen order.
-fn group_by_resource<T>(
+pub(crate) fn group_by_resource<T>(
     items: impl IntoIterator<Item = (Arc<Resource>, T)>,
 ) -> Vec<(Arc<Resource>, Vec<T>)> {
     let mut groups: Vec<(Arc<Resource>, Vec<T>)> = Vec::new();
@@ -499,40 +476,11 @@ fn logs_request(batch: Vec<(Arc<Resource>, LogRecord)>) -> ExportLogsServiceRequ
     }
 }
 
-/// Cumulative counter points for every probe seen, plus the exporter's own counters (under the
+/// Every probe series' points, plus the exporter's own counters (under the
 /// resource `service.name=periscope`); returns the request and its point count.
 fn metrics_request(q: &Queue, stats: &ExportStats) -> (ExportMetricsServiceRequest, u64) {
     let now = now_ns();
-    let mut with_resource: Vec<(Arc<Resource>, NumberDataPoint)> = Vec::new();
-    let mut points = 0;
-    for ((_, probe, group), CounterPoint(res, location, start, total)) in &q.counters {
-        let mut attributes = vec![
-            kv_str("periscope.probe.id", probe),
-            kv_str("periscope.probe.kind", "count"),
-        ];
-        let (file, line) = split_location(location);
-        if let Some(f) = file {
-            attributes.push(kv_str("code.file.path", f));
-        }
-        if let Some(l) = line {
-            attributes.push(kv_int("code.line.number", l));
-        }
-        if line.is_none() && !location.is_empty() {
-            attributes.push(kv_str("code.function.name", location));
-        }
-        if !group.is_empty() {
-            attributes.push(kv_str("periscope.group", group));
-        }
-        let point = NumberDataPoint {
-            attributes,
-            start_time_unix_nano: *start,
-            time_unix_nano: now,
-            value: Some(number_data_point::Value::AsInt(*total)),
-            ..Default::default()
-        };
-        points += 1;
-        with_resource.push((res.clone(), point));
-    }
+    let (probe_metrics, points) = q.points.metrics(now);
     let own = |name: &str, description: &str, n: u64| Metric {
         name: name.into(),
         description: description.into(),
@@ -578,28 +526,19 @@ fn metrics_request(q: &Queue, stats: &ExportStats) -> (ExportMetricsServiceReque
         ..Default::default()
     };
     let mut resource_metrics = vec![own_metrics];
-    resource_metrics.extend(group_by_resource(with_resource).into_iter().map(
-        |(res, data_points)| ResourceMetrics {
-            resource: Some((*res).clone()),
-            scope_metrics: vec![ScopeMetrics {
-                scope: Some(scope()),
-                metrics: vec![Metric {
-                    name: "periscope.probe.hits".into(),
-                    description: "Hits of a Periscope counter probe".into(),
-                    unit: "{hit}".into(),
-                    data: Some(metric::Data::Sum(Sum {
-                        data_points,
-                        // CUMULATIVE
-                        aggregation_temporality: 2,
-                        is_monotonic: true,
-                    })),
+    resource_metrics.extend(
+        probe_metrics
+            .into_iter()
+            .map(|(res, metrics)| ResourceMetrics {
+                resource: Some((*res).clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope()),
+                    metrics,
                     ..Default::default()
                 }],
                 ..Default::default()
-            }],
-            ..Default::default()
-        },
-    ));
+            }),
+    );
     let req = ExportMetricsServiceRequest { resource_metrics };
     (req, points + 3)
 }

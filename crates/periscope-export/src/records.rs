@@ -10,13 +10,13 @@ use periscope_core::event::{Body, Event, StackFrame};
 use periscope_core::value::{Fields, Int128};
 use periscope_core::Value;
 
-/// One event as a LogRecord (None for counters, which are metrics).
+/// One event as a LogRecord (None for counters, durations and gauges, which are metrics).
 pub fn log_record(e: &Event) -> Option<LogRecord> {
     let (tid, location, function, top) = match &e.body {
         Body::Log(l) => (l.tid, &l.location, l.function.as_deref(), None),
         Body::Snapshot(s) => (s.tid, &s.location, None, s.frames.first()),
         Body::Error(p) => (p.tid, &p.location, None, None),
-        Body::Count(_) => return None,
+        Body::Count(_) | Body::Metric(_) => return None,
     };
     let failure = match &e.body {
         Body::Snapshot(s) => s.failure.as_ref(),
@@ -94,7 +94,7 @@ pub fn log_record(e: &Event) -> Option<LogRecord> {
             (severity, text, map_of(body.into_iter()))
         }
         Body::Error(p) => (13, "WARN", string(&p.error)),
-        Body::Count(_) => return None,
+        Body::Count(_) | Body::Metric(_) => return None,
     };
     Some(LogRecord {
         time_unix_nano: parse_ns(e.ts()).unwrap_or_else(now_ns),

@@ -126,6 +126,10 @@ pub struct AddLogArgs {
     pub ttl_seconds: Option<u64>,
     /// Hits per instance after which the probe is removed there.
     pub max_hits: Option<u64>,
+    /// Where it runs: `auto` (default: in the kernel as eBPF uprobes when everything it reads
+    /// can be read there, else ptrace breakpoints), `bpf` or `ptrace`. The probe's status
+    /// says which, and why not bpf.
+    pub engine: Option<EngineArg>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -161,6 +165,63 @@ pub struct AddCounterArgs {
     pub ttl_seconds: Option<u64>,
     /// Hits per instance after which the counter stops.
     pub max_hits: Option<u64>,
+    /// Where it runs: `auto` (default: in the kernel as eBPF uprobes when everything it reads
+    /// can be read there, else ptrace breakpoints), `bpf` or `ptrace`. The probe's status
+    /// says which, and why not bpf.
+    pub engine: Option<EngineArg>,
+}
+
+/// Which engine runs a probe.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineArg {
+    Auto,
+    Bpf,
+    Ptrace,
+}
+
+impl From<EngineArg> for periscope_core::api::Engine {
+    fn from(e: EngineArg) -> Self {
+        match e {
+            EngineArg::Auto => periscope_core::api::Engine::Auto,
+            EngineArg::Bpf => periscope_core::api::Engine::Bpf,
+            EngineArg::Ptrace => periscope_core::api::Engine::Ptrace,
+        }
+    }
+}
+
+/// A numeric series.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricArg {
+    /// Time each call of the function at `location`, entry to return (in nanoseconds).
+    Duration,
+    /// Sample the numeric expression `value` each time `location` runs.
+    Gauge,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMetricArgs {
+    /// Which instances: tags such as `service=ledger` or an instance id.
+    pub target: String,
+    /// `duration` or `gauge`.
+    pub metric: MetricArg,
+    /// A duration: the function's name (find_functions lists them). A gauge: `FILE:LINE` or a
+    /// function name.
+    pub location: String,
+    /// A gauge: the numeric expression to sample, e.g. `queue.len()` or `total_cents`.
+    pub value: Option<String>,
+    /// Group calls or samples by the value of this expression (a duration reads it at entry).
+    pub by: Option<String>,
+    /// Only calls or samples where this expression is true.
+    pub condition: Option<String>,
+    /// Seconds until the probe is removed (default 900).
+    pub ttl_seconds: Option<u64>,
+    /// Where it runs: `auto` (default: in the kernel as eBPF uprobes when everything it reads
+    /// can be read there, else ptrace breakpoints), `bpf` or `ptrace`. The probe's status
+    /// says which, and why not bpf.
+    pub engine: Option<EngineArg>,
 }
 
 #[derive(Deserialize, JsonSchema)]

@@ -410,6 +410,7 @@ impl Periscope {
             condition: a.condition,
             ttl_seconds: a.ttl_seconds,
             max_hits: a.max_hits,
+            engine: a.engine.map(Into::into),
             ..NewProbe::new(ProbeKind::Log, &a.target, &a.location)
         };
         self.place(&ctx, spec).await
@@ -454,7 +455,35 @@ impl Periscope {
             by: a.by,
             ttl_seconds: a.ttl_seconds,
             max_hits: a.max_hits,
+            engine: a.engine.map(Into::into),
             ..NewProbe::new(ProbeKind::Count, &a.target, &a.location)
+        };
+        self.place(&ctx, spec).await
+    }
+
+    #[tool(
+        description = "Add a metric: `duration` times each call of a function from entry to return (count, sum, min, max and a histogram, in nanoseconds); `gauge` samples a numeric expression (`value`) at a location (count, last, min, max). Both run in the kernel when they can, optionally grouped by an expression, and arrive as `metric` events every few seconds, one per interval with calls or samples."
+    )]
+    async fn add_metric(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<Args<AddMetricArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let a = match args.0 {
+            Ok(a) => a,
+            Err(e) => return Ok(bad_args("add_metric", e)),
+        };
+        let kind = match a.metric {
+            MetricArg::Duration => ProbeKind::Duration,
+            MetricArg::Gauge => ProbeKind::Gauge,
+        };
+        let spec = NewProbe {
+            value: a.value,
+            condition: a.condition,
+            by: a.by,
+            ttl_seconds: a.ttl_seconds,
+            engine: a.engine.map(Into::into),
+            ..NewProbe::new(kind, &a.target, &a.location)
         };
         self.place(&ctx, spec).await
     }
@@ -789,6 +818,7 @@ fn events_result(probe: &str, events: Vec<Value>, after: Option<i64>) -> CallToo
                     Body::Snapshot(s) => render::snapshot_tree(s),
                     Body::Error(p) => render::error_line(p),
                     Body::Count(c) => format!("count: +{} (total {})", c.hits, c.total),
+                    Body::Metric(m) => render::metric_line(m),
                 };
                 format!("{} {}", ev.instance, text.trim_end())
             })

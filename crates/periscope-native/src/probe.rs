@@ -268,47 +268,9 @@ impl EngineUsed {
 /// Which engine to run a probe on (`--engine`): the API's own type.
 pub use periscope_core::api::Engine as EngineChoice;
 
-/// Figures of a numeric series over an interval: a duration's calls or a gauge's samples.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Metric {
-    pub count: u64,
-    pub sum: f64,
-    pub min: f64,
-    pub max: f64,
-    pub last: f64,
-    /// Power-of-two buckets: (upper bound, count) for values up to that bound.
-    pub buckets: std::collections::BTreeMap<u64, u64>,
-}
-
-impl Metric {
-    pub fn add(&mut self, v: f64) {
-        if self.count == 0 || v < self.min {
-            self.min = v;
-        }
-        if self.count == 0 || v > self.max {
-            self.max = v;
-        }
-        self.count += 1;
-        self.sum += v;
-        self.last = v;
-        let bound = if v <= 1.0 {
-            1
-        } else {
-            (v.ceil() as u64)
-                .checked_next_power_of_two()
-                .unwrap_or(u64::MAX)
-        };
-        *self.buckets.entry(bound).or_insert(0) += 1;
-    }
-
-    pub fn mean(&self) -> f64 {
-        if self.count == 0 {
-            0.0
-        } else {
-            self.sum / self.count as f64
-        }
-    }
-}
+/// Figures of a numeric series over an interval: a duration's calls (nanoseconds) or a
+/// gauge's samples. The API's own type: the surfaces report them as they are.
+pub type Metric = periscope_core::event::Figures;
 
 pub type Tallies = Arc<Mutex<Vec<Tally>>>;
 

@@ -169,15 +169,31 @@ fn resolve_fields(t: &Target, spec: &NewProbe) -> Result<usize, ApiError> {
             )
         });
     }
+    // The probe without its texts first, so an error there is the location's or the
+    // condition's; a gauge keeps a value that reads nothing.
     let bare = NewProbe {
         template: spec.template.as_ref().map(|_| "-".to_string()),
+        value: spec.value.as_ref().map(|_| "0".to_string()),
         watch: Vec::new(),
         by: None,
         ..spec.clone()
     };
     attempt(&bare).map_err(|e| field_of(e, "condition"))?;
     let rest = match spec.kind {
-        periscope_core::api::ProbeKind::Count => "by",
+        periscope_core::api::ProbeKind::Count | periscope_core::api::ProbeKind::Duration => "by",
+        periscope_core::api::ProbeKind::Gauge
+            if spec.by.as_deref().is_none_or(|b| {
+                attempt(&NewProbe {
+                    by: Some(b.to_string()),
+                    value: Some("0".into()),
+                    ..spec.clone()
+                })
+                .is_ok()
+            }) =>
+        {
+            "value"
+        }
+        periscope_core::api::ProbeKind::Gauge => "by",
         periscope_core::api::ProbeKind::Snapshot => "watch",
         _ => "template",
     };

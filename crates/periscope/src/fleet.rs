@@ -99,14 +99,16 @@ fn config_file() -> Option<ConfigFile> {
 pub enum ProbeCommand {
     /// Place a probe on every instance TARGET selects.
     Add {
-        /// log, snapshot or count.
+        /// log, snapshot, count, duration, gauge, failures or verify.
         kind: ProbeKind,
         /// Tags such as service=ledger (several: service=ledger,host=web-3) or an instance id.
         target: String,
-        /// FILE:LINE or a function name.
+        /// FILE:LINE or a function name (a duration: the function).
         location: String,
-        /// Log message with expressions in braces (log probes).
-        template: Option<String>,
+        /// Log: the message with expressions in braces ("total={total}"); gauge: the numeric
+        /// expression to sample ("queue.len()").
+        #[arg(value_name = "TEMPLATE|EXPR")]
+        text: Option<String>,
         /// Only hits where this condition holds.
         #[arg(long = "if", value_name = "EXPR")]
         condition: Option<String>,
@@ -122,7 +124,7 @@ pub enum ProbeCommand {
         /// Snapshot: an extra expression to capture (repeatable).
         #[arg(long = "watch", value_name = "EXPR")]
         watch: Vec<String>,
-        /// Count: group by the value of this expression.
+        /// Count, duration, gauge: group by the value of this expression.
         #[arg(long)]
         by: Option<String>,
         /// Snapshot: frames whose variables are captured.
@@ -212,7 +214,7 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
             kind,
             target,
             location,
-            template,
+            text,
             condition,
             ttl,
             max_hits,
@@ -228,6 +230,12 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
             engine,
             json,
         } => {
+            // The positional text is a gauge's value, any other kind's template (the server
+            // says when a kind takes neither).
+            let (template, value) = match kind {
+                ProbeKind::Gauge => (None, text),
+                _ => (text, None),
+            };
             let spec = NewProbe {
                 kind,
                 target,
@@ -236,6 +244,7 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
                 condition,
                 watch,
                 by,
+                value,
                 ttl_seconds: ttl.map(|d| d.as_secs().max(1)),
                 max_hits,
                 rate_limit: rate,
@@ -308,6 +317,12 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
             println!("  target:   {}", p.spec.target);
             if let Some(t) = &p.spec.template {
                 println!("  template: {t}");
+            }
+            if let Some(v) = &p.spec.value {
+                println!("  value:    {v}");
+            }
+            if let Some(b) = &p.spec.by {
+                println!("  by:       {b}");
             }
             if let Some(c) = &p.spec.condition {
                 println!("  if:       {c}");
@@ -461,6 +476,13 @@ fn print_event(e: &serde_json::Value, out: &mut impl Write) -> std::io::Result<(
                 .as_ref()
                 .map(|g| format!(" by group: {}", serde_json::json!(g)))
                 .unwrap_or_default()
+        ),
+        Body::Metric(m) => writeln!(
+            out,
+            "{} {} {}",
+            event.instance,
+            event.probe(),
+            render::metric_line(m)
         ),
         // The agent's notice that a probe paused is carried as an error event starting
         // `paused:`; it reads as a notice.

@@ -707,9 +707,11 @@ fn print_body(json: bool, body: &Body, out: &mut impl Write) -> Result<()> {
         Body::Log(e) if json => writeln!(out, "{}", serde_json::to_string(e)?)?,
         Body::Snapshot(e) if json => writeln!(out, "{}", serde_json::to_string(e)?)?,
         Body::Count(e) if json => writeln!(out, "{}", serde_json::to_string(e)?)?,
+        Body::Metric(e) if json => writeln!(out, "{}", serde_json::to_string(e)?)?,
         Body::Log(e) => writeln!(out, "{}", render::log_line(e))?,
         Body::Snapshot(e) => print_snapshot(e, out)?,
         Body::Count(e) => writeln!(out, "{}  +{} hits (total {})", e.location, e.hits, e.total)?,
+        Body::Metric(e) => writeln!(out, "{}", render::metric_line(e))?,
     }
     Ok(())
 }

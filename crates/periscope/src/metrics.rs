@@ -4,6 +4,7 @@
 
 use super::{end_with, print_probe_error, pump, render, report, start, Common};
 use anyhow::{bail, Context, Result};
+use periscope_core::event::{Body, MetricEvent, MetricKind};
 use periscope_core::redact::Redactor;
 use periscope_native::probe::{Metric, Tallies};
 use periscope_native::{Action, EngineEvent, ProbeSpec};
@@ -17,6 +18,15 @@ use std::time::{Duration, Instant};
 pub(crate) enum Series {
     Duration,
     Gauge,
+}
+
+impl Series {
+    fn kind(self) -> MetricKind {
+        match self {
+            Series::Duration => MetricKind::Duration,
+            Series::Gauge => MetricKind::Gauge,
+        }
+    }
 }
 
 /// The probe of a duration (`value` None) or a gauge.
@@ -59,6 +69,11 @@ pub(crate) fn run_metric(
     series: Series,
 ) -> Result<()> {
     let location = spec.location.to_string();
+    let grouped = matches!(
+        &spec.action,
+        Action::Duration { by: Some(_) } | Action::Gauge { by: Some(_), .. }
+    );
+    let exporter = super::local_exporter(pid, &common.output)?;
     let session = start(pid, spec).context("start the probe")?;
     let engine = session
         .engines
@@ -69,12 +84,29 @@ pub(crate) fn run_metric(
     let deadline = common.output.duration.map(|d| Instant::now() + d);
     let json = common.output.json;
     let started = Instant::now();
+    let mut last = Instant::now();
     let mut total: HashMap<Option<String>, Metric> = HashMap::new();
     let mut print = |final_line: bool| -> Result<()> {
         let interval = take(&tallies);
         for (k, m) in &interval {
-            merge(total.entry(k.clone()).or_default(), m);
+            total.entry(k.clone()).or_default().merge(m);
         }
+        let (all, groups) = Metric::by_group(interval.clone());
+        if all.count > 0 && exporter.is_some() {
+            let event = MetricEvent {
+                ts: periscope_core::event::now_rfc3339(),
+                pid,
+                probe: "1".into(),
+                location: location.clone(),
+                metric: series.kind(),
+                interval_seconds: last.elapsed().as_secs_f64(),
+                figures: all,
+                groups: grouped.then_some(groups),
+                engine: Some(engine.clone()),
+            };
+            super::export_local(&exporter, &Body::Metric(event));
+        }
+        last = Instant::now();
         let shown = if final_line { &total } else { &interval };
         let line = metric_line(series, &location, &engine, shown, json, final_line, started);
         let mut out = std::io::stdout().lock();
@@ -96,6 +128,9 @@ pub(crate) fn run_metric(
     );
     let summary = session.stop();
     print(true)?;
+    if let Some((e, _)) = exporter {
+        e.shutdown(Duration::from_secs(5));
+    }
     report(&summary);
     end_with(reason)
 }
@@ -106,24 +141,6 @@ fn take(tallies: &Tallies) -> HashMap<Option<String>, Metric> {
     match t.first_mut() {
         Some(t) => std::mem::take(&mut t.metrics),
         None => HashMap::new(),
-    }
-}
-
-fn merge(into: &mut Metric, m: &Metric) {
-    if m.count == 0 {
-        return;
-    }
-    if into.count == 0 || m.min < into.min {
-        into.min = m.min;
-    }
-    if into.count == 0 || m.max > into.max {
-        into.max = m.max;
-    }
-    into.count += m.count;
-    into.sum += m.sum;
-    into.last = m.last;
-    for (b, n) in &m.buckets {
-        *into.buckets.entry(*b).or_insert(0) += n;
     }
 }
 
@@ -138,7 +155,7 @@ fn metric_line(
 ) -> String {
     let mut all = Metric::default();
     for m in metrics.values() {
-        merge(&mut all, m);
+        all.merge(m);
     }
     let groups: BTreeMap<&String, &Metric> = metrics
         .iter()
@@ -156,9 +173,9 @@ fn metric_line(
         fill(series, &mut obj, &all);
         if series == Series::Duration {
             obj["histogram"] = json!(all
-                .buckets
+                .histogram
                 .iter()
-                .map(|(le, n)| json!({"le_ns": le, "count": n}))
+                .map(|b| json!({"le_ns": b.le, "count": b.count}))
                 .collect::<Vec<_>>());
         }
         if !groups.is_empty() {
@@ -177,9 +194,12 @@ fn metric_line(
     } else {
         format!("{}  {location}", render::short_time(&ts))
     };
-    let mut line = format!("{head}: {}", words(series, &all));
+    let mut line = format!("{head}: {}", render::figures_words(series.kind(), &all));
     for (k, m) in groups {
-        line.push_str(&format!("\n    {k}: {}", words(series, m)));
+        line.push_str(&format!(
+            "\n    {k}: {}",
+            render::figures_words(series.kind(), m)
+        ));
     }
     line
 }
@@ -201,54 +221,6 @@ fn fill(series: Series, obj: &mut Json, m: &Metric) {
             obj["max"] = json!(m.max);
             obj["mean"] = json!(m.mean());
         }
-    }
-}
-
-fn words(series: Series, m: &Metric) -> String {
-    if m.count == 0 {
-        return match series {
-            Series::Duration => "0 calls".into(),
-            Series::Gauge => "no samples".into(),
-        };
-    }
-    match series {
-        Series::Duration => format!(
-            "{} call{}, mean {}, min {}, max {}",
-            m.count,
-            if m.count == 1 { "" } else { "s" },
-            ns(m.mean()),
-            ns(m.min),
-            ns(m.max)
-        ),
-        Series::Gauge => format!(
-            "{} sample{}, last {}, min {}, max {}, mean {:.3}",
-            m.count,
-            if m.count == 1 { "" } else { "s" },
-            num(m.last),
-            num(m.min),
-            num(m.max),
-            m.mean()
-        ),
-    }
-}
-
-fn ns(v: f64) -> String {
-    if v >= 1e9 {
-        format!("{:.3}s", v / 1e9)
-    } else if v >= 1e6 {
-        format!("{:.3}ms", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.1}µs", v / 1e3)
-    } else {
-        format!("{v:.0}ns")
-    }
-}
-
-fn num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
     }
 }
 

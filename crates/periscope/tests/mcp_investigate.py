@@ -49,7 +49,7 @@ async def investigate(session, cfg):
     await session.initialize()
     tools = {t.name: t for t in (await session.list_tools()).tools}
     for name in ["list_instances", "find_functions", "find_message", "read_source", "add_log", "add_snapshot", "watch_failures",
-                 "add_counter", "get_events", "wait_for_events", "list_probes", "remove_probe"]:
+                 "add_counter", "add_metric", "get_events", "wait_for_events", "list_probes", "remove_probe"]:
         check(name in tools, f"tool {name} listed")
         check(tools[name].description, f"tool {name} has a description")
     check("probe_id" in json.dumps(field(tools["wait_for_events"], "input_schema", "inputSchema")), "schema names probe_id")
@@ -133,6 +133,35 @@ async def investigate(session, cfg):
     check(armed["kind"] == "failures" and armed["instances"][0]["state"] == "installed", armed)
     r = await call(session, "remove_probe", {"probe_id": armed["id"]})
     check(not r.isError, text_of(r))
+
+    # Metrics: a duration of settle and a gauge of its total, grouped by memo, in the kernel.
+    r = await call(session, "add_metric", {"target": inst["id"], "metric": "duration",
+                                           "location": "ledger::settle", "by": "t.memo", "engine": "bpf"})
+    check(not r.isError, text_of(r))
+    timed = r.structuredContent["probe"]
+    r = await call(session, "add_metric", {"target": inst["id"], "metric": "gauge",
+                                           "location": f"ledger.rs:{line}", "value": "total"})
+    check(not r.isError, text_of(r))
+    sampled = r.structuredContent["probe"]
+    for probe_, metric in [(timed, "duration"), (sampled, "gauge")]:
+        r = await call(session, "wait_for_events", {"probe_id": probe_["id"], "count": 1, "timeout_seconds": 60})
+        check(not r.isError, text_of(r))
+        ev = r.structuredContent["events"][0]
+        check(ev["kind"] == "metric" and ev["metric"] == metric and ev["count"] > 0, ev)
+        check(ev["min"] <= ev["max"] and ev["engine"] == "bpf", ev)
+        check(metric in text_of(r), text_of(r))
+        if metric == "duration":
+            check(sum(g["count"] for g in ev["groups"].values()) == ev["count"], ev)
+            check(set(k.strip('"') for k in ev["groups"]) <= {"rent", "coffee", "books"}, ev["groups"])
+        else:
+            # Every total the ledger computes is amount + amount // 10, amount = seq*100 + worker.
+            amount_ = (int(ev["last"]) * 10 + 10) // 11
+            check(any(a + a // 10 == int(ev["last"]) and a % 100 < 2 for a in range(amount_ - 2, amount_ + 3)), ev)
+        check(probe_["instances"][0].get("engine") == "bpf", probe_)
+        r = await call(session, "remove_probe", {"probe_id": probe_["id"]})
+        check(not r.isError, text_of(r))
+    r = await call(session, "add_metric", {"target": inst["id"], "metric": "gauge", "location": f"ledger.rs:{line}"})
+    check(r.isError and "value" in text_of(r), text_of(r))
 
     # Malformed calls: tool errors with a way forward, never a crash or a hang.
     errors = {}

@@ -461,3 +461,230 @@ fn local_mode_exports_log_hits_over_otlp() {
     assert_eq!(int_attr(&recs[0].0, "process.pid"), t.pid as i64);
     assert_eq!(str_attr(&recs[0].0, "service.name"), "ledger");
 }
+
+/// Every metric of a given name the collector got, with its points' attributes.
+fn metrics_named(
+    got: &Received,
+    name: &str,
+) -> Vec<opentelemetry_proto::tonic::metrics::v1::Metric> {
+    got.metrics
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|r| &r.resource_metrics)
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .filter(|m| m.name == name)
+        .cloned()
+        .collect()
+}
+
+fn is_probe(attrs: &[KeyValue], id: &str) -> bool {
+    attr(attrs, "periscope.probe.id") == Some(&any_value::Value::StringValue(id.to_string()))
+}
+
+/// `periscope probe add duration|gauge` on a fleet: the agent runs them in the kernel, reports
+/// each interval as a `metric` event (stored, shown by `probe show` and `events`), and the
+/// server exports a cumulative Histogram and a Gauge with the probe's attributes.
+#[test]
+fn durations_and_gauges_on_a_fleet_reach_the_api_and_an_otlp_collector() {
+    let (url, got) = receiver(true);
+    std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "500");
+    let (server, _agent, t) = fleet_with(
+        "otlp-metrics",
+        &["--otlp-endpoint", &url, "--otlp-protocol", "grpc"],
+    );
+    let line = probe_line("ledger.rs", "settle-total") + 1;
+    let added = |args: &[&str]| {
+        let out = server.cli(&server.admin, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_out(&out)["id"].as_str().expect("probe id").to_string()
+    };
+    let duration = added(&[
+        "probe",
+        "add",
+        "duration",
+        "service=ledger",
+        "ledger::settle",
+        "--by",
+        "t.memo",
+        "--engine",
+        "bpf",
+        "--json",
+    ]);
+    let gauge = added(&[
+        "probe",
+        "add",
+        "gauge",
+        "service=ledger",
+        &format!("ledger.rs:{line}"),
+        "total",
+        "--by",
+        "t.memo",
+        "--json",
+    ]);
+    let admin = server.admin();
+    let metric_events = |id: &str| {
+        eventually("metric events", || {
+            let evs = admin
+                .events(id, &periscope_client::EventQuery::default())
+                .ok()?;
+            let evs: Vec<_> = evs.into_iter().filter(|e| e["kind"] == "metric").collect();
+            (evs.len() >= 2).then_some(evs)
+        })
+    };
+    let memos = ["rent", "coffee", "books"];
+    for e in metric_events(&duration) {
+        assert_eq!(e["metric"], "duration");
+        assert_eq!(e["engine"], "bpf", "{e}");
+        assert_eq!(e["pid"], t.pid);
+        let count = e["count"].as_u64().unwrap();
+        let (min, max, sum) = (
+            e["min"].as_f64().unwrap(),
+            e["max"].as_f64().unwrap(),
+            e["sum"].as_f64().unwrap(),
+        );
+        assert!(
+            count > 0 && min > 0.0 && min <= max && sum >= min * count as f64,
+            "{e}"
+        );
+        let in_buckets: u64 = e["histogram"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(in_buckets, count, "{e}");
+        let groups = e["groups"].as_object().expect("groups by memo");
+        assert!(
+            groups.keys().all(|k| memos.contains(&k.trim_matches('"'))),
+            "{e}"
+        );
+        let grouped: u64 = groups.values().map(|g| g["count"].as_u64().unwrap()).sum();
+        assert_eq!(grouped, count, "{e}");
+    }
+    for e in metric_events(&gauge) {
+        assert_eq!(e["metric"], "gauge");
+        let last = e["last"].as_f64().unwrap();
+        assert!(e["histogram"].is_null(), "a gauge has no histogram: {e}");
+        // Every total the ledger computes is amount + amount / 10 with amount = seq*100 + worker.
+        for g in e["groups"].as_object().expect("groups").values() {
+            for v in ["min", "max", "last"] {
+                let total = g[v].as_f64().unwrap() as i64;
+                let amount = (total * 10 + 10) / 11;
+                let ok = (amount.saturating_sub(2)..=amount + 2)
+                    .any(|a| a + a / 10 == total && a % 100 < 2);
+                assert!(ok, "{v} {total} is not a total the ledger computes: {e}");
+            }
+        }
+        assert!(
+            e["min"].as_f64().unwrap() <= last && last <= e["max"].as_f64().unwrap(),
+            "{e}"
+        );
+    }
+    let shown = server.cli(&server.admin, &["probe", "show", &duration]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("duration at ledger::settle") && text.contains("bpf"),
+        "{text}"
+    );
+    // The collector: a cumulative Histogram in seconds and a Gauge, with the attributes.
+    let point = eventually("a duration histogram point", || {
+        metrics_named(&got, "periscope.probe.duration")
+            .into_iter()
+            .find_map(|m| {
+                assert_eq!(m.unit, "s");
+                let Some(metric::Data::Histogram(h)) = m.data else {
+                    panic!("not a histogram: {m:?}")
+                };
+                assert_eq!(h.aggregation_temporality, 2);
+                h.data_points
+                    .into_iter()
+                    .find(|p| is_probe(&p.attributes, &duration) && p.count > 0)
+            })
+    });
+    assert_eq!(point.bucket_counts.len(), point.explicit_bounds.len() + 1);
+    assert_eq!(point.bucket_counts.iter().sum::<u64>(), point.count);
+    assert!(point.min.unwrap() > 0.0 && point.min <= point.max);
+    assert!(memos.contains(&str_attr(&point.attributes, "periscope.group").trim_matches('"')));
+    assert_eq!(
+        str_attr(&point.attributes, "periscope.probe.kind"),
+        "duration"
+    );
+    assert_eq!(
+        str_attr(&point.attributes, "code.function.name"),
+        "ledger::settle"
+    );
+    let gauge_point = eventually("a gauge point", || {
+        metrics_named(&got, "periscope.probe.gauge")
+            .into_iter()
+            .find_map(|m| {
+                let Some(metric::Data::Gauge(g)) = m.data else {
+                    panic!("not a gauge: {m:?}")
+                };
+                g.data_points
+                    .into_iter()
+                    .find(|p| is_probe(&p.attributes, &gauge))
+            })
+    });
+    assert_eq!(
+        int_attr(&gauge_point.attributes, "code.line.number"),
+        line as i64
+    );
+    assert!(str_attr(&gauge_point.attributes, "code.file.path").ends_with("ledger.rs"));
+    match gauge_point.value {
+        Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(v)) => {
+            assert!(v > 0.0)
+        }
+        other => panic!("gauge value: {other:?}"),
+    }
+}
+
+/// `periscope duration … --otlp-endpoint`: the local command exports what it prints, as a
+/// Histogram of the function's calls (before, `--otlp` was accepted and ignored).
+#[test]
+fn local_mode_exports_durations_over_otlp() {
+    let (url, got) = receiver(false);
+    std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "200");
+    let t = Target::start(&ledger_debug(), &["2000", "1"]);
+    let out = run_periscope(&[
+        "duration",
+        &t.pid.to_string(),
+        "ledger::settle",
+        "--every",
+        "300ms",
+        "--for",
+        "2s",
+        "--otlp-endpoint",
+        &url,
+    ]);
+    assert_success(&out);
+    let point = metrics_named(&got, "periscope.probe.duration")
+        .into_iter()
+        .filter_map(|m| match m.data {
+            Some(metric::Data::Histogram(h)) => h.data_points.into_iter().last(),
+            _ => None,
+        })
+        .max_by_key(|p| p.count)
+        .expect("a duration point exported before exit");
+    assert!(point.count > 0, "{point:?}");
+    assert_eq!(
+        str_attr(&point.attributes, "code.function.name"),
+        "ledger::settle"
+    );
+    let printed: u64 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| l.split("total ledger::settle: ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the total line");
+    assert_eq!(
+        point.count, printed,
+        "the export counts every call the total line counts"
+    );
+}

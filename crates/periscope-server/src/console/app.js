@@ -296,7 +296,7 @@ function probeForm(panel, inst, file, line) {
     const err = el("pre", { class: "error", id: `${id}-error`, hidden: true });
     return { box: el("div", {}, el("label", { for: id }, label), input, hint ? el("div", { class: "muted" }, hint) : null, err), err };
   };
-  const kind = el("select", { id: "kind" }, ...["log", "snapshot", "count", "verify"].map((k) => el("option", { value: k }, k)));
+  const kind = el("select", { id: "kind" }, ...["log", "snapshot", "count", "gauge", "verify"].map((k) => el("option", { value: k }, k)));
   const failure = el("input", { id: "failure", spellcheck: "false", placeholder: "refund > charge.amount" });
   const fixes = el("textarea", { id: "fixes", rows: "3", spellcheck: "false", placeholder: "capped: refund = min(refund, charge.amount)" });
   const keep = el("textarea", { id: "keep", rows: "2", spellcheck: "false", placeholder: "(default: what the fixes assign)" });
@@ -304,6 +304,7 @@ function probeForm(panel, inst, file, line) {
   const template = el("input", { id: "template", spellcheck: "false", placeholder: "total={total} user={req.user}" });
   const condition = el("input", { id: "condition", spellcheck: "false", placeholder: "amount > 1000" });
   const by = el("input", { id: "by", spellcheck: "false", placeholder: "req.method" });
+  const value = el("input", { id: "value", spellcheck: "false", placeholder: "queue.len()" });
   const ttl = el("input", { id: "ttl", type: "number", min: "1", value: "3600" });
   const maxHits = el("input", { id: "max-hits", type: "number", min: "1", placeholder: "none" });
   const rate = el("input", { id: "rate", type: "number", min: "0", step: "any", placeholder: "1000/s" });
@@ -313,6 +314,7 @@ function probeForm(panel, inst, file, line) {
   const fTemplate = field("template", "Template", template, "Expressions in braces are read at each hit.");
   const fCondition = field("condition", "Condition", condition);
   const fBy = field("by", "Group by", by);
+  const fValue = field("value", "Value", value, "A number read at each hit: last, min, max and mean per interval.");
   const fFailure = field("failure", "Failure", failure, "The symptom, as a condition at this line.");
   const fFixes = field("fixes", "Fixes", fixes, "One candidate per line: NAME: VAR = EXPR[; VAR = EXPR]. Checked read-only on live hits.");
   const fKeep = field("keep", "Keep", keep, "Results that must not change where nothing failed, one per line.");
@@ -325,7 +327,8 @@ function probeForm(panel, inst, file, line) {
     const p = { kind: k, target: targetSel.value === "instance" ? inst.id : tags.value.trim(), location: where };
     if (k === "log") p.template = template.value;
     if (condition.value.trim()) p.condition = condition.value.trim();
-    if (k === "count" && by.value.trim()) p.by = by.value.trim();
+    if ((k === "count" || k === "gauge") && by.value.trim()) p.by = by.value.trim();
+    if (k === "gauge") p.value = value.value.trim();
     const lines = (t) => t.value.split("\n").map((x) => x.trim()).filter(Boolean);
     if (k === "verify") {
       p.failure = failure.value.trim();
@@ -339,7 +342,7 @@ function probeForm(panel, inst, file, line) {
     if (budget.value) p.budget_ms = Number(budget.value);
     return p;
   };
-  const errors = { template: fTemplate.err, condition: fCondition.err, by: fBy.err, failure: fFailure.err, fixes: fFixes.err, keep: fKeep.err, replay: fReplay.err };
+  const errors = { template: fTemplate.err, condition: fCondition.err, by: fBy.err, value: fValue.err, failure: fFailure.err, fixes: fFixes.err, keep: fKeep.err, replay: fReplay.err };
   const showError = (e) => {
     for (const box of [...Object.values(errors), general]) box.hidden = true;
     if (!e) return;
@@ -369,16 +372,17 @@ function probeForm(panel, inst, file, line) {
   };
   const showKind = () => {
     fTemplate.box.hidden = kind.value !== "log";
-    fBy.box.hidden = kind.value !== "count";
+    fBy.box.hidden = kind.value !== "count" && kind.value !== "gauge";
+    fValue.box.hidden = kind.value !== "gauge";
     for (const f of [fFailure, fFixes, fKeep, fReplay]) f.box.hidden = kind.value !== "verify";
   };
   kind.addEventListener("change", () => (showKind(), soon()));
   targetSel.addEventListener("change", () => ((tags.hidden = targetSel.value !== "tags"), soon()));
-  for (const i of [template, condition, by, failure, fixes, keep, replay, tags, ttl, maxHits, rate, budget]) i.addEventListener("input", soon);
+  for (const i of [template, condition, by, value, failure, fixes, keep, replay, tags, ttl, maxHits, rate, budget]) i.addEventListener("input", soon);
   const form = el("form", { class: "card", id: "probe-form" },
     el("h2", {}, `Probe ${where}`),
     el("label", { for: "kind" }, "Kind"), kind,
-    fTemplate.box, fCondition.box, fBy.box, fFailure.box, fFixes.box, fKeep.box, fReplay.box,
+    fTemplate.box, fValue.box, fCondition.box, fBy.box, fFailure.box, fFixes.box, fKeep.box, fReplay.box,
     el("div", { class: "row2" },
       el("div", {}, el("label", { for: "ttl" }, "TTL (s)"), ttl),
       el("div", {}, el("label", { for: "max-hits" }, "Max hits"), maxHits),
@@ -531,7 +535,7 @@ async function viewEvents(show, probe) {
   const MAX = 300;
   follow(probe || null, (e) => {
     empty.remove();
-    if (e.kind === "count") chartPoint(charts, series, e);
+    if (e.kind === "count" || e.kind === "metric") chartPoint(charts, series, e);
     list.prepend(renderEvent(e));
     while (list.childElementCount > MAX) list.lastElementChild.remove();
   }, (s) => {
@@ -557,6 +561,7 @@ function renderEvent(e) {
   if (e.kind === "log") box.append(el("div", { class: "msg" }, e.message));
   else if (e.kind === "error") box.append(el("div", { class: "msg error" }, e.error));
   else if (e.kind === "count") box.append(el("div", { class: "msg" }, `+${e.hits} hits (total ${e.total})${e.groups ? "  " + Object.entries(e.groups).map(([k, v]) => `${k}: ${v}`).join(", ") : ""}`));
+  else if (e.kind === "metric") box.append(el("div", { class: "msg", "data-metric": e.metric }, metricText(e)));
   else if (e.kind === "snapshot") box.append(snapshotTree(e));
   else box.append(el("div", { class: "msg" }, JSON.stringify(e)));
   return box;
@@ -659,15 +664,40 @@ function chartPoint(box, series, e) {
     s = { points: [], line, label };
     series.set(key, s);
   }
-  const rate = e.interval_seconds > 0 ? e.hits / e.interval_seconds : e.hits;
-  s.points.push(rate);
+  const [point, text] = chartFigure(e);
+  s.points.push(point);
   if (s.points.length > 60) s.points.shift();
   const max = Math.max(1, ...s.points);
   // One interval is a flat line until the next arrives.
   const pts = s.points.length === 1 ? [s.points[0], s.points[0]] : s.points;
   const step = 300 / Math.max(1, pts.length - 1);
   s.line.setAttribute("points", pts.map((p, i) => `${(i * step).toFixed(1)},${(58 - (p / max) * 54).toFixed(1)}`).join(" "));
-  s.label.textContent = `${key}: ${rate.toFixed(1)} hits/s, total ${e.total}`;
+  s.label.textContent = `${key}: ${text}`;
+}
+
+/// The value a chart plots for an event, and its label: a counter's hits per second, a
+/// duration's mean, a gauge's last value.
+function chartFigure(e) {
+  if (e.kind === "metric" && e.metric === "duration") return [e.count ? e.sum / e.count : 0, `mean ${nanos(e.count ? e.sum / e.count : 0)}, ${e.count} calls`];
+  if (e.kind === "metric") return [e.last, `last ${e.last}, min ${e.min}, max ${e.max}`];
+  const rate = e.interval_seconds > 0 ? e.hits / e.interval_seconds : e.hits;
+  return [rate, `${rate.toFixed(1)} hits/s, total ${e.total}`];
+}
+
+function nanos(v) {
+  if (v >= 1e9) return `${(v / 1e9).toFixed(3)}s`;
+  if (v >= 1e6) return `${(v / 1e6).toFixed(3)}ms`;
+  if (v >= 1e3) return `${(v / 1e3).toFixed(1)}µs`;
+  return `${Math.round(v)}ns`;
+}
+
+/// A duration's or a gauge's interval in words, with a line per group.
+function metricText(e) {
+  const words = (f) => e.metric === "duration"
+    ? `${f.count} call${f.count === 1 ? "" : "s"}, mean ${nanos(f.count ? f.sum / f.count : 0)}, min ${nanos(f.min)}, max ${nanos(f.max)}`
+    : `${f.count} sample${f.count === 1 ? "" : "s"}, last ${f.last}, min ${f.min}, max ${f.max}, mean ${(f.count ? f.sum / f.count : 0).toFixed(3)}`;
+  const groups = e.groups ? Object.entries(e.groups).map(([k, f]) => `\n  ${k}: ${words(f)}`).join("") : "";
+  return `${e.metric}: ${words(e)}${groups}`;
 }
 
 /// A verify probe's result across instances, as a table per candidate, refreshed while the
