@@ -35,7 +35,7 @@ int main(int argc, char **argv)
     }
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
-    for (long i = 0; i < n; i++) {
+    for (long i = 0; i < n; i++) { /* PROBE: loop-head */
         step(i);
         if (sleep_us)
             usleep(sleep_us);

@@ -21,6 +21,7 @@ pub mod maps;
 pub mod messages;
 pub mod probe;
 pub mod process;
+mod repeat;
 pub mod resolve;
 mod rust_std;
 pub mod session;

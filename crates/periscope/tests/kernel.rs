@@ -427,3 +427,47 @@ fn bpf_refuses_what_cannot_run_in_the_kernel_and_auto_falls_back() {
     );
     t.assert_untouched();
 }
+
+/// A loop head has several addresses (gcc -O0: the initialisation, and the test the loop jumps
+/// back to): one pass through it is one hit on both engines, as it is one execution of the line.
+/// Without that, each pass would be reported twice. Also: a kernel-only session ends when the
+/// target exits even while its parent has not reaped it yet (a zombie).
+#[test]
+fn one_execution_of_a_line_with_several_addresses_is_one_hit_on_both_engines() {
+    let n = 50;
+    let line = probe_line("hot.c", "loop-head");
+    let mut seen = Vec::new();
+    for engine in ["bpf", "ptrace"] {
+        let mut t = Target::start(&hot(), &[&n.to_string(), "0", "wait"]);
+        let pid = t.pid.to_string();
+        let loc = format!("hot.c:{line}");
+        let mut p = periscope()
+            .args(["log", &pid, &loc, "i={i}", "--json", "--engine", engine])
+            .args(["--for", "120s"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = std::io::BufReader::new(p.stderr.take().unwrap());
+        let mut banner = String::new();
+        std::io::BufRead::read_line(&mut err, &mut banner).unwrap();
+        assert!(banner.contains("probing"), "{banner}");
+        t.go();
+        let out = p.wait_with_output().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+        let hits = stdout_json(&out);
+        // The test target is not reaped before this: the command saw the exit of a zombie
+        // (not the end of --for).
+        assert!(rest.contains("target exited"), "{engine}: {rest}");
+        // Once at the initialisation (i not set yet), then once per test of `i < n` but the
+        // first, which continues the initialisation's execution of the line.
+        assert_eq!(hits.len(), n, "{engine}: {hits:?}");
+        let values: Vec<i64> = hits.iter().skip(1).map(|h| int(h, "i")).collect();
+        assert_eq!(values, (1..n as i64).collect::<Vec<_>>(), "{engine}");
+        seen.push(values);
+        let (status, _) = t.wait_output();
+        assert!(status.success());
+    }
+    assert_eq!(seen[0], seen[1], "both engines report the same executions");
+}

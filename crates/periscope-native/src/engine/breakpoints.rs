@@ -229,7 +229,7 @@ impl Engine {
                 self.unpatch(addr);
             }
         }
-        self.last_hit.retain(|(_, p), _| *p != pi);
+        self.repeats.forget(pi);
     }
 
     /// Writes every original byte back (breakpoints stay known as retired, so a thread that

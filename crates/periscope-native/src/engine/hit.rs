@@ -19,16 +19,6 @@ use std::time::{Duration, Instant};
 
 const SIGTRAP: i32 = libc::SIGTRAP;
 
-/// Per-thread memory of the last hit, so one execution of a line that maps to several
-/// addresses in the same scope reports once.
-#[derive(Clone, Copy)]
-pub(crate) struct LastHit {
-    site_addr: u64,
-    cfa: u64,
-    scope: gimli::UnitOffset,
-    reported: bool,
-}
-
 /// Examples reported per candidate and cell of a verify probe.
 pub(super) const VERIFY_EXAMPLES: u64 = 3;
 
@@ -51,13 +41,14 @@ impl HitLimits {
         let Some(limit) = limit else {
             return true;
         };
+        let (allowed, window) = crate::probe::rate_window(limit);
         let now = Instant::now();
         let (start, n) = self.rate.entry(pi).or_insert((now, 0));
-        if now.duration_since(*start).as_secs_f64() >= 1.0 {
+        if now.duration_since(*start) >= window {
             *start = now;
             *n = 0;
         }
-        if (*n as f64) < limit {
+        if *n < allowed {
             *n += 1;
             true
         } else {
@@ -184,9 +175,8 @@ impl Engine {
         hit
     }
 
-    /// True when this hit continues the execution of a line already reported on this thread:
-    /// the line left its run at a lower address in the same frame and scope and came back at a
-    /// higher one (a loop head split in two, an overflow check's panic path).
+    /// True when this hit continues the execution of a line already reported on this thread
+    /// (see [`crate::repeat`]).
     pub(super) fn is_repeat(
         &mut self,
         tid: i32,
@@ -195,31 +185,10 @@ impl Engine {
         addr: u64,
         cfa: Option<u64>,
     ) -> bool {
-        if self.probes[pi].sites.len() < 2 {
-            return false;
-        }
-        let scope = self.probes[pi].sites[si].visible.scope_id;
-        let cfa = cfa.unwrap_or(0);
-        let now = LastHit {
-            site_addr: addr,
-            cfa,
-            scope,
-            reported: true,
-        };
-        let prev = self.last_hit.insert((tid, pi), now);
-        let repeat = prev.is_some_and(|p| {
-            p.reported
-                && p.cfa == cfa
-                && p.scope == scope
-                && p.site_addr != addr
-                && addr > p.site_addr
-        });
-        if repeat {
-            if let Some(h) = self.last_hit.get_mut(&(tid, pi)) {
-                h.reported = false;
-            }
-        }
-        repeat
+        let sites = &self.probes[pi].sites;
+        let scope = sites[si].visible.scope_id;
+        self.repeats
+            .is_repeat(tid, pi, sites.len(), scope, addr, cfa)
     }
 
     fn hit_probe(

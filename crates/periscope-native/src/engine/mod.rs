@@ -93,7 +93,7 @@ pub(crate) struct Engine {
     breakpoints: breakpoints::Breakpoints,
     scratch: scratch::ScratchAreas,
     limits: hit::HitLimits,
-    last_hit: HashMap<(i32, usize), hit::LastHit>,
+    repeats: crate::repeat::Repeats,
     /// Signals that arrived while a thread was held for our own work, to deliver on resume.
     pending_signals: HashMap<i32, i32>,
     dropped: u64,
@@ -154,7 +154,7 @@ impl Engine {
             breakpoints: breakpoints::Breakpoints::default(),
             scratch: scratch::ScratchAreas::default(),
             limits: hit::HitLimits::default(),
-            last_hit: HashMap::new(),
+            repeats: Default::default(),
             pending_signals: HashMap::new(),
             dropped: 0,
             held_events: Vec::new(),

@@ -150,6 +150,7 @@ impl Kernel {
             wake: wake.clone(),
             signals,
             goid,
+            repeats: Default::default(),
         };
         let ended = Arc::new(std::sync::Mutex::new(None));
         let ended2 = ended.clone();
@@ -253,6 +254,9 @@ struct KProbe {
     tally: usize,
     done: bool,
     last_error_report: Option<Instant>,
+    /// Hits the kernel admitted that continued an execution of the line already reported
+    /// (a line with several addresses): not reported, not counted as hits.
+    repeats: u64,
 }
 
 struct Runner {
@@ -273,6 +277,7 @@ struct Runner {
     signals: Option<nix::sys::signalfd::SignalFd>,
     /// Go: where `runtime.g` keeps the goroutine id.
     goid: Option<u64>,
+    repeats: crate::repeat::Repeats,
 }
 
 impl Runner {
@@ -316,12 +321,9 @@ impl Runner {
             }
             self.drain();
             self.sync_counters();
-            if !std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
+            if let Some(ended) = exit_of(self.pid) {
                 self.drain();
-                return Some(EndReason::TargetExited {
-                    code: None,
-                    signal: None,
-                });
+                return Some(ended);
             }
             if !self.keep_alive && !self.probes.is_empty() && self.probes.iter().all(|p| p.done) {
                 return Some(crate::probe::all_ended(&self.tallies));
@@ -409,6 +411,7 @@ impl Runner {
             tally,
             done: false,
             last_error_report: None,
+            repeats: 0,
         });
         let result = self.arm(pi, &mut plans);
         if let Err(e) = result {
@@ -481,7 +484,8 @@ impl Runner {
         }
         self.drain();
         if let Some(c) = self.program.counters(self.probes[pi].slot) {
-            self.tally(pi, |t| t.set_kernel_counts(&c));
+            let repeats = self.probes[pi].repeats;
+            self.tally(pi, |t| t.set_kernel_counts(&c, repeats));
         }
         let p = &mut self.probes[pi];
         p.done = true;
@@ -517,7 +521,8 @@ impl Runner {
             let Some(c) = self.program.counters(self.probes[pi].slot) else {
                 continue;
             };
-            self.tally(pi, |t| t.set_kernel_counts(&c));
+            let repeats = self.probes[pi].repeats;
+            self.tally(pi, |t| t.set_kernel_counts(&c, repeats));
             if c.max_hits > 0 && c.hits >= c.max_hits {
                 self.end_probe(pi, ProbeState::HitLimit, true);
             }
@@ -561,6 +566,20 @@ impl Runner {
             );
             self.report_error(pi, tid, location, msg);
             return;
+        }
+        let p = &self.probes[pi];
+        if r.kind == decode::REC_HIT && !matches!(p.spec.action, Action::Duration { .. }) {
+            let site = &p.sites[si];
+            let cfa = r.cfa(site, p.cfa[si]);
+            let scope = site.visible.scope_id;
+            let (sites, address) = (p.sites.len(), site.address);
+            if self
+                .repeats
+                .is_repeat(tid as i32, pi, sites, scope, address, cfa)
+            {
+                self.probes[pi].repeats += 1;
+                return;
+            }
         }
         let p = &self.probes[pi];
         let (site, cfa, spec) = (&p.sites[si], p.cfa[si], &p.spec);
@@ -641,8 +660,8 @@ impl Runner {
 }
 
 impl Tally {
-    fn set_kernel_counts(&mut self, c: &ProbeCounters) {
-        self.hits = c.hits;
+    fn set_kernel_counts(&mut self, c: &ProbeCounters, repeats: u64) {
+        self.hits = c.hits.saturating_sub(repeats);
         self.filtered = c.filtered;
         self.errors = c.errors;
         self.rate_dropped = c.rate_dropped;
@@ -656,13 +675,35 @@ enum Out {
     Nothing,
 }
 
-/// A rate limit as the kernel applies it: (hits allowed, per window of nanoseconds). Below
-/// one hit a second the window grows instead (0.5/s: one hit per 2 s).
+/// How the target ended, once it has: gone from /proc, or a zombie its parent has not reaped
+/// yet (nothing traces it on this path, so no exit event comes; a zombie's status in
+/// /proc/PID/stat says how it ended).
+fn exit_of(pid: u32) -> Option<EndReason> {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Some(EndReason::TargetExited {
+            code: None,
+            signal: None,
+        });
+    };
+    // After the command name in parentheses (which may hold spaces and parentheses): the
+    // state is the first field, the exit status the 50th (field 52 of proc(5)).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if !matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    let status = fields.get(49).and_then(|s| s.parse::<i32>().ok());
+    Some(EndReason::TargetExited {
+        code: status.filter(|s| s & 0x7f == 0).map(|s| (s >> 8) & 0xff),
+        signal: status.filter(|s| s & 0x7f != 0).map(|s| s & 0x7f),
+    })
+}
+
+/// A rate limit as the kernel applies it: (hits allowed, per window of nanoseconds), as
+/// [`crate::probe::rate_window`] defines it for both engines; (0, 0) for none.
 fn rate_allowed(limit: Option<f64>) -> (u64, u64) {
-    match limit {
+    match limit.map(crate::probe::rate_window) {
         None => (0, 0),
-        Some(r) if r >= 1.0 => (r.floor() as u64, 1_000_000_000),
-        Some(r) => (1, (1e9 / r.max(1e-6)) as u64),
+        Some((n, window)) => (n, window.as_nanos().min(u64::MAX as u128) as u64),
     }
 }
 
