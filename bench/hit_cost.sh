@@ -113,8 +113,6 @@ for l in sys.stdin:
         print(hex(x - int(f[2], 16) + int(f[1], 16)))
         break' "$vaddr"
 }
-    }'
-}
 
 # us_per_hit PIN TOOL [go]: microseconds a hit adds to the loop's iteration, against `base`.
 us_per_hit() {
