@@ -62,13 +62,18 @@ struct op {
 	__s64 imm;
 };
 
-#define PLAN_QUIET 1 /* counters and metrics: no wake-up per record */
+#define PLAN_QUIET 1   /* counters and metrics: no wake-up per record */
+#define PLAN_REPEATS 2 /* the probe has several sites: one execution of its line reports once */
 
 struct plan {
 	__u32 probe;
 	__u16 cond_len;
 	__u16 nops;
 	__u32 flags;
+	__u32 scope;   /* the DIE of the function or inlined call around the site */
+	__u64 addr;    /* the site's address (sites of a line are ordered by it) */
+	__s64 cfa_off; /* the frame's CFA: DWARF register cfa_reg plus cfa_off */
+	__u32 cfa_reg; /* > 16: unknown */
 	__u32 pad;
 	struct op ops[MAX_OPS];
 };
@@ -162,6 +167,27 @@ struct {
 	__type(key, struct entry_key);
 	__type(value, struct entry);
 } entries SEC(".maps");
+
+/* A thread's last hit of a probe with several sites (see is_repeat). LRU: threads that
+ * are gone make room on their own. */
+struct last_key {
+	__u32 tid;
+	__u32 probe;
+};
+
+struct last_hit {
+	__u64 addr;
+	__u64 cfa;
+	__u32 scope;
+	__u32 reported;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct last_key);
+	__type(value, struct last_hit);
+} last_hits SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -552,6 +578,26 @@ static __always_inline struct vm *begin(struct pt_regs *ctx, __u32 site, struct 
 	return vm;
 }
 
+/* Whether this hit continues an execution of the line already reported on this thread: a
+ * line with several addresses (a loop head split in two) left at a lower address and came
+ * back at a higher one, in the same frame and scope. Decided before the condition and the
+ * limits, so a hit limit counts executions, as on ptrace (src/repeat.rs is the same rule). */
+static __always_inline int is_repeat(struct vm *vm, struct plan *p)
+{
+	__u64 cfa = 0;
+	if (p->cfa_reg <= 16)
+		cfa = vm->head.regs[p->cfa_reg & 31] + (__u64)p->cfa_off;
+	struct last_key key = { .tid = vm->head.tid, .probe = p->probe };
+	struct last_hit now = { .addr = p->addr, .cfa = cfa, .scope = p->scope, .reported = 1 };
+	struct last_hit *prev = bpf_map_lookup_elem(&last_hits, &key);
+	int repeat = prev && prev->reported && prev->cfa == cfa && prev->scope == p->scope &&
+		     p->addr > prev->addr;
+	if (repeat)
+		now.reported = 0;
+	bpf_map_update_elem(&last_hits, &key, &now, BPF_ANY);
+	return repeat;
+}
+
 /* A hit of `ctx`'s site, admitted and captured: the vm holding its record, or NULL. */
 static __always_inline struct vm *capture_hit(struct pt_regs *ctx, struct plan **pp)
 {
@@ -561,6 +607,8 @@ static __always_inline struct vm *capture_hit(struct pt_regs *ctx, struct plan *
 	if (!vm)
 		return 0;
 	struct plan *p = *pp;
+	if ((p->flags & PLAN_REPEATS) && is_repeat(vm, p))
+		return 0;
 	if (!admit(vm, p, st))
 		return 0;
 	if (p->nops > p->cond_len)

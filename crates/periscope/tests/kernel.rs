@@ -470,4 +470,28 @@ fn one_execution_of_a_line_with_several_addresses_is_one_hit_on_both_engines() {
         assert!(status.success());
     }
     assert_eq!(seen[0], seen[1], "both engines report the same executions");
+
+    // The kernel's hit limit counts executions too: 5 hits are the first 5 passes.
+    let mut t = Target::start(&hot(), &[&n.to_string(), "0", "wait"]);
+    let pid = t.pid.to_string();
+    let loc = format!("hot.c:{line}");
+    let p = start_live(&[
+        "log",
+        &pid,
+        &loc,
+        "i={i}",
+        "--json",
+        "--engine",
+        "bpf",
+        "--max-hits",
+        "5",
+        "--for",
+        "120s",
+    ]);
+    t.go();
+    let hits = stdout_json(&p.wait_with_output().unwrap());
+    let values: Vec<i64> = hits.iter().skip(1).map(|h| int(h, "i")).collect();
+    assert_eq!(values, [1, 2, 3, 4], "{hits:?}");
+    let (status, _) = t.wait_output();
+    assert!(status.success());
 }

@@ -10,7 +10,6 @@ use crate::target::{Site, Target};
 use crate::unwind::CfaRule;
 use crate::values::Reader;
 
-pub(crate) const REC_HIT: u16 = 1;
 pub(crate) const REC_ERROR: u16 = 2;
 pub(crate) const REC_RETURN: u16 = 3;
 
@@ -124,11 +123,6 @@ impl Record {
         r.r15 = g[15];
         r.rip = site.address;
         r
-    }
-
-    /// The frame's CFA at the hit, from the site's rule and the captured registers.
-    pub(crate) fn cfa(&self, site: &Site, rule: Option<CfaRule>) -> Option<u64> {
-        rule.and_then(|r| r.eval(&self.user_regs(site)))
     }
 
     /// Go: the goroutine id the plan copied from `g` (r14) at offset `goid`.

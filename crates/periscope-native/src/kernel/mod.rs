@@ -57,7 +57,20 @@ pub(crate) fn plans_for(
     if target.pid.is_none() {
         return Err("no live process".into());
     }
-    plan::compile(target, &probe.spec, &probe.sites)
+    let mut plans = plan::compile(target, &probe.spec, &probe.sites)?;
+    if probe.sites.len() > 1 && !matches!(probe.spec.action, Action::Duration { .. }) {
+        for (plan, site) in plans.iter_mut().zip(&probe.sites) {
+            plan.flags |= program::PLAN_REPEATS;
+            plan.scope = site.visible.scope_id.0 as u32;
+            plan.addr = site.address;
+            if let Some(CfaRule::RegOffset { reg, offset }) =
+                cfa_rule(&target.objects[site.object].index, site.file_address)
+            {
+                (plan.cfa_reg, plan.cfa_off) = (u32::from(reg), offset);
+            }
+        }
+    }
+    Ok(plans)
 }
 
 /// A duration times calls: its sites are the entries of the function's out-of-line copies
@@ -150,7 +163,6 @@ impl Kernel {
             wake: wake.clone(),
             signals,
             goid,
-            repeats: Default::default(),
         };
         let ended = Arc::new(std::sync::Mutex::new(None));
         let ended2 = ended.clone();
@@ -254,9 +266,6 @@ struct KProbe {
     tally: usize,
     done: bool,
     last_error_report: Option<Instant>,
-    /// Hits the kernel admitted that continued an execution of the line already reported
-    /// (a line with several addresses): not reported, not counted as hits.
-    repeats: u64,
 }
 
 struct Runner {
@@ -277,7 +286,6 @@ struct Runner {
     signals: Option<nix::sys::signalfd::SignalFd>,
     /// Go: where `runtime.g` keeps the goroutine id.
     goid: Option<u64>,
-    repeats: crate::repeat::Repeats,
 }
 
 impl Runner {
@@ -411,7 +419,6 @@ impl Runner {
             tally,
             done: false,
             last_error_report: None,
-            repeats: 0,
         });
         let result = self.arm(pi, &mut plans);
         if let Err(e) = result {
@@ -484,8 +491,7 @@ impl Runner {
         }
         self.drain();
         if let Some(c) = self.program.counters(self.probes[pi].slot) {
-            let repeats = self.probes[pi].repeats;
-            self.tally(pi, |t| t.set_kernel_counts(&c, repeats));
+            self.tally(pi, |t| t.set_kernel_counts(&c));
         }
         let p = &mut self.probes[pi];
         p.done = true;
@@ -521,8 +527,7 @@ impl Runner {
             let Some(c) = self.program.counters(self.probes[pi].slot) else {
                 continue;
             };
-            let repeats = self.probes[pi].repeats;
-            self.tally(pi, |t| t.set_kernel_counts(&c, repeats));
+            self.tally(pi, |t| t.set_kernel_counts(&c));
             if c.max_hits > 0 && c.hits >= c.max_hits {
                 self.end_probe(pi, ProbeState::HitLimit, true);
             }
@@ -566,20 +571,6 @@ impl Runner {
             );
             self.report_error(pi, tid, location, msg);
             return;
-        }
-        let p = &self.probes[pi];
-        if r.kind == decode::REC_HIT && !matches!(p.spec.action, Action::Duration { .. }) {
-            let site = &p.sites[si];
-            let cfa = r.cfa(site, p.cfa[si]);
-            let scope = site.visible.scope_id;
-            let (sites, address) = (p.sites.len(), site.address);
-            if self
-                .repeats
-                .is_repeat(tid as i32, pi, sites, scope, address, cfa)
-            {
-                self.probes[pi].repeats += 1;
-                return;
-            }
         }
         let p = &self.probes[pi];
         let (site, cfa, spec) = (&p.sites[si], p.cfa[si], &p.spec);
@@ -660,8 +651,8 @@ impl Runner {
 }
 
 impl Tally {
-    fn set_kernel_counts(&mut self, c: &ProbeCounters, repeats: u64) {
-        self.hits = c.hits.saturating_sub(repeats);
+    fn set_kernel_counts(&mut self, c: &ProbeCounters) {
+        self.hits = c.hits;
         self.filtered = c.filtered;
         self.errors = c.errors;
         self.rate_dropped = c.rate_dropped;

@@ -21,6 +21,8 @@ pub(crate) const MAX_SITES: u32 = 4096;
 pub(crate) const MAX_PROBES: u32 = 1024;
 /// Counters and metrics: records are read in batches, without a wake-up each.
 pub(crate) const PLAN_QUIET: u32 = 1;
+/// The probe has several sites: one execution of its line reports once (`is_repeat`).
+pub(crate) const PLAN_REPEATS: u32 = 2;
 
 /// `enum op_code` of the program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +80,12 @@ pub(crate) struct PlanData {
     pub cond_len: u16,
     pub nops: u16,
     pub flags: u32,
+    /// The DIE offset of the function or inlined call around the site.
+    pub scope: u32,
+    pub addr: u64,
+    /// The frame's CFA: DWARF register `cfa_reg` (above 16: unknown) plus `cfa_off`.
+    pub cfa_off: i64,
+    pub cfa_reg: u32,
     pub pad: u32,
     pub ops: [Op; MAX_OPS],
 }
@@ -89,6 +97,10 @@ impl PlanData {
             cond_len: 0,
             nops: 0,
             flags: 0,
+            scope: 0,
+            addr: 0,
+            cfa_off: 0,
+            cfa_reg: u32::MAX,
             pad: 0,
             ops: [Op::default(); MAX_OPS],
         }
