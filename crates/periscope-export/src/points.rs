@@ -213,8 +213,10 @@ fn attributes(probe: &str, kind: &str, location: &str, group: &str) -> Vec<KeyVa
 /// The bucket index of an engine bucket bound (a power of two in ns): bucket `k` holds
 /// values in (2^(k-1), 2^k], the last one everything above 2^MAX_BOUND_LOG2.
 fn bucket_index(le: u64) -> usize {
-    let k = le.max(1).next_power_of_two().trailing_zeros();
-    k.min(MAX_BOUND_LOG2 + 1) as usize
+    match le.max(1).checked_next_power_of_two() {
+        Some(p) => p.trailing_zeros().min(MAX_BOUND_LOG2 + 1) as usize,
+        None => MAX_BOUND_LOG2 as usize + 1,
+    }
 }
 
 fn histogram_point(
