@@ -448,8 +448,36 @@ pub fn explain_attach_error(pid: u32, e: nix::errno::Errno) -> NativeError {
     }
 }
 
-/// A thread's scheduler state from /proc/TID/stat (`R`, `S`, `t` for traced, `Z` zombie, …).
+/// /proc/TID/stat, its fields numbered as proc(5) numbers them. The command name (field 2) may
+/// hold spaces and parentheses, so the fields after it are counted from its last `)`.
+pub struct ProcStat {
+    after_name: String,
+}
+
+impl ProcStat {
+    pub fn read(tid: i32) -> Option<ProcStat> {
+        let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+        let after_name = stat[stat.rfind(')')? + 1..].to_string();
+        Some(ProcStat { after_name })
+    }
+
+    /// Field `n` (3 and up: the state is 3, the start time 22, the exit code 52).
+    pub fn field(&self, n: usize) -> Option<&str> {
+        self.after_name.split_whitespace().nth(n.checked_sub(3)?)
+    }
+
+    /// Field `n` as a number.
+    pub fn number<T: std::str::FromStr>(&self, n: usize) -> Option<T> {
+        self.field(n)?.parse().ok()
+    }
+
+    /// The scheduler state (`R`, `S`, `t` for traced, `Z` zombie, …).
+    pub fn state(&self) -> Option<char> {
+        self.field(3)?.chars().next()
+    }
+}
+
+/// A thread's scheduler state from /proc/TID/stat.
 pub fn state(tid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+    ProcStat::read(tid)?.state()
 }

@@ -49,8 +49,5 @@ impl AffinityFollower {
 
 /// The CPU a thread last ran on: field 39 of /proc/TID/stat.
 fn last_cpu(tid: i32) -> Option<usize> {
-    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) start at field 3.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(39 - 3)?.parse().ok()
+    crate::process::ProcStat::read(tid)?.number(39)
 }

@@ -24,10 +24,7 @@ fn file(pid: u32) -> Option<PathBuf> {
 
 /// The process's start time in clock ticks since boot (field 22 of `/proc/PID/stat`).
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    crate::process::ProcStat::read(i32::try_from(pid).ok()?)?.number(22)
 }
 
 /// Addresses noted for `pid`.

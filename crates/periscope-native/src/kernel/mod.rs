@@ -670,19 +670,17 @@ enum Out {
 /// yet (nothing traces it on this path, so no exit event comes; a zombie's status in
 /// /proc/PID/stat says how it ended).
 fn exit_of(pid: u32) -> Option<EndReason> {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Some(stat) = crate::process::ProcStat::read(i32::try_from(pid).ok()?) else {
         return Some(EndReason::TargetExited {
             code: None,
             signal: None,
         });
     };
-    // After the command name in parentheses (which may hold spaces and parentheses): the
-    // state is the first field, the exit status the 50th (field 52 of proc(5)).
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    if !matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+    if !matches!(stat.state(), Some('Z' | 'X')) {
         return None;
     }
-    let status = fields.get(49).and_then(|s| s.parse::<i32>().ok());
+    // The exit status, as waitpid gives it.
+    let status = stat.number::<i32>(52);
     Some(EndReason::TargetExited {
         code: status.filter(|s| s & 0x7f == 0).map(|s| (s >> 8) & 0xff),
         signal: status.filter(|s| s & 0x7f != 0).map(|s| s & 0x7f),

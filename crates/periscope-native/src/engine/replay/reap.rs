@@ -86,11 +86,6 @@ fn children(pid: u32) -> Vec<i32> {
 
 /// A process's state letter and exit signal (fields 3 and 38 of /proc/PID/stat).
 fn zombie_stat(pid: i32) -> Option<(char, i64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: fields after the last `)`.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let exit_signal = fields.get(35)?.parse().ok()?;
-    Some((state, exit_signal))
+    let stat = crate::process::ProcStat::read(pid)?;
+    Some((stat.state()?, stat.number(38)?))
 }
