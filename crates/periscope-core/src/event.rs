@@ -149,14 +149,8 @@ impl Figures {
                 .checked_next_power_of_two()
                 .unwrap_or(u64::MAX)
         };
-        self.merge(&Figures {
-            count: 1,
-            sum: v,
-            min: v,
-            max: v,
-            last: v,
-            histogram: vec![Bucket { le, count: 1 }],
-        });
+        self.extend(1, v, v, v, v);
+        self.count_in(Bucket { le, count: 1 });
     }
 
     pub fn mean(&self) -> f64 {
@@ -188,20 +182,30 @@ impl Figures {
         if other.count == 0 {
             return;
         }
-        if self.count == 0 || other.min < self.min {
-            self.min = other.min;
-        }
-        if self.count == 0 || other.max > self.max {
-            self.max = other.max;
-        }
-        self.count += other.count;
-        self.sum += other.sum;
-        self.last = other.last;
+        self.extend(other.count, other.sum, other.min, other.max, other.last);
         for b in &other.histogram {
-            match self.histogram.binary_search_by_key(&b.le, |x| x.le) {
-                Ok(i) => self.histogram[i].count += b.count,
-                Err(i) => self.histogram.insert(i, *b),
-            }
+            self.count_in(*b);
+        }
+    }
+
+    /// Adds `count` values with this sum, extremes and last value (no buckets).
+    fn extend(&mut self, count: u64, sum: f64, min: f64, max: f64, last: f64) {
+        if self.count == 0 || min < self.min {
+            self.min = min;
+        }
+        if self.count == 0 || max > self.max {
+            self.max = max;
+        }
+        self.count += count;
+        self.sum += sum;
+        self.last = last;
+    }
+
+    /// Adds a bucket's values to the bucket of the same bound, keeping bounds ascending.
+    fn count_in(&mut self, b: Bucket) {
+        match self.histogram.binary_search_by_key(&b.le, |x| x.le) {
+            Ok(i) => self.histogram[i].count += b.count,
+            Err(i) => self.histogram.insert(i, b),
         }
     }
 }
