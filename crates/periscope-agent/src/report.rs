@@ -91,16 +91,10 @@ fn metric(
     };
     let interval = run.last_count.elapsed();
     run.last_count = Instant::now();
-    let (all, groups) = Figures::by_group(taken.into_iter().map(|(key, mut figures)| {
-        if kind == MetricKind::Gauge {
-            // A gauge's buckets say nothing its min, max and mean do not.
-            figures.histogram.clear();
-        }
-        (key, figures)
-    }));
-    if all.count == 0 {
+    let grouped = run.probe.spec.by.is_some();
+    let Some((figures, groups)) = Figures::of_interval(kind, taken, grouped) else {
         return;
-    }
+    };
     let event = MetricEvent {
         ts: periscope_core::event::now_rfc3339(),
         pid: info.pid,
@@ -108,8 +102,8 @@ fn metric(
         location: run.probe.spec.location.clone(),
         metric: kind,
         interval_seconds: interval.as_secs_f64(),
-        figures: all,
-        groups: run.probe.spec.by.is_some().then_some(groups),
+        figures,
+        groups,
         engine: Some(engine.to_string()),
     };
     outbox.push_event(Event::new(info.id.clone(), Body::Metric(event)));

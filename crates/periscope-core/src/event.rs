@@ -161,20 +161,27 @@ impl Figures {
         }
     }
 
-    /// Figures kept per group key (`None`: not grouped) as every value together and the
-    /// figures of each named group.
-    pub fn by_group(
+    /// An interval's figures kept per group key (`None`: not grouped) as a [`MetricEvent`]'s
+    /// `figures` (every value) and `groups` (each named group, when `grouped`); `None` when the
+    /// interval had no value. A gauge's buckets are dropped: its min, max and mean say what
+    /// they would.
+    pub fn of_interval(
+        kind: MetricKind,
         keyed: impl IntoIterator<Item = (Option<String>, Figures)>,
-    ) -> (Figures, BTreeMap<String, Figures>) {
+        grouped: bool,
+    ) -> Option<(Figures, Option<BTreeMap<String, Figures>>)> {
         let mut all = Figures::default();
         let mut groups = BTreeMap::new();
-        for (key, figures) in keyed {
+        for (key, mut figures) in keyed {
+            if kind == MetricKind::Gauge {
+                figures.histogram.clear();
+            }
             all.merge(&figures);
             if let Some(key) = key {
                 groups.insert(key, figures);
             }
         }
-        (all, groups)
+        (all.count > 0).then(|| (all, grouped.then_some(groups)))
     }
 
     /// Adds `other`'s values to these (`other` being the later: its `last` wins).

@@ -91,8 +91,11 @@ pub(crate) fn run_metric(
         for (k, m) in &interval {
             total.entry(k.clone()).or_default().merge(m);
         }
-        let (all, groups) = Metric::by_group(interval.clone());
-        if all.count > 0 && exporter.is_some() {
+        let figures = exporter
+            .is_some()
+            .then(|| Metric::of_interval(series.kind(), interval.clone(), grouped))
+            .flatten();
+        if let Some((figures, groups)) = figures {
             let event = MetricEvent {
                 ts: periscope_core::event::now_rfc3339(),
                 pid,
@@ -100,8 +103,8 @@ pub(crate) fn run_metric(
                 location: location.clone(),
                 metric: series.kind(),
                 interval_seconds: last.elapsed().as_secs_f64(),
-                figures: all,
-                groups: grouped.then_some(groups),
+                figures,
+                groups,
                 engine: Some(engine.clone()),
             };
             super::export_local(&exporter, &Body::Metric(event));
