@@ -15,28 +15,8 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-/// Capture limits, with the defaults users know from other live debuggers.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub depth: u32,
-    pub items: usize,
-    pub string_bytes: usize,
-    pub fields: usize,
-    /// Total bytes read from the target for one capture.
-    pub total_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            depth: 3,
-            items: 100,
-            string_bytes: 255,
-            fields: 20,
-            total_bytes: 64 * 1024,
-        }
-    }
-}
+/// Capture limits: the seam's type, which every runtime honours.
+pub use periscope_runtime::probe::Limits;
 
 pub struct Reader<'a> {
     pub index: &'a ObjectIndex,

@@ -10,12 +10,12 @@ use periscope_core::api::{NewProbe, ProbeKind};
 use periscope_core::event::{Body, Event};
 use periscope_core::redact::Redactor;
 use periscope_core::render;
-use periscope_native::probe::{EngineProbe, Tallies};
-use periscope_native::values::Limits;
-use periscope_native::{
-    EndReason, EngineEvent, NativeError, ProbeSpec, Session, SessionOptions, Target,
+use periscope_runtime::{
+    Attachment, Code, EndReason, EngineEvent, EngineProbe, Limits, ProbeSpec, RuntimeKind,
+    SessionOptions, Tallies,
 };
 use std::io::Write;
+use std::sync::Arc;
 
 mod code;
 mod fleet;
@@ -156,6 +156,9 @@ enum Command {
         /// `{"file":…,"lines":[{"line":N,"text":"…","instrumentable":true},…]}`.
         #[arg(long)]
         json: bool,
+        /// The process's runtime, when not the one detected (native, jvm, python, node).
+        #[arg(long, value_name = "native|jvm|python|node")]
+        runtime: Option<RuntimeKind>,
     },
     /// List functions matching a pattern, with their file:line.
     Functions {
@@ -166,6 +169,9 @@ enum Command {
         /// `{"functions":[{"name":…,"file":…,"line":N},…]}`.
         #[arg(long)]
         json: bool,
+        /// The process's runtime, when not the one detected (native, jvm, python, node).
+        #[arg(long, value_name = "native|jvm|python|node")]
+        runtime: Option<RuntimeKind>,
     },
     /// Verify candidate fixes on the live process's own traffic, read-only: at each hit of
     /// LOCATION, the failure and the kept results with and without each fix.
@@ -180,6 +186,9 @@ enum Command {
         /// `{"matches":[{"text","function","file","line","source","exact"},…]}`.
         #[arg(long)]
         json: bool,
+        /// The process's runtime, when not the one detected (native, jvm, python, node).
+        #[arg(long, value_name = "native|jvm|python|node")]
+        runtime: Option<RuntimeKind>,
     },
     /// Run the control plane: HTTP API, live event stream, store, tokens, audit log.
     Server(fleet::ServerArgs),
@@ -268,7 +277,7 @@ struct Common {
     /// code if periscope dies), `ptrace` (breakpoints), or `auto`: bpf when everything the
     /// probe reads compiles to a capture plan and BPF is available, else ptrace (saying why).
     #[arg(long, default_value = "auto", value_name = "auto|bpf|ptrace")]
-    engine: periscope_native::EngineChoice,
+    engine: periscope_runtime::EngineChoice,
     #[command(flatten)]
     output: Output,
 }
@@ -286,6 +295,10 @@ struct Output {
     /// (repeatable; names like password, token, secret, session are always redacted).
     #[arg(long = "redact", value_name = "REGEX")]
     redact: Vec<String>,
+    /// The process's runtime, when not the one detected from its executable and libraries:
+    /// native (Rust, C, C++, Go), jvm, python or node.
+    #[arg(long, value_name = "native|jvm|python|node")]
+    runtime: Option<RuntimeKind>,
     #[command(flatten)]
     otlp: fleet::OtlpArgs,
 }
@@ -297,7 +310,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() {
     // Before any thread exists: the tracer thread reads these through a signalfd.
-    periscope_native::block_signals();
+    periscope_runtimes::block_signals();
     let cli = Cli::parse();
     if matches!(
         cli.command,
@@ -327,7 +340,10 @@ fn main() {
     match run(cli) {
         Ok(()) => {}
         // Asked to stop while attaching: the target was left as it was; a normal way to end.
-        Err(e) if matches!(e.downcast_ref(), Some(NativeError::Interrupted { .. })) => {
+        Err(e)
+            if e.downcast_ref::<periscope_runtime::RuntimeError>()
+                .is_some_and(|e| e.is_interrupted()) =>
+        {
             eprintln!("periscope: {e:#}");
         }
         Err(e) => {
@@ -433,17 +449,24 @@ fn run(cli: Cli) -> Result<()> {
             };
             run_watch(pid, panics, signals, capture, &output)
         }
-        Command::Lines { target, file, json } => code::run_lines(&target, &file, json),
+        Command::Lines {
+            target,
+            file,
+            json,
+            runtime,
+        } => code::run_lines(&target, &file, json, runtime),
         Command::Functions {
             target,
             pattern,
             json,
-        } => code::run_functions(&target, &pattern, json),
+            runtime,
+        } => code::run_functions(&target, &pattern, json, runtime),
         Command::Find {
             target,
             message,
             json,
-        } => code::run_find(&target, &message, json),
+            runtime,
+        } => code::run_find(&target, &message, json, runtime),
         Command::Verify(args) => verify::run(args),
         Command::Server(args) => fleet::server(args),
         Command::Agent { args, remote } => fleet::agent(&remote, args),
@@ -501,7 +524,7 @@ fn local_probe(mut p: NewProbe, common: &Common, limits: Limits) -> Result<Probe
 /// Reads the debug info of a process's binaries (seconds for a large one). SIGINT, SIGTERM or
 /// SIGHUP meanwhile end periscope at once: nothing is attached yet, so nothing is to undo. A
 /// signal that comes after is left pending for the session, which reads it from then on.
-fn index_process(pid: u32) -> Result<Target> {
+fn index_process(pid: u32, runtime: Option<RuntimeKind>) -> Result<(Runtime, Arc<dyn Code>)> {
     use nix::sys::eventfd::{EfdFlags, EventFd};
     use nix::sys::signal::{SigSet, Signal};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -537,24 +560,35 @@ fn index_process(pid: u32) -> Result<Target> {
             }
         }
     });
-    let target = Target::attach_view(pid);
+    let opened = periscope_runtimes::for_pid(pid, runtime).and_then(|picked| {
+        if let Some(n) = &picked.note {
+            note(&format!("periscope: {n}"));
+        }
+        Ok((picked.runtime, picked.runtime.open_process(pid)?))
+    });
     let _ = done.write(1);
     let _ = watcher.join();
-    Ok(target?)
+    Ok(opened?)
 }
 
-fn start(pid: u32, spec: ProbeSpec) -> Result<Session> {
+/// The runtime a local command drives, from the dispatcher.
+type Runtime = &'static dyn periscope_runtime::Runtime;
+
+/// A local command's probes in one process, behind the runtime seam.
+type Session = Box<dyn Attachment>;
+
+fn start(pid: u32, spec: ProbeSpec, output: &Output) -> Result<Session> {
     let location = spec.location.to_string();
-    let target = index_process(pid)?;
-    let probe = periscope_native::resolve::resolve(&target, spec)?;
-    let session = Session::start_resolved(target, vec![probe], SessionOptions::default())?;
-    let sites = session.site_counts.first().copied().unwrap_or(0);
+    let (runtime, code) = index_process(pid, output.runtime)?;
+    runtime.capabilities().check(&spec.action)?;
+    let session = runtime.attach(&code, vec![spec], SessionOptions::default())?;
+    let sites = session.site_counts().first().copied().unwrap_or(0);
     let engine = session
-        .engines
+        .engines()
         .first()
         .map(|e| e.describe())
         .unwrap_or_default();
-    if session.recovered > 0 {
+    if session.recovered() > 0 {
         note(&format!(
             "periscope: removed what an earlier periscope that was killed left in pid {pid} (breakpoints, call stubs, ended replay copies)"
         ));
@@ -621,14 +655,14 @@ fn pump(
         let wake = [deadline, next_tick].into_iter().flatten().min();
         let ev = match wake {
             Some(w) => match session
-                .events
+                .events()
                 .recv_timeout(w.saturating_duration_since(now))
             {
                 Ok(e) => e,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
             },
-            None => match session.events.recv() {
+            None => match session.events().recv() {
                 Ok(e) => e,
                 Err(_) => return Ok(None),
             },
@@ -718,7 +752,7 @@ fn print_body(json: bool, body: &Body, out: &mut impl Write) -> Result<()> {
 
 fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> {
     let exporter = local_exporter(pid, &common.output)?;
-    let session = start(pid, spec)?;
+    let session = start(pid, spec, &common.output)?;
     let deadline = common.output.duration.map(|d| Instant::now() + d);
     let json = common.output.json;
     let stdout = std::io::stdout();
@@ -779,11 +813,12 @@ fn run_watch(
         bail!("a failures probe compiles to a panic probe and a signal watch");
     };
     watch.library_frames = capture.library_frames;
-    let target = index_process(pid)?;
+    let (runtime, code) = index_process(pid, output.runtime)?;
+    runtime.capabilities().check(&panic.action)?;
     let mut probes = Vec::new();
     if panics {
-        match periscope_native::resolve::resolve(&target, panic) {
-            Ok(p) => probes.push(p),
+        match code.check(&panic) {
+            Ok(_) => probes.push(panic),
             Err(_) => note("periscope: no Rust panic runtime in this process (not Rust, or no debug info for it); watching signals only"),
         }
     }
@@ -791,7 +826,7 @@ fn run_watch(
         watch_signals: signals.then_some(watch),
         ..SessionOptions::default()
     };
-    let session = Session::start_resolved(target, probes, options)?;
+    let session = runtime.attach(&code, probes, options)?;
     let what = match (panics, signals) {
         (true, true) => "panics and fatal signals",
         (true, false) => "panics",
@@ -833,7 +868,7 @@ fn print_probe_error(
 }
 
 /// What the session's summary says a user should know: events lost, anything left behind.
-fn report(summary: &periscope_native::probe::Summary) {
+fn report(summary: &periscope_runtime::Summary) {
     if summary.dropped_events > 0 {
         note(&format!(
             "periscope: {} events dropped because output could not keep up",
@@ -874,8 +909,8 @@ fn run_count(
     per_thread: bool,
 ) -> Result<()> {
     let location = spec.location.to_string();
-    let session = start(pid, spec)?;
-    let tallies = session.tallies.clone();
+    let session = start(pid, spec, &common.output)?;
+    let tallies = session.tallies();
     let deadline = common.output.duration.map(|d| Instant::now() + d);
     let json = common.output.json;
     let mut last_total = 0u64;
