@@ -337,6 +337,9 @@ impl Default for SessionOptions {
 /// Capture limits, with the defaults users know from other live debuggers.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Levels of structs, enums' payloads and collections shown below a variable. Pointers,
+    /// references and smart pointers (`&T`, `Box`, `Rc`, `Arc`, `unique_ptr`, `shared_ptr`, Go's
+    /// `*T`) are not levels of their own: what they point at is shown at the pointer's depth.
     pub depth: u32,
     pub items: usize,
     pub string_bytes: usize,
@@ -348,7 +351,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            depth: 3,
+            // An order with its customer (and her address) and line items (with a price
+            // newtype) is visible whole: order → items → item → price → cents.
+            depth: 4,
             items: 100,
             string_bytes: 255,
             fields: 20,

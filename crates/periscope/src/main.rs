@@ -66,8 +66,9 @@ enum Command {
         /// Capture arguments and locals of this many frames from the top.
         #[arg(long, default_value_t = 5)]
         frames: usize,
-        /// Follow pointers and nested values this deep.
-        #[arg(long, default_value_t = 3)]
+        /// Show nested structs and collections this deep (pointers, references and smart
+        /// pointers are no level of their own).
+        #[arg(long, default_value_t = Limits::default().depth)]
         depth: u32,
         /// An extra expression to capture with the snapshot (repeatable).
         #[arg(long = "watch", value_name = "EXPR")]
@@ -87,8 +88,9 @@ enum Command {
         /// Capture arguments and locals of this many frames of the program's code.
         #[arg(long, default_value_t = 5)]
         frames: usize,
-        /// Follow pointers and nested values this deep.
-        #[arg(long, default_value_t = 3)]
+        /// Show nested structs and collections this deep (pointers, references and smart
+        /// pointers are no level of their own).
+        #[arg(long, default_value_t = Limits::default().depth)]
         depth: u32,
         /// Also capture the variables of library frames (libc's, std's); by default those
         /// show their function and location only.

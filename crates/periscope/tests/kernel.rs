@@ -495,3 +495,60 @@ fn one_execution_of_a_line_with_several_addresses_is_one_hit_on_both_engines() {
     let (status, _) = t.wait_output();
     assert!(status.success());
 }
+
+/// The kind and type tree of a value, without its numbers, text and addresses: what both
+/// engines must show alike.
+fn skeleton(v: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for key in ["kind", "type", "truncated"] {
+        if let Some(x) = v.get(key) {
+            out.insert(key.into(), x.clone());
+        }
+    }
+    if let Some(t) = v.get("target") {
+        out.insert("target".into(), skeleton(t));
+    }
+    if let Some(Value::Object(fields)) = v.get("fields") {
+        let f = fields.iter().map(|(k, x)| (k.clone(), skeleton(x)));
+        out.insert("fields".into(), Value::Object(f.collect()));
+    }
+    Value::Object(out)
+}
+
+/// A pointer is no depth level on either engine: `{j}` shows the job, the job its `next`
+/// points at, and that one's null `next` (`"0x0"`), the kernel having copied every byte of it.
+#[test]
+fn structs_behind_pointers_are_shown_as_deep_by_both_engines() {
+    let mut t = Target::start(&jobs_pie(), &["2000"]);
+    let loc = format!("jobs.c:{}", probe_line("jobs.c", "process-cost"));
+    let null = serde_json::json!({"kind": "pointer", "type": "struct job *", "address": "0x0"});
+    let mut chains = Vec::new();
+    for (engine, hits) in [("bpf", "20"), ("ptrace", "6")] {
+        let mut chain = None;
+        for h in log(t.pid, &loc, "{j}", engine, &["--max-hits", hits]) {
+            let j = &h["values"]["j"];
+            let job = &j["target"]["fields"];
+            let id = job["id"]["value"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{engine}: {h}"));
+            if id % 2 == 1 {
+                assert_eq!(job["next"], null, "{engine}: {h}");
+            } else if (id % 1_000_000) / 2 > 0 {
+                // The second job of the pair still holds the previous round's.
+                let second = &job["next"]["target"]["fields"];
+                assert_eq!(
+                    second["id"]["value"].as_i64(),
+                    Some(id - 1),
+                    "{engine}: {h}"
+                );
+                assert_eq!(second["name"]["value"], format!("job-{}", id - 1));
+                assert_eq!(second["owner"]["value"], "bob", "{engine}: {h}");
+                assert_eq!(second["next"], null, "{engine}: {h}");
+                chain.get_or_insert_with(|| skeleton(j));
+            }
+        }
+        chains.push(chain.unwrap_or_else(|| panic!("{engine}: no first job of a pair")));
+    }
+    assert_eq!(chains[0], chains[1], "the engines show different shapes");
+    t.assert_untouched();
+}

@@ -157,6 +157,17 @@ pub fn kinds_release() -> PathBuf {
     )
 }
 
+pub fn checkout() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled(
+        "checkout",
+        &C,
+        "rustc",
+        &["--edition", "2021", "-g"],
+        "checkout.rs",
+    )
+}
+
 pub fn panicker() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     compiled(
