@@ -2,10 +2,12 @@
 //! interval. A duration times each call of a function from entry to return (in the kernel: a
 //! uprobe and a uretprobe); a gauge samples an expression's value at a location.
 
-use super::{end_with, print_probe_error, pump, render, report, start, Common};
+use super::{end_with, print_probe_error, pump, report, start};
+use crate::Common;
 use anyhow::{bail, Context, Result};
 use periscope_core::event::{Body, MetricEvent, MetricKind};
 use periscope_core::redact::Redactor;
+use periscope_core::render;
 use periscope_runtime::probe::Metric;
 use periscope_runtime::{Action, EngineEvent, ProbeSpec, Tallies};
 use serde_json::{json, Value as Json};

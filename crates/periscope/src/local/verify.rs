@@ -2,7 +2,8 @@
 //! engine puts each hit in a cell per candidate (counted in the probe's tallies, with the first
 //! examples of each cell reported as events); this prints the table live and the verdicts.
 
-use super::{end_with, local_probe, print_probe_error, pump, report, start, Common};
+use super::{end_with, local_probe, print_probe_error, pump, report, start};
+use crate::Common;
 use anyhow::Result;
 use clap::Args;
 use periscope_core::api::{NewProbe, ProbeKind};
