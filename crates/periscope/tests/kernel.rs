@@ -552,3 +552,37 @@ fn structs_behind_pointers_are_shown_as_deep_by_both_engines() {
     assert_eq!(chains[0], chains[1], "the engines show different shapes");
     t.assert_untouched();
 }
+
+/// The kernel copies what the reader's bounds show, no more: a chain of ten pointers is
+/// followed eight deep, a ring of nodes to the depth limit, alike on both engines.
+#[test]
+fn pointer_chains_and_cycles_are_bounded_alike_on_both_engines() {
+    let mut t = Target::start(&chain(), &[]);
+    let loc = format!("chain.c:{}", probe_line("chain.c", "chain-walk"));
+    let mut seen = Vec::new();
+    for engine in ["bpf", "ptrace"] {
+        let hits = log(t.pid, &loc, "{p10} {ring}", engine, &["--max-hits", "3"]);
+        for h in &hits {
+            let mut v = &h["values"]["p10"];
+            let mut hops = 0;
+            while !v["target"].is_null() {
+                v = &v["target"];
+                hops += 1;
+            }
+            assert_eq!(hops, 8, "{engine}: {h}");
+            assert_eq!(v["type"], "int * *", "{engine}: {h}");
+            let mut node = &h["values"]["ring"];
+            for id in [1, 2, 1, 2] {
+                assert_eq!(node["target"]["fields"]["id"]["value"], id, "{engine}: {h}");
+                node = &node["target"]["fields"]["next"];
+            }
+            assert!(node["target"].is_null(), "{engine}: {h}");
+        }
+        seen.push((
+            skeleton(&hits[0]["values"]["p10"]),
+            skeleton(&hits[0]["values"]["ring"]),
+        ));
+    }
+    assert_eq!(seen[0], seen[1], "the engines show different shapes");
+    t.assert_untouched();
+}

@@ -240,3 +240,44 @@ fn cpp_smart_pointers_are_seen_through_and_null_is_0x0() {
     }
     t.assert_untouched();
 }
+
+/// Pointers followed in a row from `v`, and the value where they stop.
+fn follow(v: &J) -> (usize, &J) {
+    let mut v = v;
+    let mut n = 0;
+    while v["kind"] == "pointer" && !v["target"].is_null() {
+        v = &v["target"];
+        n += 1;
+    }
+    (n, v)
+}
+
+/// Since pointers cost no depth, chains are bounded on their own: 8 pointers in a row at most,
+/// and a cyclic list stops at the depth limit, four nodes down.
+#[test]
+fn pointer_chains_and_cycles_stay_bounded() {
+    let mut t = Target::start(&chain(), &[]);
+    let pid = t.pid.to_string();
+    let loc = format!("chain.c:{}", probe_line("chain.c", "chain-walk"));
+    let out = run_periscope(&[
+        "snapshot", &pid, &loc, "--json", "--frames", "1", "--for", "60s",
+    ]);
+    assert_success(&out);
+    let top = &stdout_json(&out)[0]["frames"][0];
+    let p10 = var(top, "p10");
+    let (n, end) = follow(p10);
+    assert_eq!(n, 8, "{p10}");
+    // p2, shown by its address: the ninth pointer in a row is not followed.
+    assert_eq!(end["type"], "int * *", "{p10}");
+    assert_ne!(end["address"], "0x0", "{p10}");
+    // a → b → a → b, then b's next by address only (the depth limit, 4).
+    let mut node = var(top, "ring");
+    for id in [1, 2, 1, 2] {
+        let fields = &node["target"]["fields"];
+        assert_eq!(fields["id"]["value"], id, "{}", var(top, "ring"));
+        node = &fields["next"];
+    }
+    assert_eq!(node["kind"], "pointer");
+    assert!(node["target"].is_null(), "{node}");
+    t.assert_untouched();
+}

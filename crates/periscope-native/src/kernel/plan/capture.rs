@@ -151,7 +151,13 @@ impl Compiler<'_> {
             return Ok(());
         }
         if level >= Limits::default().depth {
-            // At the depth limit the reader shows a struct's type only, reading nothing.
+            // At the depth limit the reader still shows plain values (numbers, C enums, an
+            // enum's payload, `char[N]`), but a struct's type only, reading nothing of it.
+            let plain = !matches!(ty.kind, TypeKind::Struct { variants: None, .. });
+            let size = size_of(self, ty);
+            if plain && self.is_flat(ty, 0) && size > 0 && size <= MAX_OBJECT {
+                return self.capture_flat(ty, e, 0);
+            }
             self.emit(OpCode::Pop, 0, 0, 0);
             return Ok(());
         }
