@@ -1,7 +1,9 @@
 //! The text forms of events, one place for every surface that shows them to a person or a
 //! model (the CLI's output, `periscope tail`, the MCP tools' text).
 
-use crate::event::{Figures, LogEvent, MetricEvent, MetricKind, ProbeError, SnapshotEvent};
+use crate::event::{
+    Body, CountEvent, Event, Figures, LogEvent, MetricEvent, MetricKind, ProbeError, SnapshotEvent,
+};
 use std::fmt::Write as _;
 
 /// `HH:MM:SS.mmm` from an RFC 3339 timestamp (the whole text when it is not one).
@@ -28,15 +30,48 @@ pub fn log_line(e: &LogEvent) -> String {
     )
 }
 
-/// `12:00:01.250 [tid 42] main.rs:35  probe error: …`
+/// Any event's body as one text (a snapshot is a tree of several lines): what every surface
+/// that shows an event to a person or a model prints.
+pub fn body_text(b: &Body) -> String {
+    match b {
+        Body::Log(l) => log_line(l),
+        Body::Snapshot(s) => snapshot_tree(s).trim_end().to_string(),
+        Body::Count(c) => count_line(c),
+        Body::Metric(m) => metric_line(m),
+        Body::Error(e) => error_line(e),
+    }
+}
+
+/// A fleet event: its instance and probe, then [`body_text`].
+pub fn event_text(e: &Event) -> String {
+    format!("{} {} {}", e.instance, e.probe(), body_text(&e.body))
+}
+
+/// `12:00:01.250 [tid 42] main.rs:35  probe error: …`; the agent's notice that a probe paused
+/// (an error event whose text starts `paused:`) reads as a notice.
 pub fn error_line(e: &ProbeError) -> String {
+    let what = if e.error.starts_with("paused:") {
+        "notice"
+    } else {
+        "probe error"
+    };
     format!(
-        "{} [tid {}] {}  probe error: {}",
+        "{} [tid {}] {}  {what}: {}",
         short_time(&e.ts),
         e.tid,
         e.location,
         e.error
     )
+}
+
+/// `main.rs:35  +12 hits (total 40)`, with ` by group: {…}` when grouped.
+pub fn count_line(e: &CountEvent) -> String {
+    let mut line = format!("{}  +{} hits (total {})", e.location, e.hits, e.total);
+    if let Some(g) = &e.groups {
+        let groups: Vec<String> = g.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+        let _ = write!(line, " by group: {{{}}}", groups.join(", "));
+    }
+    line
 }
 
 /// `12:00:01.250 timed  duration: 3 calls, mean 1.2ms, min 1.0ms, max 1.5ms`, then a line
@@ -175,6 +210,60 @@ mod tests {
         assert_eq!(
             snapshot_tree(&e),
             "12:00:01.250 [tid 42] main.rs:35  snapshot\n  #0  ledger::settle  at src/main.rs:35\n        fee = 20\n"
+        );
+    }
+
+    #[test]
+    fn every_event_reads_one_way_with_its_instance_and_probe() {
+        let ts = "2026-11-22T12:00:01.250000000Z".to_string();
+        let log = Body::Log(LogEvent {
+            ts: ts.clone(),
+            pid: 1,
+            tid: 42,
+            goroutine: Some(7),
+            location: "main.go:12".into(),
+            probe: "p1".into(),
+            function: None,
+            message: "total=3".into(),
+            values: Fields::default(),
+            engine: None,
+        });
+        let e = Event::new("host-1", log);
+        assert_eq!(
+            event_text(&e),
+            "host-1 p1 12:00:01.250 [tid 42] [g 7] main.go:12  total=3"
+        );
+        let count = Body::Count(CountEvent {
+            ts: ts.clone(),
+            pid: 1,
+            probe: "p2".into(),
+            location: "main.rs:9".into(),
+            interval_seconds: 1.0,
+            hits: 3,
+            total: 10,
+            groups: Some([("a".to_string(), 2), ("b".to_string(), 1)].into()),
+        });
+        assert_eq!(
+            body_text(&count),
+            "main.rs:9  +3 hits (total 10) by group: {a: 2, b: 1}"
+        );
+        let error = |text: &str| {
+            body_text(&Body::Error(ProbeError {
+                ts: ts.clone(),
+                pid: 1,
+                tid: 5,
+                location: "main.rs:9".into(),
+                probe: "p3".into(),
+                error: text.into(),
+            }))
+        };
+        assert_eq!(
+            error("no `x` here"),
+            "12:00:01.250 [tid 5] main.rs:9  probe error: no `x` here"
+        );
+        assert_eq!(
+            error("paused: budget"),
+            "12:00:01.250 [tid 5] main.rs:9  notice: paused: budget"
         );
     }
 }

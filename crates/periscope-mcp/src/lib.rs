@@ -804,20 +804,11 @@ fn events_result(probe: &str, events: Vec<Value>, after: Option<i64>) -> CallToo
             .iter()
             .take(20)
             .map(|e| {
-                use periscope_core::event::{Body, Event};
-                use periscope_core::render;
                 // The API's JSON read into the typed event at the edge.
-                let Ok(ev) = serde_json::from_value::<Event>(e.clone()) else {
-                    return e.to_string();
-                };
-                let text = match &ev.body {
-                    Body::Log(l) => render::log_line(l),
-                    Body::Snapshot(s) => render::snapshot_tree(s),
-                    Body::Error(p) => render::error_line(p),
-                    Body::Count(c) => format!("count: +{} (total {})", c.hits, c.total),
-                    Body::Metric(m) => render::metric_line(m),
-                };
-                format!("{} {}", ev.instance, text.trim_end())
+                match serde_json::from_value::<periscope_core::event::Event>(e.clone()) {
+                    Ok(ev) => periscope_core::render::event_text(&ev),
+                    Err(_) => e.to_string(),
+                }
             })
             .collect();
         format!("{} event(s):\n{}", events.len(), lines.join("\n"))

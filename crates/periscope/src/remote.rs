@@ -458,39 +458,9 @@ pub fn tail(remote: &Remote, probe: Option<&str>, json: bool) -> Result<()> {
 /// A stored event as text: its time, instance, probe and location, then what it says. The
 /// API's JSON is read into the typed event here, at the edge.
 fn print_event(e: &serde_json::Value, out: &mut impl Write) -> std::io::Result<()> {
-    use periscope_core::event::{Body, Event};
-    let Ok(event) = serde_json::from_value::<Event>(e.clone()) else {
-        return writeln!(out, "{e}");
-    };
-    let ts = render::short_time(event.ts());
-    let head = format!("{ts} {} {}", event.instance, event.probe());
-    match &event.body {
-        Body::Log(l) => writeln!(out, "{head} {}  {}", l.location, l.message),
-        Body::Count(c) => writeln!(
-            out,
-            "{head} {}  +{} hits (total {}){}",
-            c.location,
-            c.hits,
-            c.total,
-            c.groups
-                .as_ref()
-                .map(|g| format!(" by group: {}", serde_json::json!(g)))
-                .unwrap_or_default()
-        ),
-        Body::Metric(m) => writeln!(
-            out,
-            "{} {} {}",
-            event.instance,
-            event.probe(),
-            render::metric_line(m)
-        ),
-        // The agent's notice that a probe paused is carried as an error event starting
-        // `paused:`; it reads as a notice.
-        Body::Error(p) if p.error.starts_with("paused:") => {
-            writeln!(out, "{head} {}  notice: {}", p.location, p.error)
-        }
-        Body::Error(p) => writeln!(out, "{head} {}  probe error: {}", p.location, p.error),
-        Body::Snapshot(snap) => write!(out, "{} {}", event.instance, render::snapshot_tree(snap)),
+    match serde_json::from_value::<periscope_core::event::Event>(e.clone()) {
+        Ok(event) => writeln!(out, "{}", render::event_text(&event)),
+        Err(_) => writeln!(out, "{e}"),
     }
 }
 

@@ -275,10 +275,7 @@ pub(crate) fn print_body(json: bool, body: &Body, out: &mut impl Write) -> Resul
         Body::Snapshot(e) if json => writeln!(out, "{}", serde_json::to_string(e)?)?,
         Body::Count(e) if json => writeln!(out, "{}", serde_json::to_string(e)?)?,
         Body::Metric(e) if json => writeln!(out, "{}", serde_json::to_string(e)?)?,
-        Body::Log(e) => writeln!(out, "{}", render::log_line(e))?,
-        Body::Snapshot(e) => print_snapshot(e, out)?,
-        Body::Count(e) => writeln!(out, "{}  +{} hits (total {})", e.location, e.hits, e.total)?,
-        Body::Metric(e) => writeln!(out, "{}", render::metric_line(e))?,
+        _ => writeln!(out, "{}", render::body_text(body))?,
     }
     Ok(())
 }
@@ -309,15 +306,6 @@ pub(crate) fn run_log(pid: u32, spec: ProbeSpec, common: &Common) -> Result<()> 
         e.shutdown(Duration::from_secs(5));
     }
     result
-}
-
-/// A snapshot as an indented tree (see [`render::snapshot_tree`]).
-pub(crate) fn print_snapshot(
-    e: &periscope_core::event::SnapshotEvent,
-    out: &mut impl Write,
-) -> Result<()> {
-    out.write_all(render::snapshot_tree(e).as_bytes())?;
-    Ok(())
 }
 
 /// What `watch` captures at a failure.
