@@ -5,30 +5,31 @@
 //! for people. Over stdio the token is the one `periscope mcp` was started with; over
 //! streamable HTTP (`/mcp` on the server) it is each request's bearer token.
 //!
-//! `find_functions` and `read_source` read the instance's binary on this machine (through
-//! `/proc/PID/exe` when the process is local, or its path), since the API carries no binaries.
+//! `find_functions`, `find_message` and `read_source` read the instance's code through the runtime
+//! seam on this machine (the live process when it is local, else its executable), since the API
+//! carries no binaries.
 
-use periscope_client::{Client, ClientError, EventQuery};
+use periscope_client::{Client, EventQuery};
 use periscope_core::api::{InstallState, NewProbe, ProbeKind};
 use periscope_runtime::Code;
 use rmcp::handler::server::router::prompt::PromptRouter;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::PromptMessage;
-use rmcp::model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig};
+use rmcp::model::CallToolResult;
 use rmcp::service::RequestContext;
-use rmcp::{
-    prompt, prompt_handler, prompt_router, tool, tool_handler, tool_router, ErrorData, RoleServer,
-    ServerHandler,
-};
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use rmcp::{tool, tool_router, ErrorData, RoleServer};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
 mod args;
+mod failure;
+mod prompt;
+mod serve;
 pub use args::*;
+use failure::{bad_args, events_result, explain, parse_cursor, tool_error, tool_ok, Failure};
+pub use prompt::InvestigateArgs;
+pub use serve::{http_service, serve_stdio};
 
 /// Where the API calls go and with whose token.
 #[derive(Clone)]
@@ -45,56 +46,6 @@ pub struct Periscope {
     tool_router: ToolRouter<Self>,
     prompt_router: PromptRouter<Self>,
     backend: Backend,
-}
-
-/// A tool failure: the message tells the model what to do next.
-pub struct Failure(String);
-
-impl Failure {
-    fn result(self) -> CallToolResult {
-        CallToolResult::error(vec![ContentBlock::text(self.0)])
-    }
-}
-
-fn tool_error(message: impl Into<String>) -> Failure {
-    Failure(message.into())
-}
-
-/// Structured content plus a short text for models that read text only.
-fn tool_ok(value: Value, summary: String) -> CallToolResult {
-    let mut r = CallToolResult::structured(value);
-    r.content = vec![ContentBlock::text(summary)];
-    r
-}
-
-fn explain(e: ClientError, what: &str) -> Failure {
-    let hint = match e.status() {
-        Some(400) => " Fix the argument named and call again.",
-        Some(401) => " The token is missing or not valid for this server.",
-        Some(403) => " This token's role does not allow it (viewers can list and read only).",
-        Some(404) => " list_probes lists the probes, list_instances the instances.",
-        Some(429) => "",
-        _ => "",
-    };
-    tool_error(format!("{what} failed: {e}.{hint}"))
-}
-
-fn bad_args(tool: &str, e: String) -> CallToolResult {
-    tool_error(format!(
-        "bad arguments for {tool}: {e}. See the tool's input schema for the fields and their types."
-    ))
-    .result()
-}
-
-fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>, Failure> {
-    match cursor {
-        None => Ok(None),
-        Some(c) => c.parse().map(Some).map_err(|_| {
-            tool_error(format!(
-                "bad cursor `{c}`: pass the next_cursor value of an earlier answer"
-            ))
-        }),
-    }
 }
 
 impl Periscope {
@@ -789,139 +740,4 @@ impl Periscope {
             Err(e) => e.result(),
         })
     }
-}
-
-fn events_result(probe: &str, events: Vec<Value>, after: Option<i64>) -> CallToolResult {
-    let next = events
-        .last()
-        .and_then(|e| e["seq"].as_i64())
-        .or(after)
-        .map(|s| s.to_string());
-    let summary = if events.is_empty() {
-        format!("no events of {probe} yet; call wait_for_events to wait for them")
-    } else {
-        let lines: Vec<String> = events
-            .iter()
-            .take(20)
-            .map(|e| {
-                // The API's JSON read into the typed event at the edge.
-                match serde_json::from_value::<periscope_core::event::Event>(e.clone()) {
-                    Ok(ev) => periscope_core::render::event_text(&ev),
-                    Err(_) => e.to_string(),
-                }
-            })
-            .collect();
-        format!("{} event(s):\n{}", events.len(), lines.join("\n"))
-    };
-    tool_ok(json!({ "events": events, "next_cursor": next }), summary)
-}
-
-#[derive(Deserialize, JsonSchema)]
-pub struct InvestigateArgs {
-    /// What goes wrong, in the user's words (an error message, a wrong total, a slow request).
-    pub symptom: String,
-    /// Which instances: tags such as `service=ledger` or an instance id (optional).
-    pub target: Option<String>,
-}
-
-#[prompt_router]
-impl Periscope {
-    #[prompt(
-        name = "investigate",
-        description = "Walk through investigating a live problem with evidence from the running process: find the code, read it, place a snapshot, wait, explain."
-    )]
-    async fn investigate(&self, Parameters(a): Parameters<InvestigateArgs>) -> Vec<PromptMessage> {
-        let target = a
-            .target
-            .map(|t| format!(" on `{t}`"))
-            .unwrap_or_else(|| " (call list_instances to pick the target)".into());
-        vec![PromptMessage::new_text(
-            rmcp::model::Role::User,
-            format!(
-                "Investigate this problem in the running service{target}: {}\n\n\
-                 1. list_instances to see what runs, with its tags and language.\n\
-                 2. If the symptom includes a message (a log line, an error text), find_message \
-                 with it: it names the function and line that produce it. Otherwise find_functions \
-                 with words from the symptom to locate the code.\n\
-                 3. read_source around the function; note the lines marked instrumentable.\n\
-                 4. add_snapshot at the line where the wrong value should be visible (add a \
-                 condition to catch only the bad case), or watch_failures for crashes.\n\
-                 5. wait_for_events, then read the variables in the event's frames.\n\
-                 6. Explain the cause from the captured values, citing them; remove_probe when \
-                 done. Probes never change what the program does.\n\
-                 7. To check a fix before it ships: verify_fix at the same line, with the failure \
-                 as a condition and one or more candidates written as assignments (what the fixed \
-                 code would compute); report each candidate's verdict: failing hits fixed, and \
-                 passing hits unchanged, changed or broken. When the failure only shows later than \
-                 the line the fix changes (its effect must run through the code), use replay: \
-                 \"FROM..UNTIL\" (FROM where the computation starts, UNTIL a later line of the \
-                 same thread, where the failure condition is read).",
-                a.symptom
-            ),
-        )]
-    }
-}
-
-#[tool_handler(router = self.tool_router)]
-#[prompt_handler(router = self.prompt_router)]
-impl ServerHandler for Periscope {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_prompts()
-                .build(),
-        )
-        .with_instructions(
-            "Periscope shows what live processes are doing, without restarting them. To investigate: \
-             list_instances; find_message (from an error text) or find_functions to locate the code; read_source to see its lines and which \
-             are instrumentable; add_snapshot (or add_log/add_counter) at a line; wait_for_events; read \
-             the variables; verify_fix to check a candidate fix on live traffic; remove_probe when done. Probes are read-only: they never change what the \
-             program does, and they expire on their own.",
-        )
-    }
-}
-
-/// Serves the tools over stdio until the client disconnects.
-pub async fn serve_stdio(client: Client) -> Result<(), std::io::Error> {
-    use rmcp::ServiceExt;
-    let server = Periscope::new(Backend::Fixed(client))
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    server
-        .waiting()
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    Ok(())
-}
-
-/// The streamable HTTP service for `/mcp`: tools call the API at `base` with each request's
-/// bearer token. `any_host` lifts rmcp's loopback-only Host check (for a server listening on a
-/// public address; bearer tokens still guard every call).
-pub fn http_service(
-    base: String,
-    ca: Option<Vec<u8>>,
-    any_host: bool,
-) -> rmcp::transport::streamable_http_server::StreamableHttpService<
-    Periscope,
-    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
-> {
-    use rmcp::transport::streamable_http_server::{
-        session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
-    };
-    let mut config = StreamableHttpServerConfig::default();
-    if any_host {
-        config = config.disable_allowed_hosts();
-    }
-    StreamableHttpService::new(
-        move || {
-            Ok(Periscope::new(Backend::PerRequest {
-                base: base.clone(),
-                ca: ca.clone(),
-            }))
-        },
-        Arc::new(LocalSessionManager::default()),
-        config,
-    )
 }
