@@ -304,3 +304,52 @@ fn debuginfod_serves_the_debug_file_then_its_cache_does() {
     );
     t.assert_untouched();
 }
+
+#[test]
+fn the_agent_reads_a_split_binary_through_its_debug_dir() {
+    use common::fleet::*;
+    use periscope_core::api::{NewProbe, ProbeKind};
+    let dir = scratch("agent");
+    let bin = dir.join("bin/relay");
+    let tree = dir.join("debug");
+    let id = build_id(&relay_o2());
+    let debug = tree
+        .join(".build-id")
+        .join(&id[..2])
+        .join(format!("{}.debug", &id[2..]));
+    split_debug(&relay_o2(), &bin, &debug, false);
+    let server = Server::start(&test_dir("debuginfo-agent"), 0);
+    let token = server.token("agent", "agent");
+    let mut t = Target::start(&bin, &["1000000", "1000"]);
+    let pid = t.pid.to_string();
+    let mut agent = Agent::start(
+        &server,
+        &token,
+        &[
+            "--pid",
+            &pid,
+            "--tag",
+            "service=relay",
+            "--debug-dir",
+            tree.to_str().expect("utf-8"),
+        ],
+    );
+    instance_of(&server, t.pid);
+    let admin = server.admin();
+    let probe = admin
+        .add_probe(&NewProbe {
+            template: Some("{size}".into()),
+            ..NewProbe::new(ProbeKind::Log, "service=relay", &relay_line())
+        })
+        .expect("add probe");
+    let events = admin
+        .wait_for_events(&probe.id, None, 3, Duration::from_secs(60))
+        .expect("events");
+    assert!(events.len() >= 3, "{events:?}");
+    for e in &events {
+        let size = e["values"]["size"]["value"].as_i64().unwrap_or(-1);
+        assert!((100..=106).contains(&size), "{e}");
+    }
+    agent.stop();
+    t.assert_untouched();
+}
