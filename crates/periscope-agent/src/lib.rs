@@ -174,6 +174,8 @@ pub fn run(config: AgentConfig, shutdown: Receiver<()>) -> Result<(), AgentError
         let tx = tx.clone();
         spawn("periscope-shutdown", move || {
             let _ = shutdown.recv();
+            // A debuginfod download while indexing a new process must not hold up the exit.
+            periscope_native::index::debuginfod::cancel_downloads();
             let _ = tx.send(Msg::Shutdown);
         })?;
     }

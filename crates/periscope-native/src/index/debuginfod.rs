@@ -13,6 +13,7 @@
 use super::debugfile::DebugSearch;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 pub struct Client {
@@ -28,6 +29,16 @@ const DEFAULT_TIMEOUT_S: u64 = 90;
 const DEFAULT_CACHE_MISS_S: u64 = 600;
 /// How often a download says how far it is.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Set when the process is asked to stop: a download in progress ends at its next read, and
+/// none starts.
+static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+/// Ends downloads in progress and refuses new ones, for the rest of the process (the agent
+/// calls it on SIGTERM, so indexing a new process never holds up its exit).
+pub fn cancel_downloads() {
+    CANCELLED.store(true, Ordering::SeqCst);
+}
 
 impl Client {
     /// The client `DEBUGINFOD_URLS` asks for; `None` when it is unset or empty.
@@ -130,6 +141,10 @@ impl Client {
         file: &Path,
         search: &DebugSearch,
     ) -> Result<(), Failure> {
+        let cancelled = || Failure::Other(format!("the download of {url} was cancelled"));
+        if CANCELLED.load(Ordering::SeqCst) {
+            return Err(cancelled());
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(self.timeout))
@@ -167,6 +182,9 @@ impl Client {
         let mut said = started;
         let mut announced = false;
         let result = loop {
+            if CANCELLED.load(Ordering::SeqCst) {
+                break Err(cancelled());
+            }
             let n = match reader.read(&mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => n,
