@@ -22,9 +22,11 @@ use periscope_core::api::{
 };
 use periscope_core::event::{Body, Event, ProbeError};
 use periscope_core::redact::Redactor;
-use periscope_native::probe::{Budget, EngineEvent, EngineProbe, ProbeState, Tallies};
-use periscope_native::values::Limits;
-use periscope_native::{Session, SessionOptions, Target};
+use periscope_runtime::probe::Budget;
+use periscope_runtime::{
+    Attachment, Code, EngineEvent, EngineProbe, Limits, ProbeState, Runtime, SessionOptions,
+    Tallies,
+};
 use servers::Servers;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -134,8 +136,12 @@ type Counts = (u64, u64, u64);
 struct InstanceRun {
     info: Instance,
     found: Found,
-    target: Option<Target>,
-    session: Option<Session>,
+    /// The runtime the dispatcher picked for the process.
+    runtime: &'static dyn Runtime,
+    /// Its code, read when the process was found (for the instance's language and build id)
+    /// and kept for the first attach.
+    code: Option<Arc<dyn Code>>,
+    session: Option<Box<dyn Attachment>>,
     tallies: Option<Tallies>,
     probes: HashMap<String, ProbeRun>,
 }
@@ -175,7 +181,7 @@ pub fn run(config: AgentConfig, shutdown: Receiver<()>) -> Result<(), AgentError
         spawn("periscope-shutdown", move || {
             let _ = shutdown.recv();
             // A debuginfod download while indexing a new process must not hold up the exit.
-            periscope_native::index::debuginfod::cancel_downloads();
+            periscope_runtimes::cancel_downloads();
             let _ = tx.send(Msg::Shutdown);
         })?;
     }
@@ -341,21 +347,24 @@ impl Reconciler {
             if self.instances.contains_key(&id) {
                 continue;
             }
-            let target = Target::attach_view(f.pid).ok();
-            let main = target.as_ref().map(|t| t.main_object().index.clone());
+            let runtime = match periscope_runtimes::for_pid(f.pid, None) {
+                Ok(picked) => picked.runtime,
+                Err(e) => {
+                    eprintln!("periscope agent: pid {}: {e}", f.pid);
+                    continue;
+                }
+            };
+            let code = runtime.open_process(f.pid).ok();
             let mut tags = self.config.tags.clone();
             tags.insert("host".into(), self.config.host.clone());
-            let language = main
-                .as_ref()
-                .and_then(|m| m.language())
-                .map(|l| l.name().to_string());
+            let language = code.as_ref().and_then(|c| c.language());
             let info = Instance {
                 id: id.clone(),
                 agent: self.config.id.clone(),
                 host: self.config.host.clone(),
                 pid: f.pid,
                 executable: f.executable.clone(),
-                build_id: main.as_ref().and_then(|m| m.build_id.clone()),
+                build_id: code.as_ref().and_then(|c| c.build_id()),
                 language: language.clone(),
                 lang: language,
                 tags,
@@ -367,7 +376,8 @@ impl Reconciler {
                 InstanceRun {
                     info,
                     found: f,
-                    target,
+                    runtime,
+                    code,
                     session: None,
                     tallies: None,
                     probes: HashMap::new(),
@@ -419,7 +429,7 @@ impl Reconciler {
                     report::interval(&self.outbox, &inst.info, &mut run, inst.tallies.as_ref());
                 }
                 if let Some(s) = &inst.session {
-                    take_out(s, &run);
+                    take_out(s.as_ref(), &run);
                 }
                 if matches!(run.state, InstallState::Installed | InstallState::Pending) {
                     run.state = InstallState::Removed;
@@ -441,7 +451,7 @@ impl Reconciler {
                     continue;
                 }
                 if let Some(s) = &inst.session {
-                    take_out(s, run);
+                    take_out(s.as_ref(), run);
                 }
                 run.last_error = None;
                 // What the paused probe counted in this session is carried over once the new
@@ -574,7 +584,7 @@ impl Reconciler {
                 .collect();
             for p in due {
                 if let (Some(s), Some(run)) = (&inst.session, inst.probes.get(&p)) {
-                    take_out(s, run);
+                    take_out(s.as_ref(), run);
                 }
                 if let Some(run) = inst.probes.get_mut(&p) {
                     run.state = InstallState::Expired;
@@ -626,20 +636,33 @@ fn install(
     tx: &Sender<Msg>,
 ) -> Result<usize, String> {
     let engine_probe = engine_probe(probe, config)?;
+    let action = match &engine_probe {
+        EngineProbe::Breakpoint(spec) => &spec.action,
+        EngineProbe::Failures { panic, .. } => &panic.action,
+    };
+    inst.runtime
+        .capabilities()
+        .check(action)
+        .map_err(|e| e.to_string())?;
     if inst.session.is_none() {
-        let target = match inst.target.clone() {
-            Some(t) => t,
-            None => Target::attach_view(inst.found.pid).map_err(|e| e.to_string())?,
+        let code = match inst.code.clone() {
+            Some(c) => c,
+            None => inst
+                .runtime
+                .open_process(inst.found.pid)
+                .map_err(|e| e.to_string())?,
         };
         let options = SessionOptions {
             stop_on_signals: false,
             keep_alive: true,
             ..SessionOptions::default()
         };
-        let mut session =
-            Session::start_resolved(target, Vec::new(), options).map_err(|e| e.to_string())?;
+        let mut session = inst
+            .runtime
+            .attach(&code, Vec::new(), options)
+            .map_err(|e| e.to_string())?;
         let events = session.take_events();
-        inst.tallies = Some(session.tallies.clone());
+        inst.tallies = Some(session.tallies());
         let (outbox, tx, info) = (outbox.clone(), tx.clone(), inst.info.clone());
         std::thread::Builder::new()
             .name("periscope-forward".into())
@@ -660,7 +683,7 @@ fn install(
 }
 
 /// Takes a probe out of a running session.
-fn take_out(session: &Session, run: &ProbeRun) {
+fn take_out(session: &dyn Attachment, run: &ProbeRun) {
     session.remove_probe(&run.probe.id);
     if run.probe.spec.kind == ProbeKind::Failures {
         session.watch_signals(None);
@@ -752,7 +775,7 @@ fn forward(events: Receiver<EngineEvent>, info: &Instance, outbox: &Outbox, tx: 
                 });
             }
             EngineEvent::Ended(reason) => {
-                use periscope_native::EndReason;
+                use periscope_runtime::EndReason;
                 let why = match reason {
                     EndReason::Requested => return, // we stopped it
                     EndReason::TargetExited { code, signal } => match (code, signal) {

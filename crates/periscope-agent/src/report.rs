@@ -5,7 +5,7 @@
 use super::{Outbox, ProbeRun};
 use periscope_core::api::{Instance, ProbeKind};
 use periscope_core::event::{Body, CountEvent, Event, Figures, MetricEvent, MetricKind};
-use periscope_native::probe::Tallies;
+use periscope_runtime::Tallies;
 use std::collections::BTreeMap;
 use std::time::Instant;
 

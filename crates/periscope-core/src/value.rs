@@ -74,7 +74,7 @@ pub enum Value {
     Pointer {
         #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
         ty: Option<String>,
-        /// `0x…` in hex; `0x0` for null.
+        /// `0x…` in hex; [`NULL_ADDRESS`] for null, in every language (a Go `nil` too).
         address: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target: Option<Box<Value>>,
@@ -103,6 +103,9 @@ pub enum Value {
 /// `<unsupported: TYPE>` so a user never mistakes it for data.
 pub const UNSUPPORTED: &str = "unsupported type";
 pub const OPTIMIZED_OUT: &str = "optimized out";
+/// The address of a null pointer, whatever the language calls it (`NULL`, `nullptr`, `nil`):
+/// one shape for null, `{"kind":"pointer","type":…,"address":"0x0"}` with no `target`.
+pub const NULL_ADDRESS: &str = "0x0";
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -236,6 +239,20 @@ impl Value {
             ty: Some(ty.into()),
             value: Int128::Signed(v),
         }
+    }
+
+    /// A null pointer (or Go's `nil` map, slice, channel, function or interface) of type `ty`.
+    pub fn null(ty: Option<String>) -> Value {
+        Value::Pointer {
+            ty,
+            address: NULL_ADDRESS.into(),
+            target: None,
+        }
+    }
+
+    /// Whether this is the null pointer shape.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Pointer { address, target: None, .. } if address == NULL_ADDRESS)
     }
 
     pub fn unavailable(ty: Option<String>, reason: impl Into<String>) -> Value {
@@ -425,6 +442,17 @@ pub fn short_type_name(full: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn null_is_one_shape() {
+        let v = Value::null(Some("*main.Request".into()));
+        assert!(v.is_null());
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"kind":"pointer","type":"*main.Request","address":"0x0"}"#
+        );
+        assert_eq!(v.to_string(), "0x0");
+    }
 
     #[test]
     fn json_shape_is_stable() {

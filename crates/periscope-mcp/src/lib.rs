@@ -10,8 +10,7 @@
 
 use periscope_client::{Client, ClientError, EventQuery};
 use periscope_core::api::{InstallState, NewProbe, ProbeKind};
-use periscope_native::target::TargetCache;
-use periscope_native::Target;
+use periscope_runtime::Code;
 use rmcp::handler::server::router::prompt::PromptRouter;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -46,8 +45,6 @@ pub struct Periscope {
     tool_router: ToolRouter<Self>,
     prompt_router: PromptRouter<Self>,
     backend: Backend,
-    /// Indexed binaries by (executable, build id): reading one is the slow part of a lookup.
-    targets: TargetCache,
 }
 
 /// A tool failure: the message tells the model what to do next.
@@ -106,7 +103,6 @@ impl Periscope {
             tool_router: Self::tool_router(),
             prompt_router: Self::prompt_router(),
             backend,
-            targets: TargetCache::default(),
         }
     }
 
@@ -201,7 +197,7 @@ impl Periscope {
     }
 
     /// The instance's binary, indexed (from the live process when it runs here).
-    fn target_of(&self, client: &Client, instance: &str) -> Result<Target, Failure> {
+    fn target_of(&self, client: &Client, instance: &str) -> Result<Arc<dyn Code>, Failure> {
         let list = client
             .instances()
             .map_err(|e| explain(e, "listing instances"))?;
@@ -216,8 +212,9 @@ impl Periscope {
                 }
             )));
         };
-        self.targets
-            .of_process(i.pid, &i.executable, i.build_id.as_deref())
+        // The runtime keeps what it indexed per executable and build id: reading a binary is
+        // the slow part of a lookup.
+        periscope_runtimes::open_instance(i.pid, &i.executable, i.build_id.as_deref())
             .map_err(|e| {
                 tool_error(format!(
                     "cannot read the binary of {instance} ({} on host {}): {e}. find_functions and read_source need the binary on the machine running this MCP server.",
@@ -288,7 +285,7 @@ impl Periscope {
         let r = self
             .call(&ctx, move |c| {
                 let t = me.target_of(&c, &a.instance)?;
-                Ok(t.find_functions(&a.pattern))
+                Ok(t.functions(&a.pattern))
             })
             .await;
         Ok(match r {

@@ -83,3 +83,16 @@ impl NativeError {
         NativeError::Ptrace { op, tid, errno }
     }
 }
+
+/// Across the seam a native error keeps its message; its kind says what a surface acts on.
+impl From<NativeError> for periscope_runtime::RuntimeError {
+    fn from(e: NativeError) -> Self {
+        use periscope_runtime::ErrorKind;
+        let kind = match &e {
+            NativeError::Interrupted { .. } => ErrorKind::Interrupted,
+            NativeError::Expression(_) => ErrorKind::Expression,
+            _ => ErrorKind::Other,
+        };
+        periscope_runtime::RuntimeError::new(kind, e.to_string())
+    }
+}

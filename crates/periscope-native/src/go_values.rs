@@ -1,6 +1,7 @@
 //! Go's values the way Go (and Delve) shows them: `string` as text, slices as lists (with their
 //! capacity), maps as maps, interfaces and `error` as their dynamic value, channels by element
-//! type, length and capacity, `time.Time` and `time.Duration` readably, `nil` as nil.
+//! type, length and capacity, `time.Time` and `time.Duration` readably, and `nil` as the null
+//! pointer of every language (`address: "0x0"`, no target).
 //!
 //! Layout facts, found by field names from the DWARF the Go linker writes (checked against Go
 //! 1.21–1.27):
@@ -159,9 +160,10 @@ impl Reader<'_> {
         } else {
             Place::Memory(data)
         };
-        // An error's text is worth its two levels whatever the depth left.
+        // An error's text is worth its level (the struct behind the pointer) whatever the
+        // depth left.
         let depth = if is_text_error(&dynamic.name) {
-            depth.max(2)
+            depth.max(1)
         } else {
             depth
         };
@@ -554,13 +556,10 @@ fn is_pointer_shaped(r: &Reader, t: &Type) -> bool {
     }
 }
 
-/// Go's nil, for a pointer, map, channel, slice or interface with no value.
+/// Go's nil, for a pointer, map, channel, slice or interface with no value: the one null shape
+/// of every language (`address: "0x0"`, no target), so a consumer tests for null one way.
 fn nil(ty: &str) -> Value {
-    Value::Pointer {
-        ty: Some(ty.to_string()),
-        address: "nil".into(),
-        target: None,
-    }
+    Value::null(Some(ty.to_string()))
 }
 
 /// The common errors as their text: `*errors.errorString` and `*fmt.wrapError` hold it in a

@@ -6,7 +6,8 @@
 //! [`process`] (ptrace and memory), [`trap`] (breakpoints), [`unwind`] (CFI), [`frame`]
 //! (variable locations), [`values`] (bytes to values), [`eval`] (expressions), [`probe`] (the
 //! probe model), [`resolve`] (probes checked against the index), `engine` (the tracer thread's
-//! state machine) and [`session`] (the handle the surfaces hold).
+//! state machine) and [`session`] (a probing session on one process), which [`NativeRuntime`]
+//! puts behind the runtime seam (`periscope-runtime`): the only way the surfaces reach it.
 
 mod cpp_std;
 mod engine;
@@ -23,6 +24,7 @@ pub mod probe;
 pub mod process;
 mod repeat;
 pub mod resolve;
+mod runtime;
 mod rust_std;
 pub mod session;
 pub mod target;
@@ -35,5 +37,6 @@ pub use error::NativeError;
 pub use probe::{
     Action, EndReason, EngineChoice, EngineEvent, EngineUsed, ProbeSpec, SessionOptions,
 };
+pub use runtime::NativeRuntime;
 pub use session::{block_signals, Session};
 pub use target::Target;

@@ -17,22 +17,7 @@ use iced_x86::{Decoder, DecoderOptions, Instruction, OpKind};
 use object::{Object, ObjectSection, SectionKind};
 use std::collections::BTreeMap;
 
-/// One place in the code that can produce the message.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct MessageMatch {
-    /// The constant as found: its literal pieces, with `{…}` where a placeholder goes.
-    pub text: String,
-    pub function: String,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    /// The source line's text, when the file is on this machine.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    /// The constant explains the whole message.
-    pub exact: bool,
-    /// Characters of the message the constant's literal text covers.
-    pub covered: usize,
-}
+pub use periscope_runtime::code::MessageMatch;
 
 /// The longest constant read from a reference.
 const MAX_CONSTANT: usize = 1024;

@@ -71,17 +71,25 @@ impl Reader<'_> {
         place: &Place,
         ty: &Type,
         depth: u32,
+        hops: u32,
     ) -> Option<Value> {
         if let Some(v) = self.render_strings_and_slices(place, ty, depth) {
             return Some(v);
         }
         let name = ty.name.as_str();
         match (kind_of(name), &ty.kind) {
-            ("Box", TypeKind::Pointer { target: Some(t) }) => {
+            // Smart pointers are seen through, at their own depth (no level of their own); at
+            // the depth limit, as any pointer, they show no more than themselves.
+            ("Box", TypeKind::Pointer { target: Some(t) }) if depth > 0 => {
                 let addr = self.read_u64_at(place, 0).ok()?;
-                (addr != 0).then(|| self.render(&Place::Memory(addr), &self.ty(*t), depth))
+                if addr == 0 {
+                    return None;
+                }
+                self.render_pointee(&Place::Memory(addr), &self.ty(*t), depth, hops)
             }
-            ("Rc" | "Arc", TypeKind::Struct { .. }) => self.render_shared(place, ty, depth),
+            ("Rc" | "Arc", TypeKind::Struct { .. }) if depth > 0 => {
+                self.render_shared(place, ty, depth, hops)
+            }
             (
                 "Cell" | "UnsafeCell" | "RefCell" | "SyncUnsafeCell" | "ManuallyDrop"
                 | "MaybeDangling" | "MaybeUninit" | "Mutex" | "RwLock",
@@ -103,18 +111,19 @@ impl Reader<'_> {
         }
     }
 
-    fn render_shared(&self, place: &Place, ty: &Type, depth: u32) -> Option<Value> {
+    fn render_shared(&self, place: &Place, ty: &Type, depth: u32, hops: u32) -> Option<Value> {
         let (off, target) = self.find_typed_pointer(ty, 0, 0)?;
         let addr = self.read_u64_at(place, off).ok()?;
         let inner_ty = self.ty(target?);
         let field = inner_ty
             .member("value")
             .or_else(|| inner_ty.member("data"))?;
-        Some(self.render(
+        self.render_pointee(
             &Place::Memory(addr + field.offset),
             &self.ty(field.ty?),
             depth,
-        ))
+            hops,
+        )
     }
 
     /// `&str`, `String`, `Vec<T>` and `&[T]`: strings and lists.

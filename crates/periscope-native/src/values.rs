@@ -15,28 +15,12 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-/// Capture limits, with the defaults users know from other live debuggers.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub depth: u32,
-    pub items: usize,
-    pub string_bytes: usize,
-    pub fields: usize,
-    /// Total bytes read from the target for one capture.
-    pub total_bytes: usize,
-}
+/// Pointers followed in a row without passing through a struct or collection (`T **`, Go's
+/// `type P *P`): such chains consume no depth, so this bounds them instead.
+pub const MAX_POINTER_CHAIN: u32 = 8;
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            depth: 3,
-            items: 100,
-            string_bytes: 255,
-            fields: 20,
-            total_bytes: 64 * 1024,
-        }
-    }
-}
+/// Capture limits: the seam's type, which every runtime honours.
+pub use periscope_runtime::probe::Limits;
 
 pub struct Reader<'a> {
     pub index: &'a ObjectIndex,
@@ -132,19 +116,37 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(b.try_into().map_err(|_| "short read")?))
     }
 
-    /// Renders the value of type `ty` at `place`.
+    /// Renders the value of type `ty` at `place`, with `depth` levels of structure left below it.
     pub fn render(&self, place: &Place, ty: &Type, depth: u32) -> Value {
+        self.render_hop(place, ty, depth, 0)
+    }
+
+    /// What a pointer points at: at the pointer's own depth (a pointer is not a level), unless
+    /// `hops` pointers in a row were followed already.
+    pub(crate) fn render_pointee(
+        &self,
+        place: &Place,
+        ty: &Type,
+        depth: u32,
+        hops: u32,
+    ) -> Option<Value> {
+        (hops < MAX_POINTER_CHAIN).then(|| self.render_hop(place, ty, depth, hops + 1))
+    }
+
+    /// [`Reader::render`] as the `hops`-th pointer in a row leads to it; structs and
+    /// collections render their parts with the chain reset (they consume depth instead).
+    fn render_hop(&self, place: &Place, ty: &Type, depth: u32, hops: u32) -> Value {
         let tname = Some(ty.name.clone());
         if let Place::Unavailable(reason) = place {
             return Value::unavailable(tname, reason.clone());
         }
         if ty.lang == Lang::Rust {
-            if let Some(v) = self.render_rust_special(place, ty, depth) {
+            if let Some(v) = self.render_rust_special(place, ty, depth, hops) {
                 return v;
             }
         }
         if ty.lang == Lang::Cpp {
-            if let Some(v) = self.render_cpp_special(place, ty, depth) {
+            if let Some(v) = self.render_cpp_special(place, ty, depth, hops) {
                 return v;
             }
         }
@@ -178,7 +180,7 @@ impl<'a> Reader<'a> {
                     Err(e) => Value::unavailable(tname, e),
                 }
             }
-            TypeKind::Pointer { target } => self.render_pointer(place, ty, *target, depth),
+            TypeKind::Pointer { target } => self.render_pointer(place, ty, *target, depth, hops),
             TypeKind::Array { elem, count } => self.render_array(place, ty, *elem, *count, depth),
             TypeKind::Struct {
                 variants: Some(vp), ..
@@ -343,6 +345,7 @@ impl<'a> Reader<'a> {
         ty: &Type,
         target: Option<TypeRef>,
         depth: u32,
+        hops: u32,
     ) -> Value {
         let tname = Some(ty.name.clone());
         if let (Place::Implicit(pointee), Some(t)) = (place, target) {
@@ -350,13 +353,20 @@ impl<'a> Reader<'a> {
             return Value::Pointer {
                 ty: tname,
                 address: "<synthetic pointer>".into(),
-                target: (depth > 0).then(|| Box::new(self.render(pointee, &self.ty(t), depth - 1))),
+                target: (depth > 0)
+                    .then(|| self.render_pointee(pointee, &self.ty(t), depth, hops))
+                    .flatten()
+                    .map(Box::new),
             };
         }
         let addr = match self.read_u64_at(place, 0) {
             Ok(a) => a,
             Err(e) => return Value::unavailable(tname, e),
         };
+        // Null is one shape whatever it points to (a C string, a function, an object).
+        if addr == 0 {
+            return Value::null(tname);
+        }
         let address = format!("{addr:#x}");
         let Some(t) = target else {
             return Value::Pointer {
@@ -370,13 +380,6 @@ impl<'a> Reader<'a> {
         if tt.lang != Lang::Rust
             && matches!(tt.kind, TypeKind::Base(e) if (e == gimli::DW_ATE_signed_char || e == gimli::DW_ATE_unsigned_char) && tt.size == Some(1))
         {
-            if addr == 0 {
-                return Value::Pointer {
-                    ty: tname,
-                    address,
-                    target: None,
-                };
-            }
             return match self.c_string(addr, None) {
                 Ok((s, len, truncated)) => Value::String {
                     ty: tname,
@@ -391,18 +394,17 @@ impl<'a> Reader<'a> {
             let symbol = self.symbol_for(addr).unwrap_or_else(|| address.clone());
             return Value::Function { ty: tname, symbol };
         }
-        if addr == 0 || depth == 0 || matches!(tt.kind, TypeKind::Void) {
-            return Value::Pointer {
-                ty: tname,
-                address,
-                target: None,
-            };
-        }
-        let inner = self.render(&Place::Memory(addr), &tt, depth - 1);
+        // At the depth limit a pointer shows its address only (the kernel's capture plans
+        // copy nothing behind it either).
+        let target = if depth == 0 || matches!(tt.kind, TypeKind::Void) {
+            None
+        } else {
+            self.render_pointee(&Place::Memory(addr), &tt, depth, hops)
+        };
         Value::Pointer {
             ty: tname,
             address,
-            target: Some(Box::new(inner)),
+            target: target.map(Box::new),
         }
     }
 

@@ -15,13 +15,10 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use periscope_core::api::{Instance, NewProbe, Role, Selector};
-use periscope_native::probe::EngineProbe;
-use periscope_native::target::TargetCache;
-use periscope_native::values::Limits;
-use periscope_native::{NativeError, Target};
+use periscope_runtime::{Code, EngineProbe, ErrorKind, Limits, RuntimeError};
 use serde::Deserialize;
 use serde_json::json;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -29,15 +26,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/probes/check", post(check))
 }
 
-fn targets() -> &'static TargetCache {
-    static TARGETS: OnceLock<TargetCache> = OnceLock::new();
-    TARGETS.get_or_init(Default::default)
-}
-
-/// The instance's binary, indexed. Blocking: call from the blocking pool.
-fn target_of(i: &Instance) -> Result<Target, ApiError> {
-    targets()
-        .of_process(i.pid, &i.executable, i.build_id.as_deref())
+/// The instance's code, through its runtime (which keeps what it indexed per executable and
+/// build id). Blocking: call from the blocking pool.
+fn target_of(i: &Instance) -> Result<Arc<dyn Code>, ApiError> {
+    periscope_runtimes::open_instance(i.pid, &i.executable, i.build_id.as_deref())
         .map_err(|e| {
             ApiError::not_found(format!(
                 "cannot read the binary of {} ({} on host {}): {e}; the code view needs the binary on the server's machine",
@@ -133,21 +125,19 @@ async fn check(r: Request, body: Bytes) -> ApiResult {
 
 /// Resolves the probe at its location, the condition first and then the rest, so an error
 /// names the field it is in.
-fn resolve_fields(t: &Target, spec: &NewProbe) -> Result<usize, ApiError> {
-    let attempt = |p: &NewProbe| -> Result<usize, NativeError> {
-        let compiled =
-            periscope_core::compile::compile(p).map_err(|e| NativeError::Expression(e.message))?;
+fn resolve_fields(t: &Arc<dyn Code>, spec: &NewProbe) -> Result<usize, ApiError> {
+    let attempt = |p: &NewProbe| -> Result<usize, RuntimeError> {
+        let compiled = periscope_core::compile::compile(p)
+            .map_err(|e| RuntimeError::new(ErrorKind::Expression, e.message))?;
         let redactor = periscope_core::redact::Redactor::default();
         match EngineProbe::new("check", compiled, Limits::default(), redactor) {
-            EngineProbe::Breakpoint(spec) => {
-                periscope_native::resolve::resolve(t, spec).map(|r| r.sites.len())
-            }
+            EngineProbe::Breakpoint(spec) => t.check(&spec),
             EngineProbe::Failures { .. } => Ok(0),
         }
     };
-    let field_of = |e: NativeError, field: &'static str| match e {
-        NativeError::Expression(m) => ApiError::bad(field, m),
-        other => ApiError::bad("location", other.to_string()),
+    let field_of = |e: RuntimeError, field: &'static str| match e.kind {
+        ErrorKind::Expression => ApiError::bad(field, e.message),
+        _ => ApiError::bad("location", e.message),
     };
     if spec.kind == periscope_core::api::ProbeKind::Verify {
         // The failure and the fixes are resolved together; the message names what is not in

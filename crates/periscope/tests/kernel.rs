@@ -495,3 +495,94 @@ fn one_execution_of_a_line_with_several_addresses_is_one_hit_on_both_engines() {
     let (status, _) = t.wait_output();
     assert!(status.success());
 }
+
+/// The kind and type tree of a value, without its numbers, text and addresses: what both
+/// engines must show alike.
+fn skeleton(v: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for key in ["kind", "type", "truncated"] {
+        if let Some(x) = v.get(key) {
+            out.insert(key.into(), x.clone());
+        }
+    }
+    if let Some(t) = v.get("target") {
+        out.insert("target".into(), skeleton(t));
+    }
+    if let Some(Value::Object(fields)) = v.get("fields") {
+        let f = fields.iter().map(|(k, x)| (k.clone(), skeleton(x)));
+        out.insert("fields".into(), Value::Object(f.collect()));
+    }
+    Value::Object(out)
+}
+
+/// A pointer is no depth level on either engine: `{j}` shows the job, the job its `next`
+/// points at, and that one's null `next` (`"0x0"`), the kernel having copied every byte of it.
+#[test]
+fn structs_behind_pointers_are_shown_as_deep_by_both_engines() {
+    let mut t = Target::start(&jobs_pie(), &["2000"]);
+    let loc = format!("jobs.c:{}", probe_line("jobs.c", "process-cost"));
+    let null = serde_json::json!({"kind": "pointer", "type": "struct job *", "address": "0x0"});
+    let mut chains = Vec::new();
+    for (engine, hits) in [("bpf", "20"), ("ptrace", "6")] {
+        let mut chain = None;
+        for h in log(t.pid, &loc, "{j}", engine, &["--max-hits", hits]) {
+            let j = &h["values"]["j"];
+            let job = &j["target"]["fields"];
+            let id = job["id"]["value"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{engine}: {h}"));
+            if id % 2 == 1 {
+                assert_eq!(job["next"], null, "{engine}: {h}");
+            } else if (id % 1_000_000) / 2 > 0 {
+                // The second job of the pair still holds the previous round's.
+                let second = &job["next"]["target"]["fields"];
+                assert_eq!(
+                    second["id"]["value"].as_i64(),
+                    Some(id - 1),
+                    "{engine}: {h}"
+                );
+                assert_eq!(second["name"]["value"], format!("job-{}", id - 1));
+                assert_eq!(second["owner"]["value"], "bob", "{engine}: {h}");
+                assert_eq!(second["next"], null, "{engine}: {h}");
+                chain.get_or_insert_with(|| skeleton(j));
+            }
+        }
+        chains.push(chain.unwrap_or_else(|| panic!("{engine}: no first job of a pair")));
+    }
+    assert_eq!(chains[0], chains[1], "the engines show different shapes");
+    t.assert_untouched();
+}
+
+/// The kernel copies what the reader's bounds show, no more: a chain of ten pointers is
+/// followed eight deep, a ring of nodes to the depth limit, alike on both engines.
+#[test]
+fn pointer_chains_and_cycles_are_bounded_alike_on_both_engines() {
+    let mut t = Target::start(&chain(), &[]);
+    let loc = format!("chain.c:{}", probe_line("chain.c", "chain-walk"));
+    let mut seen = Vec::new();
+    for engine in ["bpf", "ptrace"] {
+        let hits = log(t.pid, &loc, "{p10} {ring}", engine, &["--max-hits", "3"]);
+        for h in &hits {
+            let mut v = &h["values"]["p10"];
+            let mut hops = 0;
+            while !v["target"].is_null() {
+                v = &v["target"];
+                hops += 1;
+            }
+            assert_eq!(hops, 8, "{engine}: {h}");
+            assert_eq!(v["type"], "int * *", "{engine}: {h}");
+            let mut node = &h["values"]["ring"];
+            for id in [1, 2, 1, 2] {
+                assert_eq!(node["target"]["fields"]["id"]["value"], id, "{engine}: {h}");
+                node = &node["target"]["fields"]["next"];
+            }
+            assert!(node["target"].is_null(), "{engine}: {h}");
+        }
+        seen.push((
+            skeleton(&hits[0]["values"]["p10"]),
+            skeleton(&hits[0]["values"]["ring"]),
+        ));
+    }
+    assert_eq!(seen[0], seen[1], "the engines show different shapes");
+    t.assert_untouched();
+}

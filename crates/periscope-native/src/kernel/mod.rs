@@ -491,7 +491,7 @@ impl Runner {
         }
         self.drain();
         if let Some(c) = self.program.counters(self.probes[pi].slot) {
-            self.tally(pi, |t| t.set_kernel_counts(&c));
+            self.tally(pi, |t| set_kernel_counts(t, &c));
         }
         let p = &mut self.probes[pi];
         p.done = true;
@@ -527,7 +527,7 @@ impl Runner {
             let Some(c) = self.program.counters(self.probes[pi].slot) else {
                 continue;
             };
-            self.tally(pi, |t| t.set_kernel_counts(&c));
+            self.tally(pi, |t| set_kernel_counts(t, &c));
             if c.max_hits > 0 && c.hits >= c.max_hits {
                 self.end_probe(pi, ProbeState::HitLimit, true);
             }
@@ -650,13 +650,12 @@ impl Runner {
     }
 }
 
-impl Tally {
-    fn set_kernel_counts(&mut self, c: &ProbeCounters) {
-        self.hits = c.hits;
-        self.filtered = c.filtered;
-        self.errors = c.errors;
-        self.rate_dropped = c.rate_dropped;
-    }
+/// A probe's tally from the kernel's counters (the kernel counts; the tally shows).
+fn set_kernel_counts(t: &mut Tally, c: &ProbeCounters) {
+    t.hits = c.hits;
+    t.filtered = c.filtered;
+    t.errors = c.errors;
+    t.rate_dropped = c.rate_dropped;
 }
 
 enum Out {

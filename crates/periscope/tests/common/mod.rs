@@ -157,6 +157,22 @@ pub fn kinds_release() -> PathBuf {
     )
 }
 
+pub fn chain() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled("chain", &C, "gcc", &["-g", "-O0"], "chain.c")
+}
+
+pub fn checkout() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled(
+        "checkout",
+        &C,
+        "rustc",
+        &["--edition", "2021", "-g"],
+        "checkout.rs",
+    )
+}
+
 pub fn panicker() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     compiled(

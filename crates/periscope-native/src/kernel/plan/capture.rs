@@ -4,6 +4,7 @@ use super::{size_of, Compiler, Loc, Reason, MAX_OBJECT, OPTIMIZED_OUT_HERE, STRI
 use crate::index::types::{Type, TypeKind};
 use crate::index::Lang;
 use crate::kernel::program::OpCode;
+use crate::values::{Limits, MAX_POINTER_CHAIN};
 use periscope_core::expr::{Expr, ExprKind};
 
 impl Compiler<'_> {
@@ -90,7 +91,7 @@ impl Compiler<'_> {
     /// memory its location read are already in the record; a pointer's target is captured.
     pub(super) fn capture_value(&mut self, ty: &Type, e: &Expr) -> Result<(), Reason> {
         match &ty.kind {
-            TypeKind::Pointer { target } => self.capture_pointee(*target, e, 1),
+            TypeKind::Pointer { target } => self.capture_pointee(*target, e, 0, 0),
             TypeKind::Base(_) | TypeKind::Enum { .. } => {
                 self.emit(OpCode::Pop, 0, 0, 0);
                 Ok(())
@@ -105,20 +106,35 @@ impl Compiler<'_> {
     /// The object of type `ty` whose address is on the stack (popped), and what showing it
     /// reads behind its pointers: a string's text, a pointer's target, the members' targets.
     pub(super) fn capture_object(&mut self, ty: &Type, e: &Expr) -> Result<(), Reason> {
-        self.capture_at(ty, e, 0)
+        self.capture_at(ty, e, 0, 0)
     }
 
-    pub(super) fn capture_at(&mut self, ty: &Type, e: &Expr, level: u32) -> Result<(), Reason> {
-        if level > 2 {
-            // Deeper than the reader follows by default: it shows no more than this.
-            self.emit(OpCode::Pop, 0, 0, 0);
-            return Ok(());
-        }
+    /// The object of type `ty` at `level` structs below the expression (the reader's depth
+    /// limit less its depth), reached through `hops` pointers in a row: the reader's rules, so
+    /// the record holds what it reads and no more. A pointer is no level: its target is
+    /// captured at the pointer's level, up to [`MAX_POINTER_CHAIN`] in a row.
+    pub(super) fn capture_at(
+        &mut self,
+        ty: &Type,
+        e: &Expr,
+        level: u32,
+        hops: u32,
+    ) -> Result<(), Reason> {
         if let TypeKind::Pointer { target } = &ty.kind {
             self.emit(OpCode::Dup, 0, 0, 0);
             self.emit(OpCode::CapM, 0, 8, 0);
             self.emit(OpCode::Load, 0, 8, 0);
-            return self.capture_pointee(*target, e, level + 1);
+            return self.capture_pointee(*target, e, level, hops);
+        }
+        if ty.lang == Lang::Cpp {
+            if let Some((off, target)) = crate::cpp_std::smart_pointer(self.index, ty) {
+                // `unique_ptr`/`shared_ptr`: the pointer they hold, as the reader shows them.
+                self.emit(OpCode::AddI, 0, 0, off as i64);
+                self.emit(OpCode::Dup, 0, 0, 0);
+                self.emit(OpCode::CapM, 0, 8, 0);
+                self.emit(OpCode::Load, 0, 8, 0);
+                return self.capture_pointee(target, e, level, hops);
+            }
         }
         if let Some((ptr, len)) = self.string_parts(ty) {
             // The fat pointer itself, then min(len, limit) bytes of its text.
@@ -132,6 +148,17 @@ impl Compiler<'_> {
             self.emit(OpCode::AddI, 0, 0, len as i64);
             self.emit(OpCode::Load, 0, 8, 0);
             self.emit(OpCode::CapBuf, 0, STRING_BYTES - 1, 0);
+            return Ok(());
+        }
+        if level >= Limits::default().depth {
+            // At the depth limit the reader still shows plain values (numbers, C enums, an
+            // enum's payload, `char[N]`), but a struct's type only, reading nothing of it.
+            let plain = !matches!(ty.kind, TypeKind::Struct { variants: None, .. });
+            let size = size_of(self, ty);
+            if plain && self.is_flat(ty, 0) && size > 0 && size <= MAX_OBJECT {
+                return self.capture_flat(ty, e, 0);
+            }
+            self.emit(OpCode::Pop, 0, 0, 0);
             return Ok(());
         }
         if self.is_flat(ty, 0) {
@@ -186,19 +213,21 @@ impl Compiler<'_> {
             if m.offset != 0 {
                 self.emit(OpCode::AddI, 0, 0, m.offset as i64);
             }
-            self.capture_at(&mt, e, level + 1)?;
+            self.capture_at(&mt, e, level + 1, 0)?;
         }
         self.emit(OpCode::Pop, 0, 0, 0);
         Ok(())
     }
 
-    /// A pointer's target (the pointer on the stack, popped): a C string's text, or an object
-    /// without pointers of its own.
+    /// A pointer's target (the pointer on the stack, popped), as the reader shows it: a C
+    /// string's text at any depth; anything else only above the depth limit and within the
+    /// chain bound, at the pointer's own level.
     pub(super) fn capture_pointee(
         &mut self,
         target: Option<crate::index::scope::TypeRef>,
         e: &Expr,
         level: u32,
+        hops: u32,
     ) -> Result<(), Reason> {
         let Some(t) = target else {
             self.emit(OpCode::Pop, 0, 0, 0);
@@ -211,12 +240,17 @@ impl Compiler<'_> {
             self.emit(OpCode::CapStr, 0, STRING_BYTES, 0);
             return Ok(());
         }
+        let followed = level < Limits::default().depth && hops < MAX_POINTER_CHAIN;
         match pt.kind {
             TypeKind::Void | TypeKind::Function => {
                 self.emit(OpCode::Pop, 0, 0, 0);
                 Ok(())
             }
-            _ => self.capture_at(&pt, e, level),
+            _ if !followed => {
+                self.emit(OpCode::Pop, 0, 0, 0);
+                Ok(())
+            }
+            _ => self.capture_at(&pt, e, level, hops + 1),
         }
     }
 

@@ -2,12 +2,14 @@
 //! interval. A duration times each call of a function from entry to return (in the kernel: a
 //! uprobe and a uretprobe); a gauge samples an expression's value at a location.
 
-use super::{end_with, print_probe_error, pump, render, report, start, Common};
+use super::{end_with, print_probe_error, pump, report, start};
+use crate::Common;
 use anyhow::{bail, Context, Result};
 use periscope_core::event::{Body, MetricEvent, MetricKind};
 use periscope_core::redact::Redactor;
-use periscope_native::probe::{Metric, Tallies};
-use periscope_native::{Action, EngineEvent, ProbeSpec};
+use periscope_core::render;
+use periscope_runtime::probe::Metric;
+use periscope_runtime::{Action, EngineEvent, ProbeSpec, Tallies};
 use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -74,13 +76,13 @@ pub(crate) fn run_metric(
         Action::Duration { by: Some(_) } | Action::Gauge { by: Some(_), .. }
     );
     let exporter = super::local_exporter(pid, &common.output)?;
-    let session = start(pid, spec).context("start the probe")?;
+    let session = start(pid, spec, &common.output).context("start the probe")?;
     let engine = session
-        .engines
+        .engines()
         .first()
         .map(|e| e.name().to_string())
         .unwrap_or_default();
-    let tallies = session.tallies.clone();
+    let tallies = session.tallies();
     let deadline = common.output.duration.map(|d| Instant::now() + d);
     let json = common.output.json;
     let started = Instant::now();

@@ -2,25 +2,36 @@
 //! target is a process id (its executable and libraries, read through /proc) or a binary.
 
 use anyhow::{anyhow, bail, Context, Result};
-use periscope_native::Target;
+use periscope_runtime::{Code, RuntimeKind};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-/// A PID (all digits, a live process) or a path to a binary.
-fn open_target(target: &str) -> Result<Target> {
+/// A PID (all digits, a live process: its runtime picked by the dispatcher, or `runtime`) or a
+/// path to a binary.
+fn open_target(target: &str, runtime: Option<RuntimeKind>) -> Result<Arc<dyn Code>> {
     if target.chars().all(|c| c.is_ascii_digit()) {
         let pid: u32 = target.parse().context("bad pid")?;
-        return Ok(Target::attach_view(pid)?);
+        let picked = periscope_runtimes::for_pid(pid, runtime)?;
+        if let Some(n) = &picked.note {
+            eprintln!("periscope: {n}");
+        }
+        return Ok(picked.runtime.open_process(pid)?);
     }
     let path = PathBuf::from(target);
     if !path.exists() {
         bail!("{target} is neither a running process id nor an existing file");
     }
-    Ok(Target::from_binary(&path)?)
+    Ok(periscope_runtimes::for_file(&path)?.open_file(&path)?)
 }
 
-pub(crate) fn run_lines(target: &str, file: &str, json: bool) -> Result<()> {
-    let t = open_target(target)?;
+pub(crate) fn run_lines(
+    target: &str,
+    file: &str,
+    json: bool,
+    runtime: Option<RuntimeKind>,
+) -> Result<()> {
+    let t = open_target(target, runtime)?;
     let bad_range = |r: &str| anyhow!("bad line range `{r}`: write FROM-TO, e.g. 10-40");
     let (name, range) = match file.rsplit_once(':') {
         Some((n, r)) if r.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
@@ -41,9 +52,14 @@ pub(crate) fn run_lines(target: &str, file: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn run_functions(target: &str, pattern: &str, json: bool) -> Result<()> {
-    let t = open_target(target)?;
-    let rows = t.find_functions(pattern);
+pub(crate) fn run_functions(
+    target: &str,
+    pattern: &str,
+    json: bool,
+    runtime: Option<RuntimeKind>,
+) -> Result<()> {
+    let t = open_target(target, runtime)?;
+    let rows = t.functions(pattern);
     if rows.is_empty() {
         bail!("no function matches `{pattern}`");
     }
@@ -58,11 +74,16 @@ pub(crate) fn run_functions(target: &str, pattern: &str, json: bool) -> Result<(
     Ok(())
 }
 
-pub(crate) fn run_find(target: &str, message: &str, json: bool) -> Result<()> {
+pub(crate) fn run_find(
+    target: &str,
+    message: &str,
+    json: bool,
+    runtime: Option<RuntimeKind>,
+) -> Result<()> {
     if message.trim().is_empty() {
         bail!("--message needs the text as seen, e.g. --message \"no route to shard 12\"");
     }
-    let t = open_target(target)?;
+    let t = open_target(target, runtime)?;
     let matches = t.find_message(message);
     let mut out = std::io::stdout().lock();
     if json {

@@ -2,15 +2,14 @@
 //! engine puts each hit in a cell per candidate (counted in the probe's tallies, with the first
 //! examples of each cell reported as events); this prints the table live and the verdicts.
 
-use super::{end_with, local_probe, print_probe_error, pump, report, start, Common};
+use super::{end_with, local_probe, print_probe_error, pump, report, start};
+use crate::Common;
 use anyhow::Result;
 use clap::Args;
 use periscope_core::api::{NewProbe, ProbeKind};
 use periscope_core::event::Body;
 use periscope_core::verify::CandidateResult;
-use periscope_native::probe::Tallies;
-use periscope_native::values::Limits;
-use periscope_native::EngineEvent;
+use periscope_runtime::{EngineEvent, Limits, Tallies};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -58,7 +57,7 @@ pub fn run(a: VerifyArgs) -> Result<()> {
         .filter_map(|f| periscope_core::verify::parse_fix(f).ok().map(|f| f.name))
         .collect();
     let spec = local_probe(p, &a.common, Limits::default())?;
-    let session = start(a.pid, spec)?;
+    let session = start(a.pid, spec, &a.common.output)?;
     if let Some(r) = &a.replay {
         let (from, until) = r.split_once("..").unwrap_or((r, ""));
         super::note(&format!(
@@ -68,7 +67,7 @@ pub fn run(a: VerifyArgs) -> Result<()> {
             a.location
         ));
     }
-    let tallies = session.tallies.clone();
+    let tallies = session.tallies();
     let json = a.common.output.json;
     let deadline = a.common.output.duration.map(|d| Instant::now() + d);
     let mut examples: BTreeMap<(String, String), Vec<serde_json::Value>> = BTreeMap::new();
