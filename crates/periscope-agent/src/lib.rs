@@ -180,6 +180,8 @@ pub fn run(config: AgentConfig, shutdown: Receiver<()>) -> Result<(), AgentError
         let tx = tx.clone();
         spawn("periscope-shutdown", move || {
             let _ = shutdown.recv();
+            // A debuginfod download while indexing a new process must not hold up the exit.
+            periscope_runtimes::cancel_downloads();
             let _ = tx.send(Msg::Shutdown);
         })?;
     }

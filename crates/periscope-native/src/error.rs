@@ -21,8 +21,13 @@ pub enum NativeError {
     #[error("{path} is not a readable x86-64 ELF file: {reason}")]
     NotElf { path: PathBuf, reason: String },
 
-    #[error("{path} has no DWARF debug info; rebuild it with debug info: `-g` for gcc/clang, `debug = true` in Cargo's [profile.release] (or RUSTFLAGS=-g), or install its -dbgsym package")]
-    NoDebugInfo { path: PathBuf },
+    #[error("{path} has no DWARF debug info{}; rebuild it with debug info: `-g` for gcc/clang, `debug = true` in Cargo's [profile.release] (or RUSTFLAGS=-g), or install its -dbg/-dbgsym package, or give its separate debug file's directory with --debug-dir (or PERISCOPE_DEBUG_DIR), or a debuginfod server in DEBUGINFOD_URLS", looked(.notes))]
+    NoDebugInfo { path: PathBuf, notes: Vec<String> },
+
+    /// A `FILE:LINE` probe on a binary that has symbols but no DWARF (a default
+    /// `cargo build --release`, `strip --strip-debug`).
+    #[error("{path} has no DWARF debug info, so no line tables, and FILE:LINE needs them{}. Probe a function by name instead (`periscope functions` lists them; `{{arg0}}`…`{{arg5}}` read its first integer arguments), or rebuild with line tables: `debug = \"line-tables-only\"` (or `debug = true`) in Cargo's [profile.release], `-g` for gcc/clang; or install its -dbg/-dbgsym package, give its debug file's directory with --debug-dir, or a debuginfod server in DEBUGINFOD_URLS", looked(.notes))]
+    NoLineTables { path: PathBuf, notes: Vec<String> },
 
     #[error("malformed debug info: {0}")]
     Dwarf(String),
@@ -62,6 +67,15 @@ pub enum NativeError {
 
     #[error("interrupted by {signal} while attaching; the target was left as it was")]
     Interrupted { signal: String },
+}
+
+/// What the search for a separate debug file refused, for the no-debug-info errors.
+fn looked(notes: &[String]) -> String {
+    if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join("; "))
+    }
 }
 
 impl NativeError {

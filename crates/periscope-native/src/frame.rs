@@ -149,10 +149,7 @@ impl Frame<'_> {
     }
 
     fn encoding(&self) -> Option<gimli::Encoding> {
-        self.index
-            .units
-            .get(self.unit as usize)
-            .map(|u| u.unit.encoding())
+        Some(self.index.encoding(self.unit))
     }
 
     /// The place of a variable at this frame's pc.

@@ -182,6 +182,24 @@ fn sites_for(
                 missing.push(n);
             }
         }
+        if site.unit == crate::index::NO_UNIT {
+            return Err(NativeError::Expression(format!(
+                "`{}` cannot be read at {}: {} has no DWARF debug info, so a probe reads the arguments by position only, at the function's entry: {} (the System V x86-64 integer argument registers rdi, rsi, rdx, rcx, r8, r9, as 64-bit integers)",
+                missing.join("`, `"),
+                site.function,
+                target.objects[site.object].index.path.display(),
+                if site.visible.vars.is_empty() {
+                    "none here (not the function's entry)".to_string()
+                } else {
+                    site.visible
+                        .vars
+                        .iter()
+                        .map(|v| format!("{{{}}}", v.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )));
+        }
         let mut visible: Vec<&str> = site.visible.vars.iter().map(|v| v.name.as_str()).collect();
         visible.sort_unstable();
         visible.dedup();

@@ -49,6 +49,10 @@ pub struct Site {
 impl Site {
     /// `file.rs:LINE`, the file by its name alone, as events name their location.
     pub fn short_location(&self) -> String {
+        // A function known by its symbol alone has no source line: it goes by its name.
+        if self.unit == crate::index::NO_UNIT {
+            return self.function.clone();
+        }
         let file = self
             .file
             .file_name()
@@ -103,11 +107,11 @@ impl Target {
             } else {
                 PathBuf::from(format!("/proc/{pid}/root{path}"))
             };
-            let mut index = match ObjectIndex::open(&open_path) {
+            let root = PathBuf::from(format!("/proc/{pid}/root"));
+            let index = match ObjectIndex::open_as(&open_path, Path::new(&path), Some(&root)) {
                 Ok(i) => i,
                 Err(_) => continue, // not ELF (a font, a locale archive): nothing to probe
             };
-            index.path = PathBuf::from(&path);
             let bias = maps
                 .iter()
                 .find_map(|(lo, _, off)| {
@@ -166,11 +170,33 @@ impl Target {
             .filter(|(_, o)| o.index.has_debug_info && !o.index.rows.is_empty())
             .collect();
         if v.is_empty() {
-            return Err(NativeError::NoDebugInfo {
-                path: self.main_object().index.path.clone(),
-            });
+            return Err(self.no_line_tables());
         }
         Ok(v)
+    }
+
+    /// Why a source location cannot be placed: the program has no DWARF, and its symbols
+    /// (if it has them) name functions only.
+    fn no_line_tables(&self) -> NativeError {
+        let main = &self.main_object().index;
+        let path = main.path.clone();
+        let notes = main.debug_notes.clone();
+        if main.symbols_only() {
+            NativeError::NoLineTables { path, notes }
+        } else {
+            NativeError::NoDebugInfo { path, notes }
+        }
+    }
+
+    /// The objects whose functions a name is looked up in: those with DWARF first; the
+    /// symbol tables of the others only when no DWARF function has the name (so a library's
+    /// symbol never makes a program's own function ambiguous).
+    fn function_sources(&self, dwarf: bool) -> Vec<(usize, &LoadedObject)> {
+        self.objects
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| !o.index.functions.is_empty() && o.index.has_debug_info == dwarf)
+            .collect()
     }
 
     /// Resolves a location to the code addresses a probe must cover.
@@ -179,12 +205,13 @@ impl Target {
             Location::Line { file, line } => self.resolve_line(file, *line),
             Location::Function(name) => self.resolve_function(name),
         };
-        // Not found, and the program itself has no debug info: that is the real problem.
+        // Not found, and the program itself has no debug info: that is the real problem
+        // (a function found by its symbol needs none).
+        let main = &self.main_object().index;
+        let by_symbol = main.symbols_only() && matches!(location, Location::Function(_));
         match result {
-            Err(NativeError::Location(_)) if !self.main_object().index.has_debug_info => {
-                Err(NativeError::NoDebugInfo {
-                    path: self.main_object().index.path.clone(),
-                })
+            Err(NativeError::Location(_)) if !main.has_debug_info && !by_symbol => {
+                Err(self.no_line_tables())
             }
             other => other,
         }
@@ -297,7 +324,53 @@ impl Target {
     }
 
     fn resolve_function(&self, name: &str) -> Result<Vec<Site>, NativeError> {
-        let objects = self.with_debug_info()?;
+        let dwarf = self.function_sources(true);
+        match self.resolve_function_in(name, &dwarf) {
+            Err(NativeError::Location(why)) => {
+                // A C alias (`write` of glibc's `__libc_write`): the DWARF function at the
+                // address of the symbol of that name.
+                if let Some(sites) = self.resolve_alias(name, &dwarf) {
+                    return Ok(sites);
+                }
+                let symbols = self.function_sources(false);
+                if symbols.is_empty() {
+                    return Err(NativeError::Location(why));
+                }
+                match self.resolve_function_in(name, &symbols) {
+                    Err(NativeError::Location(_)) if !dwarf.is_empty() => {
+                        Err(NativeError::Location(why))
+                    }
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// `name` as another name of a DWARF function: a symbol of exactly that name at the
+    /// function's entry.
+    fn resolve_alias(&self, name: &str, objects: &[(usize, &LoadedObject)]) -> Option<Vec<Site>> {
+        for (_, o) in objects {
+            let Some(sym) = o.index.aliases.iter().find(|s| s.name == name) else {
+                continue;
+            };
+            let Some(f) = o.index.function_at(sym.address) else {
+                continue;
+            };
+            if f.low_pc == sym.address && f.name != name {
+                if let Ok(sites) = self.resolve_function_in(&f.name, objects) {
+                    return Some(sites);
+                }
+            }
+        }
+        None
+    }
+
+    fn resolve_function_in(
+        &self,
+        name: &str,
+        objects: &[(usize, &LoadedObject)],
+    ) -> Result<Vec<Site>, NativeError> {
         // Exact, or unqualified: the last segments of a Rust or C++ path (`::`), of a Go name
         // (`.` between package, receiver and method, `/` in the package path). A Go generic
         // function's instances (`main.Sum[go.shape.int]`) all answer to its plain name.
@@ -312,7 +385,7 @@ impl Target {
         };
         // Each candidate name with where it comes from, to tell candidates apart.
         let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (_, o) in &objects {
+        for (_, o) in objects {
             for f in &o.index.functions {
                 if matches(&f.name) {
                     let origin = declared_at(&o.index, f.decl_file, f.decl_line);
@@ -330,7 +403,7 @@ impl Target {
             }
         }
         if names.is_empty() {
-            return Err(NativeError::Location(self.no_function(name, &objects)));
+            return Err(NativeError::Location(self.no_function(name, objects)));
         }
         let instances = names.len() > 1 && {
             let mut plain = names.keys().map(|n| without_instance(n));
@@ -356,7 +429,7 @@ impl Target {
             return Err(NativeError::Location(format!("no function named `{name}`")));
         };
         let mut sites = Vec::new();
-        for (oi, o) in &objects {
+        for (oi, o) in objects {
             let funcs: Vec<&Function> = o
                 .index
                 .functions
@@ -486,6 +559,9 @@ impl Target {
     fn site(&self, oi: usize, file_address: u64, line: Option<(PathBuf, u32)>) -> Option<Site> {
         let o = &self.objects[oi];
         let idx = &o.index;
+        if idx.symbols_only() {
+            return self.symbol_site(oi, file_address);
+        }
         let row = idx.row_at(file_address);
         let unit = row.map(|r| r.unit).or_else(|| idx.unit_at(file_address))?;
         let (file, line) = match line {
@@ -509,6 +585,32 @@ impl Target {
             line,
             function,
             visible,
+        })
+    }
+
+    /// A site at the entry of a function known by its symbol alone: no source line, and the
+    /// arguments by position (`arg0`…, see [`crate::index::abi`]), valid at the entry only.
+    fn symbol_site(&self, oi: usize, file_address: u64) -> Option<Site> {
+        let o = &self.objects[oi];
+        let f = o.index.function_at(file_address)?;
+        let vars = if f.low_pc == file_address {
+            crate::index::abi::arguments()
+        } else {
+            Vec::new()
+        };
+        Some(Site {
+            object: oi,
+            address: file_address.wrapping_add(o.bias),
+            file_address,
+            unit: crate::index::NO_UNIT,
+            file: o.index.path.clone(),
+            line: 0,
+            function: f.name.clone(),
+            visible: Visible {
+                vars,
+                scope_id: gimli::UnitOffset(f.low_pc as usize),
+                frame_base: None,
+            },
         })
     }
 

@@ -153,6 +153,21 @@ pub fn block_signals() {
     periscope_native::block_signals();
 }
 
+/// A sink for progress lines of a long debuginfod download.
+pub type DebugProgress = periscope_native::index::debugfile::Progress;
+
+/// Where separate debug info is looked for, for the rest of the process: `dirs` (`--debug-dir`)
+/// before `PERISCOPE_DEBUG_DIR` and `/usr/lib/debug`, and debuginfod from `DEBUGINFOD_URLS`;
+/// `progress` hears how a long download goes. Native code is the runtime that reads DWARF.
+pub fn configure_debug_info(dirs: Vec<PathBuf>, progress: Option<DebugProgress>) {
+    periscope_native::index::debugfile::configure(dirs, progress);
+}
+
+/// Ends debuginfod downloads in progress and refuses new ones (a shutdown never waits for one).
+pub fn cancel_downloads() {
+    periscope_native::index::debuginfod::cancel_downloads();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,12 @@ mod remote;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// A directory of separate debug files, searched before /usr/lib/debug as gdb searches its
+    /// debug-file-directory (DIR/.build-id/xx/rest.debug, DIR/BINARY_DIR/DEBUGLINK_NAME);
+    /// repeatable. PERISCOPE_DEBUG_DIR adds more (colon-separated); DEBUGINFOD_URLS names
+    /// debuginfod servers.
+    #[arg(long = "debug-dir", value_name = "DIR", global = true)]
+    debug_dirs: Vec<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -350,6 +356,18 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    for d in &cli.debug_dirs {
+        if !d.is_dir() {
+            anyhow::bail!(
+                "--debug-dir {}: no such directory (give a directory of debug files, like /usr/lib/debug)",
+                d.display()
+            );
+        }
+    }
+    periscope_runtimes::configure_debug_info(
+        cli.debug_dirs.clone(),
+        Some(std::sync::Arc::new(|text: &str| local::note(text))),
+    );
     match cli.command {
         Command::Log {
             pid,

@@ -5,18 +5,22 @@ use gimli::Reader as _;
 use object::{Object, ObjectKind, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
 use std::borrow::Cow;
 
-pub(super) fn open(path: &Path) -> Result<ObjectIndex, NativeError> {
+pub(super) fn open(
+    path: &Path,
+    logical: &Path,
+    root: Option<&Path>,
+) -> Result<ObjectIndex, NativeError> {
     let data = std::fs::read(path).map_err(|e| NativeError::Io {
         what: format!("read {}", path.display()),
         source: e,
     })?;
     let file = object::File::parse(&*data).map_err(|e| NativeError::NotElf {
-        path: path.to_path_buf(),
+        path: logical.to_path_buf(),
         reason: e.to_string(),
     })?;
     if file.architecture() != object::Architecture::X86_64 {
         return Err(NativeError::NotElf {
-            path: path.to_path_buf(),
+            path: logical.to_path_buf(),
             reason: format!(
                 "it is built for {:?}; Periscope reads x86-64 code only",
                 file.architecture()
@@ -28,30 +32,43 @@ pub(super) fn open(path: &Path) -> Result<ObjectIndex, NativeError> {
     } else {
         RunTimeEndian::Big
     };
-    let build_id = file
-        .build_id()
-        .ok()
-        .flatten()
-        .map(|b| b.iter().map(|x| format!("{x:02x}")).collect::<String>());
+    let build_id = file.build_id().ok().flatten().map(debugfile::hex);
 
-    // Debug info may live in a separate file installed under /usr/lib/debug (Debian's -dbgsym).
+    // The DWARF may live in a separate debug file (see `debugfile`): it supplies the debug
+    // sections only; code, segments, file offsets and .eh_frame stay the binary's own.
+    let mut debug_notes = Vec::new();
+    let mut debug_path = None;
     let debug_data = if file.section_by_name(".debug_info").is_none() {
-        build_id.as_ref().filter(|id| id.len() > 2).and_then(|id| {
-            std::fs::read(format!(
-                "/usr/lib/debug/.build-id/{}/{}.debug",
-                &id[..2],
-                &id[2..]
-            ))
-            .ok()
+        let lookup = debugfile::find(&debugfile::Binary {
+            path: logical,
+            root,
+            build_id: build_id.as_deref(),
+            debuglink: file
+                .gnu_debuglink()
+                .ok()
+                .flatten()
+                .map(|(name, crc)| (String::from_utf8_lossy(name).into_owned(), crc)),
+        });
+        debug_notes = lookup.notes;
+        lookup.found.map(|f| {
+            debug_path = Some(f.path);
+            f.data
         })
     } else {
         None
     };
     let debug_file = match &debug_data {
-        Some(d) => Some(object::File::parse(&**d).map_err(|e| NativeError::NotElf {
-            path: path.to_path_buf(),
-            reason: format!("its separate debug file is unreadable: {e}"),
-        })?),
+        Some(d) => match object::File::parse(&**d) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                debug_notes.push(format!(
+                    "its debug file {} is unreadable: {e}",
+                    debug_path.as_deref().unwrap_or(Path::new("?")).display()
+                ));
+                debug_path = None;
+                None
+            }
+        },
         None => None,
     };
     let dwarf_source = debug_file.as_ref().unwrap_or(&file);
@@ -97,8 +114,26 @@ pub(super) fn open(path: &Path) -> Result<ObjectIndex, NativeError> {
         .section_by_name(".debug_frame")
         .map(|_| gimli::DebugFrame::from(section(dwarf_source, ".debug_frame")));
 
+    // Symbols: the binary's, and the debug file's (`strip --strip-all` leaves only dynamic
+    // symbols; `--only-keep-debug` keeps the full table).
+    let mut aliases = text_symbols(&file);
+    if let Some(d) = &debug_file {
+        aliases.extend(text_symbols(d));
+    }
+    aliases.sort_by(|a, b| {
+        (a.address, std::cmp::Reverse(a.size), &a.name).cmp(&(
+            b.address,
+            std::cmp::Reverse(b.size),
+            &b.name,
+        ))
+    });
+    aliases.dedup_by(|a, b| a.address == b.address && a.name == b.name);
+    let mut symbols = aliases.clone();
+    symbols.dedup_by_key(|s| s.address);
     let mut index = ObjectIndex {
-        path: path.to_path_buf(),
+        path: logical.to_path_buf(),
+        debug_file: debug_path,
+        debug_notes,
         build_id,
         relocatable: file.kind() == ObjectKind::Dynamic,
         entry: file.entry(),
@@ -111,7 +146,8 @@ pub(super) fn open(path: &Path) -> Result<ObjectIndex, NativeError> {
         functions: Vec::new(),
         inlined: Vec::new(),
         globals: Vec::new(),
-        symbols: read_symbols(&file),
+        symbols,
+        aliases,
         eh_frame,
         debug_frame,
         scopes: Mutex::new(HashMap::new()),
@@ -126,12 +162,35 @@ pub(super) fn open(path: &Path) -> Result<ObjectIndex, NativeError> {
     if has_debug_info {
         read_units(&mut index)?;
     }
+    if index.functions.is_empty() {
+        // No DWARF (a default `cargo build --release`, `strip --strip-debug`): the symbol
+        // table names the functions, and a probe at one reads its arguments by position.
+        index.functions = symbol_functions(&index.aliases);
+    }
     Ok(index)
 }
 
-fn read_symbols(file: &object::File) -> Vec<Symbol> {
-    let mut out: Vec<Symbol> = file
-        .symbols()
+/// Functions from the symbol table, for an object without DWARF: every name of each address
+/// (C aliases such as `write` and `__libc_write` are all names a user may give).
+fn symbol_functions(symbols: &[Symbol]) -> Vec<Function> {
+    symbols
+        .iter()
+        .map(|s| Function {
+            name: s.name.clone(),
+            linkage_name: None,
+            low_pc: s.address,
+            high_pc: s.address + s.size.max(1),
+            decl_file: None,
+            decl_line: None,
+            unit: NO_UNIT,
+            offset: gimli::UnitOffset(0),
+        })
+        .collect()
+}
+
+/// The code symbols of a file, demangled, sorted by address; several per address (aliases).
+fn text_symbols(file: &object::File) -> Vec<Symbol> {
+    file.symbols()
         .chain(file.dynamic_symbols())
         .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
         .filter_map(|s| {
@@ -142,10 +201,7 @@ fn read_symbols(file: &object::File) -> Vec<Symbol> {
                 name: demangle(raw),
             })
         })
-        .collect();
-    out.sort_by_key(|s| (s.address, std::cmp::Reverse(s.size)));
-    out.dedup_by_key(|s| s.address);
-    out
+        .collect()
 }
 
 /// Demangles a Rust (without the hash) or C++ symbol; other names come back unchanged.

@@ -5,7 +5,10 @@
 //! which are parsed per compilation unit on first use (a large Rust binary has tens of thousands of
 //! functions, and a probe needs only a handful).
 
+pub mod abi;
 pub mod callsite;
+pub mod debugfile;
+pub mod debuginfod;
 mod load;
 pub mod scope;
 pub mod types;
@@ -17,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub type R = EndianArcSlice<RunTimeEndian>;
+
+/// The unit of a function known from the symbol table alone (no DWARF describes it).
+pub const NO_UNIT: u32 = u32::MAX;
 
 /// The source language of a compilation unit, which picks the value renderer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +141,11 @@ pub struct UnitData {
 /// Everything Periscope knows about one ELF file.
 pub struct ObjectIndex {
     pub path: PathBuf,
+    /// The separate debug file the DWARF was read from, if it is not in the binary.
+    pub debug_file: Option<PathBuf>,
+    /// Debug files looked at and refused, or why none could be fetched: said when the
+    /// object turns out to have no DWARF.
+    pub debug_notes: Vec<String>,
     pub build_id: Option<String>,
     /// `ET_DYN`: a PIE executable or a shared library, loaded at a bias.
     pub relocatable: bool,
@@ -148,7 +159,10 @@ pub struct ObjectIndex {
     pub functions: Vec<Function>,
     pub inlined: Vec<InlinedCopy>,
     pub globals: Vec<Global>,
+    /// One symbol per address (the longest), to name addresses.
     pub symbols: Vec<Symbol>,
+    /// Every code symbol, aliases included (`write`, `__write`, `__libc_write`), by address.
+    pub aliases: Vec<Symbol>,
     pub eh_frame: Option<(gimli::EhFrame<R>, gimli::BaseAddresses)>,
     pub debug_frame: Option<gimli::DebugFrame<R>>,
     scopes: Mutex<HashMap<u32, Arc<scope::UnitScopes>>>,
@@ -181,7 +195,36 @@ impl ObjectIndex {
 
     /// Reads and indexes an ELF file.
     pub fn open(path: &Path) -> Result<ObjectIndex, NativeError> {
-        load::open(path)
+        load::open(path, path, None)
+    }
+
+    /// Reads and indexes the ELF file at `path`, which a process knows as `logical` under
+    /// `root` (`/proc/PID/root`): separate debug files are looked for where that process's
+    /// files are.
+    pub fn open_as(
+        path: &Path,
+        logical: &Path,
+        root: Option<&Path>,
+    ) -> Result<ObjectIndex, NativeError> {
+        load::open(path, logical, root)
+    }
+
+    /// Whether the functions come from the symbol table alone (no DWARF).
+    pub fn symbols_only(&self) -> bool {
+        !self.has_debug_info && !self.functions.is_empty()
+    }
+
+    /// The DWARF encoding of a unit; for code without units (arguments by position), the
+    /// x86-64 default, which is all a register location needs.
+    pub fn encoding(&self, unit: u32) -> gimli::Encoding {
+        self.units
+            .get(unit as usize)
+            .map(|u| u.unit.encoding())
+            .unwrap_or(gimli::Encoding {
+                address_size: 8,
+                format: gimli::Format::Dwarf32,
+                version: 4,
+            })
     }
 
     /// The file paths in the line tables whose path ends with `suffix` on a path-component
@@ -301,6 +344,9 @@ impl ObjectIndex {
 
     /// The type at a DIE offset, parsed once.
     pub fn type_at(&self, unit: u32, offset: gimli::UnitOffset) -> Arc<types::Type> {
+        if unit == NO_UNIT {
+            return abi::arg_type();
+        }
         if let Some(t) = self
             .types
             .lock()

@@ -621,3 +621,100 @@ pub fn stderr(out: &Output) -> String {
 }
 pub mod fleet;
 pub mod postgres;
+
+/// relay.c built as a C release is (`gcc -g -O2`), before its debug info is split off.
+pub fn relay_o2() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled("relay-o2", &C, "gcc", &["-g", "-O2"], "relay.c")
+}
+
+/// relay.c built once more with other flags: another build, its own build id and CRC.
+pub fn relay_o1() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled("relay-o1", &C, "gcc", &["-g", "-O1"], "relay.c")
+}
+
+/// A fresh directory for one test's files.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("scratch")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create scratch dir");
+    d
+}
+
+/// Splits `exe` as distributions do: `objcopy --only-keep-debug` into `debug`, then a copy at
+/// `stripped` without its debug info (`strip --strip-debug`), with a `.gnu_debuglink` to
+/// `debug` if `link`.
+pub fn split_debug(exe: &Path, stripped: &Path, debug: &Path, link: bool) {
+    for p in [stripped, debug] {
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).expect("create dir");
+        }
+    }
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(exe)
+        .arg(debug));
+    run(Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(stripped)
+        .arg(exe));
+    if link {
+        run(Command::new("objcopy")
+            .arg(format!("--add-gnu-debuglink={}", debug.display()))
+            .arg(stripped));
+    }
+}
+
+/// The GNU build id of an ELF file (`readelf -n`), in hex.
+pub fn build_id(file: &Path) -> String {
+    let out = Command::new("readelf")
+        .arg("-n")
+        .arg(file)
+        .output()
+        .expect("readelf");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Build ID:")
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("{} has no build id", file.display()))
+}
+
+/// examples/targets/tally built by `cargo build --release` with Cargo's defaults: symbols
+/// kept, no DWARF.
+pub fn tally_release() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    C.get_or_init(|| {
+        let target_dir = out_dir().join("tally-target");
+        let mut cmd = Command::new(env!("CARGO"));
+        // The test's own build settings must not leak into the fixture's default build.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            let build_setting = (k.starts_with("CARGO_") && k != "CARGO_HOME")
+                || k.starts_with("RUSTFLAGS")
+                || k == "RUSTC_WRAPPER";
+            if build_setting {
+                cmd.env_remove(&k);
+            }
+        }
+        run(cmd
+            .args([
+                "build",
+                "--release",
+                "--offline",
+                "--quiet",
+                "--manifest-path",
+            ])
+            .arg(targets_src().join("tally/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir));
+        target_dir.join("release/tally")
+    })
+    .clone()
+}

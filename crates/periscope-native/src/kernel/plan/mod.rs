@@ -373,13 +373,7 @@ impl Compiler<'_> {
         name: &str,
         top: bool,
     ) -> Result<Loc, Reason> {
-        let encoding = self
-            .index
-            .units
-            .get(self.site.unit as usize)
-            .ok_or("no unit")?
-            .unit
-            .encoding();
+        let encoding = self.index.encoding(self.site.unit);
         let mut bytes = expr.0;
         let mut ops = Vec::new();
         while !bytes.is_empty() {
