@@ -1,6 +1,9 @@
 //! The tools' arguments: their JSON schemas are what a model sees, and each field's doc is its
-//! description there.
+//! description there. Fields a probe request has too take its types (the engine, the metric)
+//! and its bounds, so a tool's schema and the API's document say the same (a test compares
+//! them).
 
+use periscope_core::api::Engine;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -81,8 +84,10 @@ pub struct VerifyFixArgs {
     pub rate: Option<f64>,
     /// Overhead budget: milliseconds of the process's time per 10 s (default 100); beyond it
     /// the verification pauses (a fork for a replay holds a thread for about a millisecond).
+    #[schemars(range(min = 1, max = periscope_core::compile::MAX_BUDGET_MS))]
     pub budget_ms: Option<u64>,
     /// Stop after this many hits per instance.
+    #[schemars(range(min = 1))]
     pub max_hits: Option<u64>,
     /// How long to verify, in seconds (default 30, at most 300).
     pub timeout_seconds: Option<u64>,
@@ -123,13 +128,15 @@ pub struct AddLogArgs {
     /// Only hits where this expression is true, e.g. `amount > 1000`.
     pub condition: Option<String>,
     /// Seconds until the probe is removed (default 900).
+    #[schemars(range(min = 1, max = periscope_core::compile::MAX_TTL_SECONDS))]
     pub ttl_seconds: Option<u64>,
     /// Hits per instance after which the probe is removed there.
+    #[schemars(range(min = 1))]
     pub max_hits: Option<u64>,
     /// Where it runs: `auto` (default: in the kernel as eBPF uprobes when everything it reads
     /// can be read there, else ptrace breakpoints), `bpf` or `ptrace`. The probe's status
     /// says which, and why not bpf.
-    pub engine: Option<EngineArg>,
+    pub engine: Option<Engine>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -145,8 +152,10 @@ pub struct AddSnapshotArgs {
     /// Only hits where this expression is true.
     pub condition: Option<String>,
     /// Seconds until the probe is removed (default 900).
+    #[schemars(range(min = 1, max = periscope_core::compile::MAX_TTL_SECONDS))]
     pub ttl_seconds: Option<u64>,
     /// Snapshots per instance (default 1).
+    #[schemars(range(min = 1))]
     pub max_hits: Option<u64>,
 }
 
@@ -162,43 +171,19 @@ pub struct AddCounterArgs {
     /// Only hits where this expression is true.
     pub condition: Option<String>,
     /// Seconds until the probe is removed (default 900).
+    #[schemars(range(min = 1, max = periscope_core::compile::MAX_TTL_SECONDS))]
     pub ttl_seconds: Option<u64>,
     /// Hits per instance after which the counter stops.
+    #[schemars(range(min = 1))]
     pub max_hits: Option<u64>,
     /// Where it runs: `auto` (default: in the kernel as eBPF uprobes when everything it reads
     /// can be read there, else ptrace breakpoints), `bpf` or `ptrace`. The probe's status
     /// says which, and why not bpf.
-    pub engine: Option<EngineArg>,
+    pub engine: Option<Engine>,
 }
 
-/// Which engine runs a probe.
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum EngineArg {
-    Auto,
-    Bpf,
-    Ptrace,
-}
-
-impl From<EngineArg> for periscope_core::api::Engine {
-    fn from(e: EngineArg) -> Self {
-        match e {
-            EngineArg::Auto => periscope_core::api::Engine::Auto,
-            EngineArg::Bpf => periscope_core::api::Engine::Bpf,
-            EngineArg::Ptrace => periscope_core::api::Engine::Ptrace,
-        }
-    }
-}
-
-/// A numeric series.
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MetricArg {
-    /// Time each call of the function at `location`, entry to return (in nanoseconds).
-    Duration,
-    /// Sample the numeric expression `value` each time `location` runs.
-    Gauge,
-}
+/// A numeric series (`duration` or `gauge`): the API's metric kind.
+pub use periscope_core::event::MetricKind as MetricArg;
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -217,11 +202,12 @@ pub struct AddMetricArgs {
     /// Only calls or samples where this expression is true.
     pub condition: Option<String>,
     /// Seconds until the probe is removed (default 900).
+    #[schemars(range(min = 1, max = periscope_core::compile::MAX_TTL_SECONDS))]
     pub ttl_seconds: Option<u64>,
     /// Where it runs: `auto` (default: in the kernel as eBPF uprobes when everything it reads
     /// can be read there, else ptrace breakpoints), `bpf` or `ptrace`. The probe's status
     /// says which, and why not bpf.
-    pub engine: Option<EngineArg>,
+    pub engine: Option<Engine>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -254,6 +240,7 @@ pub struct ResumeArgs {
     /// The probe's id.
     pub probe_id: String,
     /// A new overhead budget: milliseconds of the target's time per 10 s (default 100).
+    #[schemars(range(min = 1, max = periscope_core::compile::MAX_BUDGET_MS))]
     pub budget_ms: Option<u64>,
 }
 
