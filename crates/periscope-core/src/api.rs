@@ -3,11 +3,14 @@
 //! other. Server, agent, client, CLI and MCP all use these, so every JSON shape has one
 //! definition (see ARCHITECTURE.md: fields may be added, never renamed).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+// The API's document (utoipa) and MCP's tool schemas (schemars) both read this one enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeKind {
     Log,
@@ -73,59 +76,81 @@ impl std::str::FromStr for ProbeKind {
 /// Default time to live of a probe: nothing stays forever.
 pub const DEFAULT_TTL_SECONDS: u64 = 3600;
 
-/// A probe as a client asks for it (`POST /api/v1/probes`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A probe as a client asks for it (`POST /api/v1/probes`). Its schema is every field any
+/// kind takes (`ProbeFields`); the request body's schema, one shape per kind, is built from it
+/// in [`crate::schema`]. The formats name Periscope's own text syntaxes (the contract test
+/// samples each); the bounds are those [`crate::compile`] checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ProbeFields)]
 pub struct NewProbe {
     pub kind: ProbeKind,
     /// Which instances: tags (`service=ledger`, several separated by commas or spaces, all
     /// must match) or an instance id.
+    #[schema(format = "periscope-selector")]
     pub target: String,
     /// `FILE:LINE` or a function name.
+    #[schema(format = "periscope-location")]
     pub location: String,
     /// Log message with `{expr}` holes (log probes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = "periscope-template")]
     pub template: Option<String>,
+    /// Only hits where this holds are captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = "periscope-expression")]
     pub condition: Option<String>,
     /// Extra expressions captured with a snapshot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(format = "periscope-expression")]
     pub watch: Vec<String>,
     /// Group a counter, a duration or a gauge by the value of this expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = "periscope-expression")]
     pub by: Option<String>,
     /// Gauge: the numeric expression sampled at each hit (`queue.len()`, `total_cents`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = "periscope-expression")]
     pub value: Option<String>,
+    /// Seconds until the probe is removed (default 3600, at most 30 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 2592000)]
     pub ttl_seconds: Option<u64>,
     /// Hits per instance after which the probe is removed from that instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub max_hits: Option<u64>,
     /// Captured hits per second per instance; beyond it hits are counted, not captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0)]
     pub rate_limit: Option<f64>,
     /// Snapshot: frames whose variables are captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 64)]
     pub frames: Option<usize>,
     /// Overhead budget: milliseconds of the target's time per 10 s window (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub budget_ms: Option<u64>,
     /// Verify: the symptom, as a condition at the location (`refund > charge.amount`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = "periscope-expression")]
     pub failure: Option<String>,
-    /// Verify: candidate fixes, each `NAME: VAR = EXPR[; VAR = EXPR]`.
+    /// Verify: candidate fixes, each `NAME: VAR = EXPR[; VAR = EXPR]` (no two alike).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(format = "periscope-fix", min_items = 1)]
     pub fixes: Vec<String>,
     /// Verify: results that must not change where nothing failed (default: every variable a
     /// fix assigns).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(format = "periscope-expression")]
     pub keep: Vec<String>,
     /// Verify, replay mode: `FROM..UNTIL`, two locations. At a hit of FROM a copy of the
     /// process runs the computation with a candidate's assignments applied at the location,
     /// until UNTIL, where the failure and the kept results are read in the copy and in the
     /// original. Without it, shadow mode: both evaluated side by side at the location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = "periscope-replay")]
     pub replay: Option<String>,
     /// Where the probe runs on each instance: `auto` (the default: in the kernel when what
     /// it reads compiles to a capture plan and BPF is there, else ptrace), `bpf` or `ptrace`.
@@ -134,7 +159,9 @@ pub struct NewProbe {
 }
 
 /// Which engine runs a probe (`--engine`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Engine {
     /// eBPF uprobes when everything the probe reads compiles to a capture plan and BPF is
@@ -185,7 +212,7 @@ impl NewProbe {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeLifecycle {
     Active,
@@ -213,7 +240,7 @@ impl ProbeLifecycle {
 }
 
 /// A probe as the server keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Probe {
     pub id: String,
     #[serde(flatten)]
@@ -239,7 +266,7 @@ pub struct Probe {
 }
 
 /// A probe's state on one instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InstallState {
     Pending,
@@ -266,8 +293,10 @@ impl InstallState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A probe's state on one instance. Ids may not hold a NUL (PostgreSQL cannot store one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ProbeInstance {
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub instance: String,
     pub state: InstallState,
     #[serde(default)]
@@ -290,9 +319,11 @@ pub struct ProbeInstance {
     pub updated_at: String,
 }
 
-/// A process an agent watches.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A process an agent watches. As an agent reports it, `state` and `last_seen` are the
+/// server's to set (what the agent sends there is ignored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Instance {
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub id: String,
     pub agent: String,
     pub host: String,
@@ -387,7 +418,9 @@ impl Selector {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Registers instances and reports events; nothing else.
@@ -441,14 +474,16 @@ impl std::str::FromStr for Role {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    /// 1-64 letters, digits, `-` `_` `.` `@`.
+    #[schema(pattern = "^[A-Za-z0-9_.@-]{1,64}$")]
     pub name: String,
     pub role: Role,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TokenInfo {
     pub name: String,
     pub role: Role,
@@ -461,7 +496,7 @@ pub struct TokenInfo {
 }
 
 /// One line of the audit trail.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub ts: String,
@@ -483,8 +518,9 @@ pub struct AuditEntry {
 }
 
 /// Who the agent is (sent with every report).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AgentInfo {
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub id: String,
     pub host: String,
     #[serde(default)]
@@ -492,8 +528,9 @@ pub struct AgentInfo {
 }
 
 /// A probe's state on one instance, as an agent reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StatusReport {
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub probe: String,
     #[serde(flatten)]
     pub status: ProbeInstance,
@@ -501,12 +538,13 @@ pub struct StatusReport {
 
 /// What an agent sends (`POST /api/v1/agent/report`): its instances (all of them, each time),
 /// state changes, and a batch of events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AgentReport {
     pub agent: AgentInfo,
     /// This agent process's run id (random per start). With it, each event's `key` numbers
     /// the event in the run, and a report sent again stores nothing twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub run: Option<String>,
     pub instances: Vec<Instance>,
     #[serde(default)]
@@ -523,14 +561,17 @@ pub struct AgentReport {
 
 /// `POST /api/v1/probes/{id}/resume`: puts a paused probe back, optionally with a new overhead
 /// budget.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResumeProbe {
+    /// New overhead budget: milliseconds of the target's time per 10 s window, 1 to 10000
+    /// (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub budget_ms: Option<u64>,
 }
 
 /// The probes an agent must have, per instance (`GET /api/v1/agent/desired`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Desired {
     /// Changes whenever probes or instances change; the agent asks again with it to wait for
     /// the next change.
@@ -538,14 +579,15 @@ pub struct Desired {
     pub assignments: Vec<Assignment>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Assignment {
     pub probe: Probe,
     pub instances: Vec<String>,
 }
 
 /// An API error body: `{"error": "..."}` with the field at fault when there is one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Error)]
 pub struct ApiError {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

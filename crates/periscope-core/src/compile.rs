@@ -12,6 +12,9 @@ use crate::Location;
 pub const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
 /// Most frames whose variables a snapshot may capture.
 pub const MAX_FRAMES: usize = 64;
+/// The largest overhead budget: milliseconds of the target's time per 10 s window (the API's
+/// document and MCP's tool schemas give this bound; a test checks it is the one enforced).
+pub const MAX_BUDGET_MS: u64 = 10_000;
 /// Frames with variables when the request does not say.
 pub const DEFAULT_FRAMES: usize = 5;
 

@@ -6,15 +6,18 @@
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
-/// One event as the fleet carries it: what happened, and where it was stored from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One event as the fleet carries it: what happened, and where it was stored from. Ids may
+/// not hold a NUL (PostgreSQL cannot store one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Event {
     /// The store's sequence number (set when the server stores it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<i64>,
     /// The instance it came from (set by the agent; empty in local mode).
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub instance: String,
     /// The event's number in its agent's run (see `AgentReport::run`): the idempotency key
     /// that lets a report sent twice, to one server replica or two, be stored once.
@@ -25,7 +28,7 @@ pub struct Event {
 }
 
 /// What happened. Failures (panics, fatal signals) are snapshots with a `failure`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Body {
     Log(LogEvent),
@@ -80,10 +83,11 @@ impl Event {
 
 /// A counter's report for one interval: the agent aggregates hits and sends their delta and
 /// total (and the totals per group, with `--by`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CountEvent {
     pub ts: String,
     pub pid: u32,
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub probe: String,
     pub location: String,
     pub interval_seconds: f64,
@@ -95,8 +99,10 @@ pub struct CountEvent {
     pub groups: Option<BTreeMap<String, u64>>,
 }
 
-/// Which numeric series a [`MetricEvent`] carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which numeric series a [`MetricEvent`] carries (MCP's `add_metric` takes it too).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MetricKind {
     /// Each call's time from entry to return, in nanoseconds.
@@ -107,10 +113,11 @@ pub enum MetricKind {
 
 /// A duration's or a gauge's figures for one interval: the agent aggregates calls or samples
 /// and sends what the interval gathered (overall, and per group with `by`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MetricEvent {
     pub ts: String,
     pub pid: u32,
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub probe: String,
     pub location: String,
     pub metric: MetricKind,
@@ -127,7 +134,7 @@ pub struct MetricEvent {
 
 /// Count, sum, min, max and last of the values of an interval (durations in nanoseconds), and
 /// for durations a histogram of power-of-two buckets.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Figures {
     pub count: u64,
     pub sum: f64,
@@ -219,14 +226,14 @@ impl Figures {
 
 /// One histogram bucket: how many values were above the previous bucket's bound and at most
 /// `le`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Bucket {
     pub le: u64,
     pub count: u64,
 }
 
 /// A log probe hit, in the shape `--json` prints and the server stores.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LogEvent {
     /// RFC 3339 timestamp with nanoseconds, UTC.
     pub ts: String,
@@ -237,6 +244,7 @@ pub struct LogEvent {
     pub goroutine: Option<u64>,
     /// `FILE:LINE` of the hit site (the file as the user named it when the probe has a line).
     pub location: String,
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub probe: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<String>,
@@ -256,7 +264,7 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
 }
 
 /// One frame of a captured stack.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StackFrame {
     pub function: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,7 +277,7 @@ pub struct StackFrame {
 }
 
 /// A snapshot: the stack and its variables at one hit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SnapshotEvent {
     pub ts: String,
     pub pid: u32,
@@ -278,6 +286,7 @@ pub struct SnapshotEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goroutine: Option<u64>,
     pub location: String,
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub probe: String,
     pub frames: Vec<StackFrame>,
     #[serde(default, skip_serializing_if = "crate::value::Fields::is_empty")]
@@ -288,7 +297,7 @@ pub struct SnapshotEvent {
 }
 
 /// What went wrong, for a snapshot captured at the point of failure.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Failure {
     /// `panic` or `signal`.
     pub kind: String,
@@ -304,12 +313,13 @@ pub struct Failure {
 }
 
 /// Why a probe hit produced no regular event: shown to the user so a silent probe is explained.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ProbeError {
     pub ts: String,
     pub pid: u32,
     pub tid: u32,
     pub location: String,
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub probe: String,
     pub error: String,
 }

@@ -9,6 +9,7 @@ pub mod expr;
 pub mod location;
 pub mod redact;
 pub mod render;
+pub mod schema;
 pub mod template;
 pub mod value;
 pub mod verify;

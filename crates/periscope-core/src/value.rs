@@ -5,9 +5,15 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use utoipa::openapi::{schema, RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A value read from the target, tagged by `kind`. The value tree is recursive: its nested
+/// values are marked `no_recursion` so the document's schema collection stops at the
+/// `TypedValue` component they refer to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+#[schema(as = TypedValue)]
 pub enum Value {
     Int {
         #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
@@ -59,6 +65,7 @@ pub enum Value {
         /// A Go slice's capacity.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cap: Option<u64>,
+        #[schema(no_recursion, value_type = Vec<Nested>)]
         items: Vec<Value>,
         #[serde(default, skip_serializing_if = "is_false")]
         truncated: bool,
@@ -67,6 +74,7 @@ pub enum Value {
         #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
         ty: Option<String>,
         len: u64,
+        #[schema(no_recursion)]
         entries: Vec<Entry>,
         #[serde(default, skip_serializing_if = "is_false")]
         truncated: bool,
@@ -77,6 +85,7 @@ pub enum Value {
         /// `0x…` in hex; [`NULL_ADDRESS`] for null, in every language (a Go `nil` too).
         address: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(no_recursion, value_type = Option<Nested>)]
         target: Option<Box<Value>>,
     },
     Function {
@@ -111,11 +120,17 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Entry {
+    #[schema(no_recursion, value_type = Nested)]
     pub key: Value,
+    #[schema(no_recursion, value_type = Nested)]
     pub value: Value,
 }
+
+/// [`Value`] under another name for its schema: utoipa takes a field's type named `Value` for
+/// `serde_json::Value` (any JSON), so nested values name the type so.
+type Nested = Value;
 
 /// Named fields in declaration order (JSON objects keep that order when written).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -130,6 +145,19 @@ impl Fields {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 }
+
+/// A JSON object of values. Its schema refers to `TypedValue` without collecting it (the
+/// value tree would recurse): the document lists `TypedValue` itself.
+impl PartialSchema for Fields {
+    fn schema() -> RefOr<Schema> {
+        schema::ObjectBuilder::new()
+            .description(Some("Named values, in declaration order."))
+            .additional_properties(Some(schema::Ref::from_schema_name(Value::name())))
+            .into()
+    }
+}
+
+impl ToSchema for Fields {}
 
 impl Serialize for Fields {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -168,6 +196,23 @@ pub enum Int128 {
     Signed(i128),
     Unsigned(u128),
 }
+
+/// A JSON number from `i64::MIN` to `u64::MAX`, or a decimal string (up to 38 digits: within
+/// 128 bits) beyond.
+impl PartialSchema for Int128 {
+    fn schema() -> RefOr<Schema> {
+        let number = schema::ObjectBuilder::new()
+            .schema_type(schema::Type::Integer)
+            .minimum(Some(utoipa::Number::Int(i64::MIN as isize)))
+            .maximum(Some(utoipa::Number::UInt(u64::MAX as usize)));
+        let text = schema::ObjectBuilder::new()
+            .schema_type(schema::Type::String)
+            .pattern(Some("^-?[0-9]{1,38}$"));
+        schema::OneOfBuilder::new().item(number).item(text).into()
+    }
+}
+
+impl ToSchema for Int128 {}
 
 impl Int128 {
     /// The value as i128, when it fits (every value but unsigned ones above i128::MAX).

@@ -171,7 +171,7 @@ impl Cell {
 }
 
 /// A candidate's tally, as `verify --json` and the API report it.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CandidateResult {
     pub name: String,
     pub failing: u64,

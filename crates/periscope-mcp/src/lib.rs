@@ -358,7 +358,7 @@ impl Periscope {
             condition: a.condition,
             ttl_seconds: a.ttl_seconds,
             max_hits: a.max_hits,
-            engine: a.engine.map(Into::into),
+            engine: a.engine,
             ..NewProbe::new(ProbeKind::Log, &a.target, &a.location)
         };
         self.place(&ctx, spec).await
@@ -403,7 +403,7 @@ impl Periscope {
             by: a.by,
             ttl_seconds: a.ttl_seconds,
             max_hits: a.max_hits,
-            engine: a.engine.map(Into::into),
+            engine: a.engine,
             ..NewProbe::new(ProbeKind::Count, &a.target, &a.location)
         };
         self.place(&ctx, spec).await
@@ -430,7 +430,7 @@ impl Periscope {
             condition: a.condition,
             by: a.by,
             ttl_seconds: a.ttl_seconds,
-            engine: a.engine.map(Into::into),
+            engine: a.engine,
             ..NewProbe::new(kind, &a.target, &a.location)
         };
         self.place(&ctx, spec).await

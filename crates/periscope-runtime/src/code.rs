@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 /// A source file's lines, as [`crate::Code::source_lines`] lists them. Serialized, it is the
 /// `--json` and MCP shape: `{"file", "lines":[{"line","text","instrumentable"}]}`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct SourceListing {
+    #[schema(value_type = String)]
     pub file: PathBuf,
     pub lines: Vec<SourceLine>,
 }
@@ -30,7 +31,7 @@ impl SourceListing {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct SourceLine {
     pub line: u32,
     /// `None` when the source file is not on disk (the line table still knows the line).

@@ -1,22 +1,22 @@
 //! The agents' side of the API: `POST /api/v1/agent/report` (instances, probe states and
 //! events) and `GET /api/v1/agent/desired` (the probes each instance must have, long-polled).
 
-use crate::routes::{ok, parse_body, ApiError, ApiQuery, ApiResult, Request};
+use crate::routes::{parse_body, ApiError, ApiQuery, ApiResult, Request};
 use crate::{db, ingest, store, AppState};
 use axum::body::Bytes;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use periscope_core::api::{AgentReport, Assignment, Desired, Role, Selector};
 use serde::Deserialize;
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/agent/report", post(agent_report))
-        .route("/api/v1/agent/desired", get(agent_desired))
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(agent_report))
+        .routes(routes!(agent_desired))
 }
 
 /// The names and ids in a report that the store keeps as such (not inside JSON) may not hold
@@ -48,6 +48,10 @@ fn check_report_names(report: &AgentReport) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// An agent's instances, probe states and events
+#[utoipa::path(post, path = "/api/v1/agent/report", description = "Needs a token of role agent.",
+    request_body = AgentReport,
+    responses((status = 200, description = "OK", body = crate::openapi::Stored)))]
 async fn agent_report(r: Request, body: Bytes) -> ApiResult {
     r.caller(Role::Agent, "agent.report").await?;
     let _: crate::kinds::NoNumericKind = parse_body(&body)?;
@@ -88,18 +92,26 @@ async fn agent_report(r: Request, body: Bytes) -> ApiResult {
     }
     state.status_changed.notify_waiters();
     state.announce(crate::peers::Change::Status);
-    ok(json!({ "stored": stored }))
+    Ok(Json(crate::openapi::Stored { stored }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DesiredQuery {
+    /// agent id
     agent: String,
+    /// the version the agent has
     version: Option<u64>,
+    /// longest wait (milliseconds, at most 60000)
     wait_ms: Option<u64>,
 }
 
 /// The probes that apply to an agent's instances. With `version`, waits (up to `wait_ms`) until
 /// the desired state may have changed: a long poll, so agents learn of a new probe at once.
+#[utoipa::path(get, path = "/api/v1/agent/desired",
+    summary = "Probes for an agent's instances; waits for a newer version",
+    description = "Needs a token of role agent.",
+    params(DesiredQuery), responses((status = 200, description = "OK", body = Desired)))]
 async fn agent_desired(r: Request, ApiQuery(q): ApiQuery<DesiredQuery>) -> ApiResult {
     r.caller(Role::Agent, "agent.desired").await?;
     let state = r.state();

@@ -7,23 +7,24 @@
 //! work), else from the executable path the agent reported. Indexed binaries are kept per
 //! (executable, build id): indexing is the slow part, a large binary takes seconds.
 
+use crate::openapi::Checked;
 use crate::routes::{validate, ApiError, ApiQuery, ApiResult, Request};
 use crate::{db, store, AppState};
 use axum::body::Bytes;
 use axum::extract::Path;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use periscope_core::api::{Instance, NewProbe, Role, Selector};
 use periscope_runtime::{Code, EngineProbe, ErrorKind, Limits, RuntimeError};
 use serde::Deserialize;
-use serde_json::json;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/instances/{id}/source", get(source))
-        .route("/api/v1/probes/check", post(check))
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(source))
+        .routes(routes!(check))
 }
 
 /// The instance's code, through its runtime (which keeps what it indexed per executable and
@@ -63,15 +64,28 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(ApiError::internal(format!("code task failed: {e}"))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SourceQuery {
+    /// the source file, matched by path suffix
     file: String,
+    /// first line
     from: Option<u32>,
+    /// last line
     to: Option<u32>,
 }
 
+/// A source file of an instance's binary, with the lines a probe can take
+///
 /// `GET /api/v1/instances/{id}/source?file=NAME`: the file (matched by path suffix, as
 /// `periscope lines` matches it), each line with its text and whether a probe can go there.
+#[utoipa::path(get, path = "/api/v1/instances/{id}/source",
+    description = "Needs a token of role viewer. Reads the instance's binary on the server's machine (from the live process when it runs there). `file` is matched by path suffix, as `periscope lines` matches it; an unknown or ambiguous name is a 400 listing candidates.",
+    params(("id" = String, Path, description = "instance id"), SourceQuery),
+    responses(
+        (status = 200, description = "OK", body = periscope_runtime::SourceListing),
+        (status = 404, response = crate::openapi::NotFound),
+    ))]
 async fn source(
     r: Request,
     Path(id): Path<String>,
@@ -96,6 +110,10 @@ async fn source(
 /// the binary of the first instance its target selects, so a location without code, a name not
 /// in scope or a misspelled field is an error (with its field) before anything is placed.
 /// Nothing is stored or attached.
+#[utoipa::path(post, path = "/api/v1/probes/check", summary = "Check a probe without placing it",
+    description = "Needs a token of role viewer. Validates the probe as POST /api/v1/probes would, then resolves its location and expressions against the binary of the first instance its target selects: a line without code, a name not in scope or a missing field is a 400 whose `field` names the request field (`location`, `condition`, `template`, `by`, `watch`). Nothing is stored or attached.",
+    request_body = periscope_core::schema::ProbeRequest,
+    responses((status = 200, description = "The probe would be placed", body = crate::openapi::Checked)))]
 async fn check(r: Request, body: Bytes) -> ApiResult {
     r.caller(Role::Viewer, "probe.check").await?;
     let spec: NewProbe = crate::routes::parse_body(&body)?;
@@ -107,11 +125,12 @@ async fn check(r: Request, body: Bytes) -> ApiResult {
     })
     .await?;
     let Some(inst) = instances.into_iter().find(|i| selector.matches(i)) else {
-        return Ok(Json(json!({
-            "ok": true,
-            "checked_on": null,
-            "note": "no instance matches the target yet; the location and names are checked when an agent installs it"
-        }))
+        return Ok(Json(Checked {
+            ok: true,
+            checked_on: None,
+            sites: None,
+            note: Some("no instance matches the target yet; the location and names are checked when an agent installs it".into()),
+        })
         .into_response());
     };
     let checked_on = inst.id.clone();
@@ -120,7 +139,13 @@ async fn check(r: Request, body: Bytes) -> ApiResult {
         resolve_fields(&t, &spec)
     })
     .await?;
-    Ok(Json(json!({ "ok": true, "checked_on": checked_on, "sites": sites })).into_response())
+    Ok(Json(Checked {
+        ok: true,
+        checked_on: Some(checked_on),
+        sites: Some(sites),
+        note: None,
+    })
+    .into_response())
 }
 
 /// Resolves the probe at its location, the condition first and then the rest, so an error

@@ -10,14 +10,16 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use periscope_core::api::Role;
-use serde_json::json;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const INDEX: &str = include_str!("console/index.html");
 const SCRIPT: &str = include_str!("console/app.js");
 const STYLE: &str = include_str!("console/app.css");
 
-pub fn router() -> Router<Arc<AppState>> {
+/// The page, its script and its style: not part of the API (the document lists the API).
+pub fn pages() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(|| asset("text/html; charset=utf-8", INDEX)))
         .route(
@@ -28,7 +30,11 @@ pub fn router() -> Router<Arc<AppState>> {
             "/console/app.css",
             get(|| asset("text/css; charset=utf-8", STYLE)),
         )
-        .route("/api/v1/whoami", get(whoami))
+}
+
+/// The console's part of the API.
+pub fn api() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(whoami))
 }
 
 async fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
@@ -46,8 +52,16 @@ async fn asset(content_type: &'static str, body: &'static str) -> impl IntoRespo
     )
 }
 
-/// `GET /api/v1/whoami`: the token's name and role, so a client can show what it may do.
+/// The calling token's name and role
+///
+/// So a client can show what it may do.
+#[utoipa::path(get, path = "/api/v1/whoami", description = "Needs any valid token (viewer or above).",
+    responses((status = 200, description = "OK", body = crate::openapi::WhoAmI)))]
 async fn whoami(r: Request) -> ApiResult {
     let caller = r.caller(Role::Viewer, "token.whoami").await?;
-    Ok(Json(json!({ "name": caller.name, "role": caller.role.as_str() })).into_response())
+    Ok(Json(crate::openapi::WhoAmI {
+        name: caller.name,
+        role: caller.role,
+    })
+    .into_response())
 }

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod code;
 pub mod console;
 mod kinds;
+pub mod openapi;
 pub mod peers;
 pub mod routes;
 pub mod store;

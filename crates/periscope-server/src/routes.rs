@@ -1,7 +1,11 @@
-//! The HTTP API under `/api/v1` (described in `openapi.json`, served at
-//! `/api/v1/openapi.json`). Every handler starts by checking the caller's token and role.
+//! The HTTP API under `/api/v1`, described by the document served at `/api/v1/openapi.json`
+//! (generated from the types and these handlers' annotations: see [`crate::openapi`]). Every
+//! handler starts by checking the caller's token and role.
 
 use crate::auth::{self, Caller, Denied};
+use crate::openapi::{
+    EventList, EventsGone, InstanceList, ProbeEnvelope, ProbeGone, ProbeList, Status,
+};
 use crate::store::{self, StoreError, StoredEvent};
 use crate::tls::Peer;
 use crate::{db, AppState};
@@ -10,8 +14,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use periscope_core::api::{
     InstallState, NewProbe, Probe, ProbeInstance, ProbeLifecycle, Role, Selector,
     DEFAULT_TTL_SECONDS,
@@ -24,27 +27,45 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-const OPENAPI: &str = include_str!("openapi.json");
-
+/// The server's routes: the API (each documented, see [`crate::openapi`]), its document, and
+/// the console's page.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/probes", get(list_probes).post(add_probe))
-        .route("/api/v1/probes/{id}", get(show_probe).delete(remove_probe))
-        .route("/api/v1/probes/{id}/resume", post(resume_probe))
-        .route("/api/v1/probes/{id}/events", get(probe_events))
-        .route("/api/v1/probes/{id}/wait", get(wait_events))
-        .route("/api/v1/events/stream", get(stream_events))
-        .route("/api/v1/instances", get(instances))
-        .merge(crate::agents::router())
-        .merge(crate::tokens::router())
-        .merge(crate::code::router())
-        .merge(crate::verdicts::router())
-        .merge(crate::console::router())
+    let (api, doc) = crate::openapi::api().split_for_parts();
+    let doc: Arc<str> = crate::openapi::document(doc).to_string().into();
+    api.merge(crate::console::pages())
         .fallback(no_such_path)
+        .layer(Extension(Document(doc)))
         .with_state(state)
+}
+
+/// The OpenAPI document, as served.
+#[derive(Clone)]
+struct Document(Arc<str>);
+
+/// This module's part of the API.
+pub(crate) fn api() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(openapi))
+        .routes(routes!(status))
+        .routes(routes!(list_probes, add_probe))
+        .routes(routes!(show_probe, remove_probe))
+        .routes(routes!(resume_probe))
+        .routes(routes!(probe_events))
+        .routes(routes!(wait_events))
+        .routes(routes!(stream_events))
+        .routes(routes!(instances))
+}
+
+/// A probe's id in the path.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct ProbeId {
+    /// probe id
+    id: String,
 }
 
 /// Any other path: a JSON 404 like every other API error (axum's own is an empty body).
@@ -217,42 +238,58 @@ impl Request {
     }
 }
 
-async fn openapi(r: Request) -> ApiResult {
+/// This document
+#[utoipa::path(get, path = "/api/v1/openapi.json", description = "Needs a token of role viewer.",
+    responses((status = 200, description = "OK", body = Value)))]
+async fn openapi(r: Request, Extension(doc): Extension<Document>) -> ApiResult {
     r.caller(Role::Viewer, "openapi.read").await?;
-    Ok(([("content-type", "application/json")], OPENAPI).into_response())
+    Ok(([("content-type", "application/json")], doc.0.to_string()).into_response())
 }
 
+/// Server status and counters
+#[utoipa::path(get, path = "/api/v1/status", description = "Needs a token of role viewer.",
+    responses((status = 200, description = "OK", body = Status)))]
 async fn status(r: Request) -> ApiResult {
     r.caller(Role::Viewer, "status.read").await?;
     let s = &r.state;
     let (last_seq, bytes) = db(s, |st| st.event_totals()).await?;
     use std::sync::atomic::Ordering::Relaxed;
-    ok(json!({
-        "version": *s.version.borrow(),
-        "events_ingested": s.stats.events_ingested.load(Relaxed),
-        "agent_dropped_events": s.stats.agent_dropped.load(Relaxed),
-        "agent_reports": s.stats.reports.load(Relaxed),
-        "last_event_seq": last_seq,
-        "stored_event_bytes": bytes,
-        "retention_seconds": s.config.retention.as_secs(),
-        "max_event_bytes": s.config.max_event_bytes,
-        "otlp": s.exports.otlp_stats.as_ref().map(|o| o.to_json()),
-        "jsonl_last_seq": s.exports.jsonl.as_ref().map(|j| j.lock().map(|w| w.last_seq()).unwrap_or(0)),
-    }))
+    Ok(Json(Status {
+        version: *s.version.borrow(),
+        events_ingested: s.stats.events_ingested.load(Relaxed),
+        agent_dropped_events: s.stats.agent_dropped.load(Relaxed),
+        agent_reports: s.stats.reports.load(Relaxed),
+        last_event_seq: last_seq,
+        stored_event_bytes: bytes,
+        retention_seconds: s.config.retention.as_secs(),
+        max_event_bytes: s.config.max_event_bytes,
+        otlp: s.exports.otlp_stats.as_ref().map(|o| o.to_json()),
+        jsonl_last_seq: s
+            .exports
+            .jsonl
+            .as_ref()
+            .map(|j| j.lock().map(|w| w.last_seq()).unwrap_or(0)),
+    })
+    .into_response())
 }
 
 // ---- probes -------------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// include ended probes
     #[serde(default)]
     all: bool,
 }
 
+/// List probes (active; all=true for removed and expired too)
+#[utoipa::path(get, path = "/api/v1/probes", description = "Needs a token of role viewer.",
+    params(ListQuery), responses((status = 200, description = "OK", body = ProbeList)))]
 async fn list_probes(r: Request, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult {
     r.caller(Role::Viewer, "probe.list").await?;
     let probes = db(&r.state, move |s| s.probes(q.all)).await?;
-    ok(json!({ "probes": probes }))
+    Ok(Json(ProbeList { probes }).into_response())
 }
 
 /// Checks every field of a new probe; the error names the field and says what is expected.
@@ -317,12 +354,20 @@ pub async fn place_probe(
     Ok(probe)
 }
 
+/// Place a probe
+#[utoipa::path(post, path = "/api/v1/probes", description = "Needs a token of role operator.",
+    request_body = periscope_core::schema::ProbeRequest,
+    responses(
+        (status = 201, description = "OK", body = ProbeEnvelope),
+        (status = 429, description = "Over MCP: the token already holds as many probes as allowed",
+            body = periscope_core::api::ApiError),
+    ))]
 async fn add_probe(r: Request, body: Bytes) -> ApiResult {
     let caller = r.caller(Role::Operator, "probe.add").await?;
     let spec: NewProbe = parse_body(&body)?;
     let probe = place_probe(&r.state, &caller, spec).await?;
     let probe = with_instances(&r.state, probe).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "probe": probe }))).into_response())
+    Ok((StatusCode::CREATED, Json(ProbeEnvelope { probe })).into_response())
 }
 
 /// Fills a probe's per-instance states: every instance it applies to (pending until its agent
@@ -389,12 +434,22 @@ async fn find_probe(state: &Arc<AppState>, id: &str) -> Result<Probe, ApiError> 
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ShowQuery {
-    /// Wait up to this long until no instance is `pending` any more.
+    /// Wait up to this long (milliseconds, at most 60000) until no instance is `pending` any
+    /// more.
     settle_ms: Option<u64>,
 }
 
+/// A probe with its state on each instance
+#[utoipa::path(get, path = "/api/v1/probes/{id}", description = "Needs a token of role viewer.",
+    params(ProbeId, ShowQuery),
+    responses(
+        (status = 200, description = "OK", body = ProbeEnvelope),
+        (status = 404, description = "No such probe, or the probe was removed: then `probe` still describes it",
+            body = ProbeGone),
+    ))]
 async fn show_probe(
     r: Request,
     Path(id): Path<String>,
@@ -461,11 +516,18 @@ pub async fn delete_probe(
     find_probe(state, id).await
 }
 
+/// Remove a probe everywhere
+#[utoipa::path(delete, path = "/api/v1/probes/{id}", description = "Needs a token of role operator.",
+    params(ProbeId),
+    responses(
+        (status = 200, description = "OK", body = ProbeEnvelope),
+        (status = 404, response = crate::openapi::NotFound),
+    ))]
 async fn remove_probe(r: Request, Path(id): Path<String>) -> ApiResult {
     let caller = r.caller(Role::Operator, "probe.remove").await?;
     let probe = delete_probe(&r.state, &caller, &id).await?;
     let probe = with_instances(&r.state, probe).await?;
-    ok(json!({ "probe": probe }))
+    Ok(Json(ProbeEnvelope { probe }).into_response())
 }
 
 /// Resumes a probe where its overhead budget paused it (optionally with a new budget).
@@ -497,6 +559,16 @@ pub async fn resume(
     find_probe(state, id).await
 }
 
+/// Resume a probe its overhead budget paused
+#[utoipa::path(post, path = "/api/v1/probes/{id}/resume",
+    description = "Needs a token of role operator. Agents reinstall the probe on the instances where it is paused. 409 when the probe was removed or expired.",
+    params(ProbeId),
+    request_body(content = Option<periscope_core::api::ResumeProbe>),
+    responses(
+        (status = 200, description = "OK", body = ProbeEnvelope),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+    ))]
 async fn resume_probe(r: Request, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let caller = r.caller(Role::Operator, "probe.resume").await?;
     let req: periscope_core::api::ResumeProbe = if body.is_empty() {
@@ -506,15 +578,20 @@ async fn resume_probe(r: Request, Path(id): Path<String>, body: Bytes) -> ApiRes
     };
     let probe = resume(&r.state, &caller, &id, req).await?;
     let probe = with_instances(&r.state, probe).await?;
-    ok(json!({ "probe": probe }))
+    Ok(Json(ProbeEnvelope { probe }).into_response())
 }
 
 // ---- events -------------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// RFC 3339 time
+    #[param(format = DateTime)]
     since: Option<String>,
+    /// cursor: the seq of the last event seen
     after: Option<i64>,
+    /// at most this many (default 100)
     limit: Option<usize>,
 }
 
@@ -559,6 +636,14 @@ pub async fn probe_events_page(
     Ok((probe, raw_events(&events)?))
 }
 
+/// Stored events of a probe, oldest first
+#[utoipa::path(get, path = "/api/v1/probes/{id}/events", description = "Needs a token of role viewer.",
+    params(ProbeId, EventsQuery),
+    responses(
+        (status = 200, description = "OK", body = EventList),
+        (status = 404, description = "No such probe, or the probe was removed: then `events` still holds what it gathered",
+            body = EventsGone),
+    ))]
 async fn probe_events(
     r: Request,
     Path(id): Path<String>,
@@ -574,10 +659,14 @@ async fn probe_events(
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WaitQuery {
+    /// cursor
     after: Option<i64>,
+    /// how many events to wait for (at most 1000); 0: what is stored now, without waiting
     count: Option<usize>,
+    /// longest wait in milliseconds (default 5000, at most 600000)
     timeout_ms: Option<u64>,
 }
 
@@ -631,6 +720,14 @@ pub async fn wait_for(
     Ok((probe, raw_events(&events)?))
 }
 
+/// Wait until `count` events after `after` are stored or the timeout passes
+#[utoipa::path(get, path = "/api/v1/probes/{id}/wait", description = "Needs a token of role viewer.",
+    params(ProbeId, WaitQuery),
+    responses(
+        (status = 200, description = "OK", body = EventList),
+        (status = 404, description = "No such probe, or the probe was removed: then `events` still holds what it gathered",
+            body = EventsGone),
+    ))]
 async fn wait_events(
     r: Request,
     Path(id): Path<String>,
@@ -646,13 +743,21 @@ async fn wait_events(
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StreamQuery {
+    /// only this probe's events
     probe: Option<String>,
 }
 
-/// Live events as server-sent events (`id:` is the event's `seq`). A client that reconnects
-/// with `Last-Event-ID` first gets what it missed from the store.
+/// Live events as server-sent events; `id` is the event seq; send Last-Event-ID to resume
+///
+/// A client that reconnects with `Last-Event-ID` first gets what it missed from the store.
+#[utoipa::path(get, path = "/api/v1/events/stream", params(StreamQuery),
+    responses(
+        (status = 200, description = "text/event-stream: each event's `data` is an Event", content_type = "text/event-stream", body = String),
+        (status = 404, response = crate::openapi::NotFound),
+    ))]
 async fn stream_events(r: Request, ApiQuery(q): ApiQuery<StreamQuery>) -> ApiResult {
     let last_id: Option<i64> = r
         .headers
@@ -748,10 +853,13 @@ pub async fn list_instances(
     Ok(db(state, move |s| s.instances(store::now_ms(), offline, false)).await?)
 }
 
+/// Instances the agents watch
+#[utoipa::path(get, path = "/api/v1/instances", description = "Needs a token of role viewer.",
+    responses((status = 200, description = "OK", body = InstanceList)))]
 async fn instances(r: Request) -> ApiResult {
     r.caller(Role::Viewer, "instance.list").await?;
-    let list = list_instances(&r.state).await?;
-    ok(json!({ "instances": list }))
+    let instances = list_instances(&r.state).await?;
+    Ok(Json(InstanceList { instances }).into_response())
 }
 
 /// Guards a surface mounted beside the API (`/mcp`): any valid token passes; what it may do is

@@ -1,26 +1,35 @@
 //! Tokens and the audit log over the API: `/api/v1/tokens` (create, list, revoke) and
 //! `/api/v1/audit`. Admins only.
 
-use crate::routes::{ok, parse_body, since_param, ApiError, ApiQuery, ApiResult, Request};
+use crate::openapi::{AuditList, TokenEnvelope, TokenList};
+use crate::routes::{parse_body, since_param, ApiError, ApiQuery, ApiResult, Request};
 use crate::{auth, db, AppState};
 use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use periscope_core::api::{NewToken, Role, TokenInfo};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/tokens", get(list_tokens).post(create_token))
-        .route("/api/v1/tokens/{name}", axum::routing::delete(revoke_token))
-        .route("/api/v1/audit", get(audit))
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(audit))
 }
 
+/// Create a token; the answer holds the secret once
+#[utoipa::path(post, path = "/api/v1/tokens", description = "Needs a token of role admin.",
+    request_body = NewToken,
+    responses(
+        (status = 201, description = "OK", body = TokenEnvelope),
+        (status = 409, response = crate::openapi::Conflict),
+    ))]
 async fn create_token(r: Request, body: Bytes) -> ApiResult {
     let caller = r.caller(Role::Admin, "token.create").await?;
     let new: NewToken = parse_body(&body)?;
@@ -72,15 +81,26 @@ async fn create_token(r: Request, body: Bytes) -> ApiResult {
         token: Some(secret),
         ..info
     };
-    Ok((StatusCode::CREATED, Json(json!({ "token": shown }))).into_response())
+    Ok((StatusCode::CREATED, Json(TokenEnvelope { token: shown })).into_response())
 }
 
+/// List tokens (never their secrets)
+#[utoipa::path(get, path = "/api/v1/tokens", description = "Needs a token of role admin.",
+    responses((status = 200, description = "OK", body = TokenList)))]
 async fn list_tokens(r: Request) -> ApiResult {
     r.caller(Role::Admin, "token.list").await?;
     let tokens = db(r.state(), |s| s.tokens()).await?;
-    ok(json!({ "tokens": tokens }))
+    Ok(Json(TokenList { tokens }).into_response())
 }
 
+/// Revoke a token
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", description = "Needs a token of role admin.",
+    params(("name" = String, Path, description = "token name")),
+    responses(
+        (status = 200, description = "OK", body = TokenEnvelope),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+    ))]
 async fn revoke_token(r: Request, Path(name): Path<String>) -> ApiResult {
     let caller = r.caller(Role::Admin, "token.revoke").await?;
     if caller.name == name {
@@ -101,19 +121,26 @@ async fn revoke_token(r: Request, Path(name): Path<String>) -> ApiResult {
     r.state().tokens.revoke(&name, &now);
     r.state().announce(crate::peers::Change::Tokens);
     auth::record(r.state(), caller.audit("token.revoke", &name, Value::Null)).await;
-    ok(json!({ "token": info }))
+    Ok(Json(TokenEnvelope { token: info }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// RFC 3339 time
+    #[param(format = DateTime)]
     since: Option<String>,
+    /// at most this many
     limit: Option<usize>,
 }
 
+/// The audit log, append-only
+#[utoipa::path(get, path = "/api/v1/audit", description = "Needs a token of role admin.",
+    params(AuditQuery), responses((status = 200, description = "OK", body = AuditList)))]
 async fn audit(r: Request, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult {
     r.caller(Role::Admin, "audit.read").await?;
     let since = since_param(q.since.as_deref())?;
     let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
     let entries = db(r.state(), move |s| s.audit_since(since, limit)).await?;
-    ok(json!({ "entries": entries }))
+    Ok(Json(AuditList { entries }).into_response())
 }

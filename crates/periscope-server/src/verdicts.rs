@@ -5,20 +5,29 @@
 use crate::routes::{ApiError, ApiResult, Request};
 use crate::{db, AppState};
 use axum::extract::Path;
-use axum::routing::get;
-use axum::Router;
 use periscope_core::api::{Probe, ProbeKind, ProbeLifecycle, Role};
 use periscope_core::event::{Body, Event};
 use periscope_core::verify;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/api/v1/probes/{id}/verify", get(verdict))
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(verdict))
 }
 
-/// `GET /api/v1/probes/{id}/verify`: `{"hits", "candidates": [...]}`.
+/// A verify probe's result, summed across instances
+#[utoipa::path(get, path = "/api/v1/probes/{id}/verify",
+    description = "Needs a token of role viewer. Each instance's newest counter report carries its totals per candidate and cell; examples are the first of each cell.",
+    params(crate::routes::ProbeId),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Verdict),
+        (status = 404, description = "No such probe, or the probe was removed: then the body still holds its result",
+            body = crate::openapi::VerdictGone),
+        (status = 409, response = crate::openapi::Conflict),
+    ))]
 async fn verdict(r: Request, Path(id): Path<String>) -> ApiResult {
     r.caller(Role::Viewer, "probe.verify").await?;
     let (probe, verdict) = result(r.state(), &id).await?;
