@@ -359,7 +359,13 @@ pub fn dwarfops_o3() -> PathBuf {
 
 pub fn dwarfops_rs() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
-    compiled("dwarfops-rs", &C, "rustc", &["-O", "-g", "-A", "unused"], "dwarfops.rs")
+    compiled(
+        "dwarfops-rs",
+        &C,
+        "rustc",
+        &["-O", "-g", "-A", "unused"],
+        "dwarfops.rs",
+    )
 }
 
 pub fn forker() -> PathBuf {

@@ -95,7 +95,10 @@ impl Compiler<'_> {
             Loc::Implicit(target) => {
                 // The reader shows what the pointer pointed to: that is what is copied.
                 let TypeKind::Pointer { target: pointee } = &ty.kind else {
-                    return Err(format!("`{e}` ({}) is an implicit pointer but no pointer", ty.name));
+                    return Err(format!(
+                        "`{e}` ({}) is an implicit pointer but no pointer",
+                        ty.name
+                    ));
                 };
                 let Some(pt) = pointee.map(|t| self.ty(t)) else {
                     if target.on_stack() {

@@ -478,14 +478,38 @@ impl Compiler<'_> {
         }
         match crate::frame::value_type(self.index, self.site.unit, off) {
             Some(gimli::ValueType::Generic) => Ok(Ty::Generic),
-            Some(gimli::ValueType::I8) => Ok(Ty::Int { size: 1, signed: true }),
-            Some(gimli::ValueType::U8) => Ok(Ty::Int { size: 1, signed: false }),
-            Some(gimli::ValueType::I16) => Ok(Ty::Int { size: 2, signed: true }),
-            Some(gimli::ValueType::U16) => Ok(Ty::Int { size: 2, signed: false }),
-            Some(gimli::ValueType::I32) => Ok(Ty::Int { size: 4, signed: true }),
-            Some(gimli::ValueType::U32) => Ok(Ty::Int { size: 4, signed: false }),
-            Some(gimli::ValueType::I64) => Ok(Ty::Int { size: 8, signed: true }),
-            Some(gimli::ValueType::U64) => Ok(Ty::Int { size: 8, signed: false }),
+            Some(gimli::ValueType::I8) => Ok(Ty::Int {
+                size: 1,
+                signed: true,
+            }),
+            Some(gimli::ValueType::U8) => Ok(Ty::Int {
+                size: 1,
+                signed: false,
+            }),
+            Some(gimli::ValueType::I16) => Ok(Ty::Int {
+                size: 2,
+                signed: true,
+            }),
+            Some(gimli::ValueType::U16) => Ok(Ty::Int {
+                size: 2,
+                signed: false,
+            }),
+            Some(gimli::ValueType::I32) => Ok(Ty::Int {
+                size: 4,
+                signed: true,
+            }),
+            Some(gimli::ValueType::U32) => Ok(Ty::Int {
+                size: 4,
+                signed: false,
+            }),
+            Some(gimli::ValueType::I64) => Ok(Ty::Int {
+                size: 8,
+                signed: true,
+            }),
+            Some(gimli::ValueType::U64) => Ok(Ty::Int {
+                size: 8,
+                signed: false,
+            }),
             Some(_) => Err(format!(
                 "`{name}`'s location computes in floating point, which the kernel does not"
             )),
@@ -560,7 +584,9 @@ impl Compiler<'_> {
     ) -> Result<(), Reason> {
         match group {
             [] | [Operation::ImplicitValue { .. }] => Ok(()),
-            [Operation::Register { register }] => self.general_register(register.0, name).map(|_| ()),
+            [Operation::Register { register }] => {
+                self.general_register(register.0, name).map(|_| ())
+            }
             _ => match self.stack_program_or_defer(group, name)? {
                 Result1::Address => {
                     self.emit(OpCode::CapM, 0, size, 0);
@@ -617,7 +643,12 @@ impl Compiler<'_> {
 
     /// `DW_OP_implicit_pointer`: the pointer was optimized away, but what it points to is the
     /// variable at DIE `die`, `byte_offset` in. Its place is what the plan computes.
-    fn implicit_pointer(&mut self, die: usize, byte_offset: i64, name: &str) -> Result<Loc, Reason> {
+    fn implicit_pointer(
+        &mut self,
+        die: usize,
+        byte_offset: i64,
+        name: &str,
+    ) -> Result<Loc, Reason> {
         if self.implicit_depth >= 4 {
             return Err(format!("`{name}`: implicit pointers nested too deep"));
         }
@@ -640,9 +671,9 @@ impl Compiler<'_> {
             .map_err(|e| e.to_string())?;
         let inner = match entry.attr_value(gimli::DW_AT_location) {
             Some(attr) => {
-                let expr = self.expression_at(&attr)?.ok_or_else(|| {
-                    format!("`{name}` points to a variable optimized out here")
-                })?;
+                let expr = self
+                    .expression_at(&attr)?
+                    .ok_or_else(|| format!("`{name}` points to a variable optimized out here"))?;
                 self.implicit_depth += 1;
                 let inner = self.location_ops(expr, name, true);
                 self.implicit_depth -= 1;
@@ -669,7 +700,9 @@ impl Compiler<'_> {
             }
             Loc::InRecord => Loc::InRecord,
             Loc::Implicit(_) => {
-                return Err(format!("`{name}` is an implicit pointer to an implicit pointer"))
+                return Err(format!(
+                    "`{name}` is an implicit pointer to an implicit pointer"
+                ))
             }
         };
         Ok(Loc::Implicit(Box::new(inner)))
