@@ -488,3 +488,32 @@ fn a_condition_on_a_computed_local_is_evaluated_in_the_kernel() {
         "auto says why the condition runs on ptrace: {err}"
     );
 }
+
+/// `DW_OP_implicit_pointer` (gcc -O2 inlines `total(&q)`, and `p` exists only as "points to
+/// `q`", which lives in registers): the kernel reads through it as ptrace does.
+#[test]
+fn an_implicit_pointer_reads_through_in_the_kernel_as_on_ptrace() {
+    let t = Target::start(&tasks_o2(), &["200"]);
+    let loc = format!("tasks.c:{}", probe_line("tasks.c", "implicit"));
+    let mut seen = Vec::new();
+    for engine in ["bpf", "ptrace"] {
+        let (hits, err) = probe(t.pid, &loc, "{p->a} {p->b} {p}", engine, &[]);
+        assert!(err.contains(&format!("engine: {engine}")), "{err}");
+        assert_eq!(hits.len(), 6, "{err}");
+        for h in &hits {
+            let (a, b) = (number(h, "p->a"), number(h, "p->b"));
+            assert_eq!(b, a.map(|a| 2 * a), "read through the pointer: {h}");
+            let p = &h["values"]["p"];
+            assert_eq!(p["target"]["fields"]["a"]["value"].as_i64(), a, "{h}");
+        }
+        let p = &hits[0]["values"]["p"];
+        seen.push(format!(
+            "{} {} {} {}",
+            p["kind"], p["type"], p["address"], p["target"]["type"]
+        ));
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "the kernel and ptrace read `p` differently"
+    );
+}
