@@ -44,12 +44,14 @@ enum op_code {
 	OP_CAPSTR = 18,/* capture a NUL-terminated string of at most `size` bytes */
 	OP_CAPBUF = 19,/* pop len, pop addr: capture min(len, size) bytes */
 	OP_SLOT = 20,  /* a capture slot starts; it ends at `next` (where an error skips to) */
+	OP_PICK = 21,  /* push the entry `arg` below the top (DW_OP_pick; 0 is the top) */
+	OP_ROT = 22,   /* DW_OP_rot: the top moves to third, the second and third move up */
 };
 
 enum bin {
 	B_ADD, B_SUB, B_MUL, B_DIVU, B_DIVS, B_MODU, B_MODS,
 	B_EQ, B_NE, B_LTU, B_LEU, B_GTU, B_GEU, B_LTS, B_LES, B_GTS, B_GES,
-	B_AND, B_SHR,
+	B_AND, B_SHR, B_OR, B_XOR, B_SHL, B_SAR,
 };
 
 enum err { E_NONE, E_READ, E_DIV0, E_FULL, E_STACK };
@@ -314,7 +316,12 @@ static __always_inline __u64 binop(struct vm *vm, __u8 op, __u64 a, __u64 b)
 	case B_GTS: return (__s64)a > (__s64)b;
 	case B_GES: return (__s64)a >= (__s64)b;
 	case B_AND: return a & b;
-	case B_SHR: return a >> (b & 63);
+	/* Shifts as DWARF defines them: by 64 or more, all bits are shifted out. */
+	case B_SHR: return b > 63 ? 0 : a >> b;
+	case B_OR: return a | b;
+	case B_XOR: return a ^ b;
+	case B_SHL: return b > 63 ? 0 : a << b;
+	case B_SAR: return (__u64)((__s64)a >> (b > 63 ? 63 : b));
 	}
 	return 0;
 }
@@ -450,6 +457,28 @@ static long step(__u32 i, void *unused)
 	case OP_SLOT:
 		vm->slot_end = o->next;
 		break;
+	case OP_PICK: {
+		__u32 i = o->arg;
+		if (i + 1 > vm->sp) {
+			vm->err = E_STACK;
+			break;
+		}
+		push(vm, vm->stack[(vm->sp - 1 - i) & STACK_MASK]);
+		break;
+	}
+	case OP_ROT: {
+		if (vm->sp < 3) {
+			vm->err = E_STACK;
+			break;
+		}
+		__u64 a = pop(vm); /* top */
+		__u64 b = pop(vm);
+		__u64 c = pop(vm);
+		push(vm, a);
+		push(vm, c);
+		push(vm, b);
+		break;
+	}
 	default:
 		return 1;
 	}

@@ -102,6 +102,29 @@ pub(crate) fn expression_at(
     Ok(None)
 }
 
+/// The value type of the base type DIE at `off` in `unit`, for the typed DWARF stack
+/// (`DW_OP_convert`, `DW_OP_regval_type`, `DW_OP_deref_type`, `DW_OP_const_type`).
+pub(crate) fn value_type(
+    index: &crate::index::ObjectIndex,
+    unit: u32,
+    off: gimli::UnitOffset<usize>,
+) -> Option<gimli::ValueType> {
+    if off.0 == 0 {
+        return Some(gimli::ValueType::Generic);
+    }
+    let ud = index.units.get(unit as usize)?;
+    let entry = ud.unit.entry(off).ok()?;
+    if entry.tag() != gimli::DW_TAG_base_type {
+        return None;
+    }
+    let encoding = match entry.attr_value(gimli::DW_AT_encoding)? {
+        gimli::AttributeValue::Encoding(e) => e,
+        _ => return None,
+    };
+    let size = entry.attr_value(gimli::DW_AT_byte_size)?.udata_value()?;
+    gimli::ValueType::from_encoding(encoding, size)
+}
+
 /// Bounds evaluation of one DWARF expression (a malformed one must not spin).
 const MAX_EVAL_STEPS: usize = 64;
 
@@ -269,10 +292,16 @@ impl Frame<'_> {
                 EvaluationResult::RequiresAtLocation(_) => {
                     return Place::Unavailable("DW_OP_call* is not supported".into())
                 }
-                EvaluationResult::RequiresBaseType(_) => {
-                    return Place::Unavailable(
-                        "DW_OP_*_type (typed DWARF stack) is not supported".into(),
-                    )
+                EvaluationResult::RequiresBaseType(off) => {
+                    match value_type(self.index, self.unit, off) {
+                        Some(t) => eval.resume_with_base_type(t),
+                        None => {
+                            return Place::Unavailable(
+                                "a typed DWARF operation names a type that is not a base type"
+                                    .into(),
+                            )
+                        }
+                    }
                 }
                 EvaluationResult::RequiresIndexedAddress { .. } => {
                     return Place::Unavailable("DW_OP_addrx is not supported".into())

@@ -135,7 +135,7 @@ impl Session {
                 Route::Kernel(p, plans) => {
                     session.site_counts.push(p.sites.len());
                     session.engines.push(EngineUsed::Bpf);
-                    kernel.push((p, plans));
+                    kernel.push((session.engines.len() - 1, p, plans));
                 }
             }
         }
@@ -157,8 +157,9 @@ impl Session {
                 );
             session.recovered = session.start_tracer(ptrace)?;
         }
-        for (p, plans) in kernel {
-            session.kernel_add(p, plans)?;
+        for (at, p, plans) in kernel {
+            let (_, used) = session.kernel_add_or_ptrace(p, plans)?;
+            session.engines[at] = used;
         }
         Ok(session)
     }
@@ -306,6 +307,35 @@ impl Session {
         }
     }
 
+    /// Puts in a probe `route` chose for the kernel. One `auto` chose that the kernel then
+    /// refuses (an attach it rejects, no room left) goes to ptrace, saying why: `auto` never
+    /// ends in a refusal the other engine would not make. The engine it runs on.
+    fn kernel_add_or_ptrace(
+        &self,
+        probe: ResolvedProbe,
+        plans: Vec<PlanData>,
+    ) -> Result<(usize, EngineUsed), NativeError> {
+        let spec = probe.spec.clone();
+        match self.kernel_add(probe, plans) {
+            Ok(n) => Ok((n, EngineUsed::Bpf)),
+            Err(NativeError::Kernel(why))
+                if spec.engine == EngineChoice::Auto && !kernel::needs_kernel(&spec) =>
+            {
+                self.placed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .kernel
+                    .retain(|(s, _)| s.id != spec.id);
+                let p = resolve(&self.target, spec)?;
+                let used = EngineUsed::PtraceBecause(format!("the kernel refused it: {why}"));
+                self.make_room_for_breakpoints(&p)?;
+                let n = self.tracer_add(p, used.clone())?;
+                Ok((n, used))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn kernel_add(&self, probe: ResolvedProbe, plans: Vec<PlanData>) -> Result<usize, NativeError> {
         self.placed
             .lock()
@@ -424,7 +454,7 @@ impl Session {
     pub fn add_probe(&self, spec: ProbeSpec) -> Result<usize, NativeError> {
         let probe = resolve(&self.target, spec)?;
         match self.route(probe)? {
-            Route::Kernel(p, plans) => self.kernel_add(p, plans),
+            Route::Kernel(p, plans) => self.kernel_add_or_ptrace(p, plans).map(|(n, _)| n),
             Route::Ptrace(p, why) => {
                 self.make_room_for_breakpoints(&p)?;
                 self.tracer_add(p, why)

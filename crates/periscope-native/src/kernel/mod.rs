@@ -423,6 +423,12 @@ impl Runner {
         let result = self.arm(pi, &mut plans);
         if let Err(e) = result {
             self.end_probe(pi, ProbeState::Removed, false);
+            // It never ran here: its row goes (when still the last), since `auto` puts the
+            // probe on ptrace instead, under a row of its own.
+            let mut t = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+            if t.len() == tally + 1 {
+                t.pop();
+            }
             return Err(kernel_error(e));
         }
         Ok(self.probes[pi].sites.len())

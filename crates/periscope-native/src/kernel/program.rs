@@ -48,13 +48,17 @@ pub(crate) enum OpCode {
     CapStr = 18,
     CapBuf = 19,
     Slot = 20,
+    /// Pushes the entry `arg` below the top (`DW_OP_pick`).
+    Pick = 21,
+    /// `DW_OP_rot`.
+    Rot = 22,
 }
 
 impl OpCode {
     /// How the op changes the depth of the value stack.
     pub(crate) fn stack_effect(self) -> isize {
         match self {
-            OpCode::Reg | OpCode::Const | OpCode::Dup => 1,
+            OpCode::Reg | OpCode::Const | OpCode::Dup | OpCode::Pick => 1,
             OpCode::Pop | OpCode::Bin | OpCode::CapM | OpCode::CapStr => -1,
             OpCode::CapBuf => -2,
             _ => 0,

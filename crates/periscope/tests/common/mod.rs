@@ -357,6 +357,33 @@ pub fn orders_o2() -> PathBuf {
     )
 }
 
+/// The DWARF location sweep's corpus, as gcc -O1, -O2 and -O3 and rustc -O build it.
+pub fn dwarfops_o1() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled("dwarfops-o1", &C, "gcc", &["-g", "-O1"], "dwarfops.c")
+}
+
+pub fn dwarfops_o2() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled("dwarfops-o2", &C, "gcc", &["-g", "-O2"], "dwarfops.c")
+}
+
+pub fn dwarfops_o3() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled("dwarfops-o3", &C, "gcc", &["-g", "-O3"], "dwarfops.c")
+}
+
+pub fn dwarfops_rs() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled(
+        "dwarfops-rs",
+        &C,
+        "rustc",
+        &["-O", "-g", "-A", "unused"],
+        "dwarfops.rs",
+    )
+}
+
 pub fn forker() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     compiled("forker", &C, "gcc", &["-g", "-O0"], "forker.c")

@@ -13,7 +13,10 @@ impl Compiler<'_> {
         let start = self.ops.len();
         self.emit(OpCode::Slot, 0, 0, 0);
         self.depth = 0;
-        self.capture_expr(e)?;
+        self.capturing = true;
+        let captured = self.capture_expr(e);
+        self.capturing = false;
+        captured?;
         let end = self.ops.len() as u16;
         self.ops[start].next = end;
         Ok(())
@@ -41,10 +44,7 @@ impl Compiler<'_> {
                     }
                     Err(why) => return Err(why),
                 };
-                match loc {
-                    Loc::Address => self.capture_object(&ty, e),
-                    Loc::Value => self.capture_value(&ty, e),
-                }
+                self.capture_place(loc, &ty, e)
             }
             ExprKind::Method(recv, m, args) if m == "len" && args.is_empty() => {
                 self.capture_len(recv)
@@ -83,8 +83,48 @@ impl Compiler<'_> {
                 self.emit(OpCode::CapM, 0, size as u32, 0);
                 Ok(())
             }
-            Loc::Value => self.capture_value(&ty, recv),
+            other => self.capture_place(other, &ty, recv),
         }
+    }
+
+    /// Copies what rendering the value at `loc` reads.
+    pub(super) fn capture_place(&mut self, loc: Loc, ty: &Type, e: &Expr) -> Result<(), Reason> {
+        match loc {
+            Loc::Address => self.capture_object(ty, e),
+            Loc::Value => self.capture_value(ty, e),
+            Loc::InRecord => self.capture_in_record(ty, e),
+            Loc::Implicit(target) => {
+                // The reader shows what the pointer pointed to: that is what is copied.
+                let TypeKind::Pointer { target: pointee } = &ty.kind else {
+                    return Err(format!(
+                        "`{e}` ({}) is an implicit pointer but no pointer",
+                        ty.name
+                    ));
+                };
+                let Some(pt) = pointee.map(|t| self.ty(t)) else {
+                    if target.on_stack() {
+                        self.emit(OpCode::Pop, 0, 0, 0);
+                    }
+                    return Ok(());
+                };
+                match *target {
+                    Loc::Address => self.capture_pointee(*pointee, e, 0, 0),
+                    other => self.capture_place(other, &pt, e),
+                }
+            }
+        }
+    }
+
+    /// A value user space computes from the record alone (registers, copied pieces, entry
+    /// values' inputs): nothing more to copy, unless it leads elsewhere.
+    pub(super) fn capture_in_record(&mut self, ty: &Type, e: &Expr) -> Result<(), Reason> {
+        if self.is_flat(ty, 0) {
+            return Ok(());
+        }
+        Err(format!(
+            "`{e}` ({}) is known here only from the caller or in pieces, so what it points to is read on the ptrace path",
+            ty.name
+        ))
     }
 
     /// A value held whole in registers or computed by its location: the registers and any
@@ -93,6 +133,11 @@ impl Compiler<'_> {
         match &ty.kind {
             TypeKind::Pointer { target } => self.capture_pointee(*target, e, 0, 0),
             TypeKind::Base(_) | TypeKind::Enum { .. } => {
+                self.emit(OpCode::Pop, 0, 0, 0);
+                Ok(())
+            }
+            // A small struct in a register: its bytes are the register's.
+            _ if self.is_flat(ty, 0) => {
                 self.emit(OpCode::Pop, 0, 0, 0);
                 Ok(())
             }

@@ -10,6 +10,7 @@
 //! shows when it falls back to ptrace.
 
 mod capture;
+mod dwarf;
 mod value;
 
 use super::program::{Op, OpCode, PlanData, MAX_OPS, PLAN_QUIET};
@@ -19,7 +20,6 @@ use crate::index::{Lang, ObjectIndex};
 use crate::probe::{Action, ProbeSpec};
 use crate::target::{Site, Target};
 use crate::unwind::{cfa_rule, CfaRule};
-use gimli::{Operation, Reader as _};
 use periscope_core::expr::{Expr, ExprKind};
 use std::sync::Arc;
 
@@ -58,6 +58,13 @@ pub(super) enum Bin {
     LeS,
     GtS,
     GeS,
+    And,
+    /// Shifts by 64 or more leave no bits, as in DWARF.
+    Shr,
+    Or,
+    Xor,
+    Shl,
+    Sar,
 }
 
 /// What a number on the kernel's stack stands for, so operators pick signed, unsigned or float
@@ -72,11 +79,19 @@ pub(super) enum Num {
 }
 
 /// Where a variable is at the site, as the kernel program reaches it.
+#[derive(Debug)]
 pub(super) enum Loc {
     /// Its address is on the stack.
     Address,
     /// Its value (the whole of it) is on the stack.
     Value,
+    /// Nothing on the stack: what its value is made of is in the record already (registers,
+    /// pieces the plan copied, the inputs of an entry value, constants of the debug info),
+    /// and user space computes it from there.
+    InRecord,
+    /// A pointer the compiler optimized away (`DW_OP_implicit_pointer`): the place of what
+    /// it pointed to (an address, a value or nothing on the stack, as for a variable).
+    Implicit(Box<Loc>),
 }
 
 /// Compiles the plans of a probe, one per site. Errors say why the probe cannot run in the
@@ -108,6 +123,9 @@ fn compile_site(
         ops: Vec::new(),
         depth: 0,
         max_depth: 0,
+        capturing: false,
+        entry_inputs: false,
+        implicit_depth: 0,
     };
     if let Some(cond) = &spec.condition {
         let num = c.value(cond)?;
@@ -134,6 +152,9 @@ fn compile_site(
     };
     for e in slots {
         c.slot(e)?;
+    }
+    if c.entry_inputs {
+        c.entry_inputs_slot()?;
     }
     if let Some(off) = goid {
         // Go keeps the running goroutine's `g` in r14 (its register ABI): its id goes into
@@ -176,6 +197,24 @@ pub(super) struct Compiler<'a> {
     /// Values on the kernel's stack now, and the most at any point.
     pub(super) depth: usize,
     pub(super) max_depth: usize,
+    /// Compiling a capture slot (values rendered in user space), not the condition (a number
+    /// the kernel needs itself).
+    pub(super) capturing: bool,
+    /// A value here is an entry value: the plan ends with a slot copying its inputs.
+    pub(super) entry_inputs: bool,
+    /// Implicit pointers being followed (bounded, for malformed debug info).
+    pub(super) implicit_depth: u8,
+}
+
+impl Loc {
+    /// Whether the place leaves a number on the kernel's stack.
+    pub(super) fn on_stack(&self) -> bool {
+        match self {
+            Loc::Address | Loc::Value => true,
+            Loc::InRecord => false,
+            Loc::Implicit(inner) => inner.on_stack(),
+        }
+    }
 }
 
 impl Compiler<'_> {
@@ -249,50 +288,57 @@ impl Compiler<'_> {
                 let loc = self.var_location(&var)?;
                 Ok((loc, ty))
             }
-            ExprKind::Field(base, field) => {
+            ExprKind::Field(base, field) | ExprKind::Arrow(base, field) => {
                 let (loc, ty) = self.place(base)?;
-                let ty = self.see_through_pointer(loc, ty, base)?;
-                self.member(ty, field, e)
-            }
-            ExprKind::Arrow(base, field) => {
-                let (loc, ty) = self.place(base)?;
-                let ty = self.see_through_pointer(loc, ty, base)?;
-                self.member(ty, field, e)
+                let (loc, ty) = self.see_through_pointer(loc, ty, base)?;
+                self.member(loc, ty, field, e)
             }
             ExprKind::Deref(inner) => {
                 let (loc, ty) = self.place(inner)?;
                 let target = self.pointee(&ty, inner)?;
-                if let Loc::Address = loc {
-                    self.emit(OpCode::Load, 0, 8, 0);
-                }
-                Ok((Loc::Address, target))
+                Ok((self.pointed_to(loc, inner)?, target))
             }
             ExprKind::Index(..) => Err(format!("indexing (`{e}`) is not supported in the kernel")),
             _ => Err(format!("`{e}` is not a variable or field")),
         }
     }
 
-    /// For `p.x` on a pointer and `p->x`: loads the pointer, leaving the pointee's address.
+    /// The place of what the pointer at `loc` points to.
+    fn pointed_to(&mut self, loc: Loc, e: &Expr) -> Result<Loc, Reason> {
+        match loc {
+            Loc::Address => {
+                self.emit(OpCode::Load, 0, 8, 0);
+                Ok(Loc::Address)
+            }
+            Loc::Value => Ok(Loc::Address),
+            Loc::Implicit(target) => Ok(*target),
+            Loc::InRecord => Err(format!(
+                "`{e}` is known here only from the caller or in pieces, so what it points to is read on the ptrace path"
+            )),
+        }
+    }
+
+    /// For `p.x` on a pointer and `p->x`: the pointee's place; for a struct, its own.
     pub(super) fn see_through_pointer(
         &mut self,
         loc: Loc,
         ty: Arc<Type>,
         base: &Expr,
-    ) -> Result<Arc<Type>, Reason> {
+    ) -> Result<(Loc, Arc<Type>), Reason> {
         match &ty.kind {
             TypeKind::Pointer { .. } => {
                 let target = self.pointee(&ty, base)?;
-                if let Loc::Address = loc {
-                    self.emit(OpCode::Load, 0, 8, 0);
-                }
-                Ok(target)
+                Ok((self.pointed_to(loc, base)?, target))
             }
             _ => match loc {
-                Loc::Address => Ok(ty),
+                Loc::Address | Loc::InRecord => Ok((loc, ty)),
+                // A small struct in one register: its fields are bits of it.
+                Loc::Value if size_of(self, &ty) <= 8 => Ok((loc, ty)),
                 Loc::Value => Err(format!(
                     "`{base}` is a {} held in registers; its fields are read on the ptrace path",
                     ty.name
                 )),
+                Loc::Implicit(_) => Err(format!("`{base}` ({}) is not a pointer", ty.name)),
             },
         }
     }
@@ -304,9 +350,10 @@ impl Compiler<'_> {
         }
     }
 
-    /// The member `field` of the struct whose address is on the stack.
+    /// The member `field` of the struct at `loc`.
     pub(super) fn member(
         &mut self,
+        loc: Loc,
         ty: Arc<Type>,
         field: &str,
         e: &Expr,
@@ -338,10 +385,21 @@ impl Compiler<'_> {
         let mt =
             m.ty.map(|t| self.ty(t))
                 .ok_or_else(|| format!("`{e}` has no type in the debug info"))?;
-        if m.offset != 0 {
-            self.emit(OpCode::AddI, 0, 0, m.offset as i64);
+        match loc {
+            Loc::Address => {
+                self.emit(OpCode::AddI, 0, 0, m.offset as i64);
+                Ok((Loc::Address, mt))
+            }
+            Loc::Value => {
+                if m.offset != 0 {
+                    self.emit(OpCode::Const, 0, 0, (m.offset * 8) as i64);
+                    self.emit(OpCode::Bin, Bin::Shr as u8, 0, 0);
+                }
+                Ok((Loc::Value, mt))
+            }
+            Loc::InRecord => Ok((Loc::InRecord, mt)),
+            Loc::Implicit(_) => Err(format!("`{e}`: an optimized-away pointer has no fields")),
         }
-        Ok((Loc::Address, mt))
     }
 
     /// The ops that compute a variable's place at this site's pc, from its DWARF location
@@ -361,124 +419,6 @@ impl Compiler<'_> {
         attr: &gimli::AttributeValue<crate::index::R>,
     ) -> Result<Option<gimli::Expression<crate::index::R>>, Reason> {
         crate::frame::expression_at(self.index, self.site.unit, attr, self.site.file_address)
-    }
-
-    /// Translates a DWARF location expression into kernel ops. The common forms compilers
-    /// emit are covered: registers, register + offset, frame base and CFA offsets, static
-    /// addresses, dereferences, constants and computed values. `top`: a variable's location
-    /// (a register there means the value is in it); `false` for a frame base.
-    pub(super) fn location_ops(
-        &mut self,
-        expr: gimli::Expression<crate::index::R>,
-        name: &str,
-        top: bool,
-    ) -> Result<Loc, Reason> {
-        let encoding = self.index.encoding(self.site.unit);
-        let mut bytes = expr.0;
-        let mut ops = Vec::new();
-        while !bytes.is_empty() {
-            ops.push(Operation::parse(&mut bytes, encoding).map_err(|e| e.to_string())?);
-            if ops.len() > 16 {
-                return Err(format!("`{name}` has a location too long for the kernel"));
-            }
-        }
-        if let [Operation::Register { register }] = ops.as_slice() {
-            let r = register.0;
-            if r > 16 {
-                return Err(format!(
-                    "`{name}` is in an SSE register, which a uprobe does not see"
-                ));
-            }
-            self.emit(OpCode::Reg, r as u8, 0, 0);
-            return Ok(Loc::Value);
-        }
-        let mut loc = Loc::Address;
-        for op in ops {
-            match op {
-                Operation::RegisterOffset {
-                    register, offset, ..
-                } => {
-                    if register.0 > 16 {
-                        return Err(format!("`{name}` is based on an SSE register"));
-                    }
-                    self.emit(OpCode::Reg, register.0 as u8, 0, 0);
-                    self.emit(OpCode::AddI, 0, 0, offset);
-                }
-                Operation::FrameOffset { offset } => {
-                    self.frame_base(name)?;
-                    self.emit(OpCode::AddI, 0, 0, offset);
-                }
-                Operation::CallFrameCFA => self.cfa_ops(name)?,
-                Operation::Address { address } => {
-                    self.emit(OpCode::Const, 0, 0, address.wrapping_add(self.bias) as i64)
-                }
-                Operation::PlusConstant { value } => self.emit(OpCode::AddI, 0, 0, value as i64),
-                Operation::Deref {
-                    size, space: false, ..
-                } => self.emit(OpCode::Load, 0, u32::from(size), 0),
-                Operation::UnsignedConstant { value } => {
-                    self.emit(OpCode::Const, 0, 0, value as i64)
-                }
-                Operation::SignedConstant { value } => self.emit(OpCode::Const, 0, 0, value),
-                Operation::StackValue => loc = Loc::Value,
-                Operation::Plus => self.emit(OpCode::Bin, Bin::Add as u8, 0, 0),
-                Operation::Minus => self.emit(OpCode::Bin, Bin::Sub as u8, 0, 0),
-                Operation::Piece { .. } => {
-                    return Err(format!(
-                        "`{name}` is split into pieces here (DW_OP_piece); read on the ptrace path"
-                    ))
-                }
-                Operation::EntryValue { .. } => {
-                    return Err(format!(
-                        "`{name}` is known here only as its value at entry (DW_OP_entry_value)"
-                    ))
-                }
-                Operation::ImplicitPointer { .. } | Operation::ImplicitValue { .. } => {
-                    return Err(format!(
-                        "`{name}` was optimized into an implicit value or pointer here"
-                    ))
-                }
-                Operation::TLS | Operation::AddressIndex { .. } => {
-                    return Err(format!("`{name}` is thread-local; read on the ptrace path"))
-                }
-                other => {
-                    return Err(format!(
-                    "`{name}`'s location uses {other:?}, which the kernel plan does not translate"
-                ))
-                }
-            }
-        }
-        if !top {
-            return Ok(Loc::Value);
-        }
-        Ok(loc)
-    }
-
-    pub(super) fn frame_base(&mut self, name: &str) -> Result<(), Reason> {
-        let attr = self
-            .site
-            .visible
-            .frame_base
-            .clone()
-            .ok_or("the function has no frame base")?;
-        let expr = self
-            .expression_at(&attr)?
-            .ok_or_else(|| format!("no frame base for `{name}` at this pc"))?;
-        self.location_ops(expr, name, false).map(|_| ())
-    }
-
-    pub(super) fn cfa_ops(&mut self, name: &str) -> Result<(), Reason> {
-        match self.cfa {
-            Some(CfaRule::RegOffset { reg, offset }) if reg <= 16 => {
-                self.emit(OpCode::Reg, reg as u8, 0, 0);
-                self.emit(OpCode::AddI, 0, 0, offset);
-                Ok(())
-            }
-            _ => Err(format!(
-                "no call frame information for `{name}` at {}",
-                self.site.short_location()
-            )),
-        }
     }
 }
 

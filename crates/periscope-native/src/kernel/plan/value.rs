@@ -91,6 +91,14 @@ impl Compiler<'_> {
             Loc::Address => self.emit(OpCode::Load, u8::from(num == Num::Signed), size, 0),
             Loc::Value if num == Num::Signed => self.emit(OpCode::Sext, 0, size, 0),
             Loc::Value => self.emit(OpCode::Zext, 0, size, 0),
+            Loc::InRecord => {
+                return Err(format!(
+                    "`{e}` is computed here from values the kernel cannot evaluate; conditions on it run on the ptrace path"
+                ))
+            }
+            Loc::Implicit(_) => {
+                return Err(format!("`{e}`: {}", crate::frame::IMPLICIT_POINTER))
+            }
         }
         if let Num::Float(s) = num {
             self.emit(OpCode::Ford, 0, s, 0);
@@ -244,7 +252,7 @@ impl Compiler<'_> {
         let (loc, ty) = self.place(recv)?;
         let (loc, ty) = self.through_references(loc, ty);
         if let TypeKind::Array { count: Some(n), .. } = ty.kind {
-            if let Loc::Address = loc {
+            if loc.on_stack() {
                 self.emit(OpCode::Pop, 0, 0, 0);
             }
             self.emit(OpCode::Const, 0, 0, n as i64);
@@ -275,7 +283,10 @@ impl Compiler<'_> {
                 break;
             };
             let target = self.ty(t);
-            if !matches!(target.kind, TypeKind::Struct { .. }) || self.string_parts(&ty).is_some() {
+            if !matches!(target.kind, TypeKind::Struct { .. })
+                || self.string_parts(&ty).is_some()
+                || !matches!(loc, Loc::Address | Loc::Value)
+            {
                 break;
             }
             if let Loc::Address = loc {
