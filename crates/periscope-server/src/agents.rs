@@ -1,7 +1,7 @@
 //! The agents' side of the API: `POST /api/v1/agent/report` (instances, probe states and
 //! events) and `GET /api/v1/agent/desired` (the probes each instance must have, long-polled).
 
-use crate::routes::{parse_body, ApiError, ApiQuery, ApiResult, Request};
+use crate::request::{parse_body, ApiError, ApiQuery, ApiResult, Request};
 use crate::{db, ingest, store, AppState};
 use axum::body::Bytes;
 use axum::response::IntoResponse;

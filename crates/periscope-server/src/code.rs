@@ -8,7 +8,8 @@
 //! (executable, build id): indexing is the slow part, a large binary takes seconds.
 
 use crate::openapi::Checked;
-use crate::routes::{validate, ApiError, ApiQuery, ApiResult, Request};
+use crate::request::{ApiError, ApiQuery, ApiResult, Request};
+use crate::routes::validate;
 use crate::{db, store, AppState};
 use axum::body::Bytes;
 use axum::extract::Path;
@@ -116,7 +117,7 @@ async fn source(
     responses((status = 200, description = "The probe would be placed", body = crate::openapi::Checked)))]
 async fn check(r: Request, body: Bytes) -> ApiResult {
     r.caller(Role::Viewer, "probe.check").await?;
-    let spec: NewProbe = crate::routes::parse_body(&body)?;
+    let spec: NewProbe = crate::request::parse_body(&body)?;
     validate(&spec)?;
     let selector = Selector::parse(&spec.target).map_err(|e| ApiError::bad("target", e))?;
     let offline = r.state().config.offline_after.as_millis() as i64;

@@ -3,7 +3,7 @@
 //! of the API like the CLI: it reads the same endpoints and the same event stream, and sends
 //! `x-periscope-via: web` so its changes are audited as such.
 
-use crate::routes::{ApiResult, Request};
+use crate::request::{ApiResult, Request};
 use crate::AppState;
 use axum::http::header;
 use axum::response::IntoResponse;

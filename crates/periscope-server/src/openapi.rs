@@ -42,6 +42,7 @@ struct Base;
 pub fn api() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(Base::openapi())
         .merge(crate::routes::api())
+        .merge(crate::events::api())
         .merge(crate::agents::router())
         .merge(crate::tokens::router())
         .merge(crate::code::router())
@@ -120,7 +121,7 @@ fn error_response(description: &str) -> RefOr<Response> {
         .into()
 }
 
-/// The shared error answers, `{"error", "field"}` each (see [`crate::routes::ApiError`]).
+/// The shared error answers, `{"error", "field"}` each (see [`crate::request::ApiError`]).
 macro_rules! error_responses {
     ($($name:ident: $description:literal),* $(,)?) => {$(
         pub struct $name;

@@ -2,17 +2,15 @@
 //! (generated from the types and these handlers' annotations: see [`crate::openapi`]). Every
 //! handler starts by checking the caller's token and role.
 
-use crate::auth::{self, Caller, Denied};
-use crate::openapi::{
-    EventList, EventsGone, InstanceList, ProbeEnvelope, ProbeGone, ProbeList, Status,
-};
-use crate::store::{self, StoreError, StoredEvent};
+use crate::auth::{self, Caller};
+use crate::openapi::{InstanceList, ProbeEnvelope, ProbeGone, ProbeList, Status};
+use crate::request::{ok, parse_body, ApiError, ApiQuery, ApiResult, Request};
+use crate::store;
 use crate::tls::Peer;
 use crate::{db, AppState};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use periscope_core::api::{
@@ -22,11 +20,8 @@ use periscope_core::api::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -53,9 +48,6 @@ pub(crate) fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_probes, add_probe))
         .routes(routes!(show_probe, remove_probe))
         .routes(routes!(resume_probe))
-        .routes(routes!(probe_events))
-        .routes(routes!(wait_events))
-        .routes(routes!(stream_events))
         .routes(routes!(instances))
 }
 
@@ -76,168 +68,6 @@ async fn no_such_path(uri: axum::http::Uri) -> ApiError {
     ))
 }
 
-/// An API error: status, a message saying what was wrong and what would be right, and the
-/// request field at fault when there is one.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub field: Option<&'static str>,
-}
-
-impl ApiError {
-    pub fn bad(field: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-            field: Some(field),
-        }
-    }
-
-    pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: message.into(),
-            field: None,
-        }
-    }
-
-    pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: message.into(),
-            field: None,
-        }
-    }
-
-    pub fn conflict(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::CONFLICT,
-            message: message.into(),
-            field: None,
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut body = json!({"error": self.message});
-        if let Some(f) = self.field {
-            body["field"] = f.into();
-        }
-        (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<Denied> for ApiError {
-    fn from(d: Denied) -> ApiError {
-        ApiError {
-            status: d.status,
-            message: d.message,
-            field: None,
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        ApiError {
-            status: match e {
-                StoreError::Nul => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            },
-            message: e.to_string(),
-            field: None,
-        }
-    }
-}
-
-pub(crate) type ApiResult = Result<Response, ApiError>;
-
-/// Query parameters, parsed so that a bad one is a JSON 400 naming it, like every other API
-/// error (axum's own `Query` answers in plain text).
-pub(crate) struct ApiQuery<T>(pub T);
-
-impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
-    for ApiQuery<T>
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::try_from_uri(&parts.uri)
-            .map(|q| ApiQuery(q.0))
-            .map_err(|e| ApiError::bad("query", format!("bad query parameters: {}", e.body_text())))
-    }
-}
-
-pub(crate) fn ok(v: Value) -> ApiResult {
-    Ok(Json(v).into_response())
-}
-
-/// Parses a JSON body ourselves so a mistake is a 400 naming the field, not a bare 422.
-pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    // Every request body is an object (serde would also read a struct from an array).
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::bad(
-            "body",
-            "the request body must be a JSON object ({…})",
-        ));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        let msg = e.to_string();
-        let field = ["unknown field", "missing field"]
-            .iter()
-            .any(|p| msg.contains(p))
-            .then_some("body");
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: format!("bad request body: {msg}"),
-            field,
-        }
-    })
-}
-
-/// What every handler starts from: the state, the request's headers (for the token) and the
-/// client's address (for the audit log).
-pub struct Request {
-    state: Arc<AppState>,
-    headers: HeaderMap,
-    remote: SocketAddr,
-}
-
-impl axum::extract::FromRequestParts<Arc<AppState>> for Request {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
-        let remote = parts
-            .extensions
-            .get::<ConnectInfo<Peer>>()
-            .map(|c| c.0 .0)
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        Ok(Request {
-            state: state.clone(),
-            headers: parts.headers.clone(),
-            remote,
-        })
-    }
-}
-
-impl Request {
-    pub(crate) async fn caller(&self, needed: Role, action: &str) -> Result<Caller, ApiError> {
-        Ok(auth::authorize(&self.state, &self.headers, self.remote, needed, action).await?)
-    }
-
-    pub(crate) fn state(&self) -> &Arc<AppState> {
-        &self.state
-    }
-}
-
 /// This document
 #[utoipa::path(get, path = "/api/v1/openapi.json", description = "Needs a token of role viewer.",
     responses((status = 200, description = "OK", body = Value)))]
@@ -251,7 +81,7 @@ async fn openapi(r: Request, Extension(doc): Extension<Document>) -> ApiResult {
     responses((status = 200, description = "OK", body = Status)))]
 async fn status(r: Request) -> ApiResult {
     r.caller(Role::Viewer, "status.read").await?;
-    let s = &r.state;
+    let s = r.state();
     let (last_seq, bytes) = db(s, |st| st.event_totals()).await?;
     use std::sync::atomic::Ordering::Relaxed;
     Ok(Json(Status {
@@ -288,7 +118,7 @@ struct ListQuery {
     params(ListQuery), responses((status = 200, description = "OK", body = ProbeList)))]
 async fn list_probes(r: Request, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult {
     r.caller(Role::Viewer, "probe.list").await?;
-    let probes = db(&r.state, move |s| s.probes(q.all)).await?;
+    let probes = db(r.state(), move |s| s.probes(q.all)).await?;
     Ok(Json(ProbeList { probes }).into_response())
 }
 
@@ -365,8 +195,8 @@ pub async fn place_probe(
 async fn add_probe(r: Request, body: Bytes) -> ApiResult {
     let caller = r.caller(Role::Operator, "probe.add").await?;
     let spec: NewProbe = parse_body(&body)?;
-    let probe = place_probe(&r.state, &caller, spec).await?;
-    let probe = with_instances(&r.state, probe).await?;
+    let probe = place_probe(r.state(), &caller, spec).await?;
+    let probe = with_instances(r.state(), probe).await?;
     Ok((StatusCode::CREATED, Json(ProbeEnvelope { probe })).into_response())
 }
 
@@ -427,7 +257,7 @@ pub async fn with_instances(state: &Arc<AppState>, mut probe: Probe) -> Result<P
     Ok(probe)
 }
 
-async fn find_probe(state: &Arc<AppState>, id: &str) -> Result<Probe, ApiError> {
+pub(crate) async fn find_probe(state: &Arc<AppState>, id: &str) -> Result<Probe, ApiError> {
     let id2 = id.to_string();
     db(state, move |s| s.probe(&id2)).await?.ok_or_else(|| {
         ApiError::not_found(format!("no probe `{id}`; `periscope probe ls` lists them"))
@@ -457,7 +287,7 @@ async fn show_probe(
 ) -> ApiResult {
     r.caller(Role::Viewer, "probe.show").await?;
     let wait = Duration::from_millis(q.settle_ms.unwrap_or(0).min(60_000));
-    let probe = settled_probe(&r.state, &id, wait).await?;
+    let probe = settled_probe(r.state(), &id, wait).await?;
     let removed = probe.state == ProbeLifecycle::Removed;
     answer(&id, removed, json!({ "probe": probe }))
 }
@@ -525,8 +355,8 @@ pub async fn delete_probe(
     ))]
 async fn remove_probe(r: Request, Path(id): Path<String>) -> ApiResult {
     let caller = r.caller(Role::Operator, "probe.remove").await?;
-    let probe = delete_probe(&r.state, &caller, &id).await?;
-    let probe = with_instances(&r.state, probe).await?;
+    let probe = delete_probe(r.state(), &caller, &id).await?;
+    let probe = with_instances(r.state(), probe).await?;
     Ok(Json(ProbeEnvelope { probe }).into_response())
 }
 
@@ -576,275 +406,10 @@ async fn resume_probe(r: Request, Path(id): Path<String>, body: Bytes) -> ApiRes
     } else {
         parse_body(&body)?
     };
-    let probe = resume(&r.state, &caller, &id, req).await?;
-    let probe = with_instances(&r.state, probe).await?;
+    let probe = resume(r.state(), &caller, &id, req).await?;
+    let probe = with_instances(r.state(), probe).await?;
     Ok(Json(ProbeEnvelope { probe }).into_response())
 }
-
-// ---- events -------------------------------------------------------------------------------
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-struct EventsQuery {
-    /// RFC 3339 time
-    #[param(format = DateTime)]
-    since: Option<String>,
-    /// cursor: the seq of the last event seen
-    after: Option<i64>,
-    /// at most this many (default 100)
-    limit: Option<usize>,
-}
-
-/// A `since` query parameter as milliseconds since the epoch.
-pub(crate) fn since_param(since: Option<&str>) -> Result<Option<i64>, ApiError> {
-    since
-        .map(|s| {
-            store::parse_rfc3339_ms(s).ok_or_else(|| {
-                ApiError::bad(
-                    "since",
-                    format!("`{s}` is not an RFC 3339 time such as 2026-11-22T10:00:00Z"),
-                )
-            })
-        })
-        .transpose()
-}
-
-fn raw_events(events: &[StoredEvent]) -> Result<Vec<Value>, ApiError> {
-    events
-        .iter()
-        .map(|e| serde_json::from_str(&e.body).map_err(|e| ApiError::from(StoreError::Json(e))))
-        .collect()
-}
-
-/// Stored events of a probe, oldest first. `after` is the `seq` of the last event already
-/// seen (a cursor); `since` an RFC 3339 time.
-pub async fn probe_events_page(
-    state: &Arc<AppState>,
-    id: &str,
-    since: Option<&str>,
-    after: Option<i64>,
-    limit: Option<usize>,
-) -> Result<(Probe, Vec<Value>), ApiError> {
-    let probe = find_probe(state, id).await?;
-    let since_ms = since_param(since)?;
-    let limit = limit.unwrap_or(100).clamp(1, 10_000);
-    let id = id.to_string();
-    let events = db(state, move |s| {
-        s.events(Some(&id), after.unwrap_or(0), since_ms, limit)
-    })
-    .await?;
-    Ok((probe, raw_events(&events)?))
-}
-
-/// Stored events of a probe, oldest first
-#[utoipa::path(get, path = "/api/v1/probes/{id}/events", description = "Needs a token of role viewer.",
-    params(ProbeId, EventsQuery),
-    responses(
-        (status = 200, description = "OK", body = EventList),
-        (status = 404, description = "No such probe, or the probe was removed: then `events` still holds what it gathered",
-            body = EventsGone),
-    ))]
-async fn probe_events(
-    r: Request,
-    Path(id): Path<String>,
-    ApiQuery(q): ApiQuery<EventsQuery>,
-) -> ApiResult {
-    r.caller(Role::Viewer, "event.list").await?;
-    let (probe, events) =
-        probe_events_page(&r.state, &id, q.since.as_deref(), q.after, q.limit).await?;
-    answer(
-        &id,
-        probe.state == ProbeLifecycle::Removed,
-        json!({ "events": events }),
-    )
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-struct WaitQuery {
-    /// cursor
-    after: Option<i64>,
-    /// how many events to wait for (at most 1000); 0: what is stored now, without waiting
-    count: Option<usize>,
-    /// longest wait in milliseconds (default 5000, at most 600000)
-    timeout_ms: Option<u64>,
-}
-
-/// Waits until `count` events of probe `id` after `after` are stored, or `timeout` passes.
-pub async fn wait_for(
-    state: &Arc<AppState>,
-    id: &str,
-    after: Option<i64>,
-    count: usize,
-    timeout: Duration,
-) -> Result<(Probe, Vec<Value>), ApiError> {
-    let probe = find_probe(state, id).await?;
-    // `count=0`: what is stored now, without waiting.
-    let (count, timeout) = match count {
-        0 => (1000, Duration::ZERO),
-        n => (n.min(1000), timeout),
-    };
-    // Subscribe before reading what is stored, so nothing falls between the two.
-    let mut live = state.events.subscribe();
-    let after = after.unwrap_or(0);
-    let id2 = id.to_string();
-    let mut events = db(state, move |s| s.events(Some(&id2), after, None, count)).await?;
-    let mut last = events.last().map(|e| e.seq).unwrap_or(after);
-    let deadline = tokio::time::Instant::now() + timeout;
-    while events.len() < count {
-        let next = tokio::select! {
-            next = tokio::time::timeout_at(deadline, live.recv()) => next,
-            _ = state.stopped() => break,
-        };
-        match next {
-            Err(_) => break,
-            Ok(Ok(e)) => {
-                if e.probe == id && e.seq > last {
-                    last = e.seq;
-                    events.push((*e).clone());
-                }
-            }
-            Ok(Err(RecvError::Lagged(_))) => {
-                // Fell behind the live feed: catch up from the store.
-                let id2 = id.to_string();
-                let more = count - events.len();
-                let extra = db(state, move |s| s.events(Some(&id2), last, None, more)).await?;
-                if let Some(e) = extra.last() {
-                    last = e.seq;
-                }
-                events.extend(extra);
-            }
-            Ok(Err(RecvError::Closed)) => break,
-        }
-    }
-    Ok((probe, raw_events(&events)?))
-}
-
-/// Wait until `count` events after `after` are stored or the timeout passes
-#[utoipa::path(get, path = "/api/v1/probes/{id}/wait", description = "Needs a token of role viewer.",
-    params(ProbeId, WaitQuery),
-    responses(
-        (status = 200, description = "OK", body = EventList),
-        (status = 404, description = "No such probe, or the probe was removed: then `events` still holds what it gathered",
-            body = EventsGone),
-    ))]
-async fn wait_events(
-    r: Request,
-    Path(id): Path<String>,
-    ApiQuery(q): ApiQuery<WaitQuery>,
-) -> ApiResult {
-    r.caller(Role::Viewer, "event.wait").await?;
-    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(5_000).min(600_000));
-    let (probe, events) = wait_for(&r.state, &id, q.after, q.count.unwrap_or(1), timeout).await?;
-    answer(
-        &id,
-        probe.state == ProbeLifecycle::Removed,
-        json!({ "events": events }),
-    )
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-struct StreamQuery {
-    /// only this probe's events
-    probe: Option<String>,
-}
-
-/// Live events as server-sent events; `id` is the event seq; send Last-Event-ID to resume
-///
-/// A client that reconnects with `Last-Event-ID` first gets what it missed from the store.
-#[utoipa::path(get, path = "/api/v1/events/stream", params(StreamQuery),
-    responses(
-        (status = 200, description = "text/event-stream: each event's `data` is an Event", content_type = "text/event-stream", body = String),
-        (status = 404, response = crate::openapi::NotFound),
-    ))]
-async fn stream_events(r: Request, ApiQuery(q): ApiQuery<StreamQuery>) -> ApiResult {
-    let last_id: Option<i64> = r
-        .headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
-    r.caller(Role::Viewer, "event.stream").await?;
-    if let Some(p) = &q.probe {
-        find_probe(&r.state, p).await?;
-    }
-    let state = r.state.clone();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(1024);
-    let mut live = state.events.subscribe();
-    tokio::spawn(async move {
-        let probe = q.probe;
-        let mut last = match last_id {
-            Some(id) => id,
-            None => db(&state, |s| s.event_totals().map(|t| t.0))
-                .await
-                .unwrap_or(0),
-        };
-        // Replay what the client missed, then follow the live feed.
-        if !send_stored(&state, probe.as_deref(), &mut last, &tx).await {
-            return;
-        }
-        loop {
-            let next = tokio::select! {
-                next = live.recv() => next,
-                // A stopping server ends the stream, so the client sees the end at once.
-                _ = state.stopped() => return,
-            };
-            match next {
-                Ok(e) => {
-                    if e.seq <= last || probe.as_ref().is_some_and(|p| p != &e.probe) {
-                        continue;
-                    }
-                    last = e.seq;
-                    if tx.send(Ok(sse_event(&e))).await.is_err() {
-                        return;
-                    }
-                }
-                Err(RecvError::Lagged(_)) => {
-                    // Fell behind the live feed: catch up from the store.
-                    if !send_stored(&state, probe.as_deref(), &mut last, &tx).await {
-                        return;
-                    }
-                }
-                Err(RecvError::Closed) => return,
-            }
-        }
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
-}
-
-fn sse_event(e: &StoredEvent) -> Event {
-    Event::default().id(e.seq.to_string()).data(e.body.clone())
-}
-
-/// Sends the stored events after `*last` (of `probe`, or all), page by page, moving `*last`.
-/// False when the client has gone.
-async fn send_stored(
-    state: &Arc<AppState>,
-    probe: Option<&str>,
-    last: &mut i64,
-    tx: &tokio::sync::mpsc::Sender<Result<Event, Infallible>>,
-) -> bool {
-    loop {
-        let (p, after) = (probe.map(str::to_string), *last);
-        let page = db(state, move |s| s.events(p.as_deref(), after, None, 1000))
-            .await
-            .unwrap_or_default();
-        for e in &page {
-            if tx.send(Ok(sse_event(e))).await.is_err() {
-                return false;
-            }
-            *last = e.seq;
-        }
-        if page.len() < 1000 {
-            return true;
-        }
-    }
-}
-
-// ---- instances ----------------------------------------------------------------------------
 
 pub async fn list_instances(
     state: &Arc<AppState>,
@@ -858,7 +423,7 @@ pub async fn list_instances(
     responses((status = 200, description = "OK", body = InstanceList)))]
 async fn instances(r: Request) -> ApiResult {
     r.caller(Role::Viewer, "instance.list").await?;
-    let instances = list_instances(&r.state).await?;
+    let instances = list_instances(r.state()).await?;
     Ok(Json(InstanceList { instances }).into_response())
 }
 

@@ -1,8 +1,9 @@
 //! Tokens and the audit log over the API: `/api/v1/tokens` (create, list, revoke) and
 //! `/api/v1/audit`. Admins only.
 
+use crate::events::since_param;
 use crate::openapi::{AuditList, TokenEnvelope, TokenList};
-use crate::routes::{parse_body, since_param, ApiError, ApiQuery, ApiResult, Request};
+use crate::request::{parse_body, ApiError, ApiQuery, ApiResult, Request};
 use crate::{auth, db, AppState};
 use axum::body::Bytes;
 use axum::extract::Path;

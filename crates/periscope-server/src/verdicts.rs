@@ -2,7 +2,7 @@
 //! totals per candidate and cell; they are summed here, with the first examples of each cell,
 //! into the same object `periscope verify --json` prints.
 
-use crate::routes::{ApiError, ApiResult, Request};
+use crate::request::{ApiError, ApiResult, Request};
 use crate::{db, AppState};
 use axum::extract::Path;
 use periscope_core::api::{Probe, ProbeKind, ProbeLifecycle, Role};
