@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::fleet::{eventually, eventually_or, instance_of, json_out, test_dir, Agent, Server};
+use common::fleet::{
+    eventually, eventually_or, instance_of, json_out, test_dir, unique_copy, Agent, Server,
+};
 use common::{probe_line, service, Target};
 use periscope_core::api::{InstallState, ProbeLifecycle};
 use serde_json::Value;
@@ -153,7 +155,11 @@ fn a_paused_probe_says_so_and_resumes_with_its_counts() {
 fn a_kernel_probe_paused_by_its_budget_says_so_stops_and_resumes() {
     let dir = test_dir("truth-kernel-paused");
     let server = Server::start(&dir, 0);
-    let target = Target::start(&service(), &["1000"]);
+    // A copy of its own: the kernel takes out a breakpoint at an offset of a binary where any
+    // process of it has a uprobe (README, risks), and the test beside this one puts its
+    // ptrace probe on this very line.
+    let exe = unique_copy(&service(), &dir, "service-kernel-paused");
+    let target = Target::start(&exe, &["1000"]);
     let token = server.token("agent", "a1");
     let _agent = Agent::start(&server, &token, &["--pid", &target.pid.to_string()]);
     let instance = instance_of(&server, target.pid);
