@@ -672,7 +672,7 @@ impl Tally {
 fn paused_reason(c: &ProbeCounters) -> String {
     let ms = |ns: u64| ns as f64 / 1e6;
     format!(
-        "overhead budget exceeded: its BPF program ran for {:.1} ms within {:.1} s (budget {:.1} ms; counted in the kernel: the program's time at each hit, not the uprobe trap around it)",
+        "overhead budget exceeded: its BPF program ran for {:.1} ms within {:.3} s (budget {:.1} ms; counted in the kernel: the program's time at each hit, not the uprobe trap around it)",
         ms(c.budget_used),
         (c.paused_at.saturating_sub(c.budget_start) as f64 / 1e9).max(0.001),
         ms(c.budget_ns)
