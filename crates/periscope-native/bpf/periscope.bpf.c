@@ -90,6 +90,14 @@ struct probe_state {
 	__u64 rate_window_ns;
 	__u64 window_start;
 	__u64 window_count;
+	/* The overhead budget (see charge()): at most budget_ns of this program's time per
+	 * budget_window_ns; 0: none. */
+	__u64 budget_ns;
+	__u64 budget_window_ns;
+	__u64 budget_start;
+	__u64 budget_used;
+	__u64 busy_ns;   /* all the program's time for the probe, for the tally */
+	__u64 paused_at; /* when the budget ran out (ktime); 0: running. Checked first. */
 };
 
 enum rec_kind { REC_HIT = 1, REC_ERROR = 2, REC_RETURN = 3 };
@@ -584,7 +592,7 @@ static __always_inline struct vm *begin(struct pt_regs *ctx, __u32 site, struct 
 		return 0;
 	__u32 probe = p->probe;
 	struct probe_state *st = bpf_map_lookup_elem(&probes, &probe);
-	if (!st)
+	if (!st || st->paused_at)
 		return 0;
 	struct vm *vm = the_vm();
 	if (!vm)
@@ -627,14 +635,18 @@ static __always_inline int is_repeat(struct vm *vm, struct plan *p)
 	return repeat;
 }
 
-/* A hit of `ctx`'s site, admitted and captured: the vm holding its record, or NULL. */
-static __always_inline struct vm *capture_hit(struct pt_regs *ctx, struct plan **pp)
+/* A hit of `ctx`'s site, admitted and captured: the vm holding its record, or NULL. `*sp` is
+ * the probe's state when the hit did any work for it (what charge() counts), else NULL. */
+static __always_inline struct vm *capture_hit(struct pt_regs *ctx, struct plan **pp,
+					      struct probe_state **sp)
 {
 	__u32 site = (__u32)bpf_get_attach_cookie(ctx);
 	struct probe_state *st;
+	*sp = 0;
 	struct vm *vm = begin(ctx, site, pp, &st);
 	if (!vm)
 		return 0;
+	*sp = st;
 	struct plan *p = *pp;
 	if ((p->flags & PLAN_REPEATS) && is_repeat(vm, p))
 		return 0;
@@ -646,13 +658,42 @@ static __always_inline struct vm *capture_hit(struct pt_regs *ctx, struct plan *
 	return vm;
 }
 
+/* The overhead budget: the time this program ran for the probe at a hit, from its first
+ * instruction (`t0`) to just before it returns, charged to the probe's window as the ptrace
+ * engine charges the time it holds a thread (src/engine/hit.rs): a window starts at the first
+ * charge at least a window after the last one started. What the kernel spends on the uprobe
+ * trap around the program is not visible here and not counted. Past the budget the probe is
+ * paused: its later hits return at once (begin() checks first), and user space, which polls
+ * `paused_at`, takes its uprobes out and says why. Racy between CPUs by design, like the rate
+ * window: at worst a window forgets a few charges. */
+static __always_inline void charge(struct probe_state *st, __u64 t0)
+{
+	if (!st)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 cost = now - t0;
+	__sync_fetch_and_add(&st->busy_ns, cost);
+	if (!st->budget_ns)
+		return;
+	if (now - st->budget_start >= st->budget_window_ns) {
+		st->budget_start = now;
+		st->budget_used = 0;
+	}
+	__u64 used = __sync_fetch_and_add(&st->budget_used, cost) + cost;
+	if (used > st->budget_ns && !st->paused_at)
+		st->paused_at = now;
+}
+
 SEC("uprobe")
 int periscope_hit(struct pt_regs *ctx)
 {
+	__u64 t0 = bpf_ktime_get_ns();
 	struct plan *p;
-	struct vm *vm = capture_hit(ctx, &p);
+	struct probe_state *st;
+	struct vm *vm = capture_hit(ctx, &p, &st);
 	if (vm)
 		send(vm, (p->flags & PLAN_QUIET) ? BPF_RB_NO_WAKEUP : 0);
+	charge(st, t0);
 	return 0;
 }
 
@@ -660,10 +701,14 @@ int periscope_hit(struct pt_regs *ctx)
 SEC("uprobe")
 int periscope_entry(struct pt_regs *ctx)
 {
+	__u64 t0 = bpf_ktime_get_ns();
 	struct plan *p;
-	struct vm *vm = capture_hit(ctx, &p);
-	if (!vm)
+	struct probe_state *st;
+	struct vm *vm = capture_hit(ctx, &p, &st);
+	if (!vm) {
+		charge(st, t0);
 		return 0;
+	}
 	__u32 site = vm->site;
 	if (vm->head.len > ENTRY_DATA) {
 		vm->head.err = E_FULL;
@@ -672,19 +717,28 @@ int periscope_entry(struct pt_regs *ctx)
 	struct entry_key key = { .pid_tgid = bpf_get_current_pid_tgid(), .site = site };
 	/* The kept entry is written straight from the vm: head then data are contiguous. */
 	bpf_map_update_elem(&entries, &key, &vm->head, BPF_ANY);
+	charge(st, t0);
 	return 0;
 }
 
 SEC("uretprobe")
 int periscope_return(struct pt_regs *ctx)
 {
+	__u64 t0 = bpf_ktime_get_ns();
 	__u32 site = (__u32)bpf_get_attach_cookie(ctx);
 	struct entry_key key = { .pid_tgid = bpf_get_current_pid_tgid(), .site = site };
 	struct entry *e = bpf_map_lookup_elem(&entries, &key);
 	if (!e)
 		return 0;
+	struct plan *p = bpf_map_lookup_elem(&plans, &site);
+	struct probe_state *st = 0;
+	if (p) {
+		__u32 probe = p->probe;
+		st = bpf_map_lookup_elem(&probes, &probe);
+	}
 	struct vm *vm = the_vm();
-	if (!vm) {
+	if (!vm || (st && st->paused_at)) {
+		/* Paused since the call's entry: no more work for the probe. */
 		bpf_map_delete_elem(&entries, &key);
 		return 0;
 	}
@@ -697,8 +751,8 @@ int periscope_return(struct pt_regs *ctx)
 	vm->head.kind = REC_RETURN;
 	vm->head.value = bpf_ktime_get_ns() - vm->head.ktime;
 	vm->head.len = len;
-	struct plan *p = bpf_map_lookup_elem(&plans, &site);
 	send(vm, (p && (p->flags & PLAN_QUIET)) ? BPF_RB_NO_WAKEUP : 0);
+	charge(st, t0);
 	return 0;
 }
 

@@ -378,8 +378,8 @@ fn ttl_hit_limit_rate_limit_and_overhead_budget_each_end_or_thin_a_probe() {
     // Overhead budget: 1 ms per 10 s on a line hit thousands of times a second pauses it.
     let mut p = log_probe("service=fast", "total={total}");
     p.budget_ms = Some(1);
-    // The budget counts the time threads are held for a hit: a ptrace matter (a kernel
-    // probe never holds a thread for us).
+    // On ptrace the budget counts the time threads are held for a hit (the kernel's own
+    // count, of its program's time, is tested in fleet_truth.rs).
     p.engine = Some(periscope_core::api::Engine::Ptrace);
     let costly = admin.add_probe(&p).expect("add");
     let s = eventually("paused for overhead", || {

@@ -1,5 +1,6 @@
-//! The fleet says what is true: a probe its overhead budget paused shows `paused` (with why)
-//! in `probe ls`, `probe show` and the event stream, and `probe resume` puts it back; hit
+//! The fleet says what is true: a probe its overhead budget paused (on ptrace or in the kernel)
+//! shows `paused` (with why) in `probe ls`, `probe show` and the event stream, takes no hit
+//! while paused, and `probe resume` puts it back; hit
 //! counts only ever grow (new probes on the same process, sessions that end, agent restarts);
 //! an agent that stops takes its instances offline at once.
 
@@ -7,18 +8,29 @@ mod common;
 
 use common::fleet::{eventually, eventually_or, instance_of, json_out, test_dir, Agent, Server};
 use common::{probe_line, service, Target};
+use periscope_core::api::{InstallState, ProbeLifecycle};
 use serde_json::Value;
 use std::time::Duration;
 
 fn add_log(server: &Server, instance: &str, extra: &[&str]) -> String {
-    let line = probe_line("service.rs", "handle-cost");
+    add_log_at(server, instance, "handle-cost", "id={req.id}", extra)
+}
+
+fn add_log_at(
+    server: &Server,
+    instance: &str,
+    tag: &str,
+    template: &str,
+    extra: &[&str],
+) -> String {
+    let line = probe_line("service.rs", tag);
     let mut args = vec![
         "probe".to_string(),
         "add".into(),
         "log".into(),
         instance.into(),
         format!("service.rs:{line}"),
-        "id={req.id}".into(),
+        template.into(),
         "--json".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -54,7 +66,7 @@ fn a_paused_probe_says_so_and_resumes_with_its_counts() {
     let instance = instance_of(&server, target.pid);
 
     // 1 ms per 10 s: a line hit ~2000 times a second runs out of it at once.
-    // The budget counts time threads are held for a hit: a ptrace matter.
+    // On ptrace the budget counts the time threads are held for a hit.
     let p1 = add_log(
         &server,
         &instance,
@@ -144,6 +156,116 @@ fn a_paused_probe_says_so_and_resumes_with_its_counts() {
     assert!(
         err.contains("is removed") && err.contains("place a new one"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_kernel_probe_paused_by_its_budget_says_so_stops_and_resumes() {
+    let dir = test_dir("truth-kernel-paused");
+    let server = Server::start(&dir, 0);
+    let target = Target::start(&service(), &["1000"]);
+    let token = server.token("agent", "a1");
+    let _agent = Agent::start(&server, &token, &["--pid", &target.pid.to_string()]);
+    let instance = instance_of(&server, target.pid);
+
+    // `auto` places this log in the kernel; there the budget counts the BPF program's time
+    // at each hit, and 1 ms per 10 s runs out on a line hit ~2000 times a second.
+    // Not the line the ptrace test beside this one probes: the kernel takes out a breakpoint
+    // at an offset of a binary where any process of it has a uprobe (README, risks).
+    let kernel_log =
+        |extra: &[&str]| add_log_at(&server, &instance, "make-request", "n={n}", extra);
+    let p1 = kernel_log(&["--budget-ms", "1"]);
+    let paused = eventually_or(
+        "p1 paused in the kernel by its budget",
+        || {
+            let p = probe_json(&server, &p1);
+            (p["state"] == "paused").then_some(p)
+        },
+        || probe_json(&server, &p1).to_string(),
+    );
+    // The reason names the BPF program: the kernel engine paused it (the instance's `engine`
+    // is gone once the agent detaches from a process with no probe left).
+    let on = &paused["instances"][0];
+    assert_eq!(on["state"], "paused", "{paused}");
+    let reason = paused["paused_reason"].as_str().expect("paused_reason");
+    assert!(
+        reason.contains("on 1 of 1 instances")
+            && reason.contains("overhead budget")
+            && reason.contains("BPF program"),
+        "{reason}"
+    );
+    let why = on["last_error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("budget 1.0 ms") && why.contains("not the uprobe trap"),
+        "the reason says what the kernel counts: {paused}"
+    );
+    let (ls, text) = probe_ls(&server);
+    assert_eq!(ls["probes"][0]["state"], "paused", "{ls}");
+    assert!(
+        text.contains(" paused "),
+        "probe ls shows the state: {text}"
+    );
+    assert!(
+        text.contains(&format!("probe resume {p1}")),
+        "probe ls says how: {text}"
+    );
+    // The API (what MCP's list_probes and the console read) says the same.
+    let api = server.admin().probe(&p1).expect("probe");
+    assert_eq!(api.state, ProbeLifecycle::Paused, "{api:?}");
+    assert_eq!(api.instances[0].state, InstallState::Paused, "{api:?}");
+    let c = server.admin();
+    let notice = eventually("a paused notice among p1's events", || {
+        c.wait_for_events(&p1, None, 1000, Duration::from_millis(200))
+            .ok()?
+            .into_iter()
+            .find(|e| e["kind"] == "error")
+    });
+    let msg = notice["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("paused: overhead budget") && msg.contains("probe resume"),
+        "{notice}"
+    );
+
+    // Paused, it takes no hit: a second probe on the same line sees the line run on, hundreds
+    // of times, while p1's count stays where it stopped.
+    let before = hits(&server, &p1);
+    assert!(before > 0);
+    let p2 = kernel_log(&["--budget-ms", "10000"]);
+    let seen = eventually_or(
+        "p2 counting on the same line",
+        || {
+            let p = probe_json(&server, &p2);
+            (p["hits"].as_u64() >= Some(300)).then_some(p)
+        },
+        || probe_json(&server, &p2).to_string(),
+    );
+    assert_eq!(seen["instances"][0]["engine"], "bpf", "{seen}");
+    let still = probe_json(&server, &p1);
+    assert_eq!(still["hits"].as_u64(), Some(before), "{still}");
+    assert_eq!(still["state"], "paused", "{still}");
+
+    // Resumed with a budget it cannot exhaust: active in the kernel again, counting on.
+    let out = server.cli(
+        &server.admin,
+        &["probe", "resume", &p1, "--budget-ms", "10000"],
+    );
+    common::assert_success(&out);
+    let resumed = eventually_or(
+        "p1 active again with more hits",
+        || {
+            let p = probe_json(&server, &p1);
+            (p["state"] == "active" && p["hits"].as_u64() > Some(before)).then_some(p)
+        },
+        || probe_json(&server, &p1).to_string(),
+    );
+    assert_eq!(resumed["instances"][0]["state"], "installed", "{resumed}");
+    assert_eq!(resumed["instances"][0]["engine"], "bpf", "{resumed}");
+    assert!(resumed.get("paused_reason").is_none(), "{resumed}");
+    let at = resumed["hits"].as_u64().unwrap_or(0);
+    eventually_or(
+        "p1's hits growing after the resume",
+        || (hits(&server, &p1) > at + 100).then_some(()),
+        || probe_json(&server, &p1).to_string(),
     );
 }
 

@@ -1,7 +1,8 @@
 //! The in-kernel engine: log, count, gauge and duration probes as eBPF uprobes.
 //!
 //! A hit never stops the thread for a round trip to us: the kernel evaluates the condition,
-//! applies the rate and hit limits and copies what the values need into a ring buffer; this
+//! applies the rate and hit limits and the overhead budget (it times its own work per hit and
+//! pauses the probe past the budget) and copies what the values need into a ring buffer; this
 //! module's thread renders the records into the same events the ptrace engine makes. The
 //! target's code is never written (the kernel's uprobes are its own), and every uprobe is a
 //! link held by this process, so however periscope ends, the kernel takes them out.
@@ -389,6 +390,8 @@ impl Runner {
             max_hits: spec.max_hits.unwrap_or(0),
             rate_allowed: rate_allowed(spec.rate_limit).0,
             rate_window_ns: rate_allowed(spec.rate_limit).1,
+            budget_ns: spec.budget.map_or(0, |b| nanos(b.limit).max(1)),
+            budget_window_ns: spec.budget.map_or(0, |b| nanos(b.window)),
             ..ProbeCounters::default()
         };
         self.program
@@ -524,7 +527,8 @@ impl Runner {
         }
     }
 
-    /// The kernel's counts into the tallies; a probe at its hit limit is taken out.
+    /// The kernel's counts into the tallies; a probe at its hit limit, or one the kernel
+    /// paused for its overhead budget, is taken out.
     fn sync_counters(&mut self) {
         for pi in 0..self.probes.len() {
             if self.probes[pi].done {
@@ -534,7 +538,9 @@ impl Runner {
                 continue;
             };
             self.tally(pi, |t| set_kernel_counts(t, &c));
-            if c.max_hits > 0 && c.hits >= c.max_hits {
+            if c.paused_at != 0 {
+                self.end_probe(pi, ProbeState::Paused(paused_reason(&c)), true);
+            } else if c.max_hits > 0 && c.hits >= c.max_hits {
                 self.end_probe(pi, ProbeState::HitLimit, true);
             }
         }
@@ -662,6 +668,24 @@ fn set_kernel_counts(t: &mut Tally, c: &ProbeCounters) {
     t.filtered = c.filtered;
     t.errors = c.errors;
     t.rate_dropped = c.rate_dropped;
+    t.busy = Duration::from_nanos(c.busy_ns);
+}
+
+/// Why the kernel paused a probe, in the words of the ptrace engine's reason, saying what the
+/// kernel counts: the program's own time at each hit, not the uprobe trap around it (which
+/// the program cannot see).
+fn paused_reason(c: &ProbeCounters) -> String {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    format!(
+        "overhead budget exceeded: its BPF program ran for {:.1} ms within {:.3} s (budget {:.1} ms; counted in the kernel: the program's time at each hit, not the uprobe trap around it)",
+        ms(c.budget_used),
+        (c.paused_at.saturating_sub(c.budget_start) as f64 / 1e9).max(0.001),
+        ms(c.budget_ns)
+    )
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
 }
 
 enum Out {
@@ -697,7 +721,7 @@ fn exit_of(pid: u32) -> Option<EndReason> {
 fn rate_allowed(limit: Option<f64>) -> (u64, u64) {
     match limit.map(crate::probe::rate_window) {
         None => (0, 0),
-        Some((n, window)) => (n, window.as_nanos().min(u64::MAX as u128) as u64),
+        Some((n, window)) => (n, nanos(window)),
     }
 }
 

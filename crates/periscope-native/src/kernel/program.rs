@@ -124,6 +124,16 @@ pub(crate) struct ProbeCounters {
     pub rate_window_ns: u64,
     pub window_start: u64,
     pub window_count: u64,
+    /// The overhead budget: at most `budget_ns` of the program's time per `budget_window_ns`
+    /// (0: none), the current window's start and what it used.
+    pub budget_ns: u64,
+    pub budget_window_ns: u64,
+    pub budget_start: u64,
+    pub budget_used: u64,
+    /// All the program's time for the probe.
+    pub busy_ns: u64,
+    /// When the budget ran out (kernel time); 0 while the probe runs.
+    pub paused_at: u64,
 }
 
 // SAFETY: plain `repr(C)` data without padding holes the kernel could leave uninitialized
