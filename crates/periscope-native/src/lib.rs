@@ -18,6 +18,7 @@ pub mod frame;
 mod go_values;
 pub mod index;
 mod kernel;
+mod listing;
 pub mod maps;
 pub mod messages;
 pub mod probe;

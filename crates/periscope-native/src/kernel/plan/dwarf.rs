@@ -10,6 +10,10 @@
 //! checks) and the evaluator the ptrace path uses finishes the evaluation over those bytes.
 //! The same goes for any computed value that reads no memory (only registers and constants):
 //! the registers are in every record, so user space computes it whatever its operators.
+//!
+//! Past 800 lines for a reason: this is one translator, a match over DWARF's operation set whose
+//! arms share the plan compiler's state (the op stack, pieces, the fallback inputs); split
+//! across files it would read as several concerns when it is one.
 
 use super::{Bin, Compiler, Loc, Reason};
 use crate::index::R;
