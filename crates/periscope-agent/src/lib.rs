@@ -346,7 +346,12 @@ impl Reconciler {
                 continue;
             }
             let runtime = match periscope_runtimes::for_pid(f.pid, None) {
-                Ok(picked) => picked.runtime,
+                Ok(picked) => {
+                    if let Some(n) = &picked.note {
+                        eprintln!("periscope agent: {n}");
+                    }
+                    picked.runtime
+                }
                 Err(e) => {
                     eprintln!("periscope agent: pid {}: {e}", f.pid);
                     continue;

@@ -131,14 +131,27 @@ pub fn for_pid(pid: u32, requested: Option<RuntimeKind>) -> Result<Picked, Runti
 
 /// The code of an instance an agent reported (its pid, executable and build id), through the
 /// runtime of its process: read from the live process when it runs on this machine, else
-/// from the executable's file, and kept per executable and build id by the runtime.
+/// from the executable's file, and kept per executable and build id by the runtime. The
+/// runtime is told from the live process only when it is that instance (same executable): a
+/// pid reported by an agent on another host names some other process here, if any.
 pub fn open_instance(
     pid: u32,
     executable: &str,
     build_id: Option<&str>,
 ) -> Result<Arc<dyn Code>, RuntimeError> {
-    let picked = for_pid(pid, None)?;
-    picked.runtime.open_instance(pid, executable, build_id)
+    let facts = instance_facts(ProcessFacts::of(pid), executable);
+    let runtime = runtime(detect(&facts)).or_else(|_| runtime(RuntimeKind::Native))?;
+    runtime.open_instance(pid, executable, build_id)
+}
+
+/// What an instance runs: the live process's facts when it is the instance (it runs the
+/// reported executable), else what the executable's name alone says.
+fn instance_facts(live: Option<ProcessFacts>, executable: &str) -> ProcessFacts {
+    live.filter(|f| f.exe.to_string_lossy().trim_end_matches(" (deleted)") == executable)
+        .unwrap_or_else(|| ProcessFacts {
+            exe: executable.into(),
+            mapped: Vec::new(),
+        })
 }
 
 /// The runtime for a program file on disk (`lines`/`functions` on a file): native code, the
@@ -193,6 +206,20 @@ mod tests {
         assert_eq!(detect(&facts("/usr/bin/node", &[])), RuntimeKind::Node);
         let native = facts("/srv/ledger", &["/usr/lib/x86_64-linux-gnu/libc.so.6"]);
         assert_eq!(detect(&native), RuntimeKind::Native);
+    }
+
+    #[test]
+    fn an_instance_is_told_by_its_own_process_only_when_the_pid_runs_its_executable() {
+        let jvm = facts("/usr/bin/java", &["/usr/lib/jvm/lib/server/libjvm.so"]);
+        // The same pid on this host runs the reported executable: its libraries count.
+        let same = instance_facts(Some(jvm.clone()), "/usr/bin/java");
+        assert_eq!(detect(&same), RuntimeKind::Jvm);
+        // Another program has that pid here: only the reported executable's name counts.
+        let other = instance_facts(Some(jvm), "/srv/python3.12");
+        assert_eq!(detect(&other), RuntimeKind::Python);
+        assert!(other.mapped.is_empty());
+        let gone = instance_facts(None, "/srv/ledger");
+        assert_eq!(detect(&gone), RuntimeKind::Native);
     }
 
     #[test]
