@@ -14,7 +14,7 @@ use periscope_core::event::{Body, Event};
 use periscope_core::redact::Redactor;
 use periscope_core::render;
 use periscope_runtime::{
-    Attachment, Code, EndReason, EngineEvent, EngineProbe, Limits, ProbeSpec, RuntimeKind,
+    Action, Attachment, Code, EndReason, EngineEvent, EngineProbe, Limits, ProbeSpec, RuntimeKind,
     SessionOptions, Tallies,
 };
 use std::io::Write;
@@ -53,10 +53,12 @@ pub(crate) fn local_probe(mut p: NewProbe, common: &Common, limits: Limits) -> R
 
 /// Reads the debug info of a process's binaries (seconds for a large one). SIGINT, SIGTERM or
 /// SIGHUP meanwhile end periscope at once: nothing is attached yet, so nothing is to undo. A
-/// signal that comes after is left pending for the session, which reads it from then on.
+/// signal that comes after is left pending for the session, which reads it from then on. The
+/// runtime's capabilities are checked for `action` first.
 pub(crate) fn index_process(
     pid: u32,
     runtime: Option<RuntimeKind>,
+    action: &Action,
 ) -> Result<(Runtime, Arc<dyn Code>)> {
     use nix::sys::eventfd::{EfdFlags, EventFd};
     use nix::sys::signal::{SigSet, Signal};
@@ -97,6 +99,9 @@ pub(crate) fn index_process(
         if let Some(n) = &picked.note {
             note(&format!("periscope: {n}"));
         }
+        // What the runtime cannot do is said before its code is read (seconds, for a large
+        // program).
+        picked.runtime.capabilities().check(action)?;
         Ok((picked.runtime, picked.runtime.open_process(pid)?))
     });
     let _ = done.write(1);
@@ -112,8 +117,7 @@ pub(crate) type Session = Box<dyn Attachment>;
 
 pub(crate) fn start(pid: u32, spec: ProbeSpec, output: &Output) -> Result<Session> {
     let location = spec.location.to_string();
-    let (runtime, code) = index_process(pid, output.runtime)?;
-    runtime.capabilities().check(&spec.action)?;
+    let (runtime, code) = index_process(pid, output.runtime, &spec.action)?;
     let session = runtime.attach(&code, vec![spec], SessionOptions::default())?;
     let sites = session.site_counts().first().copied().unwrap_or(0);
     let engine = session
@@ -337,8 +341,7 @@ pub(crate) fn run_watch(
         bail!("a failures probe compiles to a panic probe and a signal watch");
     };
     watch.library_frames = capture.library_frames;
-    let (runtime, code) = index_process(pid, output.runtime)?;
-    runtime.capabilities().check(&panic.action)?;
+    let (runtime, code) = index_process(pid, output.runtime, &panic.action)?;
     let mut probes = Vec::new();
     if panics {
         match code.check(&panic) {
