@@ -88,12 +88,12 @@ fn orders_in_kernel_and_ptrace(exe: &std::path::Path) {
 
 #[test]
 fn c_o0_values_read_in_the_kernel_match_the_target_and_ptrace() {
-    orders_in_kernel_and_ptrace(&orders_o0());
+    orders_in_kernel_and_ptrace(&orders_o0_alone());
 }
 
 #[test]
 fn c_o2_values_read_in_the_kernel_match_the_target_and_ptrace() {
-    orders_in_kernel_and_ptrace(&orders_o2());
+    orders_in_kernel_and_ptrace(&orders_o2_alone());
 }
 
 const LEDGER_TEMPLATE: &str = "seq={t.seq} amount={t.amount_cents} fee={fee} memo={t.memo} worker={t.worker} sum={t.amount_cents + fee} owner={t.from.owner} note={t.note} n={ledger.len()} token={t.from.api_token}";

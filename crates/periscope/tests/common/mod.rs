@@ -357,6 +357,31 @@ pub fn orders_o2() -> PathBuf {
     )
 }
 
+/// The same programs as [`orders_o0`] and [`orders_o2`], as files of their own: for a test that
+/// puts ptrace breakpoints where other tests running beside it place uprobes. A uprobe on a
+/// file offset makes the kernel take an `int3` at that offset out of every process of that
+/// file (README: risks), so such a test must not share the file.
+pub fn orders_o0_alone() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled(
+        "orders-o0-alone",
+        &C,
+        "gcc",
+        &["-g", "-O0", "-pthread"],
+        "orders.c",
+    )
+}
+pub fn orders_o2_alone() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled(
+        "orders-o2-alone",
+        &C,
+        "gcc",
+        &["-g", "-O2", "-pthread"],
+        "orders.c",
+    )
+}
+
 /// The DWARF location sweep's corpus, as gcc -O1, -O2 and -O3 and rustc -O build it.
 pub fn dwarfops_o1() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
