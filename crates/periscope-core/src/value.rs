@@ -87,6 +87,13 @@ pub enum Value {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schema(no_recursion, value_type = Option<Nested>)]
         target: Option<Box<Value>>,
+        /// A C++ `std::shared_ptr`/`std::weak_ptr`: the owners (`use_count()`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        use_count: Option<u64>,
+        /// A C++ `std::shared_ptr`/`std::weak_ptr`: the weak references, as gdb counts them
+        /// (the one the owners hold together left out while any owner lives).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weak_count: Option<u64>,
     },
     Function {
         #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
@@ -292,6 +299,8 @@ impl Value {
             ty,
             address: NULL_ADDRESS.into(),
             target: None,
+            use_count: None,
+            weak_count: None,
         }
     }
 
@@ -425,12 +434,23 @@ impl fmt::Display for Value {
                 address,
                 target,
                 ty,
-            } => match target {
-                // Rust references read as the value they refer to, as in `{:?}`.
-                Some(t) if ty.as_deref().is_some_and(|t| t.starts_with('&')) => write!(f, "{t}"),
-                Some(t) => write!(f, "{address} → {t}"),
-                None => write!(f, "{address}"),
-            },
+                use_count,
+                weak_count,
+            } => {
+                match target {
+                    // Rust references read as the value they refer to, as in `{:?}`.
+                    Some(t) if ty.as_deref().is_some_and(|t| t.starts_with('&')) => {
+                        write!(f, "{t}")?
+                    }
+                    Some(t) => write!(f, "{address} → {t}")?,
+                    None => write!(f, "{address}")?,
+                }
+                match (use_count, weak_count) {
+                    (Some(0), Some(w)) => write!(f, " (expired, weak count {w})"),
+                    (Some(u), Some(w)) => write!(f, " (use count {u}, weak count {w})"),
+                    _ => Ok(()),
+                }
+            }
             Value::Function { symbol, .. } => write!(f, "fn {symbol}"),
             Value::Unit { .. } => write!(f, "()"),
             Value::Unavailable { ty, reason } => {

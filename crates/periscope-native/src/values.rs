@@ -357,6 +357,8 @@ impl<'a> Reader<'a> {
                     .then(|| self.render_pointee(pointee, &self.ty(t), depth, hops))
                     .flatten()
                     .map(Box::new),
+                use_count: None,
+                weak_count: None,
             };
         }
         let addr = match self.read_u64_at(place, 0) {
@@ -373,6 +375,8 @@ impl<'a> Reader<'a> {
                 ty: tname,
                 address,
                 target: None,
+                use_count: None,
+                weak_count: None,
             };
         };
         let tt = self.ty(t);
@@ -405,6 +409,8 @@ impl<'a> Reader<'a> {
             ty: tname,
             address,
             target: target.map(Box::new),
+            use_count: None,
+            weak_count: None,
         }
     }
 

@@ -390,6 +390,15 @@ impl<'a> Evaluator<'a> {
             if let Some(promoted) = self.promoted_field(&place, &ty, field) {
                 return Ok(promoted);
             }
+            // `sp.x` through a smart pointer, as `sp->x`.
+            if let Some(r) = self
+                .cpp_std(&ty)
+                .then(|| self.reader.cpp_deref(&place, &ty, base_text))
+                .flatten()
+            {
+                let (place, ty) = r?;
+                return self.field(Ev::Place { place, ty }, field, base_text);
+            }
             if let Some(inner) = self.newtype_inner(&place, &ty) {
                 return self.field(inner, field, base_text);
             }
@@ -435,6 +444,14 @@ impl<'a> Evaluator<'a> {
         let Ev::Place { place, ty } = v else {
             return Err(format!("`{text}` is not a pointer"));
         };
+        if let Some(r) = self
+            .cpp_std(&ty)
+            .then(|| self.reader.cpp_deref(&place, &ty, text))
+            .flatten()
+        {
+            let (place, ty) = r?;
+            return Ok(Ev::Place { place, ty });
+        }
         match ty.kind {
             TypeKind::Pointer { target: Some(t) } => {
                 if let Place::Implicit(pointee) = place {
@@ -464,6 +481,14 @@ impl<'a> Evaluator<'a> {
         if crate::go_values::is_slice(&ty) {
             let i = self.as_int(&key)?;
             return self.go_slice_element(&place, &ty, i);
+        }
+        if self.cpp_std(&ty) {
+            if let Ok(i) = self.as_int(&key) {
+                if let Some(r) = self.reader.cpp_element(&place, &ty, i) {
+                    let (place, ty) = r?;
+                    return Ok(Ev::Place { place, ty });
+                }
+            }
         }
         let keyed = matches!(ty.kind, TypeKind::Array { .. })
             || ty.name.starts_with("alloc::vec::Vec<")
@@ -565,6 +590,9 @@ impl<'a> Evaluator<'a> {
                 if let Some(n) = self.go_len(&place, &ty) {
                     return Ok(Ev::Int(n.into(), Some("int".into())));
                 }
+                if let Some(n) = self.cpp_std(&ty).then(|| self.reader.cpp_len(&place, &ty)).flatten() {
+                    return Ok(Ev::Int(n?.into(), Some("size_t".into())));
+                }
                 let n = if ty.name == "alloc::string::String" || ty.name.starts_with("alloc::vec::Vec<") {
                     self.reader.rust_vec_parts(&place, &ty).map(|p| p.1)
                 } else if ty.member("length").is_some() && ty.member("data_ptr").is_some() {
@@ -584,6 +612,12 @@ impl<'a> Evaluator<'a> {
                 .map(|n| Ev::Int(n.into(), Some("usize".into())))
                 .ok_or_else(|| format!("`{text}` ({}) has no length", ty.name))
             }
+            ("is_some" | "is_none" | "has_value", []) if self.cpp_optional(&base) => {
+                let Ev::Place { place, ty } = base else { unreachable!("checked by cpp_optional") };
+                let full = self.reader.optional_payload(&place, &ty)?.is_some();
+                Ok(Ev::Bool(full == (m != "is_none")))
+            }
+            ("unwrap" | "value", []) if self.cpp_optional(&base) => self.deref(base, text),
             ("is_some" | "is_none" | "is_ok" | "is_err", []) => {
                 let base = self.auto_deref_unless_sized(base)?;
                 let Ev::Place { place, ty } = base else {
@@ -628,9 +662,19 @@ impl<'a> Evaluator<'a> {
                 Ok(Ev::Bool(if m == "starts_with" { hay.starts_with(&n) } else { hay.ends_with(&n) }))
             }
             _ => Err(format!(
-                "`.{m}(…)` is not a built-in method; available: len(), is_some(), is_none(), is_ok(), is_err(), unwrap(), contains(s), starts_with(s), ends_with(s)"
+                "`.{m}(…)` is not a built-in method; available: len(), is_some(), is_none(), is_ok(), is_err(), unwrap(), contains(s), starts_with(s), ends_with(s); on a C++ std::optional also has_value(), value()"
             )),
         }
+    }
+
+    /// Whether `ty` is a C++ type (the standard library's are shown specially).
+    fn cpp_std(&self, ty: &Type) -> bool {
+        ty.lang == crate::index::Lang::Cpp && matches!(ty.kind, TypeKind::Struct { .. })
+    }
+
+    fn cpp_optional(&self, v: &Ev) -> bool {
+        matches!(v, Ev::Place { ty, .. } if self.cpp_std(ty)
+            && crate::cpp_std::classify(self.reader.index, ty) == Some(crate::cpp_std::StdKind::Optional))
     }
 
     /// Rust references deref for methods, but C `char *` is itself the string.
@@ -665,6 +709,18 @@ impl<'a> Evaluator<'a> {
     /// Loads a place as a scalar (number, bool, char or string) for operators.
     pub fn scalar(&self, v: Ev) -> Res<Ev> {
         let (value, tname) = match v {
+            Ev::Place { place, ty } if self.cpp_std(&ty) => {
+                // An optional computes as what it holds, a duration as its count.
+                if let Some(r) = self.reader.cpp_scalar_place(&place, &ty) {
+                    let (place, ty) = r?;
+                    return self.scalar(Ev::Place { place, ty });
+                }
+                if let Some(v) = self.reader.cpp_number(&place, &ty) {
+                    return self.scalar(Ev::Rendered(v));
+                }
+                let v = self.reader.render(&place, &ty, 1);
+                return self.scalar(Ev::Rendered(v));
+            }
             Ev::Place { place, ty } => {
                 let number = (ty.lang == crate::index::Lang::Go)
                     .then(|| self.reader.render_number(&place, &ty))

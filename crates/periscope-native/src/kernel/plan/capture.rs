@@ -73,6 +73,14 @@ impl Compiler<'_> {
             }
         }
         let (loc, ty) = self.through_references(loc, ty);
+        if ty.lang == Lang::Cpp
+            && crate::cpp_std::classify(self.index, &ty)
+                == Some(crate::cpp_std::StdKind::ForwardList)
+        {
+            return Err(format!(
+                "`len({recv})` counts a std::forward_list's nodes: read on the ptrace path"
+            ));
+        }
         match loc {
             Loc::Address => {
                 let size = Some(size_of(self, &ty))
@@ -173,7 +181,22 @@ impl Compiler<'_> {
         }
         if ty.lang == Lang::Cpp {
             if let Some((off, target)) = crate::cpp_std::smart_pointer(self.index, ty) {
-                // `unique_ptr`/`shared_ptr`: the pointer they hold, as the reader shows them.
+                // `shared_ptr`/`weak_ptr`: their counts, in the control block when there is
+                // one (the pointer to it is recorded as it is loaded).
+                if let Some((pi, counts)) = crate::cpp_std::ref_counts(self.index, ty) {
+                    self.emit(OpCode::Dup, 0, 0, 0);
+                    self.emit(OpCode::AddI, 0, 0, pi as i64);
+                    self.emit(OpCode::Load, 0, 8, 0);
+                    let jump = self.ops.len();
+                    self.emit(OpCode::JzK, 0, 0, 0);
+                    self.emit(OpCode::AddI, 0, 0, counts as i64);
+                    self.emit(OpCode::Dup, 0, 0, 0);
+                    self.emit(OpCode::CapM, 0, 8, 0);
+                    self.ops[jump].next = self.ops.len() as u16;
+                    self.emit(OpCode::Pop, 0, 0, 0);
+                }
+                // `unique_ptr`/`shared_ptr`/`weak_ptr`: the pointer they hold, as the reader
+                // shows them.
                 self.emit(OpCode::AddI, 0, 0, off as i64);
                 self.emit(OpCode::Dup, 0, 0, 0);
                 self.emit(OpCode::CapM, 0, 8, 0);
@@ -208,6 +231,20 @@ impl Compiler<'_> {
         }
         if self.is_flat(ty, 0) {
             return self.capture_flat(ty, e, 0);
+        }
+        if ty.lang == Lang::Cpp {
+            // The standard library's containers are walked node by node and their wrappers
+            // read by their alternatives: that walk runs on the ptrace path. (`std::string`
+            // is captured as any struct: its text through `_M_p`.)
+            match crate::cpp_std::classify(self.index, ty) {
+                Some(crate::cpp_std::StdKind::String) | None => {}
+                Some(kind) => {
+                    return Err(format!(
+                        "`{e}` is a {}: its elements are read on the ptrace path (its len() runs in the kernel)",
+                        kind.name()
+                    ))
+                }
+            }
         }
         if ty.lang == Lang::Go && (ty.member("tab").is_some() || ty.member("_type").is_some()) {
             return Err(format!(
@@ -337,6 +374,11 @@ impl Compiler<'_> {
     /// (data pointer, length) offsets of a Rust `&str` or `String`, or a Go string.
     pub(super) fn string_parts(&self, ty: &Type) -> Option<(u64, u64)> {
         let name = ty.name.as_str();
+        if ty.lang == Lang::Cpp
+            && crate::cpp_std::classify(self.index, ty) == Some(crate::cpp_std::StdKind::StringView)
+        {
+            return Some((ty.member("_M_str")?.offset, ty.member("_M_len")?.offset));
+        }
         let is_string = matches!(
             name,
             "&str" | "&mut str" | "*const str" | "alloc::string::String" | "String"
