@@ -770,3 +770,21 @@ pub fn tally_release() -> PathBuf {
     })
     .clone()
 }
+
+/// The C++ standard library sample, as `g++ -g` and `g++ -g -O2` build it.
+pub fn stdlib_o0() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled("stdlib-o0", &C, "g++", &["-g"], "stdlib.cpp")
+}
+
+pub fn stdlib_o2() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled("stdlib-o2", &C, "g++", &["-g", "-O2"], "stdlib.cpp")
+}
+
+/// [`stdlib_o2`] as a file of its own, for the in-kernel engine's uprobes (see
+/// [`orders_o0_alone`]: they would take other tests' breakpoints out of that file).
+pub fn stdlib_o2_alone() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled("stdlib-o2-alone", &C, "g++", &["-g", "-O2"], "stdlib.cpp")
+}
