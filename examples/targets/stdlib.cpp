@@ -27,6 +27,20 @@ struct Point {
     int y;
 };
 
+// A list and a forward_list whose links loop, as corrupt memory could: shown truncated, never
+// walked forever. Their headers are laid out as libstdc++'s (`_M_next`, `_M_prev`, `_M_size`).
+struct LoopNode {
+    LoopNode *next;
+    LoopNode *prev;
+    long value;
+};
+static LoopNode loop_node = {&loop_node, &loop_node, 7};
+static void *list_words[3] = {&loop_node, &loop_node, (void *)(1ul << 40)};
+static void *flist_words[1] = {&loop_node};
+std::list<int> int_list{1, 2, 3}; // so that the program's DWARF describes std::list<int>
+std::list<int> *bad_list = reinterpret_cast<std::list<int> *>(list_words);
+std::forward_list<int> *bad_flist = reinterpret_cast<std::forward_list<int> *>(flist_words);
+
 // Keeps a local alive and in memory at -O2: the compiler must assume the asm reads it.
 template <typename T> static inline void keep(T &x) { asm volatile("" ::"r"(&x) : "memory"); }
 

@@ -119,9 +119,11 @@ fn parse_item(s: &[char], at: &mut usize) -> (Option<String>, G) {
         *at += 1;
         return (Some(key), parse_value(s, at));
     }
-    let name_len = rest
-        .find(" = ")
-        .filter(|&n| rest[..n].chars().all(|c| c.is_alphanumeric() || "_()".contains(c)));
+    let name_len = rest.find(" = ").filter(|&n| {
+        rest[..n]
+            .chars()
+            .all(|c| c.is_alphanumeric() || "_()".contains(c))
+    });
     if let Some(n) = name_len {
         let key = rest[..n].to_string();
         *at += n + 3;
@@ -171,7 +173,10 @@ fn gdb_prints(exe: &Path, line: u32, round: i64) -> BTreeMap<String, Printed> {
     let mut cmd = Command::new("gdb");
     cmd.args(["-nx", "-batch", "-ex", "set pagination off"])
         .args(["-ex", "set print elements 200"])
-        .args(["-ex", &format!("break stdlib.cpp:{line} if round == {round}")])
+        .args([
+            "-ex",
+            &format!("break stdlib.cpp:{line} if round == {round}"),
+        ])
         .args(["-ex", &format!("run {round} > /dev/null")]);
     for v in VARS {
         cmd.args(["-ex", &format!("print {v}")]);
@@ -205,7 +210,12 @@ fn atom(v: &Value) -> G {
 
 fn items(v: &Value) -> Vec<G> {
     assert_eq!(v["kind"], "list", "{v}");
-    v["items"].as_array().expect("items").iter().map(atom).collect()
+    v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(atom)
+        .collect()
 }
 
 fn entries(v: &Value) -> Vec<(String, G)> {
@@ -286,7 +296,10 @@ fn compare_with_gdb(exe: &Path) {
         let ours = items(var(n));
         let theirs = g(n).value.items();
         let k = ours.len().min(theirs.len());
-        assert!(k >= 2, "{n}: too few elements compared: {ours:?} / {theirs:?}");
+        assert!(
+            k >= 2,
+            "{n}: too few elements compared: {ours:?} / {theirs:?}"
+        );
         assert_eq!(ours[..k], theirs[..k], "{n}");
         if !matches!(n, "l" | "fl") {
             assert_eq!(var(n)["len"].as_u64(), Some(gdb_len(g(n))), "{n}");
@@ -407,7 +420,11 @@ fn expressions_on(exe: &Path) {
     assert_eq!(hits.len(), 3);
     for h in &hits {
         check_log(h);
-        assert_eq!(int(h, "round") % 2, 0, "the condition let an odd round through: {h}");
+        assert_eq!(
+            int(h, "round") % 2,
+            0,
+            "the condition let an odd round through: {h}"
+        );
     }
     // Errors say what was wrong.
     let out = run_periscope(&[
@@ -426,7 +443,10 @@ fn expressions_on(exe: &Path) {
     let reason = |e: &str| h[e]["reason"].as_str().unwrap_or_default().to_string();
     assert!(reason("m[\"zz\"]").contains("no key \"zz\""), "{h}");
     assert!(reason("*none").contains("empty"), "{h}");
-    assert!(reason("dq[301]").contains("out of range for len 301"), "{h}");
+    assert!(
+        reason("dq[301]").contains("out of range for len 301"),
+        "{h}"
+    );
     t.assert_untouched();
 }
 
@@ -452,11 +472,24 @@ fn kernel_reads_lengths_and_leaves_elements_to_ptrace() {
     let mut by_engine = Vec::new();
     for engine in ["bpf", "ptrace"] {
         let out = run_periscope(&[
-            "log", &pid, &loc, template, "--json", "--engine", engine, "--max-hits", "3",
-            "--for", "60s",
+            "log",
+            &pid,
+            &loc,
+            template,
+            "--json",
+            "--engine",
+            engine,
+            "--max-hits",
+            "3",
+            "--for",
+            "60s",
         ]);
         assert_success(&out);
-        assert!(stderr(&out).contains(&format!("engine: {engine}")), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("engine: {engine}")),
+            "{}",
+            stderr(&out)
+        );
         let hits = stdout_json(&out);
         assert_eq!(hits.len(), 3);
         for h in &hits {
@@ -469,7 +502,11 @@ fn kernel_reads_lengths_and_leaves_elements_to_ptrace() {
             let sp = &h["values"]["sp"];
             assert_eq!(sp["use_count"], 2, "{h}");
             assert_eq!(sp["weak_count"], 1, "{h}");
-            assert_eq!(sp["target"]["fields"]["x"]["value"].as_i64(), Some(r), "{h}");
+            assert_eq!(
+                sp["target"]["fields"]["x"]["value"].as_i64(),
+                Some(r),
+                "{h}"
+            );
             assert_eq!(h["values"]["opt"]["fields"]["0"]["value"].as_i64(), Some(r));
             assert_eq!(string(h, "ms_d"), format!("{}ms", 250 + r));
             assert_eq!(string(h, "sv"), "view-of");
@@ -488,15 +525,79 @@ fn kernel_reads_lengths_and_leaves_elements_to_ptrace() {
     }
     assert_eq!(by_engine[0], by_engine[1]);
     let out = run_periscope(&[
-        "log", &pid, &loc, "{len(m)} {m}", "--json", "--max-hits", "1", "--for", "60s",
+        "log",
+        &pid,
+        &loc,
+        "{len(m)} {m}",
+        "--json",
+        "--max-hits",
+        "1",
+        "--for",
+        "60s",
     ]);
     assert_success(&out);
     let err = stderr(&out);
     assert!(
-        err.contains("engine: ptrace (") && err.contains("is a std::map: its elements are read on the ptrace path"),
+        err.contains("engine: ptrace (")
+            && err.contains("is a std::map: its elements are read on the ptrace path"),
         "{err}"
     );
     let h = &stdout_json(&out)[0];
-    assert_eq!(h["values"]["m"]["entries"].as_array().map(|e| e.len()), Some(3));
+    assert_eq!(
+        h["values"]["m"]["entries"].as_array().map(|e| e.len()),
+        Some(3)
+    );
+    t.assert_untouched();
+}
+
+/// Links that loop (as corrupt memory could have them) end in a truncated value and a clear
+/// error, not a hang.
+#[test]
+fn looping_links_are_cut_not_followed_forever() {
+    let mut t = Target::start(&stdlib_o0(), &[]);
+    let loc = format!("stdlib.cpp:{}", probe_line("stdlib.cpp", "stdlib-all"));
+    let out = run_periscope(&[
+        "log",
+        &t.pid.to_string(),
+        &loc,
+        "{*bad_list} {len(*bad_list)}",
+        "--json",
+        "--max-hits",
+        "1",
+        "--for",
+        "60s",
+    ]);
+    assert_success(&out);
+    let h = &stdout_json(&out)[0]["values"];
+    let list = &h["*bad_list"];
+    assert_eq!(list["truncated"], true, "{list}");
+    assert_eq!(list["len"].as_u64(), Some(1 << 40), "{list}");
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(items.len(), 100);
+    assert!(items.iter().all(|i| i["value"] == 7), "{list}");
+    assert_eq!(h["len(*bad_list)"]["value"].as_u64(), Some(1 << 40));
+    // A forward_list keeps no count: each of these counts its nodes, up to 4096.
+    for e in ["*bad_flist", "len(*bad_flist)"] {
+        let out = run_periscope(&[
+            "log",
+            &t.pid.to_string(),
+            &loc,
+            &format!("{{{e}}}"),
+            "--json",
+            "--max-hits",
+            "1",
+            "--for",
+            "60s",
+        ]);
+        assert_success(&out);
+        let v = &stdout_json(&out)[0]["values"][e];
+        if e == "*bad_flist" {
+            assert_eq!(v["truncated"], true, "{v}");
+            assert_eq!(v["items"].as_array().map(|i| i.len()), Some(100), "{v}");
+        } else {
+            let why = v["reason"].as_str().unwrap_or_default();
+            assert!(why.contains("more than 4096 nodes (or a cycle)"), "{v}");
+        }
+    }
     t.assert_untouched();
 }

@@ -343,10 +343,14 @@ impl Reader<'_> {
         let walk = self.chain(first, next, value_at, limit, |a| {
             self.element(a, &vt, false, depth)
         });
-        // Its length is what a count finds; a list too long to count shows what was walked.
-        let len = self
-            .forward_list_count(place, ty)
-            .unwrap_or(walk.items.len() as u64 + 1);
+        // Its length: what was walked when the walk reached its end, else what a count finds;
+        // a list too long to count shows what was walked, cut.
+        let walked = walk.items.len() as u64;
+        let len = if walked < limit && walk.broken.is_none() {
+            walked
+        } else {
+            self.forward_list_count(place, ty).unwrap_or(walked + 1)
+        };
         Some(Self::collected(ty, false, len, walk))
     }
 }
