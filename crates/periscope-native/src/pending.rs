@@ -56,7 +56,7 @@ impl Target {
             let matching = idx.files_matching(file);
             idx.files.iter().enumerate().any(|(fi, p)| {
                 let matches = matching.contains(&(fi as u32));
-                let close = close_spelling(&base_name(&p.to_string_lossy()), &wanted);
+                let close = close_spelling(&base_name(&p.to_string_lossy()), &wanted, 1);
                 (matches || close) && idx.rows.iter().any(|r| r.file == fi as u32)
             })
         })
@@ -66,12 +66,13 @@ impl Target {
     /// whose last path segment is spelled close to it.
     fn has_function_like(&self, name: &str) -> bool {
         let short = last_segment(name).to_lowercase();
+        let typos = if short.len() < 8 { 1 } else { 2 };
         let named = |full: &str| {
             full == name
                 || [":", ".", "/"]
                     .iter()
                     .any(|sep| full.ends_with(&format!("{sep}{name}")))
-                || close_spelling(&last_segment(full).to_lowercase(), &short)
+                || close_spelling(&last_segment(full).to_lowercase(), &short, typos)
         };
         self.live().any(|(_, o)| {
             let idx = &o.index;
@@ -105,7 +106,7 @@ pub fn pending_reason(
         },
     };
     Some(format!(
-        "pending: {location} is in no object loaded yet; it arms when {what} is loaded"
+        "pending: no object loaded yet has it; it arms when {what} is loaded"
     ))
 }
 
@@ -120,9 +121,11 @@ fn last_segment(name: &str) -> &str {
     name.rsplit([':', '.', '/']).next().unwrap_or(name)
 }
 
-/// A spelling at most a third of the name's length away (one edit for a short name): a typo.
-fn close_spelling(a: &str, b: &str) -> bool {
-    !b.is_empty() && a != b && strsim::damerau_levenshtein(a, b) <= (b.len() / 3).max(1)
+/// A spelling at most `edits` edits (a transposition is one) from the name: a typo of it.
+/// Kept tight: a library's file or function a couple of letters from another name
+/// (`login.c`, `plugin.c`) must not keep a probe from being pending.
+fn close_spelling(a: &str, b: &str, edits: usize) -> bool {
+    !b.is_empty() && a != b && strsim::damerau_levenshtein(a, b) <= edits
 }
 
 #[cfg(test)]
@@ -131,9 +134,9 @@ mod tests {
 
     #[test]
     fn typos_are_close_and_other_names_are_not() {
-        assert!(close_spelling("ledger.rs", "ledgr.rs"));
-        assert!(close_spelling("handle", "handel"));
-        assert!(!close_spelling("host.c", "plugin.c"));
-        assert!(!close_spelling("compute", "plugin_compute"));
+        assert!(close_spelling("ledger.rs", "ledgr.rs", 1));
+        assert!(close_spelling("handle", "handel", 1));
+        assert!(!close_spelling("login.c", "plugin.c", 1));
+        assert!(!close_spelling("compute", "plugin_compute", 2));
     }
 }
