@@ -17,25 +17,33 @@ int main(int argc, char **argv) {
     printf("ready\n");
     void *lib = NULL;
     int (*compute)(int) = NULL;
-    char line[64];
+    char buf[256];
     for (int i = 0;; i++) {
         struct pollfd p = {.fd = 0, .events = POLLIN};
-        if (poll(&p, 1, 20) > 0) {
-            if (!fgets(line, sizeof line, stdin) || strncmp(line, "quit", 4) == 0)
-                return 0;
-            if (strncmp(line, "open", 4) == 0 && !lib) {
-                lib = dlopen(argv[1], RTLD_NOW);
-                if (!lib) {
-                    printf("dlopen failed: %s\n", dlerror());
-                    continue;
+        /* read(2), not stdio: commands sent together are all seen (a FILE would keep the
+         * second in its buffer, where poll does not see it). */
+        ssize_t got = poll(&p, 1, 20) > 0 ? read(0, buf, sizeof buf - 1) : -1;
+        if (got == 0)
+            return 0;
+        if (got > 0) {
+            buf[got] = 0;
+            for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+                if (strcmp(line, "quit") == 0)
+                    return 0;
+                if (strcmp(line, "open") == 0 && !lib) {
+                    lib = dlopen(argv[1], RTLD_NOW);
+                    if (!lib) {
+                        printf("dlopen failed: %s\n", dlerror());
+                        continue;
+                    }
+                    compute = (int (*)(int))dlsym(lib, "plugin_compute");
+                    printf("opened\n");
+                } else if (strcmp(line, "close") == 0 && lib) {
+                    compute = NULL;
+                    dlclose(lib);
+                    lib = NULL;
+                    printf("closed\n");
                 }
-                compute = (int (*)(int))dlsym(lib, "plugin_compute");
-                printf("opened\n");
-            } else if (strncmp(line, "close", 5) == 0 && lib) {
-                compute = NULL;
-                dlclose(lib);
-                lib = NULL;
-                printf("closed\n");
             }
         }
         if (compute)
