@@ -283,3 +283,56 @@ fn kill_9_while_armed_leaves_the_host_running_and_the_next_attach_cleans_up() {
         "the host computed nothing after the reopen:\n{output}"
     );
 }
+
+/// In the fleet the probe's state on the instance says it: `pending` (with when it arms),
+/// `installed` once the plugin is loaded, `pending` again after dlclose, `installed` again.
+#[test]
+fn the_fleet_shows_a_plugin_probe_pending_then_installed() {
+    use common::fleet::{eventually_or, instance_of, json_out, test_dir, Agent, Server};
+    let dir = test_dir("plugins-fleet");
+    let server = Server::start(&dir, 0);
+    let mut t = host();
+    let token = server.token("agent", "a1");
+    let _agent = Agent::start(&server, &token, &["--pid", &t.pid.to_string()]);
+    let instance = instance_of(&server, t.pid);
+    let line = format!("plugin.c:{}", probe_line("plugin.c", "plugin-total"));
+    let added = server.cli(
+        &server.admin,
+        &["probe", "add", "log", &instance, &line, "n={n}", "--json"],
+    );
+    let id = json_out(&added)["id"]
+        .as_str()
+        .expect("probe id")
+        .to_string();
+    let show = || json_out(&server.cli(&server.admin, &["probe", "show", &id, "--json"]));
+    let state_is = |state: &str, message: &str| {
+        eventually_or(
+            &format!("the probe {state} ({message})"),
+            || {
+                let p = show();
+                let i = &p["instances"][0];
+                let said = i["last_error"].as_str().unwrap_or_default();
+                (i["state"] == state && said.contains(message)).then_some(p)
+            },
+            || show().to_string(),
+        )
+    };
+    state_is("pending", "arms when a library with source file `plugin.c` is loaded");
+    tell(&mut t, "open");
+    state_is("installed", "");
+    let hits = |p: &serde_json::Value| p["hits"].as_u64().unwrap_or(0);
+    let first = eventually_or(
+        "hits of the armed probe",
+        || Some(show()).filter(|p| hits(p) > 0),
+        || show().to_string(),
+    );
+    tell(&mut t, "close");
+    state_is("pending", "libplugin.so was unloaded");
+    tell(&mut t, "open");
+    state_is("installed", "");
+    eventually_or(
+        "hits after the reopen",
+        || Some(show()).filter(|p| hits(p) > hits(&first)),
+        || show().to_string(),
+    );
+}
