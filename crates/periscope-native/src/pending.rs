@@ -86,15 +86,10 @@ impl Target {
 /// Whether a probe's location stays pending given why resolving it failed: only when it named
 /// nothing loaded (a wrong line or variable in a loaded object is an error). The message
 /// the user is told: why it is not placed yet, and when it will be.
-pub fn pending_reason(
-    target: &Target,
-    location: &Location,
-    error: &NativeError,
-) -> Option<String> {
-    let unresolved = matches!(
-        error,
-        NativeError::Location(_) | NativeError::NoDebugInfo { .. } | NativeError::NoLineTables { .. }
-    );
+pub fn pending_reason(target: &Target, location: &Location, error: &NativeError) -> Option<String> {
+    // A program without debug info gets the error saying how to build it: most likely the
+    // file is its own (a library with DWARF loaded later can still be named `LIB.so:FUNC`).
+    let unresolved = matches!(error, NativeError::Location(_));
     if !unresolved || target.pid.is_none() || !target.names_nothing(location) {
         return None;
     }

@@ -112,7 +112,10 @@ fn tell(t: &mut Target, command: &str) {
     let stdin = t.stdin.as_mut().expect("host stdin");
     // One write: the host may act on (and, for `quit`, exit at) what one read gives it.
     if let Err(e) = stdin.write_all(format!("{command}\n").as_bytes()) {
-        panic!("write {command:?} to the host: {e}; host: {:?}", t.child.try_wait());
+        panic!(
+            "write {command:?} to the host: {e}; host: {:?}",
+            t.child.try_wait()
+        );
     }
     stdin.flush().expect("flush host stdin");
 }
@@ -183,7 +186,10 @@ fn a_library_function_given_before_the_library_is_loaded_arms_when_it_is() {
         "--json",
     ]);
     let banner = p.said("pending");
-    assert!(banner.contains("arms when `libplugin.so` is loaded"), "{banner}");
+    assert!(
+        banner.contains("arms when `libplugin.so` is loaded"),
+        "{banner}"
+    );
     tell(&mut t, "open");
     p.said("armed");
     let hits = p.hits(3);
@@ -317,7 +323,10 @@ fn the_fleet_shows_a_plugin_probe_pending_then_installed() {
             || show().to_string(),
         )
     };
-    state_is("pending", "arms when a library with source file `plugin.c` is loaded");
+    state_is(
+        "pending",
+        "arms when a library with source file `plugin.c` is loaded",
+    );
     tell(&mut t, "open");
     state_is("installed", "");
     let hits = |p: &serde_json::Value| p["hits"].as_u64().unwrap_or(0);

@@ -152,13 +152,13 @@ impl Engine {
         let dynamic = bias.wrapping_add(vaddr);
         let mut entries = vec![0u8; memsz.min(64 * 1024) as usize];
         self.mem.read(dynamic, &mut entries).ok()?;
-        entries.chunks_exact(16).find_map(|e| {
-            match (word(e, 0)?, word(e, 8)?) {
+        entries
+            .chunks_exact(16)
+            .find_map(|e| match (word(e, 0)?, word(e, 8)?) {
                 (DT_DEBUG, v) if v != 0 => Some(Some(v)),
                 (DT_NULL, _) => Some(None),
                 _ => None,
-            }
-        })?
+            })?
     }
 
     /// The thread `tid` stopped at `r_brk`: the loader is changing the list of objects.

@@ -303,7 +303,9 @@ impl Engine {
             t.push(Tally {
                 probe: id,
                 engine,
-                state: pending.clone().map_or(ProbeState::Active, ProbeState::Pending),
+                state: pending
+                    .clone()
+                    .map_or(ProbeState::Active, ProbeState::Pending),
                 ..Tally::default()
             });
         }
