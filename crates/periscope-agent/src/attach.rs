@@ -73,13 +73,14 @@ pub(crate) fn take_out(session: &dyn Attachment, run: &ProbeRun) {
     }
 }
 
-/// Ends the session (detaches) when no probe is left installed: a process without probes is
-/// left exactly as it was.
+/// Ends the session (detaches) when no probe is left installed or pending in it: a process
+/// without probes is left exactly as it was.
 pub(crate) fn detach_if_idle(inst: &mut InstanceRun) {
-    let busy = inst
-        .probes
-        .values()
-        .any(|r| r.state == InstallState::Installed);
+    let tallies = inst.tallies.as_ref();
+    let busy = inst.probes.values().any(|r| {
+        r.state == InstallState::Installed
+            || r.state == InstallState::Pending && pending_of(r, tallies).is_some()
+    });
     if !busy {
         close_session(inst);
     }
@@ -96,6 +97,18 @@ pub(crate) fn counts_of(run: &ProbeRun, tallies: Option<&Tallies>) -> Counts {
                 .map(|t| (t.hits, t.rate_dropped, t.errors))
         })
         .unwrap_or((0, 0, 0))
+}
+
+/// What the session says of `run`'s probe when it is pending (in no library loaded yet).
+pub(crate) fn pending_of(run: &ProbeRun, tallies: Option<&Tallies>) -> Option<String> {
+    let t = tallies?.lock().unwrap_or_else(|p| p.into_inner());
+    t.iter()
+        .rev()
+        .find(|t| t.probe == run.probe.id)
+        .and_then(|t| match &t.state {
+            periscope_runtime::ProbeState::Pending(m) => Some(m.clone()),
+            _ => None,
+        })
 }
 
 /// The engine `run`'s probe runs on in the current session, with why not the kernel.
@@ -160,6 +173,13 @@ pub(crate) fn forward(
                     instance: info.id.clone(),
                     probe,
                     state,
+                });
+            }
+            EngineEvent::ProbeArmed { probe, sites, .. } => {
+                let _ = tx.send(Msg::Armed {
+                    instance: info.id.clone(),
+                    probe,
+                    sites,
                 });
             }
             EngineEvent::Ended(reason) => {

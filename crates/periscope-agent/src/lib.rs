@@ -15,7 +15,9 @@ pub mod outbox;
 mod report;
 pub mod servers;
 
-use attach::{add, close_session, counts_of, detach_if_idle, engine_of, install, take_out};
+use attach::{
+    add, close_session, counts_of, detach_if_idle, engine_of, install, pending_of, take_out,
+};
 use discover::{Found, Selection};
 use outbox::Outbox;
 use periscope_core::api::{
@@ -102,6 +104,12 @@ enum Msg {
         instance: String,
         probe: String,
         state: ProbeState,
+    },
+    /// A pending probe was placed: its library was loaded.
+    Armed {
+        instance: String,
+        probe: String,
+        sites: usize,
     },
     /// A session ended: the process exited or exec'd, or the engine failed.
     Ended {
@@ -314,6 +322,11 @@ impl Reconciler {
                     probe,
                     state,
                 }) => self.on_stopped(&instance, &probe, state),
+                Ok(Msg::Armed {
+                    instance,
+                    probe,
+                    sites,
+                }) => self.on_armed(&instance, &probe, sites),
                 Ok(Msg::Ended { instance, reason }) => self.on_ended(&instance, &reason),
                 Err(RecvTimeoutError::Timeout) => {
                     self.scan();
@@ -463,10 +476,15 @@ impl Reconciler {
                 let before = counts_of(run, inst.tallies.as_ref());
                 match install(inst, &probe, &self.config, &self.outbox, &self.tx) {
                     Ok(sites) => {
+                        let tallies = inst.tallies.clone();
                         if let Some(run) = inst.probes.get_mut(&probe.id) {
                             run.carried = add(run.carried, before);
                             run.state = InstallState::Installed;
                             run.sites = Some(sites);
+                            if let Some(message) = pending_of(run, tallies.as_ref()) {
+                                run.state = InstallState::Pending;
+                                run.last_error = Some(message);
+                            }
                         }
                     }
                     Err(e) => {
@@ -504,6 +522,11 @@ impl Reconciler {
                     Ok(sites) => {
                         run.state = InstallState::Installed;
                         run.sites = Some(sites);
+                        // In no library loaded yet: pending, saying when it arms.
+                        if let Some(message) = pending_of(&run, inst.tallies.as_ref()) {
+                            run.state = InstallState::Pending;
+                            run.last_error = Some(message);
+                        }
                     }
                     Err(e) => {
                         run.state = InstallState::Error;
@@ -551,6 +574,11 @@ impl Reconciler {
                     run.state = InstallState::Error;
                     run.last_error = Some(message);
                 }
+                // Its library was unloaded: it waits for the next load, the session stays.
+                ProbeState::Pending(message) => {
+                    run.state = InstallState::Pending;
+                    run.last_error = Some(message);
+                }
                 ProbeState::Removed | ProbeState::Active => {}
             }
             report_state(&self.outbox, instance, run, inst.tallies.as_ref());
@@ -558,12 +586,26 @@ impl Reconciler {
         detach_if_idle(inst);
     }
 
+    fn on_armed(&mut self, instance: &str, probe: &str, sites: usize) {
+        let Some(inst) = self.instances.get_mut(instance) else {
+            return;
+        };
+        if let Some(run) = inst.probes.get_mut(probe) {
+            if run.state == InstallState::Pending {
+                run.state = InstallState::Installed;
+                run.last_error = None;
+                run.sites = Some(sites);
+                report_state(&self.outbox, instance, run, inst.tallies.as_ref());
+            }
+        }
+    }
+
     fn on_ended(&mut self, instance: &str, reason: &str) {
         let Some(mut inst) = self.instances.remove(instance) else {
             return;
         };
         for run in inst.probes.values_mut() {
-            if run.state == InstallState::Installed {
+            if matches!(run.state, InstallState::Installed | InstallState::Pending) {
                 run.state = InstallState::Error;
                 run.last_error = Some(format!("the session ended: {reason}"));
             }
@@ -581,7 +623,8 @@ impl Reconciler {
                 .probes
                 .iter()
                 .filter(|(_, r)| {
-                    r.state == InstallState::Installed && r.expires.is_some_and(|e| e <= now)
+                    matches!(r.state, InstallState::Installed | InstallState::Pending)
+                        && r.expires.is_some_and(|e| e <= now)
                 })
                 .map(|(k, _)| k.clone())
                 .collect();

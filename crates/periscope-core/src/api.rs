@@ -306,7 +306,8 @@ pub struct ProbeInstance {
     pub dropped: u64,
     #[serde(default)]
     pub errors: u64,
-    /// The engine's message for `error`, the reason for `paused`.
+    /// The engine's message for `error`, the reason for `paused`; for `pending`, why it is
+    /// not placed yet and when it will be (a probe on a library not loaded yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// Code addresses the probe covers on this instance.

@@ -7,8 +7,20 @@ use std::str::FromStr;
 pub enum Location {
     /// A source line; `file` is matched against the debug info's paths by suffix.
     Line { file: String, line: u32 },
-    /// A function, qualified (`shop::cart::Cart::total`) or unqualified when unique.
+    /// A function, qualified (`shop::cart::Cart::total`) or unqualified when unique; or
+    /// `LIBRARY:FUNCTION` (`libplugin.so:compute`), the function in that shared library only
+    /// (see [`library_function`]).
     Function(String),
+}
+
+/// `libplugin.so:compute` → (`libplugin.so`, `compute`): a function named with the shared
+/// library it is in. The library part ends in `.so` or has `.so.` in it (`libz.so.1`), so a
+/// C++ or Rust path (`a::b`) or `FILE:LINE` is never taken for one.
+pub fn library_function(name: &str) -> Option<(&str, &str)> {
+    let (library, function) = name.split_once(':')?;
+    let is_library = library.ends_with(".so") || library.contains(".so.");
+    let ok = is_library && !function.is_empty() && !function.starts_with(':');
+    ok.then_some((library, function))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,7 +61,15 @@ impl FromStr for Location {
                         line,
                     });
                 }
-                return Err(err("the part after `:` must be a line number"));
+                if let Some((_, function)) = library_function(s) {
+                    if function.contains(char::is_whitespace) {
+                        return Err(err("a function name has no spaces"));
+                    }
+                    return Ok(Location::Function(s.to_string()));
+                }
+                return Err(err(
+                    "the part after `:` must be a line number (or, after a shared library such as libplugin.so, a function name)",
+                ));
             }
         }
         if s.contains(char::is_whitespace) {
@@ -87,6 +107,16 @@ mod tests {
         );
         assert_eq!("total".parse(), Ok(Location::Function("total".into())));
         assert!("main.rs:x".parse::<Location>().is_err());
+        assert_eq!(
+            "libplugin.so:compute".parse(),
+            Ok(Location::Function("libplugin.so:compute".into()))
+        );
+        assert_eq!(
+            library_function("libz.so.1:inflate"),
+            Some(("libz.so.1", "inflate"))
+        );
+        assert_eq!(library_function("shop::cart::total"), None);
+        assert!("libplugin.so:".parse::<Location>().is_err());
         assert!("main.rs:0".parse::<Location>().is_err());
         assert!("".parse::<Location>().is_err());
     }

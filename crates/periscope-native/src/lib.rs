@@ -21,6 +21,7 @@ mod kernel;
 mod listing;
 pub mod maps;
 pub mod messages;
+mod pending;
 pub mod probe;
 pub mod process;
 mod repeat;

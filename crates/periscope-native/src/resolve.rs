@@ -15,6 +15,9 @@ pub struct ResolvedProbe {
     pub sites: Vec<Site>,
     /// A replay probe's FROM and UNTIL sites: where each begins in `sites`.
     pub replay: Option<ReplaySites>,
+    /// Pending: its location is in no object loaded yet (`sites` is empty); what the user is
+    /// told. See [`resolve_or_pending`].
+    pub pending: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +61,7 @@ pub fn resolve(target: &Target, mut spec: ProbeSpec) -> Result<ResolvedProbe, Na
             spec,
             sites,
             replay: None,
+            pending: None,
         });
     };
     let mut sites = sites_for(target, &spec.location, &spec.expressions())?;
@@ -86,7 +90,29 @@ pub fn resolve(target: &Target, mut spec: ProbeSpec) -> Result<ResolvedProbe, Na
         spec,
         sites,
         replay: Some(ReplaySites { from, until }),
+        pending: None,
     })
+}
+
+/// [`resolve`], except that a location found in no loaded object (a library the process has
+/// not loaded yet) gives a pending probe, with no sites and the message the user is told
+/// (see [`crate::pending`]). Replay probes and failure probes are never pending.
+pub fn resolve_or_pending(target: &Target, spec: ProbeSpec) -> Result<ResolvedProbe, NativeError> {
+    let plain = spec.replay().is_none() && !matches!(spec.action, Action::Failures { .. });
+    let location = spec.location.clone();
+    let kept = plain.then(|| spec.clone());
+    match resolve(target, spec) {
+        Err(e) => match (kept, crate::pending::pending_reason(target, &location, &e)) {
+            (Some(spec), Some(message)) => Ok(ResolvedProbe {
+                spec,
+                sites: Vec::new(),
+                replay: None,
+                pending: Some(message),
+            }),
+            _ => Err(e),
+        },
+        ok => ok,
+    }
 }
 
 /// A Go runtime function where a failure is caught before anything unwinds.
@@ -149,6 +175,7 @@ fn resolve_failures(target: &Target, spec: ProbeSpec) -> Result<ResolvedProbe, N
         spec,
         sites,
         replay: None,
+        pending: None,
     })
 }
 

@@ -1,7 +1,7 @@
 //! Native code behind the runtime seam: [`NativeRuntime`] reads ELF and DWARF
 //! ([`Target`]) and attaches with a [`Session`] (ptrace and eBPF uprobes).
 
-use crate::resolve::resolve;
+use crate::resolve::{resolve, resolve_or_pending};
 use crate::target::{Target, TargetCache};
 use crate::Session;
 use periscope_runtime::{
@@ -83,7 +83,7 @@ impl Runtime for NativeRuntime {
         let target = Self::target_of(code)?;
         let mut resolved = Vec::with_capacity(probes.len());
         for p in probes {
-            resolved.push(resolve(&target, p)?);
+            resolved.push(resolve_or_pending(&target, p)?);
         }
         Ok(Box::new(Session::start_resolved(
             target, resolved, options,

@@ -10,10 +10,10 @@ use crate::engine::{self, watchdog, Command, Engine};
 use crate::error::NativeError;
 use crate::kernel::{self, Kernel, PlanData};
 use crate::probe::{
-    EngineChoice, EngineEvent, EngineUsed, ProbeSpec, SessionOptions, Summary, Tallies, Tally,
-    WatchSignals,
+    EngineChoice, EngineEvent, EngineUsed, ProbeSpec, ProbeState, SessionOptions, Summary, Tallies,
+    Tally, WatchSignals,
 };
-use crate::resolve::{resolve, ResolvedProbe};
+use crate::resolve::{resolve, resolve_or_pending, ResolvedProbe};
 use crate::target::Target;
 use nix::sys::eventfd::EventFd;
 use nix::sys::signal::{SigSet, Signal};
@@ -97,7 +97,7 @@ impl Session {
         let target = Target::attach_view(pid)?;
         let mut probes = Vec::new();
         for spec in specs {
-            probes.push(resolve(&target, spec)?);
+            probes.push(resolve_or_pending(&target, spec)?);
         }
         Self::start_resolved(target, probes, options)
     }
@@ -169,6 +169,28 @@ impl Session {
     fn route(&self, mut probe: ResolvedProbe) -> Result<Route, NativeError> {
         let choice = probe.spec.engine;
         let needs_kernel = kernel::needs_kernel(&probe.spec);
+        if let Some(pending) = &probe.pending {
+            // A pending probe waits on the ptrace engine, which watches the loader with a
+            // breakpoint at `r_brk` and arms it when its library is mapped (`engine/loader.rs`).
+            // The kernel could watch the loader too (a uprobe on `_dl_debug_state` telling user
+            // space), but arming is then a second path: re-indexing, resolving, and forgetting
+            // sites at `dlclose` would all be done twice, and the uprobe cannot hold the
+            // thread until the new library is known. So probes that must run in the kernel
+            // cannot be pending.
+            if choice == EngineChoice::Bpf || needs_kernel {
+                return Err(NativeError::Kernel(format!(
+                    "probe {} is {pending}; a probe on a library not loaded yet runs on the ptrace engine, which watches the loader, and this one runs only in the kernel{}: start it once the library is loaded",
+                    probe.spec.id,
+                    if needs_kernel { " (a duration)" } else { " (--engine bpf)" }
+                )));
+            }
+            return Ok(Route::Ptrace(
+                probe,
+                EngineUsed::PtraceBecause(
+                    "pending: the ptrace engine watches the loader for its library".into(),
+                ),
+            ));
+        }
         if choice == EngineChoice::Ptrace {
             if needs_kernel {
                 return Err(NativeError::Kernel(
@@ -374,6 +396,10 @@ impl Session {
                     t.push(Tally {
                         probe: p.spec.id.clone(),
                         engine: engine.clone(),
+                        state: p
+                            .pending
+                            .clone()
+                            .map_or(ProbeState::Active, ProbeState::Pending),
                         ..Tally::default()
                     });
                     t.len() - 1
@@ -452,7 +478,7 @@ impl Session {
     /// Adds a probe to the running session. Returns the number of code addresses it covers,
     /// or why it cannot go in (the location or an expression does not resolve here).
     pub fn add_probe(&self, spec: ProbeSpec) -> Result<usize, NativeError> {
-        let probe = resolve(&self.target, spec)?;
+        let probe = resolve_or_pending(&self.target, spec)?;
         match self.route(probe)? {
             Route::Kernel(p, plans) => self.kernel_add_or_ptrace(p, plans).map(|(n, _)| n),
             Route::Ptrace(p, why) => {

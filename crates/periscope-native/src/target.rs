@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// One mapping of a file: (start, end, file offset).
-type Mapping = (u64, u64, u64);
+pub(crate) type Mapping = (u64, u64, u64);
 
 /// One object file as mapped into the target.
 #[derive(Clone)]
@@ -20,6 +20,9 @@ pub struct LoadedObject {
     pub bias: u64,
     /// The run-time address ranges of its mappings.
     pub ranges: Vec<(u64, u64)>,
+    /// `dlclose` unmapped it: nothing resolves to it any more (its slot in
+    /// [`Target::objects`] stays, so the indexes of the others do not move).
+    pub unloaded: bool,
 }
 
 /// Cheap to clone: the indexes are shared.
@@ -85,49 +88,10 @@ impl Target {
     pub fn attach_view(pid: u32) -> Result<Target, NativeError> {
         let maps = crate::maps::read(pid)?;
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-        // Mapped path → its mappings as (start, end, file offset).
-        let mut by_path: Vec<(String, Vec<Mapping>)> = Vec::new();
-        for m in maps {
-            if m.inode == 0 || !m.path.starts_with('/') {
-                continue;
-            }
-            let entry = (m.start, m.end, m.offset);
-            match by_path.iter_mut().find(|(p, _)| *p == m.path) {
-                Some((_, v)) => v.push(entry),
-                None => by_path.push((m.path, vec![entry])),
-            }
-        }
-        let mut objects = Vec::new();
-        for (path, maps) in by_path {
-            // Open through /proc/PID/root so processes in other mount namespaces (containers)
-            // resolve to their own files; the executable through /proc/PID/exe.
-            let is_exe = exe.as_ref().is_some_and(|e| e.to_string_lossy() == path);
-            let open_path = if is_exe {
-                PathBuf::from(format!("/proc/{pid}/exe"))
-            } else {
-                PathBuf::from(format!("/proc/{pid}/root{path}"))
-            };
-            let root = PathBuf::from(format!("/proc/{pid}/root"));
-            let index = match ObjectIndex::open_as(&open_path, Path::new(&path), Some(&root)) {
-                Ok(i) => i,
-                Err(_) => continue, // not ELF (a font, a locale archive): nothing to probe
-            };
-            let bias = maps
-                .iter()
-                .find_map(|(lo, _, off)| {
-                    index
-                        .segments
-                        .iter()
-                        .find(|s| *off >= s.offset & !0xfff && *off < s.offset + s.filesz.max(1))
-                        .map(|s| lo.wrapping_sub(s.vaddr.wrapping_add(*off).wrapping_sub(s.offset)))
-                })
-                .unwrap_or(0);
-            objects.push(LoadedObject {
-                index: Arc::new(index),
-                bias,
-                ranges: maps.iter().map(|(lo, hi, _)| (*lo, *hi)).collect(),
-            });
-        }
+        let objects: Vec<LoadedObject> = mapped_files(maps)
+            .into_iter()
+            .filter_map(|(path, maps)| load_object(pid, exe.as_deref(), &path, &maps))
+            .collect();
         if objects.is_empty() {
             return Err(NativeError::NoSuchProcess { pid });
         }
@@ -146,6 +110,7 @@ impl Target {
                 index: Arc::new(index),
                 bias: 0,
                 ranges: Vec::new(),
+                unloaded: false,
             }],
         })
     }
@@ -167,7 +132,7 @@ impl Target {
             .objects
             .iter()
             .enumerate()
-            .filter(|(_, o)| o.index.has_debug_info && !o.index.rows.is_empty())
+            .filter(|(_, o)| !o.unloaded && o.index.has_debug_info && !o.index.rows.is_empty())
             .collect();
         if v.is_empty() {
             return Err(self.no_line_tables());
@@ -195,7 +160,9 @@ impl Target {
         self.objects
             .iter()
             .enumerate()
-            .filter(|(_, o)| !o.index.functions.is_empty() && o.index.has_debug_info == dwarf)
+            .filter(|(_, o)| {
+                !o.unloaded && !o.index.functions.is_empty() && o.index.has_debug_info == dwarf
+            })
             .collect()
     }
 
@@ -324,7 +291,21 @@ impl Target {
     }
 
     fn resolve_function(&self, name: &str) -> Result<Vec<Site>, NativeError> {
-        let dwarf = self.function_sources(true);
+        let mut dwarf = self.function_sources(true);
+        let mut symbols = self.function_sources(false);
+        let mut name = name;
+        if let Some((library, function)) = periscope_core::location::library_function(name) {
+            // `libplugin.so:compute`: that library's functions only.
+            let libraries = self.libraries_named(library);
+            if libraries.is_empty() {
+                return Err(NativeError::Location(format!(
+                    "no library `{library}` is loaded in this process"
+                )));
+            }
+            dwarf.retain(|(oi, _)| libraries.contains(oi));
+            symbols.retain(|(oi, _)| libraries.contains(oi));
+            name = function;
+        }
         match self.resolve_function_in(name, &dwarf) {
             Err(NativeError::Location(why)) => {
                 // A C alias (`write` of glibc's `__libc_write`): the DWARF function at the
@@ -332,7 +313,6 @@ impl Target {
                 if let Some(sites) = self.resolve_alias(name, &dwarf) {
                     return Ok(sites);
                 }
-                let symbols = self.function_sources(false);
                 if symbols.is_empty() {
                     return Err(NativeError::Location(why));
                 }
@@ -630,6 +610,59 @@ impl Target {
             None => format!("{addr:#x}"),
         }
     }
+}
+
+/// The files mapped into a process, each with its mappings as (start, end, file offset), in
+/// the order of the maps (the executable first).
+pub(crate) fn mapped_files(maps: Vec<crate::maps::Mapping>) -> Vec<(String, Vec<Mapping>)> {
+    let mut by_path: Vec<(String, Vec<Mapping>)> = Vec::new();
+    for m in maps {
+        if m.inode == 0 || !m.path.starts_with('/') {
+            continue;
+        }
+        let entry = (m.start, m.end, m.offset);
+        match by_path.iter_mut().find(|(p, _)| *p == m.path) {
+            Some((_, v)) => v.push(entry),
+            None => by_path.push((m.path, vec![entry])),
+        }
+    }
+    by_path
+}
+
+/// Indexes one mapped file of a process with its load bias; `None` when it is not ELF (a
+/// font, a locale archive: nothing to probe). Also used when the loader maps a library later.
+pub(crate) fn load_object(
+    pid: u32,
+    exe: Option<&Path>,
+    path: &str,
+    maps: &[Mapping],
+) -> Option<LoadedObject> {
+    // Open through /proc/PID/root so processes in other mount namespaces (containers)
+    // resolve to their own files; the executable through /proc/PID/exe.
+    let is_exe = exe.is_some_and(|e| e.to_string_lossy() == path);
+    let open_path = if is_exe {
+        PathBuf::from(format!("/proc/{pid}/exe"))
+    } else {
+        PathBuf::from(format!("/proc/{pid}/root{path}"))
+    };
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let index = ObjectIndex::open_as(&open_path, Path::new(path), Some(&root)).ok()?;
+    let bias = maps
+        .iter()
+        .find_map(|(lo, _, off)| {
+            index
+                .segments
+                .iter()
+                .find(|s| *off >= s.offset & !0xfff && *off < s.offset + s.filesz.max(1))
+                .map(|s| lo.wrapping_sub(s.vaddr.wrapping_add(*off).wrapping_sub(s.offset)))
+        })
+        .unwrap_or(0);
+    Some(LoadedObject {
+        index: Arc::new(index),
+        bias,
+        ranges: maps.iter().map(|(lo, hi, _)| (*lo, *hi)).collect(),
+        unloaded: false,
+    })
 }
 
 /// `file:line` of a declaration, else the object file it is in (a library without source).

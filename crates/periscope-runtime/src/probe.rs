@@ -183,10 +183,19 @@ pub enum EndReason {
 pub enum EngineEvent {
     /// A log line, snapshot, failure or probe error.
     Event(Body),
-    /// A probe stopped taking hits: its breakpoints are out, the others go on.
+    /// A probe stopped taking hits: its breakpoints are out, the others go on. With
+    /// [`ProbeState::Pending`], the library it was in was unloaded: it arms again
+    /// ([`EngineEvent::ProbeArmed`]) when a library that has its location is loaded.
     ProbeStopped {
         probe: String,
         state: ProbeState,
+    },
+    /// A pending probe was placed: a library that has its location was loaded. `message`
+    /// says where (the library, the address).
+    ProbeArmed {
+        probe: String,
+        sites: usize,
+        message: String,
     },
     Ended(EndReason),
 }
@@ -204,6 +213,10 @@ pub enum ProbeState {
     Failed(String),
     /// Removed by [`crate::Attachment::remove_probe`].
     Removed,
+    /// Not placed yet: its location is in no object the process has loaded. It is placed when
+    /// the process loads a library that has it (`dlopen`), and is pending again after that
+    /// library is unloaded. The message says so, for the user.
+    Pending(String),
 }
 
 /// A probe whose condition cannot be evaluated on this many hits in a row is stopped: it

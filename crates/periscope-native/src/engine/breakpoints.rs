@@ -151,6 +151,28 @@ impl Breakpoints {
         Some(self.retired.entry(addr).or_insert(bp))
     }
 
+    /// Forgets every breakpoint in `[lo, hi)`, live or retired, and the probe sites there,
+    /// writing nothing: the code there was unmapped (`dlclose`). Returns their addresses.
+    pub(crate) fn forget_range(&mut self, lo: u64, hi: u64) -> Vec<u64> {
+        let inside = |a: &u64| *a >= lo && *a < hi;
+        let mut gone: Vec<u64> = self.live.keys().copied().filter(inside).collect();
+        gone.extend(self.retired.keys().copied().filter(inside));
+        let mut originals = self.originals.lock().unwrap_or_else(|p| p.into_inner());
+        for a in &gone {
+            self.live.remove(a);
+            self.retired.remove(a);
+            originals.remove(a);
+        }
+        self.sites.retain(|a, _| !inside(a));
+        gone
+    }
+
+    /// Drops probe `pi`'s sites at `addr`, leaving the breakpoint in place even when no probe
+    /// is left there (it is re-armed at once).
+    pub(crate) fn drop_site(&mut self, addr: u64, pi: usize) {
+        self.remove_site(addr, pi);
+    }
+
     /// Forgets every breakpoint (after the bytes were written back).
     pub(crate) fn clear(&mut self) {
         self.live.clear();
@@ -192,30 +214,36 @@ impl Engine {
                     cfa,
                 },
             );
-            if self.breakpoints.is_live(addr) {
-                continue;
-            }
-            if self.breakpoints.revive(addr) {
-                self.mem.write(addr, &[0xcc])?;
-                continue;
-            }
-            let mut code = [0u8; 16];
-            self.mem
-                .read(addr, &mut code)
-                .map_err(|e| NativeError::Breakpoint {
-                    address: addr,
-                    reason: e.to_string(),
-                })?;
-            let slot = self.scratch.next_slot(object, addr)?;
-            let (bp, slot_code) = trap::plan(addr, &code, slot)?;
-            if let Some(c) = slot_code {
-                self.mem.write(slot, &c)?;
-                self.scratch.use_slot(object);
-            }
-            self.register_failsafe(addr, bp.original[0])?;
-            self.mem.write(addr, &[0xcc])?;
-            self.breakpoints.insert(bp);
+            self.place(addr, object)?;
         }
+        Ok(())
+    }
+
+    /// Puts our `int3` at `addr` in `object` (its scratch area mapped), unless one is there:
+    /// a retired one is put back in service, else the displaced instruction is planned.
+    pub(crate) fn place(&mut self, addr: u64, object: usize) -> Result<(), NativeError> {
+        if self.breakpoints.is_live(addr) {
+            return Ok(());
+        }
+        if self.breakpoints.revive(addr) {
+            return self.mem.write(addr, &[0xcc]);
+        }
+        let mut code = [0u8; 16];
+        self.mem
+            .read(addr, &mut code)
+            .map_err(|e| NativeError::Breakpoint {
+                address: addr,
+                reason: e.to_string(),
+            })?;
+        let slot = self.scratch.next_slot(object, addr)?;
+        let (bp, slot_code) = trap::plan(addr, &code, slot)?;
+        if let Some(c) = slot_code {
+            self.mem.write(slot, &c)?;
+            self.scratch.use_slot(object);
+        }
+        self.register_failsafe(addr, bp.original[0])?;
+        self.mem.write(addr, &[0xcc])?;
+        self.breakpoints.insert(bp);
         Ok(())
     }
 
@@ -225,7 +253,7 @@ impl Engine {
     pub(crate) fn disarm(&mut self, pi: usize) {
         let addrs: Vec<u64> = self.probes[pi].sites.iter().map(|s| s.address).collect();
         for addr in addrs {
-            if self.breakpoints.remove_site(addr, pi) {
+            if self.breakpoints.remove_site(addr, pi) && !self.is_loader_breakpoint(addr) {
                 self.unpatch(addr);
             }
         }

@@ -63,6 +63,15 @@ impl Engine {
             return;
         };
         let addr = regs.rip.wrapping_sub(1);
+        if self.is_loader_breakpoint(addr) && self.breakpoints.is_live(addr) {
+            // The loader changed the list of objects; a probe of the user's may be here too.
+            self.on_loader_stop(tid);
+            if self.breakpoints.sites_at(addr).is_empty() {
+                regs.rip = addr;
+                self.resume_past(tid, addr, regs);
+                return;
+            }
+        }
         if !self.breakpoints.is_live(addr) {
             if self.breakpoints.is_retired(addr) {
                 // It hit a breakpoint removed since: run the original instruction.

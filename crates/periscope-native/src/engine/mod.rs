@@ -18,6 +18,7 @@
 //! | `forks` | fork children released with their original code |
 //! | `goroutine` | Go: the goroutine a stopped thread runs |
 //! | `replay` | verify's copies of the process, run with a candidate fix |
+//! | `loader` | the dynamic loader's breakpoint; libraries loaded and unloaded; pending probes |
 //! | `leave` | teardown |
 //! | `affinity` | the tracer's CPU |
 //! | `watchdog` | the last resort when the engine stops making progress |
@@ -30,6 +31,7 @@ mod goroutine;
 mod hit;
 mod intents;
 mod leave;
+mod loader;
 mod remote;
 mod replay;
 mod scratch;
@@ -81,6 +83,10 @@ pub(crate) struct Engine {
     target: Target,
     probes: Vec<ResolvedProbe>,
     done: Vec<bool>,
+    /// Per probe: pending (in no object loaded yet), with what the user is told.
+    pending: Vec<Option<String>>,
+    /// The loader's breakpoint, once a probe is pending (see `loader`).
+    loader: Option<loader::Loader>,
     tx: SyncSender<EngineEvent>,
     tallies: Tallies,
     /// Where each probe's tally is in `tallies` (shared with the kernel engine's probes).
@@ -138,11 +144,14 @@ impl Engine {
         heartbeat: Arc<watchdog::Heartbeat>,
     ) -> Engine {
         let n = probes.len();
+        let pending = probes.iter().map(|p| p.pending.clone()).collect();
         Engine {
             pid,
             target,
             probes,
             done: vec![false; n],
+            pending,
+            loader: None,
             tx,
             tallies,
             tally_at,
@@ -256,6 +265,9 @@ impl Engine {
             }
             self.arm(pi)?;
         }
+        if self.pending.iter().any(Option::is_some) {
+            self.watch_loader()?;
+        }
         Ok(())
     }
 
@@ -281,18 +293,29 @@ impl Engine {
         let sites = resolved.sites.len();
         let pi = self.probes.len();
         let id = resolved.spec.id.clone();
+        let pending = resolved.pending.clone();
         self.probes.push(resolved);
         self.done.push(false);
+        self.pending.push(pending.clone());
         {
             let mut t = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
             self.tally_at.push(t.len());
             t.push(Tally {
                 probe: id,
                 engine,
+                state: pending
+                    .clone()
+                    .map_or(ProbeState::Active, ProbeState::Pending),
                 ..Tally::default()
             });
         }
-        if let Err(e) = self.arm(pi) {
+        let armed = match pending {
+            // The session's index is the one made at attach; this engine's knows the
+            // libraries loaded since, where the probe may be already.
+            Some(_) => self.watch_loader().map(|()| self.arm_pending()),
+            None => self.arm(pi),
+        };
+        if let Err(e) = armed {
             self.done[pi] = true;
             self.disarm(pi);
             self.tally(pi, |t| t.state = ProbeState::Removed);
@@ -373,6 +396,7 @@ impl Engine {
             if self.run_commands() {
                 return EndReason::Requested;
             }
+            self.take_indexed();
             if !self.keep_alive && self.done.iter().all(|d| *d) && !self.done.is_empty() {
                 // Every probe ended: by its hit limit, or (said as the session's error) because
                 // its condition kept failing.

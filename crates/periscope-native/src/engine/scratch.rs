@@ -76,6 +76,18 @@ impl ScratchAreas {
     pub(crate) fn clear(&mut self) {
         self.areas.clear();
     }
+
+    /// Forgets `object`'s area (its object was unloaded) and returns its base to unmap;
+    /// `None` when it has none, or when it holds the fail-safe handler, which stays until
+    /// teardown (the other objects' breakpoints need it).
+    pub(crate) fn release(&mut self, object: usize) -> Option<u64> {
+        let base = self.areas.get(&object)?.base;
+        if self.failsafe == Some(base) {
+            return None;
+        }
+        self.areas.remove(&object);
+        Some(base)
+    }
 }
 
 impl Engine {
@@ -196,7 +208,15 @@ impl Engine {
         let count = self
             .mem
             .read_u64(base + failsafe::COUNT_OFFSET)
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .min(failsafe::MAX_ENTRIES);
+        // An entry freed by an unloaded library (address 0) is used again: original first,
+        // then the address, so the handler never matches a half-written entry.
+        if let Some(entry) = self.failsafe_entry(base, count, 0) {
+            self.mem
+                .write(entry + 8, &u64::from(original).to_le_bytes())?;
+            return self.mem.write(entry, &addr.to_le_bytes());
+        }
         if count >= failsafe::MAX_ENTRIES {
             return Err(NativeError::Breakpoint {
                 address: addr,
@@ -212,6 +232,37 @@ impl Engine {
             .write(entry + 8, &u64::from(original).to_le_bytes())?;
         self.mem
             .write(base + failsafe::COUNT_OFFSET, &(count + 1).to_le_bytes())
+    }
+
+    /// Takes breakpoints whose code was unmapped out of the fail-safe table: their address
+    /// becomes 0, which no trap has, so neither the handler nor the next attach writes the
+    /// old bytes into whatever is mapped there later.
+    pub(crate) fn unregister_failsafe(&mut self, addrs: &[u64]) {
+        let Some(base) = self.scratch.failsafe_base() else {
+            return;
+        };
+        let count = self
+            .mem
+            .read_u64(base + failsafe::COUNT_OFFSET)
+            .unwrap_or(0)
+            .min(failsafe::MAX_ENTRIES);
+        for &a in addrs {
+            if let Some(entry) = self.failsafe_entry(base, count, a) {
+                let _ = self.mem.write(entry, &0u64.to_le_bytes());
+            }
+        }
+    }
+
+    /// The first of the table's `count` entries whose address is `addr`.
+    fn failsafe_entry(&self, base: u64, count: u64, addr: u64) -> Option<u64> {
+        let mut table = vec![0u8; (count * 16) as usize];
+        self.mem
+            .read(base + failsafe::ENTRIES_OFFSET, &mut table)
+            .ok()?;
+        table
+            .chunks_exact(16)
+            .position(|e| e[..8] == addr.to_le_bytes())
+            .map(|i| base + failsafe::ENTRIES_OFFSET + i as u64 * 16)
     }
 
     /// Gives SIGTRAP back its default action, if the fail-safe took it.

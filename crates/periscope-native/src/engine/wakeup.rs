@@ -71,6 +71,11 @@ impl Wakeup {
         }
     }
 
+    /// The eventfd that wakes this tracer, for threads of its own that finish work for it.
+    pub(crate) fn waker(&self) -> Arc<EventFd> {
+        self.wake.clone()
+    }
+
     /// Resets the wake-up counter. Call it before looking for work, so a wake-up that comes
     /// after the look is not lost.
     pub(crate) fn reset(&self) {

@@ -14,8 +14,8 @@ use periscope_core::event::{Body, Event};
 use periscope_core::redact::Redactor;
 use periscope_core::render;
 use periscope_runtime::{
-    Action, Attachment, Code, EndReason, EngineEvent, EngineProbe, Limits, ProbeSpec, RuntimeKind,
-    SessionOptions, Tallies,
+    Action, Attachment, Code, EndReason, EngineEvent, EngineProbe, Limits, ProbeSpec, ProbeState,
+    RuntimeKind, SessionOptions, Tallies,
 };
 use std::io::Write;
 use std::sync::Arc;
@@ -130,10 +130,24 @@ pub(crate) fn start(pid: u32, spec: ProbeSpec, output: &Output) -> Result<Sessio
             "periscope: removed what an earlier periscope that was killed left in pid {pid} (breakpoints, call stubs, ended replay copies)"
         ));
     }
-    note(&format!(
-        "periscope: probing pid {pid} at {location} ({sites} code address{}, engine: {engine}); Ctrl-C to stop",
-        if sites == 1 { "" } else { "es" }
-    ));
+    let pending = session
+        .tallies()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .first()
+        .and_then(|t| match &t.state {
+            ProbeState::Pending(m) => Some(m.clone()),
+            _ => None,
+        });
+    match pending {
+        Some(message) => note(&format!(
+            "periscope: probe at {location} in pid {pid} is {message}; Ctrl-C to stop"
+        )),
+        None => note(&format!(
+            "periscope: probing pid {pid} at {location} ({sites} code address{}, engine: {engine}); Ctrl-C to stop",
+            if sites == 1 { "" } else { "es" }
+        )),
+    }
     Ok(session)
 }
 
@@ -204,8 +218,15 @@ pub(crate) fn pump(
                 Err(_) => return Ok(None),
             },
         };
-        if let EngineEvent::Ended(reason) = ev {
-            return Ok(Some(reason));
+        // A pending probe's library was loaded, or unloaded: said as it happens.
+        match &ev {
+            EngineEvent::Ended(reason) => return Ok(Some(reason.clone())),
+            EngineEvent::ProbeArmed { message, .. } => note(&format!("periscope: probe {message}")),
+            EngineEvent::ProbeStopped {
+                state: ProbeState::Pending(message),
+                ..
+            } => note(&format!("periscope: probe {message}")),
+            _ => {}
         }
         if let Err(e) = on_event(ev) {
             // The reader went away (`periscope log … | head`): a normal way to end.

@@ -297,6 +297,32 @@ pub fn libscore() -> PathBuf {
     )
 }
 
+/// A host that dlopen()s a plugin when told on stdin (`open`, `close`, `quit`), built with
+/// default flags.
+pub fn dlhost() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    build("dlhost", &C, |src, out| {
+        run(Command::new("gcc")
+            .arg("-g")
+            .arg("-o")
+            .arg(out)
+            .arg(src.join("dlhost.c"))
+            .arg("-ldl"))
+    })
+}
+
+/// The plugin dlhost loads, as a shared library is built by default (`gcc -g -shared -fPIC`).
+pub fn libplugin() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    compiled(
+        "libplugin.so",
+        &C,
+        "gcc",
+        &["-g", "-shared", "-fPIC"],
+        "plugin.c",
+    )
+}
+
 fn jobs(name: &str, cell: &'static OnceLock<PathBuf>, extra: &[&str]) -> PathBuf {
     let lib = libscore();
     let libdir = lib.parent().expect("lib dir").to_path_buf();
