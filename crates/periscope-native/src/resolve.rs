@@ -210,21 +210,31 @@ fn sites_for(
             }
         }
         if site.unit == crate::index::NO_UNIT {
+            let index = &target.objects[site.object].index;
+            let offered = if site.visible.vars.is_empty() {
+                "none here (not the function's entry)".to_string()
+            } else {
+                site.visible
+                    .vars
+                    .iter()
+                    .map(|v| format!("{{{}}}", v.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let go = index.go_pclntab.is_some();
+            let (whose, keep) = if go {
+                (
+                    format!("{}:{} ({})", site.file.display(), site.line, site.function),
+                    " (a Go binary built with `-ldflags=-w`, or `-s -w`: build it without `-w` to read variables by name)",
+                )
+            } else {
+                (site.function.clone(), "")
+            };
             return Err(NativeError::Expression(format!(
-                "`{}` cannot be read at {}: {} has no DWARF debug info, so a probe reads the arguments by position only, at the function's entry: {} (the System V x86-64 integer argument registers rdi, rsi, rdx, rcx, r8, r9, as 64-bit integers)",
+                "`{}` cannot be read at {whose}: {} has no DWARF debug info{keep}, so a probe reads the arguments by position only, at a function's entry: {offered} ({})",
                 missing.join("`, `"),
-                site.function,
-                target.objects[site.object].index.path.display(),
-                if site.visible.vars.is_empty() {
-                    "none here (not the function's entry)".to_string()
-                } else {
-                    site.visible
-                        .vars
-                        .iter()
-                        .map(|v| format!("{{{}}}", v.name))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
+                index.path.display(),
+                crate::index::abi::described(go),
             )));
         }
         let mut visible: Vec<&str> = site.visible.vars.iter().map(|v| v.name.as_str()).collect();

@@ -53,7 +53,7 @@ impl Site {
     /// `file.rs:LINE`, the file by its name alone, as events name their location.
     pub fn short_location(&self) -> String {
         // A function known by its symbol alone has no source line: it goes by its name.
-        if self.unit == crate::index::NO_UNIT {
+        if self.unit == crate::index::NO_UNIT && self.line == 0 {
             return self.function.clone();
         }
         let file = self
@@ -132,7 +132,7 @@ impl Target {
             .objects
             .iter()
             .enumerate()
-            .filter(|(_, o)| !o.unloaded && o.index.has_debug_info && !o.index.rows.is_empty())
+            .filter(|(_, o)| !o.unloaded && o.index.has_line_tables())
             .collect();
         if v.is_empty() {
             return Err(self.no_line_tables());
@@ -177,7 +177,7 @@ impl Target {
         let main = &self.main_object().index;
         let by_symbol = main.symbols_only() && matches!(location, Location::Function(_));
         match result {
-            Err(NativeError::Location(_)) if !main.has_debug_info && !by_symbol => {
+            Err(NativeError::Location(_)) if !main.has_line_tables() && !by_symbol => {
                 Err(self.no_line_tables())
             }
             other => other,
@@ -539,6 +539,9 @@ impl Target {
     fn site(&self, oi: usize, file_address: u64, line: Option<(PathBuf, u32)>) -> Option<Site> {
         let o = &self.objects[oi];
         let idx = &o.index;
+        if idx.go_pclntab.is_some() {
+            return self.pclntab_site(oi, file_address, line);
+        }
         if idx.symbols_only() {
             return self.symbol_site(oi, file_address);
         }
@@ -588,6 +591,46 @@ impl Target {
             function: f.name.clone(),
             visible: Visible {
                 vars,
+                scope_id: gimli::UnitOffset(f.low_pc as usize),
+                frame_base: None,
+            },
+        })
+    }
+
+    /// A site in a Go binary without DWARF: its line from the pclntab, and Go's arguments by
+    /// position at a function's entry (up to the end of its prologue, where a function probe
+    /// goes; the registers are the arguments until the body runs).
+    fn pclntab_site(
+        &self,
+        oi: usize,
+        file_address: u64,
+        line: Option<(PathBuf, u32)>,
+    ) -> Option<Site> {
+        let o = &self.objects[oi];
+        let idx = &o.index;
+        let f = idx.function_at(file_address)?;
+        let (file, line) = match line {
+            Some(l) => l,
+            None => idx
+                .row_at(file_address)
+                .and_then(|r| Some((idx.files.get(r.file as usize)?.clone(), r.line)))
+                .unwrap_or_else(|| (idx.path.clone(), 0)),
+        };
+        let entry = file_address >= f.low_pc && file_address <= idx.after_prologue(f);
+        Some(Site {
+            object: oi,
+            address: file_address.wrapping_add(o.bias),
+            file_address,
+            unit: crate::index::NO_UNIT,
+            file,
+            line,
+            function: f.name.clone(),
+            visible: Visible {
+                vars: if entry {
+                    crate::index::abi::go_arguments()
+                } else {
+                    Vec::new()
+                },
                 scope_id: gimli::UnitOffset(f.low_pc as usize),
                 frame_base: None,
             },

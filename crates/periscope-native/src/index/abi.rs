@@ -2,6 +2,12 @@
 //! x86-64 ABI has the first six integer (and pointer) arguments in rdi, rsi, rdx, rcx, r8 and r9.
 //! They are offered as `arg0`…`arg5`, 64-bit unsigned integers (as bpftrace's uprobes do), and
 //! read like any variable: a DWARF location naming the register, a type made here.
+//!
+//! Go has its own register ABI (ABIInternal, Go 1.17+): the integer arguments go in rax, rbx,
+//! rcx, rdi, rsi, r8, r9, r10, r11, offered as `arg0`…`arg8`. A Go argument wider than a
+//! word takes several of them in order: a string is its pointer then its length, a slice its
+//! pointer, length and capacity, an interface its type and data words; a float goes in an X
+//! register and takes none of these.
 
 use super::scope::{TypeRef, Var};
 use super::types::{Type, TypeKind};
@@ -17,10 +23,31 @@ pub const ARG_TYPE: TypeRef = TypeRef {
     offset: gimli::UnitOffset(0),
 };
 
+/// DWARF register numbers of Go's integer argument registers: rax, rbx, rcx, rdi, rsi, r8,
+/// r9, r10, r11.
+const GO_ARG_REGS: [u8; 9] = [0, 3, 2, 5, 4, 8, 9, 10, 11];
+
 /// `arg0`…`arg5`, valid at a function's first instruction.
 pub fn arguments() -> Vec<Var> {
-    ARG_REGS
-        .iter()
+    by_registers(&ARG_REGS)
+}
+
+/// Go's `arg0`…`arg8`, valid from a function's entry to the end of its prologue.
+pub fn go_arguments() -> Vec<Var> {
+    by_registers(&GO_ARG_REGS)
+}
+
+/// How the arguments of a function without DWARF are read, for messages.
+pub fn described(go: bool) -> &'static str {
+    if go {
+        "Go's register ABI: rax, rbx, rcx, rdi, rsi, r8, r9, r10, r11, as 64-bit integers; a string argument takes two (pointer, length), a slice three (pointer, length, capacity), a float none"
+    } else {
+        "the System V x86-64 integer argument registers rdi, rsi, rdx, rcx, r8, r9, as 64-bit integers"
+    }
+}
+
+fn by_registers(regs: &[u8]) -> Vec<Var> {
+    regs.iter()
         .enumerate()
         .map(|(i, reg)| {
             // DW_OP_reg0 + n: the value is in register n.

@@ -158,9 +158,23 @@ pub(super) fn open(
             .symbols()
             .find(|s| s.name() == Ok("runtime.types"))
             .map(|s| s.address()),
+        go_pclntab: None,
     };
     if has_debug_info {
         read_units(&mut index)?;
+    } else if let Some(go) = gopcln::read(&file) {
+        // Go without DWARF (`-ldflags=-w`): its runtime's own table names the functions
+        // and lines (better than a symbol table, which `-s` drops anyway).
+        match go {
+            Ok(go) => {
+                index.functions = go.functions;
+                index.rows = go.rows;
+                index.files = go.files;
+                index.inlined = go.inlined;
+                index.go_pclntab = Some(gopcln::go_version(&file).unwrap_or_default());
+            }
+            Err(e) => index.debug_notes.push(e.to_string()),
+        }
     }
     if index.functions.is_empty() {
         // No DWARF (a default `cargo build --release`, `strip --strip-debug`): the symbol

@@ -9,7 +9,9 @@ pub mod abi;
 pub mod callsite;
 pub mod debugfile;
 pub mod debuginfod;
+mod gopcln;
 mod load;
+pub mod pclntab;
 pub mod scope;
 pub mod types;
 
@@ -173,6 +175,9 @@ pub struct ObjectIndex {
     go_types: std::sync::OnceLock<GoTypes>,
     /// Go: the link-time address of `runtime.types`, which runtime type offsets count from.
     pub go_types_base: Option<u64>,
+    /// Go without DWARF (`-ldflags=-w`): the functions, lines and inlined copies come from
+    /// the runtime's pclntab ([`gopcln`]), the toolchain's version with them (`go1.22.10`).
+    pub go_pclntab: Option<String>,
 }
 
 /// The Go types the reader and the engine look up, found in one walk of the Go units.
@@ -186,6 +191,9 @@ pub struct GoTypes {
 impl ObjectIndex {
     /// The program's language: the one most of its compilation units with debug info use.
     pub fn language(&self) -> Option<Lang> {
+        if self.go_pclntab.is_some() {
+            return Some(Lang::Go);
+        }
         let mut counts: HashMap<&'static str, (usize, Lang)> = HashMap::new();
         for u in self.units.iter().filter(|u| u.lang != Lang::Other) {
             counts.entry(u.lang.name()).or_insert((0, u.lang)).0 += 1;
@@ -209,9 +217,14 @@ impl ObjectIndex {
         load::open(path, logical, root)
     }
 
-    /// Whether the functions come from the symbol table alone (no DWARF).
+    /// Whether the functions come from the symbol table alone (no DWARF), or Go's pclntab.
     pub fn symbols_only(&self) -> bool {
         !self.has_debug_info && !self.functions.is_empty()
+    }
+
+    /// Whether source lines can be placed: DWARF line tables, or a Go binary's pclntab.
+    pub fn has_line_tables(&self) -> bool {
+        (self.has_debug_info || self.go_pclntab.is_some()) && !self.rows.is_empty()
     }
 
     /// The DWARF encoding of a unit; for code without units (arguments by position), the
@@ -290,8 +303,10 @@ impl ObjectIndex {
     /// line-table row of the function (as gdb does for gcc, which rarely marks prologue ends).
     pub fn after_prologue(&self, f: &Function) -> u64 {
         let start = self.rows.partition_point(|r| r.address < f.low_pc);
+        // A sequence ending where this function starts (Go's pclntab has one per function).
         let rows: Vec<&LineRow> = self.rows[start..]
             .iter()
+            .skip_while(|r| r.end_sequence && r.address == f.low_pc)
             .take_while(|r| r.address < f.high_pc && !r.end_sequence)
             .collect();
         if let Some(r) = rows.iter().find(|r| r.prologue_end) {
@@ -325,6 +340,9 @@ impl ObjectIndex {
     }
 
     pub fn unit_lang(&self, unit: u32) -> Lang {
+        if unit == NO_UNIT && self.go_pclntab.is_some() {
+            return Lang::Go;
+        }
         self.units
             .get(unit as usize)
             .map(|u| u.lang)

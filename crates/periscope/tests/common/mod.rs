@@ -255,6 +255,34 @@ pub fn go_shop_default() -> PathBuf {
     go_shop("go-shop", &C, &[], false)
 }
 
+/// The shop as Go binaries usually ship: `-ldflags='-s -w'`, no symbol table and no DWARF,
+/// only the runtime's pclntab.
+pub fn go_shop_stripped() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    go_shop("go-shop-sw", &C, &["-ldflags=-s -w"], false)
+}
+
+pub fn go_shop_stripped_trimpath() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    go_shop(
+        "go-shop-sw-trimpath",
+        &C,
+        &["-ldflags=-s -w", "-trimpath"],
+        false,
+    )
+}
+
+pub fn go_shop_122_stripped() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    go_shop_with(
+        go_tool_122(),
+        "go-shop-1.22-sw",
+        &C,
+        &["-ldflags=-s -w"],
+        false,
+    )
+}
+
 pub fn go_shop_pie_cgo_trimpath() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
     go_shop(

@@ -1,7 +1,9 @@
 // Sample Go service for Periscope's tests: several goroutines handling requests, every value
 // kind Delve shows, a method with a pointer receiver, a generic function, and panics (one
 // recovered per request, and with `crash` as argument one that is not, once a line comes
-// on stdin; with `fatal`, a fatal error: concurrent map writes).
+// on stdin; with `fatal`, a fatal error: concurrent map writes). With `calls N`, once a line
+// comes on stdin it calls tick N times, printing each argument, then the number of calls, and
+// exits.
 //
 // Relations the tests rely on, for request n (n = 1, 2, …) in handle:
 //   req.ID == n; req.Name == "user-" + n%7; len(req.Tags) == n%4; req.Tags[i] == "t" + i;
@@ -135,6 +137,24 @@ func worker(w int, c *Cache, sleep time.Duration, wg *sync.WaitGroup) {
 	}
 }
 
+// tick takes one int argument (arg0 in Go's register ABI).
+//
+//go:noinline
+func tick(i int) int {
+	return i * 3 // PROBE: tick
+}
+
+func calls(n int) {
+	fmt.Printf("shop ready pid=%d\n", os.Getpid())
+	bufio.NewReader(os.Stdin).ReadString('\n')
+	sum := 0
+	for i := 0; i < n; i++ {
+		fmt.Printf("tick %d\n", 100+i)
+		sum += tick(100 + i)
+	}
+	fmt.Printf("calls=%d sum=%d\n", n, sum)
+}
+
 func crash() {
 	xs := []int{1, 2, 3}
 	i := len(os.Args) + 5
@@ -157,6 +177,11 @@ func racyWrites() {
 
 func main() {
 	sleep := 2 * time.Millisecond
+	if len(os.Args) > 2 && os.Args[1] == "calls" {
+		n, _ := strconv.Atoi(os.Args[2])
+		calls(n)
+		return
+	}
 	if len(os.Args) > 1 && (os.Args[1] == "crash" || os.Args[1] == "fatal") {
 		// Crashes when told to (a line on stdin), so a debugger can attach first.
 		fmt.Printf("shop ready pid=%d\n", os.Getpid())
