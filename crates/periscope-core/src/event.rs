@@ -38,6 +38,28 @@ pub enum Body {
     Error(ProbeError),
 }
 
+impl Body {
+    /// Sets the ids the process and thread have in their own pid namespace (a container's):
+    /// `ns_pid` for the process, `ns_tid` maps the host thread id of an event that has one.
+    /// `None` (the process is in our namespace) leaves them out of the JSON.
+    pub fn set_namespace_ids(&mut self, ns_pid: Option<u32>, ns_tid: impl FnOnce(u32) -> Option<u32>) {
+        let Some(ns_pid) = ns_pid else {
+            return;
+        };
+        let (pid, tid) = match self {
+            Body::Log(e) => (&mut e.ns_pid, Some((e.tid, &mut e.ns_tid))),
+            Body::Snapshot(e) => (&mut e.ns_pid, Some((e.tid, &mut e.ns_tid))),
+            Body::Error(e) => (&mut e.ns_pid, Some((e.tid, &mut e.ns_tid))),
+            Body::Count(e) => (&mut e.ns_pid, None),
+            Body::Metric(e) => (&mut e.ns_pid, None),
+        };
+        *pid = Some(ns_pid);
+        if let Some((host, slot)) = tid {
+            *slot = ns_tid(host);
+        }
+    }
+}
+
 impl Event {
     /// An event of `instance`, not stored yet.
     pub fn new(instance: impl Into<String>, body: Body) -> Event {
@@ -87,6 +109,10 @@ impl Event {
 pub struct CountEvent {
     pub ts: String,
     pub pid: u32,
+    /// The pid in the process's own pid namespace (a container's), when that is not ours;
+    /// `pid` is always the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
     #[schema(pattern = "^[^\\u0000]*$")]
     pub probe: String,
     pub location: String,
@@ -117,6 +143,10 @@ pub enum MetricKind {
 pub struct MetricEvent {
     pub ts: String,
     pub pid: u32,
+    /// The pid in the process's own pid namespace (a container's), when that is not ours;
+    /// `pid` is always the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
     #[schema(pattern = "^[^\\u0000]*$")]
     pub probe: String,
     pub location: String,
@@ -238,7 +268,14 @@ pub struct LogEvent {
     /// RFC 3339 timestamp with nanoseconds, UTC.
     pub ts: String,
     pub pid: u32,
+    /// The pid in the process's own pid namespace (a container's), when that is not ours;
+    /// `pid` is always the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
     pub tid: u32,
+    /// The thread id in the process's own pid namespace, when that is not ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_tid: Option<u32>,
     /// Go: the goroutine that hit the probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goroutine: Option<u64>,
@@ -281,7 +318,14 @@ pub struct StackFrame {
 pub struct SnapshotEvent {
     pub ts: String,
     pub pid: u32,
+    /// The pid in the process's own pid namespace (a container's), when that is not ours;
+    /// `pid` is always the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
     pub tid: u32,
+    /// The thread id in the process's own pid namespace, when that is not ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_tid: Option<u32>,
     /// Go: the goroutine whose stack this is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goroutine: Option<u64>,
@@ -317,7 +361,14 @@ pub struct Failure {
 pub struct ProbeError {
     pub ts: String,
     pub pid: u32,
+    /// The pid in the process's own pid namespace (a container's), when that is not ours;
+    /// `pid` is always the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
     pub tid: u32,
+    /// The thread id in the process's own pid namespace, when that is not ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_tid: Option<u32>,
     pub location: String,
     #[schema(pattern = "^[^\\u0000]*$")]
     pub probe: String,
@@ -345,7 +396,9 @@ mod tests {
         let log = LogEvent {
             ts: "2026-11-22T12:00:00Z".into(),
             pid: 7,
+            ns_pid: None,
             tid: 8,
+            ns_tid: None,
             goroutine: None,
             location: "main.rs:3".into(),
             probe: "p1".into(),
@@ -389,6 +442,7 @@ mod tests {
         let m = MetricEvent {
             ts: "t".into(),
             pid: 7,
+            ns_pid: None,
             probe: "p2".into(),
             location: "timed".into(),
             metric: MetricKind::Duration,

@@ -98,17 +98,22 @@ impl Target {
             }
         }
         let mut objects = Vec::new();
+        // The paths in the maps are the process's own: in a container (another mount
+        // namespace or root) they name its files, which the host may not have at all. So every
+        // file is opened through /proc/PID/root, always: for a process that sees our files it
+        // is the same file, and it is right for a chroot too. The executable through
+        // /proc/PID/exe (the very file it runs). Debug directories are looked for inside a
+        // foreign root first, then on the host (see `index/debugfile.rs`).
+        let foreign = crate::namespace::foreign_root(pid);
         for (path, maps) in by_path {
-            // Open through /proc/PID/root so processes in other mount namespaces (containers)
-            // resolve to their own files; the executable through /proc/PID/exe.
             let is_exe = exe.as_ref().is_some_and(|e| e.to_string_lossy() == path);
             let open_path = if is_exe {
                 PathBuf::from(format!("/proc/{pid}/exe"))
             } else {
                 PathBuf::from(format!("/proc/{pid}/root{path}"))
             };
-            let root = PathBuf::from(format!("/proc/{pid}/root"));
-            let index = match ObjectIndex::open_as(&open_path, Path::new(&path), Some(&root)) {
+            let index = match ObjectIndex::open_as(&open_path, Path::new(&path), foreign.as_deref())
+            {
                 Ok(i) => i,
                 Err(_) => continue, // not ELF (a font, a locale archive): nothing to probe
             };

@@ -271,7 +271,9 @@ impl Engine {
                 event = Some(LogEvent {
                     ts: now_rfc3339(),
                     pid: self.pid,
+                    ns_pid: None,
                     tid: tid as u32,
+                    ns_tid: None,
                     goroutine,
                     location,
                     probe: probe.spec.id.clone(),
@@ -306,7 +308,9 @@ impl Engine {
                 snapshot = Some(SnapshotEvent {
                     ts: now_rfc3339(),
                     pid: self.pid,
+                    ns_pid: None,
                     tid: tid as u32,
+                    ns_tid: None,
                     goroutine,
                     location: location.clone(),
                     probe: probe.spec.id.clone(),
@@ -330,7 +334,9 @@ impl Engine {
                         verify_examples.push(LogEvent {
                             ts: now_rfc3339(),
                             pid: self.pid,
+                            ns_pid: None,
                             tid: tid as u32,
+                            ns_tid: None,
                             goroutine,
                             location: location.clone(),
                             probe: probe.spec.id.clone(),
@@ -358,7 +364,9 @@ impl Engine {
                 snapshot = Some(SnapshotEvent {
                     ts: now_rfc3339(),
                     pid: self.pid,
+                    ns_pid: None,
                     tid: tid as u32,
+                    ns_tid: None,
                     goroutine,
                     location,
                     probe: probe.spec.id.clone(),
@@ -458,7 +466,9 @@ impl Engine {
         let e = ProbeError {
             ts: now_rfc3339(),
             pid: self.pid,
+            ns_pid: None,
             tid: tid as u32,
+            ns_tid: None,
             location,
             probe: self.probes[pi].spec.id.clone(),
             error,
