@@ -94,8 +94,7 @@ impl Wanted {
             return false;
         };
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(format!("/proc/{pid}/exe"))
-            .is_ok_and(|m| (m.dev(), m.ino()) == want)
+        std::fs::metadata(format!("/proc/{pid}/exe")).is_ok_and(|m| (m.dev(), m.ino()) == want)
     }
 }
 

@@ -42,7 +42,11 @@ impl Body {
     /// Sets the ids the process and thread have in their own pid namespace (a container's):
     /// `ns_pid` for the process, `ns_tid` maps the host thread id of an event that has one.
     /// `None` (the process is in our namespace) leaves them out of the JSON.
-    pub fn set_namespace_ids(&mut self, ns_pid: Option<u32>, ns_tid: impl FnOnce(u32) -> Option<u32>) {
+    pub fn set_namespace_ids(
+        &mut self,
+        ns_pid: Option<u32>,
+        ns_tid: impl FnOnce(u32) -> Option<u32>,
+    ) {
         let Some(ns_pid) = ns_pid else {
             return;
         };

@@ -15,7 +15,10 @@ use std::path::PathBuf;
 /// namespace (ours) down to the task's own.
 fn levels(status: &str, key: &str) -> Option<Vec<u32>> {
     let line = status.lines().find_map(|l| l.strip_prefix(key))?;
-    line.split_whitespace().map(str::parse).collect::<Result<_, _>>().ok()
+    line.split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()
 }
 
 /// The innermost id: the id in the task's own pid namespace, when that is not ours.

@@ -72,7 +72,12 @@ impl DebugSearch {
     /// put them for it).
     fn dirs_for(&self, root: Option<&Path>) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        for d in self.dirs.iter().map(PathBuf::as_path).chain([Path::new(SYSTEM_DEBUG_DIR)]) {
+        for d in self
+            .dirs
+            .iter()
+            .map(PathBuf::as_path)
+            .chain([Path::new(SYSTEM_DEBUG_DIR)])
+        {
             if let Some(r) = root.filter(|_| d.is_absolute()) {
                 out.push(in_root(r, d));
             }

@@ -52,8 +52,13 @@ impl Engine {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             })?;
         let flags = (libc::__WALL | libc::WNOHANG) as u64;
-        let r = self.inject_syscall(tid, libc::SYS_wait4, [seen as u64, 0, flags, 0, 0, 0], None)?;
-        Ok(if r == i64::from(seen) { i64::from(pid) } else { r })
+        let r =
+            self.inject_syscall(tid, libc::SYS_wait4, [seen as u64, 0, flags, 0, 0, 0], None)?;
+        Ok(if r == i64::from(seen) {
+            i64::from(pid)
+        } else {
+            r
+        })
     }
 
     /// Ends the copy in flight (teardown): killed and its exit collected, bounded.
