@@ -425,8 +425,23 @@ mod tests {
         assert_eq!(j["seq"], 41);
         assert_eq!(j["probe"], "p1");
         assert_eq!(j["values"]["big"]["value"], u128::MAX.to_string());
-        let back: Event = serde_json::from_value(j).unwrap();
+        let back: Event = serde_json::from_value(j.clone()).unwrap();
         assert_eq!(back, e);
+        // Outside a container the namespace ids are left out; inside one they are there.
+        assert!(
+            j.get("ns_pid").is_none() && j.get("ns_tid").is_none(),
+            "{j}"
+        );
+        e.body.set_namespace_ids(Some(1), |tid| Some(tid - 6));
+        let j = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            (j["pid"].as_u64(), j["ns_pid"].as_u64()),
+            (Some(7), Some(1))
+        );
+        assert_eq!(
+            (j["tid"].as_u64(), j["ns_tid"].as_u64()),
+            (Some(8), Some(2))
+        );
         // A local-mode event (no envelope yet) reads too.
         let local = r#"{"kind":"count","ts":"t","pid":1,"probe":"p","location":"a.rs:1","interval_seconds":1.0,"hits":2,"total":5}"#;
         let c: Event = serde_json::from_str(local).unwrap();
