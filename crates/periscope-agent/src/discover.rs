@@ -9,7 +9,10 @@ pub struct Found {
     /// Kernel start time (clock ticks since boot): with the pid, it identifies the process
     /// even after the pid is reused.
     pub start: u64,
+    /// The executable's path as the process sees it (in a container: the container's path).
     pub executable: String,
+    /// The pid in the process's own pid namespace (a container's), when that is not ours.
+    pub ns_pid: Option<u32>,
 }
 
 /// What to watch: given pids, and every process running an executable of a given name.
@@ -30,6 +33,7 @@ impl Selection {
             }
         }
         if !self.exes.is_empty() {
+            let wanted: Vec<Wanted> = self.exes.iter().map(|e| Wanted::new(e)).collect();
             let Ok(dir) = std::fs::read_dir("/proc") else {
                 return out;
             };
@@ -45,7 +49,7 @@ impl Selection {
                     continue;
                 }
                 if let Some(f) = inspect(pid) {
-                    if self.exes.iter().any(|e| exe_matches(e, &f.executable, pid)) {
+                    if wanted.iter().any(|w| w.matches(&f.executable, pid)) {
                         out.push(f);
                     }
                 }
@@ -53,6 +57,44 @@ impl Selection {
         }
         out.sort_by_key(|f| f.pid);
         out
+    }
+}
+
+/// One `--exe` pattern, with the file it names when it is a path that exists here.
+struct Wanted {
+    text: String,
+    /// (device, inode) of the file: a process in a container runs a file the host may reach by
+    /// another path (`/proc/PID/root/...`, the image's directory, a bind mount's source).
+    file: Option<(u64, u64)>,
+}
+
+impl Wanted {
+    fn new(text: &str) -> Wanted {
+        use std::os::unix::fs::MetadataExt;
+        let file = Path::new(text)
+            .is_absolute()
+            .then(|| std::fs::metadata(text).ok())
+            .flatten()
+            .filter(|m| m.is_file())
+            .map(|m| (m.dev(), m.ino()));
+        Wanted {
+            text: text.to_string(),
+            file,
+        }
+    }
+
+    /// Matches the executable's file name or full path as the process sees it (a
+    /// container's path, as `/proc/PID/exe` reads), the process name (comm), or the same file
+    /// by any path the host has to it.
+    fn matches(&self, executable: &str, pid: u32) -> bool {
+        if exe_matches(&self.text, executable, pid) {
+            return true;
+        }
+        let Some(want) = self.file else {
+            return false;
+        };
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/{pid}/exe")).is_ok_and(|m| (m.dev(), m.ino()) == want)
     }
 }
 
@@ -98,6 +140,7 @@ pub fn inspect(pid: u32) -> Option<Found> {
         pid,
         start,
         executable,
+        ns_pid: periscope_runtimes::ns_pid(pid),
     })
 }
 
@@ -140,5 +183,19 @@ mod tests {
         assert!(id.starts_with(&format!("h-{}-", me.pid)));
         assert_eq!(base36(0), "0");
         assert_eq!(base36(36), "10");
+        assert_eq!(me.ns_pid, None);
+    }
+
+    #[test]
+    fn an_executable_matches_by_any_path_to_its_file() {
+        let me = std::process::id();
+        let exe = std::fs::read_link("/proc/self/exe").expect("own exe");
+        let exe = exe.to_string_lossy();
+        // The same file by another path: the host's view through our own root.
+        let other = format!("/proc/{me}/root{exe}");
+        assert!(Wanted::new(&other).matches(&exe, me));
+        assert!(Wanted::new(&exe).matches(&exe, me));
+        assert!(!Wanted::new("/bin/sh").matches(&exe, me));
+        assert!(!Wanted::new("/no/such/file").matches(&exe, me));
     }
 }

@@ -379,6 +379,7 @@ impl Reconciler {
                 agent: self.config.id.clone(),
                 host: self.config.host.clone(),
                 pid: f.pid,
+                ns_pid: f.ns_pid,
                 executable: f.executable.clone(),
                 build_id: code.as_ref().and_then(|c| c.build_id()),
                 language: language.clone(),
@@ -559,7 +560,9 @@ impl Reconciler {
                         Body::Error(ProbeError {
                             ts: periscope_core::event::now_rfc3339(),
                             pid: inst.info.pid,
+                            ns_pid: inst.info.ns_pid,
                             tid: 0,
+                            ns_tid: None,
                             location: run.probe.spec.location.clone(),
                             probe: run.probe.id.clone(),
                             error: format!(

@@ -167,7 +167,9 @@ mod tests {
             periscope_core::event::Body::Error(periscope_core::event::ProbeError {
                 ts: String::new(),
                 pid: 1,
+                ns_pid: None,
                 tid: 1,
+                ns_tid: None,
                 location: String::new(),
                 probe: n.to_string(),
                 error: String::new(),

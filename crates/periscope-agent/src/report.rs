@@ -59,6 +59,7 @@ fn count(outbox: &Outbox, info: &Instance, run: &mut ProbeRun, tallies: Option<&
     let count = CountEvent {
         ts: periscope_core::event::now_rfc3339(),
         pid: info.pid,
+        ns_pid: info.ns_pid,
         probe: run.probe.id.clone(),
         location: run.probe.spec.location.clone(),
         interval_seconds: interval.as_secs_f64(),
@@ -98,6 +99,7 @@ fn metric(
     let event = MetricEvent {
         ts: periscope_core::event::now_rfc3339(),
         pid: info.pid,
+        ns_pid: info.ns_pid,
         probe: run.probe.id.clone(),
         location: run.probe.spec.location.clone(),
         metric: kind,

@@ -328,7 +328,13 @@ pub struct Instance {
     pub id: String,
     pub agent: String,
     pub host: String,
+    /// The host's pid (as every event's `pid`).
     pub pid: u32,
+    /// The pid in the process's own pid namespace (a container's), when that is not the
+    /// agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
+    /// The executable's path as the process sees it (inside its container, if in one).
     pub executable: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_id: Option<String>,
@@ -605,6 +611,7 @@ mod tests {
             agent: "a1".into(),
             host: "web-3".into(),
             pid: 100,
+            ns_pid: None,
             executable: "ledger".into(),
             build_id: None,
             language: None,

@@ -38,6 +38,32 @@ pub enum Body {
     Error(ProbeError),
 }
 
+impl Body {
+    /// Sets the ids the process and thread have in their own pid namespace (a container's):
+    /// `ns_pid` for the process, `ns_tid` maps the host thread id of an event that has one.
+    /// `None` (the process is in our namespace) leaves them out of the JSON.
+    pub fn set_namespace_ids(
+        &mut self,
+        ns_pid: Option<u32>,
+        ns_tid: impl FnOnce(u32) -> Option<u32>,
+    ) {
+        let Some(ns_pid) = ns_pid else {
+            return;
+        };
+        let (pid, tid) = match self {
+            Body::Log(e) => (&mut e.ns_pid, Some((e.tid, &mut e.ns_tid))),
+            Body::Snapshot(e) => (&mut e.ns_pid, Some((e.tid, &mut e.ns_tid))),
+            Body::Error(e) => (&mut e.ns_pid, Some((e.tid, &mut e.ns_tid))),
+            Body::Count(e) => (&mut e.ns_pid, None),
+            Body::Metric(e) => (&mut e.ns_pid, None),
+        };
+        *pid = Some(ns_pid);
+        if let Some((host, slot)) = tid {
+            *slot = ns_tid(host);
+        }
+    }
+}
+
 impl Event {
     /// An event of `instance`, not stored yet.
     pub fn new(instance: impl Into<String>, body: Body) -> Event {
@@ -87,6 +113,10 @@ impl Event {
 pub struct CountEvent {
     pub ts: String,
     pub pid: u32,
+    /// The pid in the process's own pid namespace (a container's), when that is not ours;
+    /// `pid` is always the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
     #[schema(pattern = "^[^\\u0000]*$")]
     pub probe: String,
     pub location: String,
@@ -117,6 +147,10 @@ pub enum MetricKind {
 pub struct MetricEvent {
     pub ts: String,
     pub pid: u32,
+    /// The pid in the process's own pid namespace (a container's), when that is not ours;
+    /// `pid` is always the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
     #[schema(pattern = "^[^\\u0000]*$")]
     pub probe: String,
     pub location: String,
@@ -238,7 +272,14 @@ pub struct LogEvent {
     /// RFC 3339 timestamp with nanoseconds, UTC.
     pub ts: String,
     pub pid: u32,
+    /// The pid in the process's own pid namespace (a container's), when that is not ours;
+    /// `pid` is always the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
     pub tid: u32,
+    /// The thread id in the process's own pid namespace, when that is not ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_tid: Option<u32>,
     /// Go: the goroutine that hit the probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goroutine: Option<u64>,
@@ -281,7 +322,14 @@ pub struct StackFrame {
 pub struct SnapshotEvent {
     pub ts: String,
     pub pid: u32,
+    /// The pid in the process's own pid namespace (a container's), when that is not ours;
+    /// `pid` is always the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
     pub tid: u32,
+    /// The thread id in the process's own pid namespace, when that is not ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_tid: Option<u32>,
     /// Go: the goroutine whose stack this is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goroutine: Option<u64>,
@@ -317,7 +365,14 @@ pub struct Failure {
 pub struct ProbeError {
     pub ts: String,
     pub pid: u32,
+    /// The pid in the process's own pid namespace (a container's), when that is not ours;
+    /// `pid` is always the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
     pub tid: u32,
+    /// The thread id in the process's own pid namespace, when that is not ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_tid: Option<u32>,
     pub location: String,
     #[schema(pattern = "^[^\\u0000]*$")]
     pub probe: String,
@@ -345,7 +400,9 @@ mod tests {
         let log = LogEvent {
             ts: "2026-11-22T12:00:00Z".into(),
             pid: 7,
+            ns_pid: None,
             tid: 8,
+            ns_tid: None,
             goroutine: None,
             location: "main.rs:3".into(),
             probe: "p1".into(),
@@ -368,8 +425,23 @@ mod tests {
         assert_eq!(j["seq"], 41);
         assert_eq!(j["probe"], "p1");
         assert_eq!(j["values"]["big"]["value"], u128::MAX.to_string());
-        let back: Event = serde_json::from_value(j).unwrap();
+        let back: Event = serde_json::from_value(j.clone()).unwrap();
         assert_eq!(back, e);
+        // Outside a container the namespace ids are left out; inside one they are there.
+        assert!(
+            j.get("ns_pid").is_none() && j.get("ns_tid").is_none(),
+            "{j}"
+        );
+        e.body.set_namespace_ids(Some(1), |tid| Some(tid - 6));
+        let j = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            (j["pid"].as_u64(), j["ns_pid"].as_u64()),
+            (Some(7), Some(1))
+        );
+        assert_eq!(
+            (j["tid"].as_u64(), j["ns_tid"].as_u64()),
+            (Some(8), Some(2))
+        );
         // A local-mode event (no envelope yet) reads too.
         let local = r#"{"kind":"count","ts":"t","pid":1,"probe":"p","location":"a.rs:1","interval_seconds":1.0,"hits":2,"total":5}"#;
         let c: Event = serde_json::from_str(local).unwrap();
@@ -389,6 +461,7 @@ mod tests {
         let m = MetricEvent {
             ts: "t".into(),
             pid: 7,
+            ns_pid: None,
             probe: "p2".into(),
             location: "timed".into(),
             metric: MetricKind::Duration,

@@ -194,7 +194,9 @@ mod tests {
         let e = SnapshotEvent {
             ts: "2026-11-22T12:00:01.250000000Z".into(),
             pid: 1,
+            ns_pid: None,
             tid: 42,
+            ns_tid: None,
             goroutine: None,
             location: "main.rs:35".into(),
             probe: "p1".into(),
@@ -219,7 +221,9 @@ mod tests {
         let log = Body::Log(LogEvent {
             ts: ts.clone(),
             pid: 1,
+            ns_pid: None,
             tid: 42,
+            ns_tid: None,
             goroutine: Some(7),
             location: "main.go:12".into(),
             probe: "p1".into(),
@@ -236,6 +240,7 @@ mod tests {
         let count = Body::Count(CountEvent {
             ts: ts.clone(),
             pid: 1,
+            ns_pid: None,
             probe: "p2".into(),
             location: "main.rs:9".into(),
             interval_seconds: 1.0,
@@ -251,7 +256,9 @@ mod tests {
             body_text(&Body::Error(ProbeError {
                 ts: ts.clone(),
                 pid: 1,
+                ns_pid: None,
                 tid: 5,
+                ns_tid: None,
                 location: "main.rs:9".into(),
                 probe: "p3".into(),
                 error: text.into(),

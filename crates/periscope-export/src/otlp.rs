@@ -16,7 +16,8 @@
 //! - counters, durations and gauges → the Sum `periscope.probe.hits`, the Histogram
 //!   `periscope.probe.duration` and the Gauge `periscope.probe.gauge` per probe (and group):
 //!   see [`crate::points`];
-//! - resource: `service.name` (the `service` tag), `host.name`, `process.pid`,
+//! - resource: `service.name` (the `service` tag), `host.name`, `process.pid` (the host's),
+//!   `periscope.process.ns_pid` (the pid inside its container, if in one),
 //!   `process.executable.name`, `periscope.instance.id`, and every other tag.
 
 use crate::points::Points;
@@ -566,6 +567,10 @@ pub fn resource_of(i: &Instance) -> Resource {
         kv_str("process.executable.path", &i.executable),
         kv_str("periscope.instance.id", &i.id),
     ];
+    // The pid inside the process's container (`process.pid` is the host's).
+    if let Some(n) = i.ns_pid {
+        attributes.push(kv_int("periscope.process.ns_pid", i64::from(n)));
+    }
     if let Some(b) = &i.build_id {
         attributes.push(kv_str("process.executable.build_id.gnu", b));
     }

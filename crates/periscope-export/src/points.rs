@@ -301,6 +301,7 @@ mod tests {
         MetricEvent {
             ts: "t".into(),
             pid: 1,
+            ns_pid: None,
             probe: "p1".into(),
             location: "timed".into(),
             metric,

@@ -21,6 +21,7 @@ mod kernel;
 mod listing;
 pub mod maps;
 pub mod messages;
+pub mod namespace;
 mod pending;
 pub mod probe;
 pub mod process;

@@ -680,16 +680,20 @@ pub(crate) fn load_object(
     path: &str,
     maps: &[Mapping],
 ) -> Option<LoadedObject> {
-    // Open through /proc/PID/root so processes in other mount namespaces (containers)
-    // resolve to their own files; the executable through /proc/PID/exe.
+    // The paths in the maps are the process's own: in a container (another mount namespace
+    // or root) they name its files, which the host may not have at all. So every file is
+    // opened through /proc/PID/root, always: for a process that sees our files it is the same
+    // file, and it is right for a chroot too. The executable through /proc/PID/exe (the very
+    // file it runs). Debug directories are looked for inside a foreign root first, then on
+    // the host (see `index/debugfile.rs`).
     let is_exe = exe.is_some_and(|e| e.to_string_lossy() == path);
     let open_path = if is_exe {
         PathBuf::from(format!("/proc/{pid}/exe"))
     } else {
         PathBuf::from(format!("/proc/{pid}/root{path}"))
     };
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
-    let index = ObjectIndex::open_as(&open_path, Path::new(path), Some(&root)).ok()?;
+    let foreign = crate::namespace::foreign_root(pid);
+    let index = ObjectIndex::open_as(&open_path, Path::new(path), foreign.as_deref()).ok()?;
     let bias = maps
         .iter()
         .find_map(|(lo, _, off)| {

@@ -176,6 +176,13 @@ pub fn configure_debug_info(dirs: Vec<PathBuf>, progress: Option<DebugProgress>)
     periscope_native::index::debugfile::configure(dirs, progress);
 }
 
+/// The pid a process (named by the host's pid) has in its own pid namespace (a container's),
+/// when that is not ours: what its events carry as `ns_pid`. Whatever its runtime, a pid is
+/// the kernel's, so this reads `/proc/PID/status` the one way.
+pub fn ns_pid(pid: u32) -> Option<u32> {
+    periscope_native::namespace::ns_pid(pid)
+}
+
 /// Ends debuginfod downloads in progress and refuses new ones (a shutdown never waits for one).
 pub fn cancel_downloads() {
     periscope_native::index::debuginfod::cancel_downloads();

@@ -47,6 +47,7 @@ fn main() {
                 agent: info.id.clone(),
                 host: info.host.clone(),
                 pid: 1000 + a as u32,
+                ns_pid: None,
                 executable: "/usr/bin/load".into(),
                 build_id: None,
                 language: Some("rust".into()),
@@ -72,7 +73,9 @@ fn main() {
                             Body::Log(LogEvent {
                                 ts: ts.clone(),
                                 pid: instance.pid,
+                                ns_pid: None,
                                 tid: instance.pid,
+                                ns_tid: None,
                                 goroutine: None,
                                 location: "main.rs:42".into(),
                                 probe: probe.clone(),

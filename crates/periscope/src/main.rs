@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use local::{code, local_probe, metrics, run_count, run_log, run_watch, verify, WatchCapture};
 use periscope_core::api::{NewProbe, ProbeKind};
 use periscope_runtime::{Limits, RuntimeKind};
+use std::path::PathBuf;
 use std::time::Duration;
 
 mod daemons;
@@ -355,9 +356,33 @@ fn main() {
     }
 }
 
+/// The process a local command probes or reads, if one.
+fn command_pid(c: &Command) -> Option<u32> {
+    match c {
+        Command::Log { pid, .. }
+        | Command::Snapshot { pid, .. }
+        | Command::Watch { pid, .. }
+        | Command::Count { pid, .. }
+        | Command::Duration { pid, .. }
+        | Command::Gauge { pid, .. } => Some(*pid),
+        Command::Verify(v) => Some(v.pid),
+        Command::Lines { target, .. }
+        | Command::Functions { target, .. }
+        | Command::Find { target, .. } => target.parse().ok(),
+        _ => None,
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
+    // A debug directory may be the container's own, when the process is in one: it is looked
+    // for inside the process's root first (see README, "Debug info").
+    let root = command_pid(&cli.command).map(|p| PathBuf::from(format!("/proc/{p}/root")));
+    let in_root = |d: &std::path::Path| {
+        root.as_ref()
+            .is_some_and(|r| d.is_absolute() && r.join(d.strip_prefix("/").unwrap_or(d)).is_dir())
+    };
     for d in &cli.debug_dirs {
-        if !d.is_dir() {
+        if !d.is_dir() && !in_root(d) {
             anyhow::bail!(
                 "--debug-dir {}: no such directory (give a directory of debug files, like /usr/lib/debug)",
                 d.display()

@@ -63,7 +63,9 @@ impl Engine {
         let event = SnapshotEvent {
             ts: now_rfc3339(),
             pid: self.pid,
+            ns_pid: None,
             tid: tid as u32,
+            ns_tid: None,
             goroutine: None,
             location,
             probe: watch.probe.clone(),

@@ -280,7 +280,9 @@ impl Engine {
                 event = Some(LogEvent {
                     ts: now_rfc3339(),
                     pid: self.pid,
+                    ns_pid: None,
                     tid: tid as u32,
+                    ns_tid: None,
                     goroutine,
                     location,
                     probe: probe.spec.id.clone(),
@@ -315,7 +317,9 @@ impl Engine {
                 snapshot = Some(SnapshotEvent {
                     ts: now_rfc3339(),
                     pid: self.pid,
+                    ns_pid: None,
                     tid: tid as u32,
+                    ns_tid: None,
                     goroutine,
                     location: location.clone(),
                     probe: probe.spec.id.clone(),
@@ -339,7 +343,9 @@ impl Engine {
                         verify_examples.push(LogEvent {
                             ts: now_rfc3339(),
                             pid: self.pid,
+                            ns_pid: None,
                             tid: tid as u32,
+                            ns_tid: None,
                             goroutine,
                             location: location.clone(),
                             probe: probe.spec.id.clone(),
@@ -367,7 +373,9 @@ impl Engine {
                 snapshot = Some(SnapshotEvent {
                     ts: now_rfc3339(),
                     pid: self.pid,
+                    ns_pid: None,
                     tid: tid as u32,
+                    ns_tid: None,
                     goroutine,
                     location,
                     probe: probe.spec.id.clone(),
@@ -467,7 +475,9 @@ impl Engine {
         let e = ProbeError {
             ts: now_rfc3339(),
             pid: self.pid,
+            ns_pid: None,
             tid: tid as u32,
+            ns_tid: None,
             location,
             probe: self.probes[pi].spec.id.clone(),
             error,

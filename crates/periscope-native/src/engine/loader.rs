@@ -392,6 +392,9 @@ impl Engine {
             ts: periscope_core::event::now_rfc3339(),
             pid: self.pid,
             tid: 0,
+            // Filled by `emit` (the process's namespace ids), like every engine event.
+            ns_pid: None,
+            ns_tid: None,
             location: spec.location.to_string(),
             probe: spec.id.clone(),
             error: error.clone(),

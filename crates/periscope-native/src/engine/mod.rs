@@ -88,6 +88,8 @@ pub(crate) struct Engine {
     /// The loader's breakpoint, once a probe is pending (see `loader`).
     loader: Option<loader::Loader>,
     tx: SyncSender<EngineEvent>,
+    /// The process's ids in its own pid namespace, stamped on its events.
+    ns: crate::namespace::Ids,
     tallies: Tallies,
     /// Where each probe's tally is in `tallies` (shared with the kernel engine's probes).
     tally_at: Vec<usize>,
@@ -153,6 +155,7 @@ impl Engine {
             pending,
             loader: None,
             tx,
+            ns: crate::namespace::Ids::of(pid),
             tallies,
             tally_at,
             wakeup: wakeup::Wakeup::new(wake, options.stop_on_signals, heartbeat.clone()),
@@ -201,7 +204,11 @@ impl Engine {
         }
     }
 
-    pub(crate) fn emit(&mut self, e: EngineEvent) {
+    pub(crate) fn emit(&mut self, mut e: EngineEvent) {
+        // Stamped here, while the hit's thread is still stopped (so still there to be read).
+        if let EngineEvent::Event(body) = &mut e {
+            self.ns.stamp(body);
+        }
         if self.holding {
             self.held_events.push(e);
             return;

@@ -251,7 +251,15 @@ impl Engine {
                 source: std::io::Error::from_raw_os_error((-r) as i32),
             });
         }
-        Ok(r as i32)
+        // `clone` returned the copy's pid in the target's pid namespace (a container's);
+        // ptrace, waits and kill take the host's.
+        let host = crate::namespace::host_child(self.pid, tid, r as u32)
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| NativeError::Io {
+                what: format!("find the host pid of the copy (pid {r} in the target's namespace)"),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })?;
+        Ok(host)
     }
 
     fn inject(

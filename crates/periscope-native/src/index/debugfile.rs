@@ -11,7 +11,10 @@
 //! 3. from the debuginfod servers of `DEBUGINFOD_URLS` (see [`super::debuginfod`]).
 //!
 //! The debug directories are `--debug-dir DIR` (repeatable), then `PERISCOPE_DEBUG_DIR`
-//! (colon-separated), then `/usr/lib/debug` (inside a container's root first, then the host's).
+//! (colon-separated), then `/usr/lib/debug`; for a process in a container (another mount
+//! namespace or root) each one inside the container's root (`/proc/PID/root/DIR`) first,
+//! then the host's. The binary's own directory (for `.gnu_debuglink`) is the container's. The
+//! debuginfod cache is the host's.
 
 use super::debuginfod;
 use std::path::{Path, PathBuf};
@@ -63,15 +66,25 @@ impl DebugSearch {
         }
     }
 
-    /// The debug directories as seen from a process whose root is `root` (`None`: this
-    /// machine's): the user's, then the system's, inside the root first.
+    /// The debug directories for a process whose root is `root` (`None`: it sees this
+    /// machine's files): the user's, then the system's; each inside the process's root first
+    /// (a container's image carries its own debug files), then on the host (where the user
+    /// put them for it).
     fn dirs_for(&self, root: Option<&Path>) -> Vec<PathBuf> {
-        let mut out = self.dirs.clone();
-        if let Some(r) = root {
-            out.push(in_root(r, Path::new(SYSTEM_DEBUG_DIR)));
+        let mut out = Vec::new();
+        for d in self
+            .dirs
+            .iter()
+            .map(PathBuf::as_path)
+            .chain([Path::new(SYSTEM_DEBUG_DIR)])
+        {
+            if let Some(r) = root.filter(|_| d.is_absolute()) {
+                out.push(in_root(r, d));
+            }
+            out.push(d.to_path_buf());
         }
-        out.push(PathBuf::from(SYSTEM_DEBUG_DIR));
-        out.dedup();
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|d| seen.insert(d.clone()));
         out
     }
 }
@@ -243,6 +256,30 @@ mod tests {
             .map(PathBuf::from)
         );
         assert!(debuglink_candidates(&bin, "../../etc/x", &dirs).is_empty());
+    }
+
+    #[test]
+    fn each_debug_directory_is_looked_for_inside_a_container_first() {
+        let search = DebugSearch {
+            dirs: vec![PathBuf::from("/srv/debug"), PathBuf::from("rel")],
+            debuginfod: None,
+            progress: None,
+        };
+        assert_eq!(
+            search.dirs_for(Some(Path::new("/proc/42/root"))),
+            [
+                "/proc/42/root/srv/debug",
+                "/srv/debug",
+                "rel",
+                "/proc/42/root/usr/lib/debug",
+                "/usr/lib/debug"
+            ]
+            .map(PathBuf::from)
+        );
+        assert_eq!(
+            search.dirs_for(None),
+            ["/srv/debug", "rel", "/usr/lib/debug"].map(PathBuf::from)
+        );
     }
 
     #[test]

@@ -157,6 +157,7 @@ impl Kernel {
             free_sites: (0..MAX_SITES).rev().collect(),
             free_slots: (0..MAX_PROBES).rev().collect(),
             tx,
+            ns: crate::namespace::Ids::of(pid),
             tallies,
             keep_alive,
             dropped: 0,
@@ -279,6 +280,8 @@ struct Runner {
     free_sites: Vec<u32>,
     free_slots: Vec<u32>,
     tx: SyncSender<EngineEvent>,
+    /// The process's ids in its own pid namespace, stamped on its events.
+    ns: crate::namespace::Ids,
     tallies: Tallies,
     keep_alive: bool,
     dropped: u64,
@@ -290,7 +293,10 @@ struct Runner {
 }
 
 impl Runner {
-    fn send(&mut self, e: EngineEvent) {
+    fn send(&mut self, mut e: EngineEvent) {
+        if let EngineEvent::Event(body) = &mut e {
+            self.ns.stamp(body);
+        }
         match self.tx.try_send(e) {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}
             Err(TrySendError::Full(_)) => self.dropped += 1,
@@ -612,7 +618,9 @@ impl Runner {
                 let e = LogEvent {
                     ts,
                     pid: self.pid,
+                    ns_pid: None,
                     tid,
+                    ns_tid: None,
                     goroutine,
                     location,
                     probe: self.probes[pi].spec.id.clone(),
@@ -653,7 +661,9 @@ impl Runner {
         let e = ProbeError {
             ts: periscope_core::event::now_rfc3339(),
             pid: self.pid,
+            ns_pid: None,
             tid,
+            ns_tid: None,
             location,
             probe: p.spec.id.clone(),
             error,

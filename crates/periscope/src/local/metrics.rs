@@ -101,6 +101,7 @@ pub(crate) fn run_metric(
             let event = MetricEvent {
                 ts: periscope_core::event::now_rfc3339(),
                 pid,
+                ns_pid: periscope_runtimes::ns_pid(pid),
                 probe: "1".into(),
                 location: location.clone(),
                 metric: series.kind(),

@@ -141,14 +141,24 @@ pub(crate) fn start(pid: u32, spec: ProbeSpec, output: &Output) -> Result<Sessio
         });
     match pending {
         Some(message) => note(&format!(
-            "periscope: probe at {location} in pid {pid} is {message}; Ctrl-C to stop"
+            "periscope: probe at {location} in pid {pid}{} is {message}; Ctrl-C to stop",
+            in_namespace(pid)
         )),
         None => note(&format!(
-            "periscope: probing pid {pid} at {location} ({sites} code address{}, engine: {engine}); Ctrl-C to stop",
+            "periscope: probing pid {pid}{} at {location} ({sites} code address{}, engine: {engine}); Ctrl-C to stop",
+            in_namespace(pid),
             if sites == 1 { "" } else { "es" }
         )),
     }
     Ok(session)
+}
+
+/// ` (pid 1 in its namespace)` for a process in a container's pid namespace, said once when a
+/// command starts (its events carry it as `ns_pid`); empty otherwise.
+pub(crate) fn in_namespace(pid: u32) -> String {
+    periscope_runtimes::ns_pid(pid)
+        .map(|n| format!(" (pid {n} in its namespace)"))
+        .unwrap_or_default()
 }
 
 pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -264,6 +274,7 @@ pub(crate) fn local_exporter(
         agent: "local".into(),
         host,
         pid,
+        ns_pid: periscope_runtimes::ns_pid(pid),
         executable,
         build_id: None,
         language: None,
@@ -381,7 +392,8 @@ pub(crate) fn run_watch(
         _ => "fatal signals",
     };
     note(&format!(
-        "periscope: watching pid {pid} for {what}; Ctrl-C to stop"
+        "periscope: watching pid {pid}{} for {what}; Ctrl-C to stop",
+        in_namespace(pid)
     ));
     let deadline = output.duration.map(|d| Instant::now() + d);
     let json = output.json;

@@ -519,7 +519,9 @@ impl Engine {
             let e = LogEvent {
                 ts: now_rfc3339(),
                 pid: self.pid,
+                ns_pid: None,
                 tid: copy.thread as u32,
+                ns_tid: None,
                 goroutine: None,
                 location: copy.location,
                 probe: self.probes[pi].spec.id.clone(),

@@ -39,11 +39,26 @@ impl Engine {
         reaped
     }
 
-    /// `wait4(pid, NULL, __WALL | WNOHANG)` run in thread `tid` of the target: the pid when
-    /// reaped, 0 when not ended yet.
+    /// `wait4(pid, NULL, __WALL | WNOHANG)` run in thread `tid` of the target: the (host) pid
+    /// when reaped, 0 when not ended yet. The call names the copy by its pid in the target's
+    /// namespace (a container's): a host pid there could name one of the program's own
+    /// children, whose exit it would take from the program.
     fn reap(&mut self, tid: i32, pid: i32) -> Result<i64, crate::error::NativeError> {
+        let seen = u32::try_from(pid)
+            .ok()
+            .and_then(|p| crate::namespace::as_seen_by(self.pid, p))
+            .ok_or_else(|| crate::error::NativeError::Io {
+                what: format!("find the pid the target knows copy {pid} by"),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })?;
         let flags = (libc::__WALL | libc::WNOHANG) as u64;
-        self.inject_syscall(tid, libc::SYS_wait4, [pid as u64, 0, flags, 0, 0, 0], None)
+        let r =
+            self.inject_syscall(tid, libc::SYS_wait4, [seen as u64, 0, flags, 0, 0, 0], None)?;
+        Ok(if r == i64::from(seen) {
+            i64::from(pid)
+        } else {
+            r
+        })
     }
 
     /// Ends the copy in flight (teardown): killed and its exit collected, bounded.
