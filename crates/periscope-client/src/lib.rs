@@ -37,6 +37,10 @@ pub struct StreamedEvent {
     pub event: serde_json::Value,
 }
 
+/// How long a code view may take: the server waits up to its --code-timeout (30 s by
+/// default) for the instance's agent, and answers then.
+const CODE_WAIT: Duration = Duration::from_secs(70);
+
 #[derive(Clone)]
 pub struct Client {
     base: String,
@@ -390,6 +394,70 @@ impl Client {
             q.push(("version", v.to_string()));
         }
         self.get("/agent/desired", &q, Some(wait + Duration::from_secs(10)))
+    }
+
+    /// Answers a code request handed out with the desired state.
+    pub fn code_answer(
+        &self,
+        id: i64,
+        answer: &periscope_runtime::CodeAnswer,
+    ) -> Result<(), ClientError> {
+        let _: serde_json::Value = self.send("POST", &format!("/agent/code/{id}"), Some(answer))?;
+        Ok(())
+    }
+
+    /// A source file of an instance's binary, as its agent reads it (`from`..=`to`, or all).
+    pub fn source(
+        &self,
+        instance: &str,
+        file: &str,
+        from: Option<u32>,
+        to: Option<u32>,
+    ) -> Result<periscope_runtime::SourceListing, ClientError> {
+        let mut q = vec![("file", file.to_string())];
+        q.extend(from.map(|f| ("from", f.to_string())));
+        q.extend(to.map(|t| ("to", t.to_string())));
+        self.get(
+            &format!("/instances/{}/source", encode(instance)),
+            &q,
+            Some(CODE_WAIT),
+        )
+    }
+
+    /// The functions of an instance's binary whose qualified name contains `pattern`.
+    pub fn functions(
+        &self,
+        instance: &str,
+        pattern: &str,
+    ) -> Result<Vec<periscope_runtime::FunctionInfo>, ClientError> {
+        #[derive(Deserialize)]
+        struct List {
+            functions: Vec<periscope_runtime::FunctionInfo>,
+        }
+        let l: List = self.get(
+            &format!("/instances/{}/functions", encode(instance)),
+            &[("pattern", pattern.to_string())],
+            Some(CODE_WAIT),
+        )?;
+        Ok(l.functions)
+    }
+
+    /// The places in an instance's code that can produce `text`.
+    pub fn messages(
+        &self,
+        instance: &str,
+        text: &str,
+    ) -> Result<Vec<periscope_runtime::MessageMatch>, ClientError> {
+        #[derive(Deserialize)]
+        struct List {
+            matches: Vec<periscope_runtime::MessageMatch>,
+        }
+        let l: List = self.get(
+            &format!("/instances/{}/messages", encode(instance)),
+            &[("text", text.to_string())],
+            Some(CODE_WAIT),
+        )?;
+        Ok(l.matches)
     }
 
     /// The live event stream (server-sent events), optionally of one probe, resuming after

@@ -525,7 +525,14 @@ pub struct AgentInfo {
     pub host: String,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// What the agent answers besides reports: `code` (the code requests in its desired
+    /// state, which the server's code views need). An agent from before them sends none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
+
+/// The feature an agent names when it answers code requests.
+pub const FEATURE_CODE: &str = "code";
 
 /// A probe's state on one instance, as an agent reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -577,6 +584,10 @@ pub struct Desired {
     /// the next change.
     pub version: u64,
     pub assignments: Vec<Assignment>,
+    /// Questions about the agent's instances' code, each handed out once: the agent answers
+    /// them on `POST /api/v1/agent/code/{id}`. The poll returns as soon as one arrives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub code_requests: Vec<crate::code::CodeRequest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -3,6 +3,7 @@
 //! Pure data and parsing: no OS code lives here.
 
 pub mod api;
+pub mod code;
 pub mod compile;
 pub mod event;
 pub mod expr;

@@ -33,7 +33,7 @@ mod dialect;
         description = "Control plane of Periscope: probes placed across a fleet, events from agents, tokens and the audit log. Every request carries `Authorization: Bearer TOKEN`. Errors are `{\"error\": message, \"field\": name}`."
     ),
     security(("bearer" = [])),
-    components(responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict)),
+    components(responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, Unavailable, Timeout)),
     modifiers(&Frame)
 )]
 struct Base;
@@ -139,6 +139,8 @@ error_responses! {
     Forbidden: "The token's role does not allow this",
     NotFound: "No such probe, instance or token; the error says how to list them",
     Conflict: "The request conflicts with the current state (a name in use, a probe that ended)",
+    Unavailable: "The instance's agent cannot answer: it is offline, or too old to answer code requests",
+    Timeout: "The instance's agent did not answer in time (--code-timeout); the error names the agent and instance",
 }
 
 // ---- answers --------------------------------------------------------------------------------
@@ -211,6 +213,13 @@ pub struct Status {
     pub otlp: Option<Value>,
     /// With JSON-lines export: the `seq` of the last event written.
     pub jsonl_last_seq: Option<i64>,
+}
+
+/// An agent's answer was stored.
+#[derive(Serialize, ToSchema)]
+pub struct Answered {
+    /// The code request answered.
+    pub answered: i64,
 }
 
 /// A probe check: the probe would be placed.
@@ -329,7 +338,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(ops, 21, "operations documented");
+        assert_eq!(ops, 24, "operations documented");
         // Every reference resolves.
         for part in text.split("\"$ref\":\"#/components/").skip(1) {
             let target = part.split('"').next().unwrap();

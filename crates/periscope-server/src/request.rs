@@ -51,6 +51,24 @@ impl ApiError {
         }
     }
 
+    /// The one who would answer cannot (an agent offline, or one from before code requests).
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// The one who would answer did not within the bound.
+    pub fn timeout(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            message: message.into(),
+            field: None,
+        }
+    }
+
     pub fn conflict(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::CONFLICT,

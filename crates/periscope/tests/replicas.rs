@@ -282,6 +282,7 @@ fn retention_on_postgres_drops_old_events_and_a_report_sent_twice_is_stored_once
             id: "agent-1".into(),
             host: "h".into(),
             tags: Default::default(),
+            features: Vec::new(),
         },
         run: Some("run-1".into()),
         instances: vec![],
