@@ -218,19 +218,29 @@ impl Client {
         path: &str,
         body: Option<&impl serde::Serialize>,
     ) -> Result<T, ClientError> {
+        self.send_within(method, path, body, Duration::from_secs(30))
+    }
+
+    fn send_within<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
         let url = self.url(path);
         let result = match method {
             "DELETE" => self
                 .identify(self.http.delete(&url))
                 .config()
-                .timeout_global(Some(Duration::from_secs(30)))
+                .timeout_global(Some(timeout))
                 .build()
                 .call(),
             _ => {
                 let req = self
                     .identify(self.http.post(&url))
                     .config()
-                    .timeout_global(Some(Duration::from_secs(30)))
+                    .timeout_global(Some(timeout))
                     .build();
                 match body {
                     Some(b) => req.send_json(b),
@@ -422,6 +432,15 @@ impl Client {
             &q,
             Some(CODE_WAIT),
         )
+    }
+
+    /// Checks a probe against the binary of the first instance its target selects, without
+    /// placing it.
+    pub fn check_probe(
+        &self,
+        probe: &NewProbe,
+    ) -> Result<periscope_core::code::Checked, ClientError> {
+        self.send_within("POST", "/probes/check", Some(probe), CODE_WAIT)
     }
 
     /// The functions of an instance's binary whose qualified name contains `pattern`.

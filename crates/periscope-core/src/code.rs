@@ -41,3 +41,16 @@ pub enum CodeAsk {
     /// Resolve the probe as placing it would, without placing it.
     Check { probe: Box<NewProbe> },
 }
+
+/// A probe check (`POST /api/v1/probes/check`): the probe would be placed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Checked {
+    pub ok: bool,
+    /// The instance whose binary it was resolved against (none matches the target yet: null).
+    pub checked_on: Option<String>,
+    /// Code addresses the probe would cover there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sites: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}

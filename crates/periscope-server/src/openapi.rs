@@ -222,18 +222,7 @@ pub struct Answered {
     pub answered: i64,
 }
 
-/// A probe check: the probe would be placed.
-#[derive(Serialize, ToSchema)]
-pub struct Checked {
-    pub ok: bool,
-    /// The instance whose binary it was resolved against (none matches the target yet: null).
-    pub checked_on: Option<String>,
-    /// Code addresses the probe would cover there.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sites: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
+pub use periscope_core::code::Checked;
 
 /// A verify probe's result, summed across instances.
 #[derive(Serialize, ToSchema)]

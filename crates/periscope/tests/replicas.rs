@@ -313,3 +313,42 @@ fn retention_on_postgres_drops_old_events_and_a_report_sent_twice_is_stored_once
     });
     assert_eq!(left[0]["key"], 3);
 }
+
+#[test]
+fn a_code_view_on_one_replica_is_answered_by_an_agent_polling_the_other() {
+    let cluster = PgCluster::start();
+    let dir = test_dir("replicas_code");
+    let url = cluster.database("replicas_code");
+    let a = Server::start_on(&dir, 0, &url, &[]);
+    // B waits less than the agent's poll lasts (20 s): only the wake-up through A reaches the
+    // agent in time.
+    let b = Server::start_on(&dir, 0, &url, &["--code-timeout", "5s"]);
+    let agent_token = a.token("agent", "agents");
+    let t = Target::start(&ledger_debug(), &["2000", "1"]);
+    // The agent knows replica A only: its desired-state poll is held there.
+    let _agent = Agent::start_on(
+        &a.url,
+        &a.dir,
+        &agent_token,
+        &["--pid", &t.pid.to_string(), "--tag", "service=ledger"],
+    );
+    let instance = instance_of(&b, t.pid);
+    let line = probe_line("ledger.rs", "settle-total") + 1;
+    // Asked on B: the request is stored, B's NOTIFY wakes A's poll, the agent answers on A,
+    // A's NOTIFY wakes B's wait.
+    let listing = b
+        .admin()
+        .source(&instance, "ledger.rs", Some(line), Some(line))
+        .expect("a listing asked on the replica the agent does not poll");
+    assert_eq!(listing.lines.len(), 1, "{listing:?}");
+    assert!(listing.lines[0].instrumentable, "{listing:?}");
+    let checked = b
+        .admin()
+        .check_probe(&NewProbe {
+            template: Some("total={total}".into()),
+            ..NewProbe::new(ProbeKind::Log, "service=ledger", &settle_line())
+        })
+        .expect("a probe check asked on B");
+    assert_eq!(checked.checked_on.as_deref(), Some(instance.as_str()));
+    assert!(checked.sites.is_some_and(|n| n >= 1), "{checked:?}");
+}
