@@ -3,8 +3,10 @@
 //! once. Blocking on purpose: its users are command-line commands and the agent's own threads.
 
 use periscope_core::api::{
-    AgentReport, AuditEntry, Desired, Instance, NewProbe, NewToken, Probe, TokenInfo,
+    AgentReport, AuditEntry, Desired, Instance, NewProbe, NewToken, Probe, ServerStatus, TokenInfo,
+    Verdict,
 };
+use periscope_core::event::Event;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::io::BufRead;
@@ -30,11 +32,11 @@ impl ClientError {
     }
 }
 
-/// One event from the live stream: the server's sequence number and the event object.
+/// One event from the live stream: the server's sequence number and the event.
 #[derive(Debug, Clone)]
 pub struct StreamedEvent {
     pub id: Option<i64>,
-    pub event: serde_json::Value,
+    pub event: Event,
 }
 
 /// How long a code view may take: the server waits up to its --code-timeout (30 s by
@@ -59,7 +61,7 @@ struct ProbesEnvelope {
 }
 #[derive(Deserialize)]
 struct EventsEnvelope {
-    events: Vec<serde_json::Value>,
+    events: Vec<Event>,
 }
 #[derive(Deserialize)]
 struct InstancesEnvelope {
@@ -295,8 +297,8 @@ impl Client {
         Ok(e.probe)
     }
 
-    /// A verify probe's result, summed across instances: `{"hits", "candidates": [...]}`.
-    pub fn verify_result(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+    /// A verify probe's result, summed across instances.
+    pub fn verify_result(&self, id: &str) -> Result<Verdict, ClientError> {
         self.get(&format!("/probes/{}/verify", encode(id)), &[], None)
     }
 
@@ -306,11 +308,7 @@ impl Client {
         Ok(e.probe)
     }
 
-    pub fn events(
-        &self,
-        probe: &str,
-        query: &EventQuery,
-    ) -> Result<Vec<serde_json::Value>, ClientError> {
+    pub fn events(&self, probe: &str, query: &EventQuery) -> Result<Vec<Event>, ClientError> {
         let mut q = Vec::new();
         if let Some(s) = &query.since {
             q.push(("since", s.clone()));
@@ -333,7 +331,7 @@ impl Client {
         after: Option<i64>,
         count: usize,
         timeout: Duration,
-    ) -> Result<Vec<serde_json::Value>, ClientError> {
+    ) -> Result<Vec<Event>, ClientError> {
         let mut q = vec![
             ("count", count.to_string()),
             ("timeout_ms", timeout.as_millis().to_string()),
@@ -379,7 +377,7 @@ impl Client {
         Ok(e.entries)
     }
 
-    pub fn status(&self) -> Result<serde_json::Value, ClientError> {
+    pub fn status(&self) -> Result<ServerStatus, ClientError> {
         self.get("/status", &[], None)
     }
 

@@ -605,6 +605,43 @@ pub struct ApiError {
     pub field: Option<String>,
 }
 
+/// `GET /api/v1/status`: the server's counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Status)]
+pub struct ServerStatus {
+    /// Bumped whenever probes or instances change.
+    pub version: u64,
+    pub events_ingested: u64,
+    /// Events agents reported dropping (their buffers were full while the server was away).
+    pub agent_dropped_events: u64,
+    pub agent_reports: u64,
+    pub last_event_seq: i64,
+    pub stored_event_bytes: i64,
+    pub retention_seconds: u64,
+    pub max_event_bytes: u64,
+    /// With OTLP export: what went out and what failed.
+    pub otlp: Option<OtlpStatus>,
+    /// With JSON-lines export: the `seq` of the last event written.
+    pub jsonl_last_seq: Option<i64>,
+}
+
+/// What the OTLP exporter sent and what failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OtlpStatus {
+    pub exported_logs: u64,
+    pub exported_metric_points: u64,
+    pub dropped: u64,
+    pub failed_exports: u64,
+    pub last_error: Option<String>,
+}
+
+/// `GET /api/v1/probes/{id}/verify`: a verify probe's result, summed across instances.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Verdict {
+    pub hits: u64,
+    pub candidates: Vec<crate::verify::CandidateResult>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

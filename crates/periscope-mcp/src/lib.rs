@@ -647,8 +647,7 @@ impl Periscope {
                     let result = c
                         .verify_result(&p.id)
                         .map_err(|e| explain(e, "reading the verdict"))?;
-                    let hits = result["hits"].as_u64().unwrap_or(0);
-                    if hits >= counted || std::time::Instant::now() >= until {
+                    if result.hits >= counted || std::time::Instant::now() >= until {
                         return Ok(result);
                     }
                     std::thread::sleep(Duration::from_millis(200));
@@ -657,23 +656,14 @@ impl Periscope {
             .await;
         Ok(match r {
             Ok(result) => {
-                let summary = result["candidates"]
-                    .as_array()
-                    .map(|cs| {
-                        cs.iter()
-                            .map(|c| {
-                                format!(
-                                    "{}: {}",
-                                    c["name"].as_str().unwrap_or("?"),
-                                    c["verdict"].as_str().unwrap_or("")
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    })
-                    .unwrap_or_default();
-                let hits = result["hits"].as_u64().unwrap_or(0);
-                tool_ok(result, format!("{hits} hits\n{summary}"))
+                let summary = result
+                    .candidates
+                    .iter()
+                    .map(|c| format!("{}: {}", c.name, c.verdict))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let hits = result.hits;
+                tool_ok(json!(result), format!("{hits} hits\n{summary}"))
             }
             Err(e) => e.result(),
         })

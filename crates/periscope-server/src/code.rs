@@ -184,7 +184,7 @@ struct SourceQuery {
     responses(
         (status = 200, description = "OK", body = periscope_runtime::SourceListing),
         (status = 404, response = crate::openapi::NotFound),
-        (status = 503, response = crate::openapi::Unavailable),
+        (status = 409, response = crate::openapi::AgentUnavailable),
         (status = 504, response = crate::openapi::Timeout),
     ))]
 async fn source(
@@ -225,7 +225,7 @@ pub struct FunctionList {
     responses(
         (status = 200, description = "OK", body = FunctionList),
         (status = 404, response = crate::openapi::NotFound),
-        (status = 503, response = crate::openapi::Unavailable),
+        (status = 409, response = crate::openapi::AgentUnavailable),
         (status = 504, response = crate::openapi::Timeout),
     ))]
 async fn functions(
@@ -262,7 +262,7 @@ pub struct MessageList {
     responses(
         (status = 200, description = "OK", body = MessageList),
         (status = 404, response = crate::openapi::NotFound),
-        (status = 503, response = crate::openapi::Unavailable),
+        (status = 409, response = crate::openapi::AgentUnavailable),
         (status = 504, response = crate::openapi::Timeout),
     ))]
 async fn messages(
@@ -288,7 +288,7 @@ async fn messages(
     request_body = periscope_core::schema::ProbeRequest,
     responses(
         (status = 200, description = "The probe would be placed", body = crate::openapi::Checked),
-        (status = 503, response = crate::openapi::Unavailable),
+        (status = 409, response = crate::openapi::AgentUnavailable),
         (status = 504, response = crate::openapi::Timeout),
     ))]
 async fn check(r: Request, body: Bytes) -> ApiResult {
@@ -301,7 +301,13 @@ async fn check(r: Request, body: Bytes) -> ApiResult {
         s.instances(store::now_ms(), offline, false)
     })
     .await?;
-    let Some(inst) = instances.into_iter().find(|i| selector.matches(i)) else {
+    // An online instance first: its agent can answer.
+    let mut matching: Vec<Instance> = instances
+        .into_iter()
+        .filter(|i| selector.matches(i))
+        .collect();
+    matching.sort_by_key(|i| i.state != "online");
+    let Some(inst) = matching.into_iter().next() else {
         return Ok(Json(Checked {
             ok: true,
             checked_on: None,

@@ -51,10 +51,11 @@ impl ApiError {
         }
     }
 
-    /// The one who would answer cannot (an agent offline, or one from before code requests).
+    /// The one who would answer cannot (an agent offline, or one from before code requests):
+    /// a conflict with the current state, not a server failure.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
+            status: StatusCode::CONFLICT,
             message: message.into(),
             field: None,
         }

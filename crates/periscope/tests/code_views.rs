@@ -155,7 +155,7 @@ fn a_code_view_says_when_the_agent_is_stuck_or_stopped() {
     let e = eventually("a code view refused for the stopped agent", || {
         c.source(&instance, "ledger.rs", Some(1), Some(3)).err()
     });
-    assert_eq!(e.status(), Some(503), "{e}");
+    assert_eq!(e.status(), Some(409), "{e}");
     let text = e.to_string();
     assert!(
         text.contains(&agent_id) && text.contains("offline"),
