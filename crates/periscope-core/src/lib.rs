@@ -7,6 +7,7 @@ pub mod code;
 pub mod compile;
 pub mod event;
 pub mod expr;
+pub mod interval;
 pub mod location;
 pub mod redact;
 pub mod render;
