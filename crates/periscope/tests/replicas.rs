@@ -86,10 +86,12 @@ fn replicas_share_tokens_probes_and_live_events_and_an_agent_moves_when_its_repl
     let on_a = a
         .admin()
         .wait_for_events(&probe.id, None, 5, Duration::from_secs(30))
+        .map(json_list)
         .expect("wait on A");
     let on_b = b
         .admin()
         .wait_for_events(&probe.id, None, 5, Duration::from_secs(30))
+        .map(json_list)
         .expect("wait on B");
     assert!(on_a.len() >= 5 && on_b.len() >= 5, "{on_a:?} {on_b:?}");
     assert_eq!(on_a[..5], on_b[..5], "both replicas read the same events");
@@ -107,6 +109,7 @@ fn replicas_share_tokens_probes_and_live_events_and_an_agent_moves_when_its_repl
     let before_kill = b
         .admin()
         .events(&probe.id, &Default::default())
+        .map(json_list)
         .expect("events")
         .last()
         .and_then(|e| e["seq"].as_i64())
@@ -120,6 +123,7 @@ fn replicas_share_tokens_probes_and_live_events_and_an_agent_moves_when_its_repl
             20,
             Duration::from_secs(60),
         )
+        .map(json_list)
         .expect("wait on B after A died");
     assert!(after.len() >= 20, "events go on through B: {after:?}");
 
@@ -139,6 +143,7 @@ fn replicas_share_tokens_probes_and_live_events_and_an_agent_moves_when_its_repl
                     ..Default::default()
                 },
             )
+            .map(json_list)
             .expect("page");
         for e in &page {
             let key = e["key"].as_u64().unwrap_or_else(|| panic!("a key: {e}"));
@@ -302,13 +307,18 @@ fn retention_on_postgres_drops_old_events_and_a_report_sent_twice_is_stored_once
     let stored = a
         .admin()
         .events(&probe.id, &Default::default())
+        .map(json_list)
         .expect("events");
     assert_eq!(stored.len(), 3, "{stored:?}");
 
     // A third replica starting now applies retention (7 days) at once: the 2020 events go.
     let c = Server::start_on(&a.dir, 0, &cluster.url("retention"), &[]);
     let left = eventually("old events pruned", || {
-        let left = c.admin().events(&probe.id, &Default::default()).ok()?;
+        let left = c
+            .admin()
+            .events(&probe.id, &Default::default())
+            .map(json_list)
+            .ok()?;
         (left.len() == 1).then_some(left)
     });
     assert_eq!(left[0]["key"], 3);

@@ -287,3 +287,13 @@ pub fn ledger_args() -> Vec<String> {
 pub fn run_cmd(cmd: &mut Command) -> Output {
     cmd.output().expect("run")
 }
+
+/// Typed API answers as JSON, for tests that read them by field name (as a user's script reads
+/// the CLI's `--json`).
+pub fn json_list<T: serde::Serialize>(v: Vec<T>) -> Vec<serde_json::Value> {
+    v.iter().map(json_value).collect()
+}
+
+pub fn json_value<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).expect("an API answer as JSON")
+}
