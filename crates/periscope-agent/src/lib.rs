@@ -6,10 +6,12 @@
 //! Threads: the reconciler (owns the instances and their sessions; everything that changes
 //! them arrives on one channel), the syncer (long-polls the server for the desired state), the
 //! shipper (sends reports from the [`outbox::Outbox`], retrying with backoff), and one
-//! forwarder per probed process (engine events → outbox). When the server is away the
+//! forwarder per probed process (engine events → outbox), and the code worker (answers the
+//! server's code requests, which arrive with the desired state). When the server is away the
 //! probes keep running within their limits and the outbox keeps the newest events.
 
 mod attach;
+mod code;
 pub mod discover;
 pub mod outbox;
 mod report;
@@ -22,7 +24,9 @@ use discover::{Found, Selection};
 use outbox::Outbox;
 use periscope_core::api::{
     AgentInfo, AgentReport, Desired, InstallState, Instance, Probe, ProbeInstance, StatusReport,
+    FEATURE_CODE,
 };
+use periscope_core::code::CodeRequest;
 use periscope_core::event::{Body, Event, ProbeError};
 use periscope_core::redact::Redactor;
 use periscope_runtime::probe::Budget;
@@ -169,6 +173,7 @@ pub fn run(config: AgentConfig, shutdown: Receiver<()>) -> Result<(), AgentError
         id: config.id.clone(),
         host: config.host.clone(),
         tags: config.tags.clone(),
+        features: vec![FEATURE_CODE.to_string()],
     };
 
     let shipper = {
@@ -179,8 +184,9 @@ pub fn run(config: AgentConfig, shutdown: Receiver<()>) -> Result<(), AgentError
         })?
     };
     {
+        let code = code::start(servers.clone(), outbox.clone())?;
         let (servers, tx, id) = (servers.clone(), tx.clone(), config.id.clone());
-        spawn("periscope-syncer", move || sync(&servers, &id, &tx))?;
+        spawn("periscope-syncer", move || sync(&servers, &id, &tx, &code))?;
     }
     {
         let tx = tx.clone();
@@ -266,15 +272,24 @@ fn ship(servers: &Servers, outbox: &Outbox, info: &AgentInfo, run: &str) {
     }
 }
 
-/// Long-polls the server for the desired state and hands each new one to the reconciler.
-fn sync(servers: &Servers, agent: &str, tx: &Sender<Msg>) {
+/// Long-polls the server for the desired state and hands each new one to the reconciler, and
+/// the code requests that come with it to the code worker (a poll that returns for a code
+/// request alone, at the same version, does not disturb the reconciler).
+fn sync(servers: &Servers, agent: &str, tx: &Sender<Msg>, code: &Sender<CodeRequest>) {
     let mut version = None;
     let mut backoff = Duration::from_millis(200);
     loop {
         let (which, client) = servers.current();
         match client.desired(agent, version, Duration::from_secs(20)) {
-            Ok(d) => {
+            Ok(mut d) => {
                 backoff = Duration::from_millis(200);
+                let asked = !d.code_requests.is_empty();
+                for r in std::mem::take(&mut d.code_requests) {
+                    let _ = code.send(r);
+                }
+                if asked && version == Some(d.version) {
+                    continue;
+                }
                 version = Some(d.version);
                 if tx.send(Msg::Desired(d)).is_err() {
                     return;

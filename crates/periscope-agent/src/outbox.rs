@@ -84,6 +84,11 @@ impl Outbox {
         }
     }
 
+    /// The instance reported under `id`, if the agent watches it now.
+    pub fn instance(&self, id: &str) -> Option<Instance> {
+        self.lock().instances.iter().find(|i| i.id == id).cloned()
+    }
+
     pub fn dropped_total(&self) -> u64 {
         self.lock().dropped_total
     }

@@ -3,8 +3,10 @@
 //! once. Blocking on purpose: its users are command-line commands and the agent's own threads.
 
 use periscope_core::api::{
-    AgentReport, AuditEntry, Desired, Instance, NewProbe, NewToken, Probe, TokenInfo,
+    AgentReport, AuditEntry, Desired, Instance, NewProbe, NewToken, Probe, ServerStatus, TokenInfo,
+    Verdict,
 };
+use periscope_core::event::Event;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::io::BufRead;
@@ -30,12 +32,16 @@ impl ClientError {
     }
 }
 
-/// One event from the live stream: the server's sequence number and the event object.
+/// One event from the live stream: the server's sequence number and the event.
 #[derive(Debug, Clone)]
 pub struct StreamedEvent {
     pub id: Option<i64>,
-    pub event: serde_json::Value,
+    pub event: Event,
 }
+
+/// How long a code view may take: the server waits up to its --code-timeout (30 s by
+/// default) for the instance's agent, and answers then.
+const CODE_WAIT: Duration = Duration::from_secs(70);
 
 #[derive(Clone)]
 pub struct Client {
@@ -55,7 +61,7 @@ struct ProbesEnvelope {
 }
 #[derive(Deserialize)]
 struct EventsEnvelope {
-    events: Vec<serde_json::Value>,
+    events: Vec<Event>,
 }
 #[derive(Deserialize)]
 struct InstancesEnvelope {
@@ -214,19 +220,29 @@ impl Client {
         path: &str,
         body: Option<&impl serde::Serialize>,
     ) -> Result<T, ClientError> {
+        self.send_within(method, path, body, Duration::from_secs(30))
+    }
+
+    fn send_within<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
         let url = self.url(path);
         let result = match method {
             "DELETE" => self
                 .identify(self.http.delete(&url))
                 .config()
-                .timeout_global(Some(Duration::from_secs(30)))
+                .timeout_global(Some(timeout))
                 .build()
                 .call(),
             _ => {
                 let req = self
                     .identify(self.http.post(&url))
                     .config()
-                    .timeout_global(Some(Duration::from_secs(30)))
+                    .timeout_global(Some(timeout))
                     .build();
                 match body {
                     Some(b) => req.send_json(b),
@@ -281,8 +297,8 @@ impl Client {
         Ok(e.probe)
     }
 
-    /// A verify probe's result, summed across instances: `{"hits", "candidates": [...]}`.
-    pub fn verify_result(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+    /// A verify probe's result, summed across instances.
+    pub fn verify_result(&self, id: &str) -> Result<Verdict, ClientError> {
         self.get(&format!("/probes/{}/verify", encode(id)), &[], None)
     }
 
@@ -292,11 +308,7 @@ impl Client {
         Ok(e.probe)
     }
 
-    pub fn events(
-        &self,
-        probe: &str,
-        query: &EventQuery,
-    ) -> Result<Vec<serde_json::Value>, ClientError> {
+    pub fn events(&self, probe: &str, query: &EventQuery) -> Result<Vec<Event>, ClientError> {
         let mut q = Vec::new();
         if let Some(s) = &query.since {
             q.push(("since", s.clone()));
@@ -319,7 +331,7 @@ impl Client {
         after: Option<i64>,
         count: usize,
         timeout: Duration,
-    ) -> Result<Vec<serde_json::Value>, ClientError> {
+    ) -> Result<Vec<Event>, ClientError> {
         let mut q = vec![
             ("count", count.to_string()),
             ("timeout_ms", timeout.as_millis().to_string()),
@@ -365,7 +377,7 @@ impl Client {
         Ok(e.entries)
     }
 
-    pub fn status(&self) -> Result<serde_json::Value, ClientError> {
+    pub fn status(&self) -> Result<ServerStatus, ClientError> {
         self.get("/status", &[], None)
     }
 
@@ -390,6 +402,79 @@ impl Client {
             q.push(("version", v.to_string()));
         }
         self.get("/agent/desired", &q, Some(wait + Duration::from_secs(10)))
+    }
+
+    /// Answers a code request handed out with the desired state.
+    pub fn code_answer(
+        &self,
+        id: i64,
+        answer: &periscope_runtime::CodeAnswer,
+    ) -> Result<(), ClientError> {
+        let _: serde_json::Value = self.send("POST", &format!("/agent/code/{id}"), Some(answer))?;
+        Ok(())
+    }
+
+    /// A source file of an instance's binary, as its agent reads it (`from`..=`to`, or all).
+    pub fn source(
+        &self,
+        instance: &str,
+        file: &str,
+        from: Option<u32>,
+        to: Option<u32>,
+    ) -> Result<periscope_runtime::SourceListing, ClientError> {
+        let mut q = vec![("file", file.to_string())];
+        q.extend(from.map(|f| ("from", f.to_string())));
+        q.extend(to.map(|t| ("to", t.to_string())));
+        self.get(
+            &format!("/instances/{}/source", encode(instance)),
+            &q,
+            Some(CODE_WAIT),
+        )
+    }
+
+    /// Checks a probe against the binary of the first instance its target selects, without
+    /// placing it.
+    pub fn check_probe(
+        &self,
+        probe: &NewProbe,
+    ) -> Result<periscope_core::code::Checked, ClientError> {
+        self.send_within("POST", "/probes/check", Some(probe), CODE_WAIT)
+    }
+
+    /// The functions of an instance's binary whose qualified name contains `pattern`.
+    pub fn functions(
+        &self,
+        instance: &str,
+        pattern: &str,
+    ) -> Result<Vec<periscope_runtime::FunctionInfo>, ClientError> {
+        #[derive(Deserialize)]
+        struct List {
+            functions: Vec<periscope_runtime::FunctionInfo>,
+        }
+        let l: List = self.get(
+            &format!("/instances/{}/functions", encode(instance)),
+            &[("pattern", pattern.to_string())],
+            Some(CODE_WAIT),
+        )?;
+        Ok(l.functions)
+    }
+
+    /// The places in an instance's code that can produce `text`.
+    pub fn messages(
+        &self,
+        instance: &str,
+        text: &str,
+    ) -> Result<Vec<periscope_runtime::MessageMatch>, ClientError> {
+        #[derive(Deserialize)]
+        struct List {
+            matches: Vec<periscope_runtime::MessageMatch>,
+        }
+        let l: List = self.get(
+            &format!("/instances/{}/messages", encode(instance)),
+            &[("text", text.to_string())],
+            Some(CODE_WAIT),
+        )?;
+        Ok(l.matches)
     }
 
     /// The live event stream (server-sent events), optionally of one probe, resuming after

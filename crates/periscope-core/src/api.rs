@@ -532,7 +532,14 @@ pub struct AgentInfo {
     pub host: String,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// What the agent answers besides reports: `code` (the code requests in its desired
+    /// state, which the server's code views need). An agent from before them sends none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
+
+/// The feature an agent names when it answers code requests.
+pub const FEATURE_CODE: &str = "code";
 
 /// A probe's state on one instance, as an agent reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -584,6 +591,10 @@ pub struct Desired {
     /// the next change.
     pub version: u64,
     pub assignments: Vec<Assignment>,
+    /// Questions about the agent's instances' code, each handed out once: the agent answers
+    /// them on `POST /api/v1/agent/code/{id}`. The poll returns as soon as one arrives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub code_requests: Vec<crate::code::CodeRequest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -599,6 +610,43 @@ pub struct ApiError {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+}
+
+/// `GET /api/v1/status`: the server's counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Status)]
+pub struct ServerStatus {
+    /// Bumped whenever probes or instances change.
+    pub version: u64,
+    pub events_ingested: u64,
+    /// Events agents reported dropping (their buffers were full while the server was away).
+    pub agent_dropped_events: u64,
+    pub agent_reports: u64,
+    pub last_event_seq: i64,
+    pub stored_event_bytes: i64,
+    pub retention_seconds: u64,
+    pub max_event_bytes: u64,
+    /// With OTLP export: what went out and what failed.
+    pub otlp: Option<OtlpStatus>,
+    /// With JSON-lines export: the `seq` of the last event written.
+    pub jsonl_last_seq: Option<i64>,
+}
+
+/// What the OTLP exporter sent and what failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OtlpStatus {
+    pub exported_logs: u64,
+    pub exported_metric_points: u64,
+    pub dropped: u64,
+    pub failed_exports: u64,
+    pub last_error: Option<String>,
+}
+
+/// `GET /api/v1/probes/{id}/verify`: a verify probe's result, summed across instances.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Verdict {
+    pub hits: u64,
+    pub candidates: Vec<crate::verify::CandidateResult>,
 }
 
 #[cfg(test)]

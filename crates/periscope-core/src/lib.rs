@@ -3,9 +3,11 @@
 //! Pure data and parsing: no OS code lives here.
 
 pub mod api;
+pub mod code;
 pub mod compile;
 pub mod event;
 pub mod expr;
+pub mod interval;
 pub mod location;
 pub mod redact;
 pub mod render;

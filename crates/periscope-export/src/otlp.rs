@@ -159,14 +159,18 @@ pub struct ExportStats {
 }
 
 impl ExportStats {
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "exported_logs": self.exported_logs.load(Ordering::Relaxed),
-            "exported_metric_points": self.exported_points.load(Ordering::Relaxed),
-            "dropped": self.dropped.load(Ordering::Relaxed),
-            "failed_exports": self.failed_exports.load(Ordering::Relaxed),
-            "last_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
-        })
+    pub fn status(&self) -> periscope_core::api::OtlpStatus {
+        periscope_core::api::OtlpStatus {
+            exported_logs: self.exported_logs.load(Ordering::Relaxed),
+            exported_metric_points: self.exported_points.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            failed_exports: self.failed_exports.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
     }
 }
 

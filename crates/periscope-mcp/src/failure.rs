@@ -2,6 +2,7 @@
 //! the model what to do next.
 
 use periscope_client::ClientError;
+use periscope_core::event::Event;
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{json, Value};
 
@@ -56,10 +57,10 @@ pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>, Failure>
 }
 
 /// Events as a tool returns them: the events, a cursor for the next call, and their text.
-pub(crate) fn events_result(probe: &str, events: Vec<Value>, after: Option<i64>) -> CallToolResult {
+pub(crate) fn events_result(probe: &str, events: Vec<Event>, after: Option<i64>) -> CallToolResult {
     let next = events
         .last()
-        .and_then(|e| e["seq"].as_i64())
+        .and_then(|e| e.seq)
         .or(after)
         .map(|s| s.to_string());
     let summary = if events.is_empty() {
@@ -68,13 +69,7 @@ pub(crate) fn events_result(probe: &str, events: Vec<Value>, after: Option<i64>)
         let lines: Vec<String> = events
             .iter()
             .take(20)
-            .map(|e| {
-                // The API's JSON read into the typed event at the edge.
-                match serde_json::from_value::<periscope_core::event::Event>(e.clone()) {
-                    Ok(ev) => periscope_core::render::event_text(&ev),
-                    Err(_) => e.to_string(),
-                }
-            })
+            .map(periscope_core::render::event_text)
             .collect();
         format!("{} event(s):\n{}", events.len(), lines.join("\n"))
     };

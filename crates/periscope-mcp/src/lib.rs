@@ -11,7 +11,6 @@
 
 use periscope_client::{Client, EventQuery};
 use periscope_core::api::{InstallState, NewProbe, ProbeKind};
-use periscope_runtime::Code;
 use rmcp::handler::server::router::prompt::PromptRouter;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -19,7 +18,6 @@ use rmcp::model::CallToolResult;
 use rmcp::service::RequestContext;
 use rmcp::{tool, tool_router, ErrorData, RoleServer};
 use serde_json::json;
-use std::sync::Arc;
 use std::time::Duration;
 
 mod args;
@@ -146,33 +144,6 @@ impl Periscope {
             Err(e) => e.result(),
         })
     }
-
-    /// The instance's binary, indexed (from the live process when it runs here).
-    fn target_of(&self, client: &Client, instance: &str) -> Result<Arc<dyn Code>, Failure> {
-        let list = client
-            .instances()
-            .map_err(|e| explain(e, "listing instances"))?;
-        let Some(i) = list.iter().find(|i| i.id == instance) else {
-            let ids: Vec<&str> = list.iter().map(|i| i.id.as_str()).collect();
-            return Err(tool_error(format!(
-                "no instance `{instance}`; valid instances: {}",
-                if ids.is_empty() {
-                    "none (no agent reports any)".to_string()
-                } else {
-                    ids.join(", ")
-                }
-            )));
-        };
-        // The runtime keeps what it indexed per executable and build id: reading a binary is
-        // the slow part of a lookup.
-        periscope_runtimes::open_instance(i.pid, &i.executable, i.build_id.as_deref())
-            .map_err(|e| {
-                tool_error(format!(
-                    "cannot read the binary of {instance} ({} on host {}): {e}. find_functions and read_source need the binary on the machine running this MCP server.",
-                    i.executable, i.host
-                ))
-            })
-    }
 }
 
 #[tool_router]
@@ -232,11 +203,10 @@ impl Periscope {
             Ok(a) => a,
             Err(e) => return Ok(bad_args("find_functions", e)),
         };
-        let me = self.clone();
         let r = self
             .call(&ctx, move |c| {
-                let t = me.target_of(&c, &a.instance)?;
-                Ok(t.functions(&a.pattern))
+                c.functions(&a.instance, &a.pattern)
+                    .map_err(|e| explain(e, "finding functions"))
             })
             .await;
         Ok(match r {
@@ -276,12 +246,11 @@ impl Periscope {
                 "`message` is empty; give the text as seen, e.g. \"no route to shard 12\"".into(),
             ));
         }
-        let me = self.clone();
         let message = a.message.clone();
         let r = self
             .call(&ctx, move |c| {
-                let t = me.target_of(&c, &a.instance)?;
-                Ok(t.find_message(&a.message))
+                c.messages(&a.instance, &a.message)
+                    .map_err(|e| explain(e, "finding the message"))
             })
             .await;
         Ok(match r {
@@ -323,16 +292,10 @@ impl Periscope {
             Ok(a) => a,
             Err(e) => return Ok(bad_args("read_source", e)),
         };
-        let me = self.clone();
         let r = self
             .call(&ctx, move |c| {
-                let t = me.target_of(&c, &a.instance)?;
-                let range = match (a.from_line, a.to_line) {
-                    (None, None) => None,
-                    (f, to) => Some((f.unwrap_or(1), to.unwrap_or(u32::MAX))),
-                };
-                t.source_lines(&a.file, range)
-                    .map_err(|e| tool_error(format!("{e}")))
+                c.source(&a.instance, &a.file, a.from_line, a.to_line)
+                    .map_err(|e| explain(e, "reading the source"))
             })
             .await;
         Ok(match r {
@@ -684,8 +647,7 @@ impl Periscope {
                     let result = c
                         .verify_result(&p.id)
                         .map_err(|e| explain(e, "reading the verdict"))?;
-                    let hits = result["hits"].as_u64().unwrap_or(0);
-                    if hits >= counted || std::time::Instant::now() >= until {
+                    if result.hits >= counted || std::time::Instant::now() >= until {
                         return Ok(result);
                     }
                     std::thread::sleep(Duration::from_millis(200));
@@ -694,23 +656,14 @@ impl Periscope {
             .await;
         Ok(match r {
             Ok(result) => {
-                let summary = result["candidates"]
-                    .as_array()
-                    .map(|cs| {
-                        cs.iter()
-                            .map(|c| {
-                                format!(
-                                    "{}: {}",
-                                    c["name"].as_str().unwrap_or("?"),
-                                    c["verdict"].as_str().unwrap_or("")
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    })
-                    .unwrap_or_default();
-                let hits = result["hits"].as_u64().unwrap_or(0);
-                tool_ok(result, format!("{hits} hits\n{summary}"))
+                let summary = result
+                    .candidates
+                    .iter()
+                    .map(|c| format!("{}: {}", c.name, c.verdict))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let hits = result.hits;
+                tool_ok(json!(result), format!("{hits} hits\n{summary}"))
             }
             Err(e) => e.result(),
         })

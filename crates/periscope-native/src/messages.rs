@@ -69,7 +69,7 @@ impl Rodata {
 }
 
 fn find_in_object(idx: &ObjectIndex, message: &str) -> Vec<MessageMatch> {
-    let Ok(data) = std::fs::read(&idx.path) else {
+    let Ok(data) = std::fs::read(&idx.opened) else {
         return Vec::new();
     };
     let Ok(file) = object::File::parse(&*data) else {

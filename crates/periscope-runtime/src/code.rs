@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// A source file's lines, as [`crate::Code::source_lines`] lists them. Serialized, it is the
 /// `--json` and MCP shape: `{"file", "lines":[{"line","text","instrumentable"}]}`.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SourceListing {
     #[schema(value_type = String)]
     pub file: PathBuf,
@@ -31,7 +31,7 @@ impl SourceListing {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SourceLine {
     pub line: u32,
     /// `None` when the source file is not on disk (the line table still knows the line).
@@ -42,16 +42,27 @@ pub struct SourceLine {
 /// A function, as [`crate::Code::functions`] lists it. Serialized:
 /// `{"name","file","line"}`, plus `"inlined": true` and `"inlined_into": [callers]` for a
 /// function that exists only inlined into others (an optimized build's small functions).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct FunctionInfo {
     pub name: String,
     /// The declaring source file, or the object file when the debug info does not say.
+    #[schema(value_type = String)]
     pub file: PathBuf,
     pub line: Option<u32>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inlined: bool,
     /// The functions it is inlined into (where a probe on it goes), for an inlined-only one.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inlined_into: Vec<String>,
 }
 
@@ -81,7 +92,7 @@ impl FunctionInfo {
 }
 
 /// One place in the code that can produce the message.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct MessageMatch {
     /// The constant as found: its literal pieces, with `{…}` where a placeholder goes.
     pub text: String,
@@ -89,10 +100,38 @@ pub struct MessageMatch {
     pub file: Option<String>,
     pub line: Option<u32>,
     /// The source line's text, when the file is on this machine.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// The constant explains the whole message.
     pub exact: bool,
     /// Characters of the message the constant's literal text covers.
     pub covered: usize,
+}
+
+/// An agent's answer to a code request (`periscope_core::code::CodeRequest`), posted to
+/// `POST /api/v1/agent/code/{id}`: what the seam's [`crate::Code`] said, in its own types.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CodeAnswer {
+    Source {
+        listing: SourceListing,
+    },
+    Functions {
+        functions: Vec<FunctionInfo>,
+    },
+    Messages {
+        matches: Vec<MessageMatch>,
+    },
+    /// The probe resolves: at this many sites.
+    Checked {
+        sites: usize,
+    },
+    /// The question has no answer: with `field`, the request field at fault (a file not in
+    /// the debug info, a probe whose location or names do not resolve); without, the code
+    /// could not be read at all (the process is gone, the binary unreadable).
+    Failed {
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        field: Option<String>,
+    },
 }

@@ -11,7 +11,7 @@ pub mod kind;
 pub mod probe;
 mod seam;
 
-pub use code::{FunctionInfo, MessageMatch, SourceLine, SourceListing};
+pub use code::{CodeAnswer, FunctionInfo, MessageMatch, SourceLine, SourceListing};
 pub use error::{ErrorKind, RuntimeError};
 pub use kind::{Capabilities, Capability, RuntimeKind};
 pub use probe::{

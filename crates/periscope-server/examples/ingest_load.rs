@@ -41,6 +41,7 @@ fn main() {
                 id: format!("load-agent-{a}"),
                 host: format!("load-{a}"),
                 tags: Default::default(),
+                features: Vec::new(),
             };
             let instance = Instance {
                 id: format!("load-{a}-1"),

@@ -1,11 +1,13 @@
-//! The code of an instance, read from its binary on the machine the server runs on: the source
-//! listing with the lines a probe can take, and a check of a probe against the scope at its
-//! location before it is placed. The console (and any client) uses these; MCP's `read_source`
-//! reads binaries the same way.
+//! The code of an instance, as the agent that reported it reads it: the source listing with
+//! the lines a probe can take, the functions matching a pattern, the constants that can produce
+//! a message, and a check of a probe against the scope at its location before it is placed.
+//! The console, MCP and any client use these.
 //!
-//! The binary is read from the live process when it runs here (through /proc, so containers
-//! work), else from the executable path the agent reported. Indexed binaries are kept per
-//! (executable, build id): indexing is the slow part, a large binary takes seconds.
+//! The server never opens a binary: the process and its files are on the agent's machine
+//! (another host, another container). A view stores a code request for the agent
+//! (`store::code`), wakes the agent's desired-state poll (on whichever replica holds it, by
+//! `peers`), and waits, bounded by `--code-timeout`, for the answer the agent posts
+//! (`agents::agent_code_answer`). The agent keeps what it indexed, so the next view is fast.
 
 use crate::openapi::Checked;
 use crate::request::{ApiError, ApiQuery, ApiResult, Request};
@@ -16,8 +18,9 @@ use axum::extract::Path;
 use axum::response::IntoResponse;
 use axum::Json;
 use periscope_core::api::{Instance, NewProbe, Role, Selector};
-use periscope_runtime::{Code, EngineProbe, ErrorKind, Limits, RuntimeError};
-use serde::Deserialize;
+use periscope_core::code::{CodeAsk, CodeRequest};
+use periscope_runtime::CodeAnswer;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -25,19 +28,123 @@ use utoipa_axum::routes;
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(source))
+        .routes(routes!(functions))
+        .routes(routes!(messages))
         .routes(routes!(check))
 }
 
-/// The instance's code, through its runtime (which keeps what it indexed per executable and
-/// build id). Blocking: call from the blocking pool.
-fn target_of(i: &Instance) -> Result<Arc<dyn Code>, ApiError> {
-    periscope_runtimes::open_instance(i.pid, &i.executable, i.build_id.as_deref())
-        .map_err(|e| {
-            ApiError::not_found(format!(
-                "cannot read the binary of {} ({} on host {}): {e}; the code view needs the binary on the server's machine",
-                i.id, i.executable, i.host
-            ))
-        })
+/// Asks the instance's agent and waits for its answer (bounded by `code_wait`).
+async fn ask(state: &Arc<AppState>, inst: &Instance, ask: CodeAsk) -> Result<CodeAnswer, ApiError> {
+    let id = inst.id.clone();
+    let target = db(state, move |s| s.code_target(&id)).await?;
+    let Some(target) = target else {
+        return Err(ApiError::not_found(format!("no instance `{}`", inst.id)));
+    };
+    let agent = target.agent;
+    if inst.state != "online" {
+        return Err(ApiError::unavailable(format!(
+            "the agent `{agent}` that reported {} is {} (last heard from {}): the code views ask it to read the binary; start it again (`periscope agent`) or pick an online instance",
+            inst.id, inst.state, inst.last_seen
+        )));
+    }
+    if !target.answers_code {
+        return Err(ApiError::unavailable(format!(
+            "the agent `{agent}` that reported {} is too old to answer code requests (its reports name no `code` feature): upgrade it to this server's version",
+            inst.id
+        )));
+    }
+    let request = CodeRequest {
+        id: 0,
+        instance: inst.id.clone(),
+        pid: inst.pid,
+        executable: inst.executable.clone(),
+        build_id: inst.build_id.clone(),
+        ask,
+    };
+    let body = serde_json::to_string(&request)
+        .map_err(|e| ApiError::internal(format!("cannot store the code request: {e}")))?;
+    let (a, now) = (agent.clone(), store::now_ms());
+    let rid = db(state, move |s| s.insert_code_request(&a, &body, now)).await?;
+    state.code_requested.send_modify(|v| *v += 1);
+    state.announce(crate::peers::Change::Code);
+    let wait = state.config.code_wait;
+    let deadline = tokio::time::Instant::now() + wait;
+    let answer = loop {
+        // Subscribed before looking, so an answer stored after the look still wakes us.
+        let mut rx = state.code_answered.subscribe();
+        rx.borrow_and_update();
+        if let Some(a) = db(state, move |s| s.code_answer(rid)).await? {
+            break Some(a);
+        }
+        tokio::select! {
+            _ = rx.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => break None,
+            _ = state.stopped() => break None,
+        }
+    };
+    let claimed = db(state, move |s| {
+        let claimed = s.code_request_claimed(rid)?;
+        s.delete_code_request(rid)?;
+        Ok(claimed)
+    })
+    .await?;
+    let Some(answer) = answer else {
+        let what = if claimed {
+            "took the request but did not answer"
+        } else {
+            "did not pick the request up"
+        };
+        return Err(ApiError::timeout(format!(
+            "the agent `{agent}` that reported {} ({} pid {} on host {}) {what} within {:.0} s; indexing a large binary takes seconds (a longer --code-timeout on the server waits longer), or the agent is stuck or cut off",
+            inst.id, inst.executable, inst.pid, inst.host, wait.as_secs_f64()
+        )));
+    };
+    let answer: CodeAnswer = serde_json::from_str(&answer).map_err(|e| {
+        ApiError::internal(format!(
+            "the agent `{agent}` answered something unreadable: {e}"
+        ))
+    })?;
+    match answer {
+        CodeAnswer::Failed {
+            error,
+            field: Some(f),
+        } => Err(ApiError::bad(request_field(&f), error)),
+        CodeAnswer::Failed { error, field: None } => Err(ApiError::not_found(format!(
+            "cannot read the code of {} ({} on host {}, agent `{agent}`): {error}",
+            inst.id, inst.executable, inst.host
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// The request field an agent's answer names, among those the code views take.
+fn request_field(name: &str) -> &'static str {
+    const FIELDS: &[&str] = &[
+        "file",
+        "pattern",
+        "text",
+        "location",
+        "condition",
+        "template",
+        "by",
+        "watch",
+        "value",
+        "failure",
+        "fixes",
+        "replay",
+        "keep",
+    ];
+    FIELDS
+        .iter()
+        .find(|f| **f == name)
+        .copied()
+        .unwrap_or("location")
+}
+
+fn unexpected(what: &str) -> ApiError {
+    ApiError::internal(format!(
+        "the agent answered a {what} request with another kind of answer"
+    ))
 }
 
 async fn instance(state: &Arc<AppState>, id: &str) -> Result<Instance, ApiError> {
@@ -56,15 +163,6 @@ async fn instance(state: &Arc<AppState>, id: &str) -> Result<Instance, ApiError>
     })
 }
 
-/// Runs blocking code reading binaries on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(ApiError::internal(format!("code task failed: {e}"))))
-}
-
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct SourceQuery {
@@ -81,11 +179,13 @@ struct SourceQuery {
 /// `GET /api/v1/instances/{id}/source?file=NAME`: the file (matched by path suffix, as
 /// `periscope lines` matches it), each line with its text and whether a probe can go there.
 #[utoipa::path(get, path = "/api/v1/instances/{id}/source",
-    description = "Needs a token of role viewer. Reads the instance's binary on the server's machine (from the live process when it runs there). `file` is matched by path suffix, as `periscope lines` matches it; an unknown or ambiguous name is a 400 listing candidates.",
+    description = "Needs a token of role viewer. The instance's agent reads its binary (from the live process) and answers; the server waits for it up to --code-timeout (30 s by default). `file` is matched by path suffix, as `periscope lines` matches it; an unknown or ambiguous name is a 400 listing candidates.",
     params(("id" = String, Path, description = "instance id"), SourceQuery),
     responses(
         (status = 200, description = "OK", body = periscope_runtime::SourceListing),
         (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::AgentUnavailable),
+        (status = 504, response = crate::openapi::Timeout),
     ))]
 async fn source(
     r: Request,
@@ -94,27 +194,103 @@ async fn source(
 ) -> ApiResult {
     r.caller(Role::Viewer, "code.source").await?;
     let inst = instance(r.state(), &id).await?;
-    let listing = blocking(move || {
-        let t = target_of(&inst)?;
-        let range = match (q.from, q.to) {
-            (None, None) => None,
-            (from, to) => Some((from.unwrap_or(1), to.unwrap_or(u32::MAX))),
-        };
-        t.source_lines(&q.file, range)
-            .map_err(|e| ApiError::bad("file", e.to_string()))
-    })
-    .await?;
-    Ok(Json(listing).into_response())
+    let asked = CodeAsk::Source {
+        file: q.file,
+        from: q.from,
+        to: q.to,
+    };
+    match ask(r.state(), &inst, asked).await? {
+        CodeAnswer::Source { listing } => Ok(Json(listing).into_response()),
+        _ => Err(unexpected("source")),
+    }
 }
 
-/// `POST /api/v1/probes/check`: validates a probe as placing it would, then resolves it against
-/// the binary of the first instance its target selects, so a location without code, a name not
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct FunctionsQuery {
+    /// part of the qualified name
+    pattern: String,
+}
+
+/// The functions of an instance's binary.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FunctionList {
+    pub functions: Vec<periscope_runtime::FunctionInfo>,
+}
+
+/// The functions of an instance's binary whose qualified name contains `pattern`
+#[utoipa::path(get, path = "/api/v1/instances/{id}/functions",
+    description = "Needs a token of role viewer. The instance's agent reads its binary and answers, as for the source listing; each function with the file and line where it is defined.",
+    params(("id" = String, Path, description = "instance id"), FunctionsQuery),
+    responses(
+        (status = 200, description = "OK", body = FunctionList),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::AgentUnavailable),
+        (status = 504, response = crate::openapi::Timeout),
+    ))]
+async fn functions(
+    r: Request,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<FunctionsQuery>,
+) -> ApiResult {
+    r.caller(Role::Viewer, "code.functions").await?;
+    let inst = instance(r.state(), &id).await?;
+    let asked = CodeAsk::Functions { pattern: q.pattern };
+    match ask(r.state(), &inst, asked).await? {
+        CodeAnswer::Functions { functions } => Ok(Json(FunctionList { functions }).into_response()),
+        _ => Err(unexpected("functions")),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct MessagesQuery {
+    /// the message as seen (a log line, an error text)
+    text: String,
+}
+
+/// The places in an instance's code that can produce a message.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MessageList {
+    pub matches: Vec<periscope_runtime::MessageMatch>,
+}
+
+/// The constants and format strings of an instance's binary that can produce a message
+#[utoipa::path(get, path = "/api/v1/instances/{id}/messages",
+    description = "Needs a token of role viewer. The instance's agent reads its binary and answers, as for the source listing; exact matches first, each with the function, file and line that uses it.",
+    params(("id" = String, Path, description = "instance id"), MessagesQuery),
+    responses(
+        (status = 200, description = "OK", body = MessageList),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::AgentUnavailable),
+        (status = 504, response = crate::openapi::Timeout),
+    ))]
+async fn messages(
+    r: Request,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<MessagesQuery>,
+) -> ApiResult {
+    r.caller(Role::Viewer, "code.messages").await?;
+    let inst = instance(r.state(), &id).await?;
+    let asked = CodeAsk::Messages { text: q.text };
+    match ask(r.state(), &inst, asked).await? {
+        CodeAnswer::Messages { matches } => Ok(Json(MessageList { matches }).into_response()),
+        _ => Err(unexpected("messages")),
+    }
+}
+
+/// `POST /api/v1/probes/check`: validates a probe as placing it would, then has the agent of the
+/// first instance its target selects resolve it against that instance's binary, so a location without code, a name not
 /// in scope or a misspelled field is an error (with its field) before anything is placed.
 /// Nothing is stored or attached.
 #[utoipa::path(post, path = "/api/v1/probes/check", summary = "Check a probe without placing it",
-    description = "Needs a token of role viewer. Validates the probe as POST /api/v1/probes would, then resolves its location and expressions against the binary of the first instance its target selects: a line without code, a name not in scope or a missing field is a 400 whose `field` names the request field (`location`, `condition`, `template`, `by`, `watch`). Nothing is stored or attached.",
+    description = "Needs a token of role viewer. Validates the probe as POST /api/v1/probes would, then the agent of the first instance its target selects resolves its location and expressions against that instance's binary (waiting for it as for the source listing): a line without code, a name not in scope or a missing field is a 400 whose `field` names the request field (`location`, `condition`, `template`, `by`, `watch`). Nothing is stored or attached.",
     request_body = periscope_core::schema::ProbeRequest,
-    responses((status = 200, description = "The probe would be placed", body = crate::openapi::Checked)))]
+    responses(
+        (status = 200, description = "The probe would be placed", body = crate::openapi::Checked),
+        (status = 409, response = crate::openapi::AgentUnavailable),
+        (status = 504, response = crate::openapi::Timeout),
+    ))]
 async fn check(r: Request, body: Bytes) -> ApiResult {
     r.caller(Role::Viewer, "probe.check").await?;
     let spec: NewProbe = crate::request::parse_body(&body)?;
@@ -125,7 +301,13 @@ async fn check(r: Request, body: Bytes) -> ApiResult {
         s.instances(store::now_ms(), offline, false)
     })
     .await?;
-    let Some(inst) = instances.into_iter().find(|i| selector.matches(i)) else {
+    // An online instance first: its agent can answer.
+    let mut matching: Vec<Instance> = instances
+        .into_iter()
+        .filter(|i| selector.matches(i))
+        .collect();
+    matching.sort_by_key(|i| i.state != "online");
+    let Some(inst) = matching.into_iter().next() else {
         return Ok(Json(Checked {
             ok: true,
             checked_on: None,
@@ -135,11 +317,13 @@ async fn check(r: Request, body: Bytes) -> ApiResult {
         .into_response());
     };
     let checked_on = inst.id.clone();
-    let sites = blocking(move || {
-        let t = target_of(&inst)?;
-        resolve_fields(&t, &spec)
-    })
-    .await?;
+    let asked = CodeAsk::Check {
+        probe: Box::new(spec),
+    };
+    let sites = match ask(r.state(), &inst, asked).await? {
+        CodeAnswer::Checked { sites } => sites,
+        _ => return Err(unexpected("check")),
+    };
     Ok(Json(Checked {
         ok: true,
         checked_on: Some(checked_on),
@@ -147,71 +331,4 @@ async fn check(r: Request, body: Bytes) -> ApiResult {
         note: None,
     })
     .into_response())
-}
-
-/// Resolves the probe at its location, the condition first and then the rest, so an error
-/// names the field it is in.
-fn resolve_fields(t: &Arc<dyn Code>, spec: &NewProbe) -> Result<usize, ApiError> {
-    let attempt = |p: &NewProbe| -> Result<usize, RuntimeError> {
-        let compiled = periscope_core::compile::compile(p)
-            .map_err(|e| RuntimeError::new(ErrorKind::Expression, e.message))?;
-        let redactor = periscope_core::redact::Redactor::default();
-        match EngineProbe::new("check", compiled, Limits::default(), redactor) {
-            EngineProbe::Breakpoint(spec) => t.check(&spec),
-            EngineProbe::Failures { .. } => Ok(0),
-        }
-    };
-    let field_of = |e: RuntimeError, field: &'static str| match e.kind {
-        ErrorKind::Expression => ApiError::bad(field, e.message),
-        _ => ApiError::bad("location", e.message),
-    };
-    if spec.kind == periscope_core::api::ProbeKind::Verify {
-        // The failure and the fixes are resolved together; the message names what is not in
-        // scope, and the field is the one whose text has it.
-        return attempt(spec).map_err(|e| {
-            let text = e.to_string();
-            let missing = text.split('`').nth(1).unwrap_or_default().to_string();
-            let in_failure = spec
-                .failure
-                .as_deref()
-                .is_some_and(|f| f.contains(&missing));
-            field_of(
-                e,
-                if in_failure && !missing.is_empty() {
-                    "failure"
-                } else {
-                    "fixes"
-                },
-            )
-        });
-    }
-    // The probe without its texts first, so an error there is the location's or the
-    // condition's; a gauge keeps a value that reads nothing.
-    let bare = NewProbe {
-        template: spec.template.as_ref().map(|_| "-".to_string()),
-        value: spec.value.as_ref().map(|_| "0".to_string()),
-        watch: Vec::new(),
-        by: None,
-        ..spec.clone()
-    };
-    attempt(&bare).map_err(|e| field_of(e, "condition"))?;
-    let rest = match spec.kind {
-        periscope_core::api::ProbeKind::Count | periscope_core::api::ProbeKind::Duration => "by",
-        periscope_core::api::ProbeKind::Gauge
-            if spec.by.as_deref().is_none_or(|b| {
-                attempt(&NewProbe {
-                    by: Some(b.to_string()),
-                    value: Some("0".into()),
-                    ..spec.clone()
-                })
-                .is_ok()
-            }) =>
-        {
-            "value"
-        }
-        periscope_core::api::ProbeKind::Gauge => "by",
-        periscope_core::api::ProbeKind::Snapshot => "watch",
-        _ => "template",
-    };
-    attempt(spec).map_err(|e| field_of(e, rest))
 }

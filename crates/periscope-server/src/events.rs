@@ -57,8 +57,23 @@ pub(crate) fn since_param(since: Option<&str>) -> Result<Option<i64>, ApiError> 
 fn raw_events(events: &[StoredEvent]) -> Result<Vec<Value>, ApiError> {
     events
         .iter()
-        .map(|e| serde_json::from_str(&e.body).map_err(|e| ApiError::from(StoreError::Json(e))))
+        .map(|e| {
+            serde_json::from_str(&e.body)
+                .map(with_text)
+                .map_err(|e| ApiError::from(StoreError::Json(e)))
+        })
         .collect()
+}
+
+/// The event as stored, with `text` added: the one text form every surface shows
+/// (`periscope_core::render::event_text`), so the console need not format events itself.
+fn with_text(mut v: Value) -> Value {
+    let text = serde_json::from_value::<periscope_core::event::Event>(v.clone())
+        .map(|e| periscope_core::render::event_text(&e));
+    if let (Ok(text), Some(o)) = (text, v.as_object_mut()) {
+        o.insert("text".into(), Value::String(text));
+    }
+    v
 }
 
 /// Stored events of a probe, oldest first. `after` is the `seq` of the last event already
@@ -200,7 +215,7 @@ struct StreamQuery {
 /// A client that reconnects with `Last-Event-ID` first gets what it missed from the store.
 #[utoipa::path(get, path = "/api/v1/events/stream", params(StreamQuery),
     responses(
-        (status = 200, description = "text/event-stream: each event's `data` is an Event", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream: each event's `data` is an Event with its `text` (EventWithText)", content_type = "text/event-stream", body = String),
         (status = 404, response = crate::openapi::NotFound),
     ))]
 async fn stream_events(r: Request, ApiQuery(q): ApiQuery<StreamQuery>) -> ApiResult {
@@ -261,7 +276,10 @@ async fn stream_events(r: Request, ApiQuery(q): ApiQuery<StreamQuery>) -> ApiRes
 }
 
 fn sse_event(e: &StoredEvent) -> Event {
-    Event::default().id(e.seq.to_string()).data(e.body.clone())
+    let data = serde_json::from_str::<Value>(&e.body)
+        .map(|v| with_text(v).to_string())
+        .unwrap_or_else(|_| e.body.clone());
+    Event::default().id(e.seq.to_string()).data(data)
 }
 
 /// Sends the stored events after `*last` (of `probe`, or all), page by page, moving `*last`.

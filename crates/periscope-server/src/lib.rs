@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub otlp: Option<periscope_export::otlp::OtlpConfig>,
     /// Export every event to a JSON-lines file: path, rotation size, rotated files kept.
     pub jsonl: Option<(PathBuf, u64, usize)>,
+    /// How long a code view waits for the instance's agent to answer (indexing a large
+    /// binary takes seconds).
+    pub code_wait: Duration,
 }
 
 impl ServerConfig {
@@ -76,6 +79,7 @@ impl ServerConfig {
             tls: None,
             otlp: None,
             jsonl: None,
+            code_wait: Duration::from_secs(30),
         }
     }
 }
@@ -127,6 +131,11 @@ pub struct AppState {
     pub expiry_changed: Notify,
     /// Woken when agents report probe states (for callers waiting for a probe to settle).
     pub status_changed: Notify,
+    /// Bumped when a code request is stored (here or on another replica): agents' polls
+    /// look for theirs.
+    pub code_requested: watch::Sender<u64>,
+    /// Bumped when an agent answers a code request: the code views waiting look for theirs.
+    pub code_answered: watch::Sender<u64>,
     pub config: ServerConfig,
     pub stats: Stats,
     pub exports: Exports,
@@ -219,6 +228,8 @@ pub async fn start(
         events,
         expiry_changed: Notify::new(),
         status_changed: Notify::new(),
+        code_requested: watch::channel(0).0,
+        code_answered: watch::channel(0).0,
         config,
         stats: Stats::default(),
         exports,

@@ -33,7 +33,7 @@ mod dialect;
         description = "Control plane of Periscope: probes placed across a fleet, events from agents, tokens and the audit log. Every request carries `Authorization: Bearer TOKEN`. Errors are `{\"error\": message, \"field\": name}`."
     ),
     security(("bearer" = [])),
-    components(responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict)),
+    components(responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, AgentUnavailable, Timeout)),
     modifiers(&Frame)
 )]
 struct Base;
@@ -139,6 +139,8 @@ error_responses! {
     Forbidden: "The token's role does not allow this",
     NotFound: "No such probe, instance or token; the error says how to list them",
     Conflict: "The request conflicts with the current state (a name in use, a probe that ended)",
+    AgentUnavailable: "The instance's agent cannot answer: it is offline, or too old to answer code requests",
+    Timeout: "The instance's agent did not answer in time (--code-timeout); the error names the agent and instance",
 }
 
 // ---- answers --------------------------------------------------------------------------------
@@ -154,11 +156,22 @@ pub struct ProbeList {
     pub probes: Vec<Probe>,
 }
 
-/// Events as stored: each an [`Event`]'s JSON, kept as the agent's report gave it.
+/// Events as stored: each an [`Event`]'s JSON, kept as the agent's report gave it, with its
+/// `text` added.
 #[derive(Serialize, ToSchema)]
 pub struct EventList {
-    #[schema(value_type = Vec<Event>)]
+    #[schema(value_type = Vec<EventWithText>)]
     pub events: Vec<Value>,
+}
+
+/// An event as the API serves it: the [`Event`] and its one line (or tree) of text.
+#[derive(Serialize, ToSchema)]
+pub struct EventWithText {
+    #[serde(flatten)]
+    pub event: Event,
+    /// The event as every surface shows it to a person: instance, probe, then what it says
+    /// (`periscope_core::render::event_text`; a snapshot is several lines).
+    pub text: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -195,43 +208,18 @@ pub struct WhoAmI {
 }
 
 /// The server's counters.
+pub use periscope_core::api::ServerStatus as Status;
+
+/// An agent's answer was stored.
 #[derive(Serialize, ToSchema)]
-pub struct Status {
-    /// Bumped whenever probes or instances change.
-    pub version: u64,
-    pub events_ingested: u64,
-    /// Events agents reported dropping (their buffers were full while the server was away).
-    pub agent_dropped_events: u64,
-    pub agent_reports: u64,
-    pub last_event_seq: i64,
-    pub stored_event_bytes: i64,
-    pub retention_seconds: u64,
-    pub max_event_bytes: u64,
-    /// With OTLP export: what went out and what failed.
-    pub otlp: Option<Value>,
-    /// With JSON-lines export: the `seq` of the last event written.
-    pub jsonl_last_seq: Option<i64>,
+pub struct Answered {
+    /// The code request answered.
+    pub answered: i64,
 }
 
-/// A probe check: the probe would be placed.
-#[derive(Serialize, ToSchema)]
-pub struct Checked {
-    pub ok: bool,
-    /// The instance whose binary it was resolved against (none matches the target yet: null).
-    pub checked_on: Option<String>,
-    /// Code addresses the probe would cover there.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sites: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
+pub use periscope_core::code::Checked;
 
-/// A verify probe's result, summed across instances.
-#[derive(Serialize, ToSchema)]
-pub struct Verdict {
-    pub hits: u64,
-    pub candidates: Vec<periscope_core::verify::CandidateResult>,
-}
+pub use periscope_core::api::Verdict;
 
 /// 404 for a probe that was removed: the answer it had, with `error` (or, for an unknown
 /// probe, `error` alone).
@@ -247,7 +235,7 @@ pub struct ProbeGone {
 #[allow(dead_code)]
 pub struct EventsGone {
     error: String,
-    #[schema(value_type = Option<Vec<Event>>)]
+    #[schema(value_type = Option<Vec<EventWithText>>)]
     events: Option<Vec<Value>>,
 }
 
@@ -329,7 +317,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(ops, 21, "operations documented");
+        assert_eq!(ops, 24, "operations documented");
         // Every reference resolves.
         for part in text.split("\"$ref\":\"#/components/").skip(1) {
             let target = part.split('"').next().unwrap();

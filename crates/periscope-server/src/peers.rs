@@ -8,9 +8,10 @@
 //!   taken under a row lock held to commit, so they arrive in number order: every replica's
 //!   live feed is in `seq` order. A replica's own events also reach its feed this way (from
 //!   memory, not read back), which is what keeps its feed in order with the others'.
-//! - `REPLICA version|status|tokens|expiry`: something changed that the replica REPLICA
+//! - `REPLICA version|status|tokens|expiry|code|answer`: something changed that the replica REPLICA
 //!   already applied locally; the others follow (agents' long polls wake, waiters re-check,
-//!   the token table is reloaded, the expiry task recomputes its deadline).
+//!   the token table is reloaded, the expiry task recomputes its deadline, agents' polls look
+//!   for their code requests, code views look for their answers).
 
 use crate::store::{StoredEvent, CHANNEL};
 use crate::AppState;
@@ -31,6 +32,10 @@ pub enum Change {
     Tokens,
     /// A probe was added: the expiry deadline may be nearer.
     Expiry,
+    /// A code request was stored: agents' polls look for theirs.
+    Code,
+    /// A code request was answered: the code views waiting look for theirs.
+    Answer,
 }
 
 impl Change {
@@ -40,6 +45,8 @@ impl Change {
             Change::Status => "status",
             Change::Tokens => "tokens",
             Change::Expiry => "expiry",
+            Change::Code => "code",
+            Change::Answer => "answer",
         }
     }
 
@@ -49,6 +56,8 @@ impl Change {
             "status" => Change::Status,
             "tokens" => Change::Tokens,
             "expiry" => Change::Expiry,
+            "code" => Change::Code,
+            "answer" => Change::Answer,
             _ => return None,
         })
     }
@@ -186,6 +195,8 @@ fn listen(state: &Arc<AppState>, url: &str) {
                 Change::Status,
                 Change::Tokens,
                 Change::Expiry,
+                Change::Code,
+                Change::Answer,
             ] {
                 apply(state, c);
             }
@@ -233,6 +244,8 @@ fn apply(state: &Arc<AppState>, change: Change) {
         Change::Version => state.version.send_modify(|v| *v += 1),
         Change::Status => state.status_changed.notify_waiters(),
         Change::Expiry => state.expiry_changed.notify_one(),
+        Change::Code => state.code_requested.send_modify(|v| *v += 1),
+        Change::Answer => state.code_answered.send_modify(|v| *v += 1),
         Change::Tokens => match state.store.with(|s| s.token_hashes()) {
             Ok(all) => state.tokens.replace(all),
             Err(e) => eprintln!("periscope server: cannot reload tokens ({e})"),

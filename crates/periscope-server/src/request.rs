@@ -51,6 +51,25 @@ impl ApiError {
         }
     }
 
+    /// The one who would answer cannot (an agent offline, or one from before code requests):
+    /// a conflict with the current state, not a server failure.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// The one who would answer did not within the bound.
+    pub fn timeout(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            message: message.into(),
+            field: None,
+        }
+    }
+
     pub fn conflict(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::CONFLICT,

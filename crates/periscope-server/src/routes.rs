@@ -93,7 +93,7 @@ async fn status(r: Request) -> ApiResult {
         stored_event_bytes: bytes,
         retention_seconds: s.config.retention.as_secs(),
         max_event_bytes: s.config.max_event_bytes,
-        otlp: s.exports.otlp_stats.as_ref().map(|o| o.to_json()),
+        otlp: s.exports.otlp_stats.as_ref().map(|o| o.status()),
         jsonl_last_seq: s
             .exports
             .jsonl

@@ -86,6 +86,10 @@ pub struct ServerArgs {
     /// Rotated JSON-lines files kept (PATH.1 … PATH.N).
     #[arg(long, default_value_t = 10)]
     export_jsonl_keep: usize,
+    /// How long a code view (source listing, probe check, function and message lookups)
+    /// waits for the instance's agent to read the binary and answer.
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
+    code_timeout: Duration,
 }
 
 /// OTLP export, as `OTEL_EXPORTER_OTLP_*` users know it (the variables are honoured too).
@@ -130,6 +134,7 @@ pub fn server(args: ServerArgs) -> Result<()> {
     config.max_event_bytes = args.max_event_bytes;
     config.mcp_ttl = args.mcp_ttl;
     config.mcp_max_probes = args.mcp_max_probes;
+    config.code_wait = args.code_timeout;
     let tls_cert = match &args.tls_cert {
         Some(c) => Some(
             std::fs::read(c).with_context(|| format!("cannot read --tls-cert {}", c.display()))?,

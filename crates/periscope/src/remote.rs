@@ -345,10 +345,11 @@ pub fn probe(remote: &Remote, cmd: ProbeCommand) -> Result<()> {
             print_instances_of(&p);
             if p.spec.kind == ProbeKind::Verify {
                 let result = client.verify_result(&p.id)?;
-                let candidates: Vec<periscope_core::verify::CandidateResult> =
-                    serde_json::from_value(result["candidates"].clone())?;
-                let hits = result["hits"].as_u64().unwrap_or(0);
-                crate::verify::print_table(&mut std::io::stdout().lock(), hits, &candidates)?;
+                crate::verify::print_table(
+                    &mut std::io::stdout().lock(),
+                    result.hits,
+                    &result.candidates,
+                )?;
             }
             Ok(())
         }
@@ -455,13 +456,9 @@ pub fn tail(remote: &Remote, probe: Option<&str>, json: bool) -> Result<()> {
     }
 }
 
-/// A stored event as text: its time, instance, probe and location, then what it says. The
-/// API's JSON is read into the typed event here, at the edge.
-fn print_event(e: &serde_json::Value, out: &mut impl Write) -> std::io::Result<()> {
-    match serde_json::from_value::<periscope_core::event::Event>(e.clone()) {
-        Ok(event) => writeln!(out, "{}", render::event_text(&event)),
-        Err(_) => writeln!(out, "{e}"),
-    }
+/// A stored event as text: its time, instance, probe and location, then what it says.
+fn print_event(e: &periscope_core::event::Event, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "{}", render::event_text(e))
 }
 
 pub fn events(
@@ -523,28 +520,27 @@ pub fn status(remote: &Remote, json: bool) -> Result<()> {
     if json {
         return print_json(&s);
     }
-    let n = |v: &serde_json::Value| v.as_u64().or(v.as_i64().map(|i| i as u64)).unwrap_or(0);
-    println!("events ingested:       {}", n(&s["events_ingested"]));
-    println!("last event seq:        {}", n(&s["last_event_seq"]));
-    println!("stored event bytes:    {}", n(&s["stored_event_bytes"]));
-    println!("dropped by agents:     {}", n(&s["agent_dropped_events"]));
-    match s.get("otlp").filter(|o| !o.is_null()) {
+    println!("events ingested:       {}", s.events_ingested);
+    println!("last event seq:        {}", s.last_event_seq);
+    println!("stored event bytes:    {}", s.stored_event_bytes);
+    println!("dropped by agents:     {}", s.agent_dropped_events);
+    match &s.otlp {
         Some(o) => {
             println!(
                 "OTLP: exported {} log records and {} metric points; dropped {}; failed exports {}{}",
-                n(&o["exported_logs"]),
-                n(&o["exported_metric_points"]),
-                n(&o["dropped"]),
-                n(&o["failed_exports"]),
-                o["last_error"]
-                    .as_str()
+                o.exported_logs,
+                o.exported_metric_points,
+                o.dropped,
+                o.failed_exports,
+                o.last_error
+                    .as_deref()
                     .map(|e| format!(" (last error: {e})"))
                     .unwrap_or_default()
             );
         }
         None => println!("OTLP: not configured"),
     }
-    if let Some(seq) = s["jsonl_last_seq"].as_i64() {
+    if let Some(seq) = s.jsonl_last_seq {
         println!("JSON lines: written up to seq {seq}");
     }
     Ok(())

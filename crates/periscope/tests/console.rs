@@ -126,7 +126,14 @@ fn a_person_probes_a_line_from_the_console() {
     let messages = seen["log_messages"].as_array().expect("log messages");
     assert!(!messages.is_empty());
     for m in messages {
-        let m = m.as_str().unwrap_or_default();
+        // The one text form of an event: instance, probe, time, thread, location, then the
+        // message after two spaces.
+        let text = m.as_str().unwrap_or_default();
+        assert!(text.starts_with(&instance), "{text}");
+        let m = text
+            .split_once("  ")
+            .map(|(_, msg)| msg)
+            .unwrap_or_else(|| panic!("log text {text:?}"));
         let id: u64 = m
             .strip_prefix("id=")
             .and_then(|r| r.split(' ').next())

@@ -490,10 +490,13 @@ fn the_agent_on_the_host_finds_the_container_process_and_its_events_carry_ns_pid
         .expect("events");
     assert!(events.len() >= 3, "{events:?}");
     for e in &events {
-        assert_eq!(e["pid"], c.pid, "{e}");
-        assert_eq!(e["ns_pid"], 1, "{e}");
-        assert!(e["ns_tid"].as_u64().is_some(), "{e}");
-        assert_eq!(e["instance"], id.as_str(), "{e}");
+        let periscope_core::event::Body::Log(log) = &e.body else {
+            panic!("a log event, not {e:?}");
+        };
+        assert_eq!(log.pid, c.pid, "{e:?}");
+        assert_eq!(log.ns_pid, Some(1), "{e:?}");
+        assert!(log.ns_tid.is_some(), "{e:?}");
+        assert_eq!(e.instance, id, "{e:?}");
     }
     // Removing the probe detaches; the container's process runs on as it was.
     admin.remove_probe(&probe.id).expect("remove");

@@ -344,6 +344,7 @@ fn the_agent_reads_a_split_binary_through_its_debug_dir() {
         .expect("add probe");
     let events = admin
         .wait_for_events(&probe.id, None, 3, Duration::from_secs(60))
+        .map(json_list)
         .expect("events");
     assert!(events.len() >= 3, "{events:?}");
     for e in &events {

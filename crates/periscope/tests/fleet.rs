@@ -140,6 +140,7 @@ fn a_probe_reaches_exactly_the_matching_instances_and_tail_shows_it_live() {
         assert!(Instant::now() < deadline, "events from both instances");
         let events = admin
             .wait_for_events(&id, after, 10, Duration::from_secs(10))
+            .map(json_list)
             .expect("wait");
         for e in &events {
             after = e["seq"].as_i64();
@@ -217,6 +218,7 @@ fn a_server_restart_loses_no_probe_and_no_event_and_agents_resume() {
     let before = server
         .admin()
         .wait_for_events(&probe.id, None, 5, Duration::from_secs(30))
+        .map(json_list)
         .expect("events before the restart");
     assert_eq!(before.len(), 5);
 
@@ -233,6 +235,7 @@ fn a_server_restart_loses_no_probe_and_no_event_and_agents_resume() {
                     ..Default::default()
                 },
             )
+            .map(json_list)
             .expect("events");
         drop(s);
         // The agent may have reported more to that server while it was up: "after the
@@ -253,6 +256,7 @@ fn a_server_restart_loses_no_probe_and_no_event_and_agents_resume() {
     // The agent reconnects by itself; new events follow the old ones.
     let resumed = admin
         .wait_for_events(&probe.id, stored_last, 5, Duration::from_secs(60))
+        .map(json_list)
         .expect("events after the restart");
     assert_eq!(resumed.len(), 5, "events resume after the restart");
     let all = admin
@@ -263,6 +267,7 @@ fn a_server_restart_loses_no_probe_and_no_event_and_agents_resume() {
                 ..Default::default()
             },
         )
+        .map(json_list)
         .expect("events");
     let seqs: Vec<i64> = all.iter().filter_map(|e| e["seq"].as_i64()).collect();
     let unique: HashSet<i64> = seqs.iter().copied().collect();
@@ -316,6 +321,7 @@ fn ttl_hit_limit_rate_limit_and_overhead_budget_each_end_or_thin_a_probe() {
     assert_eq!(s.hits, 3);
     let events = admin
         .events(&limited.id, &EventQuery::default())
+        .map(json_list)
         .expect("events");
     assert_eq!(events.len(), 3, "exactly max_hits events");
 
@@ -335,6 +341,7 @@ fn ttl_hit_limit_rate_limit_and_overhead_budget_each_end_or_thin_a_probe() {
                 ..Default::default()
             },
         )
+        .map(json_list)
         .expect("events");
     let seconds = started.elapsed().as_secs() + 2;
     assert!(
@@ -373,6 +380,7 @@ fn ttl_hit_limit_rate_limit_and_overhead_budget_each_end_or_thin_a_probe() {
     assert!(s.dropped > 0, "{s:?}");
     let events = admin
         .events(&snaps.id, &EventQuery::default())
+        .map(json_list)
         .expect("events");
     assert_eq!(events.len(), 3, "exactly max_hits snapshots: {events:?}");
 
@@ -610,6 +618,7 @@ fn an_exe_agent_follows_processes_that_start_and_exit() {
     while !from.contains(&i2) {
         let evs = admin
             .wait_for_events(&probe.id, after, 5, Duration::from_secs(30))
+            .map(json_list)
             .expect("wait");
         assert!(!evs.is_empty(), "events from the later process");
         for e in evs {
@@ -663,6 +672,7 @@ fn a_failures_probe_captures_a_panic_on_an_instance_and_the_program_still_fails(
     );
     let events = admin
         .wait_for_events(&probe.id, None, 1, Duration::from_secs(30))
+        .map(json_list)
         .expect("wait");
     let e = &events[0];
     assert_eq!(e["kind"], "snapshot");
@@ -850,6 +860,7 @@ fn probes_come_and_go_while_the_target_spawns_threads_nonstop() {
         );
         let hits = admin
             .wait_for_events(&p.id, None, 1, Duration::from_secs(30))
+            .map(json_list)
             .expect("events");
         // Regression: a wake-up consumed while the probe was put in (the leader stopped for
         // its scratch page) left the engine asleep with the target's threads stopped at it.
@@ -878,6 +889,7 @@ fn a_restarted_agent_reinstalls_its_probes() {
     let p = admin.add_probe(&spec).expect("add");
     let before = admin
         .wait_for_events(&p.id, None, 3, Duration::from_secs(30))
+        .map(json_list)
         .expect("events");
     first.stop(); // SIGTERM: the agent takes its probes out and goes
     eventually("detached", || {
@@ -887,6 +899,7 @@ fn a_restarted_agent_reinstalls_its_probes() {
     let last = before.last().and_then(|e| e["seq"].as_i64());
     let resumed = admin
         .wait_for_events(&p.id, last, 3, Duration::from_secs(60))
+        .map(json_list)
         .expect("events from the new agent");
     assert_eq!(resumed.len(), 3, "the probe was installed again");
     admin.remove_probe(&p.id).expect("rm");

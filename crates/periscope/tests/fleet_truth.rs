@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::fleet::json_list;
+
 use common::fleet::{eventually, eventually_or, instance_of, json_out, test_dir, Agent, Server};
 use common::{probe_line, service, Target};
 use periscope_core::api::{InstallState, ProbeLifecycle};
@@ -100,6 +102,7 @@ fn a_paused_probe_says_so_and_resumes_with_its_counts() {
     let c = server.admin();
     let notice = eventually("a paused notice among p1's events", || {
         c.wait_for_events(&p1, None, 1000, Duration::from_millis(200))
+            .map(json_list)
             .ok()?
             .into_iter()
             .find(|e| e["kind"] == "error")
@@ -122,6 +125,7 @@ fn a_paused_probe_says_so_and_resumes_with_its_counts() {
     eventually("an event of p2", || {
         let e = c2
             .wait_for_events(&p2, None, 1, Duration::from_secs(5))
+            .map(json_list)
             .ok()?;
         (!e.is_empty()).then_some(())
     });
@@ -216,6 +220,7 @@ fn a_kernel_probe_paused_by_its_budget_says_so_stops_and_resumes() {
     let c = server.admin();
     let notice = eventually("a paused notice among p1's events", || {
         c.wait_for_events(&p1, None, 1000, Duration::from_millis(200))
+            .map(json_list)
             .ok()?
             .into_iter()
             .find(|e| e["kind"] == "error")

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::fleet::json_list;
+
 use common::{probe_line, run_periscope, stdout_json, Target};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -402,7 +404,7 @@ fn a_go_service_through_the_fleet() {
     let events = eventually_or(
         "5 events from the Go service",
         || {
-            let page = c.events(&id, &Default::default()).ok()?;
+            let page = c.events(&id, &Default::default()).map(json_list).ok()?;
             (page.len() >= 5).then_some(page)
         },
         || format!("{:?}", c.probe(&id)),

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::fleet::json_list;
+
 use common::fleet::{instance_of, json_out, test_dir, Agent, Server};
 use common::{
     assert_success, periscope, probe_line, run_periscope, service, service_release, stderr,
@@ -128,6 +130,7 @@ fn fleet_snapshots_keep_declaration_order() {
     let c = server.admin();
     let events = c
         .wait_for_events(&id, None, 1, std::time::Duration::from_secs(60))
+        .map(json_list)
         .expect("wait");
     assert!(!events.is_empty());
     // Through the CLI, as a user reads them.

@@ -328,10 +328,11 @@ fn an_unreachable_collector_never_blocks_ingest_and_drops_are_counted() {
         .expect("add");
     let events = admin
         .wait_for_events(&p.id, None, 50, Duration::from_secs(60))
+        .map(json_list)
         .expect("events are stored while the collector is away");
     assert_eq!(events.len(), 50);
     let status = eventually("failed exports counted", || {
-        let s = admin.status().ok()?;
+        let s = admin.status().map(|v| json_value(&v)).ok()?;
         (s["otlp"]["failed_exports"].as_u64()? > 0).then_some(s)
     });
     assert!(status["otlp"]["last_error"]
@@ -371,6 +372,7 @@ fn the_jsonl_export_has_every_stored_event_exactly_once_across_a_server_kill() {
     let first = server
         .admin()
         .wait_for_events(&probe_id, None, 200, Duration::from_secs(60))
+        .map(json_list)
         .expect("events");
     server.kill(); // SIGKILL while events stream in
     let restarted = Server::start_with(&dir, port, &args);
@@ -378,6 +380,7 @@ fn the_jsonl_export_has_every_stored_event_exactly_once_across_a_server_kill() {
     let after = first.last().and_then(|e| e["seq"].as_i64());
     admin
         .wait_for_events(&probe_id, after, 200, Duration::from_secs(60))
+        .map(json_list)
         .expect("events after the restart");
     drop(_agent); // no more events
     let stored: Vec<i64> = {
@@ -393,6 +396,7 @@ fn the_jsonl_export_has_every_stored_event_exactly_once_across_a_server_kill() {
                         ..Default::default()
                     },
                 )
+                .map(json_list)
                 .expect("events");
             if page.is_empty() {
                 break;
@@ -403,7 +407,7 @@ fn the_jsonl_export_has_every_stored_event_exactly_once_across_a_server_kill() {
         all
     };
     let status = eventually("the file caught up", || {
-        let s = admin.status().ok()?;
+        let s = admin.status().map(|v| json_value(&v)).ok()?;
         (s["jsonl_last_seq"].as_i64()? >= *stored.last()?).then_some(s)
     });
     assert!(status["jsonl_last_seq"].as_i64().is_some());
@@ -532,6 +536,7 @@ fn durations_and_gauges_on_a_fleet_reach_the_api_and_an_otlp_collector() {
         eventually("metric events", || {
             let evs = admin
                 .events(id, &periscope_client::EventQuery::default())
+                .map(json_list)
                 .ok()?;
             let evs: Vec<_> = evs.into_iter().filter(|e| e["kind"] == "metric").collect();
             (evs.len() >= 2).then_some(evs)

@@ -86,10 +86,12 @@ fn replicas_share_tokens_probes_and_live_events_and_an_agent_moves_when_its_repl
     let on_a = a
         .admin()
         .wait_for_events(&probe.id, None, 5, Duration::from_secs(30))
+        .map(json_list)
         .expect("wait on A");
     let on_b = b
         .admin()
         .wait_for_events(&probe.id, None, 5, Duration::from_secs(30))
+        .map(json_list)
         .expect("wait on B");
     assert!(on_a.len() >= 5 && on_b.len() >= 5, "{on_a:?} {on_b:?}");
     assert_eq!(on_a[..5], on_b[..5], "both replicas read the same events");
@@ -107,6 +109,7 @@ fn replicas_share_tokens_probes_and_live_events_and_an_agent_moves_when_its_repl
     let before_kill = b
         .admin()
         .events(&probe.id, &Default::default())
+        .map(json_list)
         .expect("events")
         .last()
         .and_then(|e| e["seq"].as_i64())
@@ -120,6 +123,7 @@ fn replicas_share_tokens_probes_and_live_events_and_an_agent_moves_when_its_repl
             20,
             Duration::from_secs(60),
         )
+        .map(json_list)
         .expect("wait on B after A died");
     assert!(after.len() >= 20, "events go on through B: {after:?}");
 
@@ -139,6 +143,7 @@ fn replicas_share_tokens_probes_and_live_events_and_an_agent_moves_when_its_repl
                     ..Default::default()
                 },
             )
+            .map(json_list)
             .expect("page");
         for e in &page {
             let key = e["key"].as_u64().unwrap_or_else(|| panic!("a key: {e}"));
@@ -282,6 +287,7 @@ fn retention_on_postgres_drops_old_events_and_a_report_sent_twice_is_stored_once
             id: "agent-1".into(),
             host: "h".into(),
             tags: Default::default(),
+            features: Vec::new(),
         },
         run: Some("run-1".into()),
         instances: vec![],
@@ -301,14 +307,58 @@ fn retention_on_postgres_drops_old_events_and_a_report_sent_twice_is_stored_once
     let stored = a
         .admin()
         .events(&probe.id, &Default::default())
+        .map(json_list)
         .expect("events");
     assert_eq!(stored.len(), 3, "{stored:?}");
 
     // A third replica starting now applies retention (7 days) at once: the 2020 events go.
     let c = Server::start_on(&a.dir, 0, &cluster.url("retention"), &[]);
     let left = eventually("old events pruned", || {
-        let left = c.admin().events(&probe.id, &Default::default()).ok()?;
+        let left = c
+            .admin()
+            .events(&probe.id, &Default::default())
+            .map(json_list)
+            .ok()?;
         (left.len() == 1).then_some(left)
     });
     assert_eq!(left[0]["key"], 3);
+}
+
+#[test]
+fn a_code_view_on_one_replica_is_answered_by_an_agent_polling_the_other() {
+    let cluster = PgCluster::start();
+    let dir = test_dir("replicas_code");
+    let url = cluster.database("replicas_code");
+    let a = Server::start_on(&dir, 0, &url, &[]);
+    // B waits less than the agent's poll lasts (20 s): only the wake-up through A reaches the
+    // agent in time.
+    let b = Server::start_on(&dir, 0, &url, &["--code-timeout", "5s"]);
+    let agent_token = a.token("agent", "agents");
+    let t = Target::start(&ledger_debug(), &["2000", "1"]);
+    // The agent knows replica A only: its desired-state poll is held there.
+    let _agent = Agent::start_on(
+        &a.url,
+        &a.dir,
+        &agent_token,
+        &["--pid", &t.pid.to_string(), "--tag", "service=ledger"],
+    );
+    let instance = instance_of(&b, t.pid);
+    let line = probe_line("ledger.rs", "settle-total") + 1;
+    // Asked on B: the request is stored, B's NOTIFY wakes A's poll, the agent answers on A,
+    // A's NOTIFY wakes B's wait.
+    let listing = b
+        .admin()
+        .source(&instance, "ledger.rs", Some(line), Some(line))
+        .expect("a listing asked on the replica the agent does not poll");
+    assert_eq!(listing.lines.len(), 1, "{listing:?}");
+    assert!(listing.lines[0].instrumentable, "{listing:?}");
+    let checked = b
+        .admin()
+        .check_probe(&NewProbe {
+            template: Some("total={total}".into()),
+            ..NewProbe::new(ProbeKind::Log, "service=ledger", &settle_line())
+        })
+        .expect("a probe check asked on B");
+    assert_eq!(checked.checked_on.as_deref(), Some(instance.as_str()));
+    assert!(checked.sites.is_some_and(|n| n >= 1), "{checked:?}");
 }

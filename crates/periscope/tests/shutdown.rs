@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::fleet::json_list;
+
 use common::fleet::{instance_of, test_dir, Agent, Server};
 use common::{assert_success, periscope, probe_line, service, spinwait, Target};
 use serde_json::{json, Value};
@@ -207,6 +209,7 @@ fn busy_fleet(name: &str) -> Busy {
     let c = server.admin();
     common::fleet::eventually("the probe's first event", || {
         c.wait_for_events(&probe, None, 1, Duration::from_secs(5))
+            .map(json_list)
             .ok()
             .filter(|e| !e.is_empty())
     });

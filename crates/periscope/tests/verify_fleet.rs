@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::fleet::{eventually_or, instance_of, json_out, test_dir, Agent, Server};
+use common::fleet::{eventually_or, instance_of, json_out, json_value, test_dir, Agent, Server};
 use common::{probe_line, refunds, Target};
 
 #[test]
@@ -41,10 +41,10 @@ fn a_verify_probe_is_tallied_by_the_server() {
     let result = eventually_or(
         "300 hits tallied",
         || {
-            let r = c.verify_result(&id).ok()?;
+            let r = c.verify_result(&id).map(|v| json_value(&v)).ok()?;
             (r["hits"].as_u64() == Some(300)).then_some(r)
         },
-        || format!("{:?}", c.verify_result(&id)),
+        || format!("{:?}", c.verify_result(&id).map(|v| json_value(&v))),
     );
     let capped = &result["candidates"][0];
     assert_eq!(capped["name"], "capped");
@@ -136,10 +136,10 @@ fn a_replay_verify_probe_runs_copies_on_the_agent() {
     let result = eventually_or(
         "150 replays tallied",
         || {
-            let r = c.verify_result(&id).ok()?;
+            let r = c.verify_result(&id).map(|v| json_value(&v)).ok()?;
             (r["hits"].as_u64() == Some(150)).then_some(r)
         },
-        || format!("{:?}", c.verify_result(&id)),
+        || format!("{:?}", c.verify_result(&id).map(|v| json_value(&v))),
     );
     let capped = &result["candidates"][0];
     let n = |k: &str| capped[k].as_u64().unwrap_or(0);

@@ -132,6 +132,7 @@ pub(super) fn open(
     symbols.dedup_by_key(|s| s.address);
     let mut index = ObjectIndex {
         path: logical.to_path_buf(),
+        opened: path.to_path_buf(),
         debug_file: debug_path,
         debug_notes,
         build_id,

@@ -143,6 +143,9 @@ pub struct UnitData {
 /// Everything Periscope knows about one ELF file.
 pub struct ObjectIndex {
     pub path: PathBuf,
+    /// Where the bytes were read: `path`, or for a live process /proc/PID/exe or
+    /// /proc/PID/root/PATH (an executable deleted since it started, a container's files).
+    pub opened: PathBuf,
     /// The separate debug file the DWARF was read from, if it is not in the binary.
     pub debug_file: Option<PathBuf>,
     /// Debug files looked at and refused, or why none could be fetched: said when the

@@ -67,12 +67,6 @@ function stateBadge(state) {
   return el("span", { class: `state state-${state}` }, state);
 }
 
-function shortTime(ts) {
-  if (!ts) return "";
-  const t = ts.indexOf("T");
-  return t < 0 ? ts : ts.slice(t + 1, t + 13);
-}
-
 /// A control that changes things: disabled, with the reason on hover, for a viewer.
 function guarded(button) {
   if (!session.canChange()) {
@@ -549,21 +543,13 @@ async function viewEvents(show, probe) {
   if (chosen && chosen.kind === "verify") verifyPanel(chosen.id, charts);
 }
 
+/// An event in the words every surface uses (`text`, given by the server from the one text
+/// form); a snapshot's values also open as a tree.
 function renderEvent(e) {
-  const meta = el("div", { class: "meta" },
-    el("span", {}, shortTime(e.ts)),
-    el("span", {}, e.instance),
-    e.tid !== undefined && e.tid !== 0 ? el("span", {}, `tid ${e.tid}`) : null,
-    el("span", {}, e.location),
-    el("span", {}, e.probe),
-  );
-  const box = el("div", { class: "event", "data-kind": e.kind, "data-seq": e.seq }, meta);
-  if (e.kind === "log") box.append(el("div", { class: "msg" }, e.message));
-  else if (e.kind === "error") box.append(el("div", { class: "msg error" }, e.error));
-  else if (e.kind === "count") box.append(el("div", { class: "msg" }, `+${e.hits} hits (total ${e.total})${e.groups ? "  " + Object.entries(e.groups).map(([k, v]) => `${k}: ${v}`).join(", ") : ""}`));
-  else if (e.kind === "metric") box.append(el("div", { class: "msg", "data-metric": e.metric }, metricText(e)));
-  else if (e.kind === "snapshot") box.append(snapshotTree(e));
-  else box.append(el("div", { class: "msg" }, JSON.stringify(e)));
+  const box = el("div", { class: "event", "data-kind": e.kind, "data-seq": e.seq });
+  const text = e.text ?? JSON.stringify(e);
+  if (e.kind === "snapshot") box.append(el("div", { class: "msg" }, text.split("\n")[0]), snapshotTree(e));
+  else box.append(el("div", { class: e.kind === "error" ? "msg error" : "msg", "data-metric": e.metric }, text));
   return box;
 }
 
@@ -689,15 +675,6 @@ function nanos(v) {
   if (v >= 1e6) return `${(v / 1e6).toFixed(3)}ms`;
   if (v >= 1e3) return `${(v / 1e3).toFixed(1)}µs`;
   return `${Math.round(v)}ns`;
-}
-
-/// A duration's or a gauge's interval in words, with a line per group.
-function metricText(e) {
-  const words = (f) => e.metric === "duration"
-    ? `${f.count} call${f.count === 1 ? "" : "s"}, mean ${nanos(f.count ? f.sum / f.count : 0)}, min ${nanos(f.min)}, max ${nanos(f.max)}`
-    : `${f.count} sample${f.count === 1 ? "" : "s"}, last ${f.last}, min ${f.min}, max ${f.max}, mean ${(f.count ? f.sum / f.count : 0).toFixed(3)}`;
-  const groups = e.groups ? Object.entries(e.groups).map(([k, f]) => `\n  ${k}: ${words(f)}`).join("") : "";
-  return `${e.metric}: ${words(e)}${groups}`;
 }
 
 /// A verify probe's result across instances, as a table per candidate, refreshed while the

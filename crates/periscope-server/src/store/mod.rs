@@ -4,6 +4,7 @@
 //! SQL both accept ([`sql`]); the schema is migrated on open ([`schema`]). The store is used
 //! only from blocking tasks.
 
+pub mod code;
 mod events;
 pub mod schema;
 pub mod sql;

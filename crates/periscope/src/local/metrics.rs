@@ -6,11 +6,11 @@ use super::{end_with, print_probe_error, pump, report, start};
 use crate::Common;
 use anyhow::{bail, Context, Result};
 use periscope_core::event::{Body, MetricEvent, MetricKind};
+use periscope_core::interval::{BucketLine, LineKind, MetricLine, SeriesFigures};
 use periscope_core::redact::Redactor;
 use periscope_core::render;
 use periscope_runtime::probe::Metric;
 use periscope_runtime::{Action, EngineEvent, ProbeSpec, Tallies};
-use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -169,31 +169,32 @@ fn metric_line(
         .collect();
     let ts = periscope_core::event::now_rfc3339();
     if json {
-        let mut obj = json!({
-            "ts": ts,
-            "location": location,
-            "kind": if final_line { "total" } else { "interval" },
-            "engine": engine,
-            "elapsed_s": started.elapsed().as_secs_f64(),
-        });
-        fill(series, &mut obj, &all);
-        if series == Series::Duration {
-            obj["histogram"] = json!(all
-                .histogram
+        let figures = |m: &Metric| match series {
+            Series::Duration => SeriesFigures::duration(m),
+            Series::Gauge => SeriesFigures::gauge(m),
+        };
+        let line = MetricLine {
+            ts,
+            location: location.to_string(),
+            kind: LineKind::of(final_line),
+            engine: engine.to_string(),
+            elapsed_s: started.elapsed().as_secs_f64(),
+            figures: figures(&all),
+            histogram: (series == Series::Duration).then(|| {
+                all.histogram
+                    .iter()
+                    .map(|b| BucketLine {
+                        le_ns: b.le,
+                        count: b.count,
+                    })
+                    .collect()
+            }),
+            groups: groups
                 .iter()
-                .map(|b| json!({"le_ns": b.le, "count": b.count}))
-                .collect::<Vec<_>>());
-        }
-        if !groups.is_empty() {
-            let mut g = serde_json::Map::new();
-            for (k, m) in &groups {
-                let mut o = json!({});
-                fill(series, &mut o, m);
-                g.insert((*k).clone(), o);
-            }
-            obj["groups"] = Json::Object(g);
-        }
-        return obj.to_string();
+                .map(|(k, m)| ((*k).clone(), figures(m)))
+                .collect(),
+        };
+        return serde_json::to_string(&line).unwrap_or_default();
     }
     let head = if final_line {
         format!("{}  total {location}", render::short_time(&ts))
@@ -208,26 +209,6 @@ fn metric_line(
         ));
     }
     line
-}
-
-/// The figures as JSON fields: durations in nanoseconds, gauges in the value's own unit.
-fn fill(series: Series, obj: &mut Json, m: &Metric) {
-    match series {
-        Series::Duration => {
-            obj["calls"] = json!(m.count);
-            obj["sum_ns"] = json!(m.sum as u64);
-            obj["min_ns"] = json!(m.min as u64);
-            obj["max_ns"] = json!(m.max as u64);
-            obj["mean_ns"] = json!(m.mean() as u64);
-        }
-        Series::Gauge => {
-            obj["samples"] = json!(m.count);
-            obj["last"] = json!(m.last);
-            obj["min"] = json!(m.min);
-            obj["max"] = json!(m.max);
-            obj["mean"] = json!(m.mean());
-        }
-    }
 }
 
 /// Refuses a gauge or duration request that can never work, before attaching.

@@ -534,27 +534,20 @@ pub(crate) fn count_line(
     }
     let ts = periscope_core::event::now_rfc3339();
     if json {
-        let mut obj = serde_json::json!({
-            "ts": ts,
-            "location": location,
-            "kind": if final_line { "total" } else { "interval" },
-            "hits": delta,
-            "total": total,
-            "elapsed_s": started.elapsed().as_secs_f64(),
-            "filtered": t.filtered,
-            "errors": t.errors,
-        });
-        if per_thread {
-            obj["threads"] = serde_json::json!(by_thread
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect::<std::collections::BTreeMap<String, u64>>(
-            ));
-        }
-        if !groups.is_empty() {
-            obj["groups"] = serde_json::json!(groups);
-        }
-        return obj.to_string();
+        let line = periscope_core::interval::CountLine {
+            ts,
+            location: location.to_string(),
+            kind: periscope_core::interval::LineKind::of(final_line),
+            hits: delta,
+            total,
+            elapsed_s: started.elapsed().as_secs_f64(),
+            filtered: t.filtered,
+            errors: t.errors,
+            threads: per_thread
+                .then(|| by_thread.iter().map(|(k, v)| (k.to_string(), *v)).collect()),
+            groups,
+        };
+        return serde_json::to_string(&line).unwrap_or_default();
     }
     let mut line = if final_line {
         format!(

@@ -32,7 +32,20 @@ impl Server {
     }
 
     pub fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Server {
-        let db = if super::postgres::fleet_on_postgres() {
+        Self::start_on(dir, port, &Self::database_for(dir), extra)
+    }
+
+    /// Starts a server as `start_with` does, run by `wrapper` (a command and its arguments
+    /// that runs the rest of the command line: `unshare …`, say).
+    pub fn start_wrapped(dir: &Path, wrapper: &[&str], extra: &[&str]) -> Server {
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..]).arg(env!("CARGO_BIN_EXE_periscope"));
+        Self::start_cmd(cmd, dir, 0, &Self::database_for(dir), extra)
+    }
+
+    /// The test's database: a SQLite file in `dir`, or one PostgreSQL database per `dir`.
+    fn database_for(dir: &Path) -> String {
+        if super::postgres::fleet_on_postgres() {
             // One database per test directory, so a restarted server finds its data again.
             let name = dir
                 .file_name()
@@ -44,14 +57,17 @@ impl Server {
             super::postgres::shared().database(&format!("t_{name}"))
         } else {
             dir.join("periscope.db").to_string_lossy().into_owned()
-        };
-        Self::start_on(dir, port, &db, extra)
+        }
     }
 
     /// Starts a server on the database `db` (a file or a PostgreSQL URL), writing or reading
     /// the admin token in `dir`.
     pub fn start_on(dir: &Path, port: u16, db: &str, extra: &[&str]) -> Server {
-        let mut child = super::periscope()
+        Self::start_cmd(super::periscope(), dir, port, db, extra)
+    }
+
+    fn start_cmd(mut cmd: Command, dir: &Path, port: u16, db: &str, extra: &[&str]) -> Server {
+        let mut child = cmd
             .args([
                 "server",
                 "--listen",
@@ -270,4 +286,14 @@ pub fn ledger_args() -> Vec<String> {
 
 pub fn run_cmd(cmd: &mut Command) -> Output {
     cmd.output().expect("run")
+}
+
+/// Typed API answers as JSON, for tests that read them by field name (as a user's script reads
+/// the CLI's `--json`).
+pub fn json_list<T: serde::Serialize>(v: Vec<T>) -> Vec<serde_json::Value> {
+    v.iter().map(json_value).collect()
+}
+
+pub fn json_value<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).expect("an API answer as JSON")
 }
