@@ -610,6 +610,7 @@ impl Target {
                 vars,
                 scope_id: gimli::UnitOffset(f.low_pc as usize),
                 frame_base: None,
+                env_param: None,
             },
         })
     }

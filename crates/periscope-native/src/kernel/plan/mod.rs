@@ -34,6 +34,10 @@ const STACK_DEPTH: usize = 8;
 /// The end of the reason given for a variable the compiler dropped at this address.
 pub(super) const OPTIMIZED_OUT_HERE: &str = " is optimized out here";
 
+/// The end of the reason given for a local an `async fn` keeps in its state machine.
+const SAVED_IN_ASYNC_STATE: &str =
+    " is saved in the async fn's state machine here; which state holds it is read at each hit, on the ptrace path";
+
 /// Why an expression cannot run in the kernel, in words for the user.
 pub type Reason = String;
 
@@ -255,7 +259,9 @@ impl Compiler<'_> {
             .iter()
             .find(|v| v.name == name)
             .ok_or_else(|| {
-                if self.index.find_global(name, &self.site.function).is_some() {
+                if self.saved_in_async_state(name) {
+                    format!("`{name}`{SAVED_IN_ASYNC_STATE}")
+                } else if self.index.find_global(name, &self.site.function).is_some() {
                     format!("`{name}` is a global; globals are read on the ptrace path")
                 } else {
                     format!(
@@ -405,13 +411,30 @@ impl Compiler<'_> {
     /// The ops that compute a variable's place at this site's pc, from its DWARF location
     /// (the expression itself, or the location-list entry covering the pc).
     pub(super) fn var_location(&mut self, var: &Var) -> Result<Loc, Reason> {
-        let Some(attr) = &var.location else {
+        let expr = match &var.location {
+            Some(attr) => self.expression_at(attr)?,
+            None => None,
+        };
+        let Some(expr) = expr else {
+            if var.const_value.is_none() && self.saved_in_async_state(&var.name) {
+                return Err(format!("`{}`{SAVED_IN_ASYNC_STATE}", var.name));
+            }
             return Err(format!("`{}`{OPTIMIZED_OUT_HERE}", var.name));
         };
-        let expr = self
-            .expression_at(attr)?
-            .ok_or_else(|| format!("`{}`{OPTIMIZED_OUT_HERE}", var.name))?;
         self.location_ops(expr, &var.name, true)
+    }
+
+    /// Whether `name` is a local an `async fn`'s state machine saves across an `.await`, at a
+    /// site in such a body. Which state's field holds it is known only at the hit (the state
+    /// the body resumed from), so such reads go to the ptrace path, which reads the state
+    /// first.
+    fn saved_in_async_state(&self, name: &str) -> bool {
+        self.site
+            .visible
+            .env_param
+            .as_ref()
+            .and_then(|p| crate::coroutine::Env::of(self.index, p))
+            .is_some_and(|env| env.saved_type(self.index, name).is_some())
     }
 
     pub(super) fn expression_at(

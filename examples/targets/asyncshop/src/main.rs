@@ -1,0 +1,46 @@
+//! A tokio service whose request handler keeps locals across `.await`s: `subtotal` is computed
+//! before a sleep and used after it, so at the probe lines it lives in the future's state
+//! machine, not on the stack. Every value is a function of the order number `n`:
+//! - `subtotal == n * 3 + 7`, `count == n % 5 + 1`, `total == subtotal * count`.
+//!
+//! Prints `asyncshop ready pid=N`, then `order n subtotal=S total=T` per order.
+//! Usage: asyncshop [SLEEP_MICROS]   (default 2000 µs between orders)
+
+use std::io::Write;
+use std::time::Duration;
+
+#[inline(never)]
+fn price(n: u64) -> u64 {
+    std::hint::black_box(n * 3 + 7)
+}
+
+async fn handle(n: u64, pause: Duration) -> u64 {
+    let subtotal = price(n);
+    let count = n % 5 + 1;
+    tokio::time::sleep(pause).await;
+    let total = subtotal * count; // PROBE: after-sleep
+    let (tx, rx) = tokio::sync::oneshot::channel::<u64>();
+    tokio::spawn(async move {
+        let _ = tx.send(total);
+    });
+    let echoed = rx.await.unwrap_or(0);
+    println!("order {n} subtotal={subtotal} total={echoed}"); // PROBE: after-recv
+    let _ = std::io::stdout().flush();
+    total
+}
+
+#[tokio::main(worker_threads = 2)]
+async fn main() {
+    let pause = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .map(Duration::from_micros)
+        .unwrap_or(Duration::from_micros(2000));
+    println!("asyncshop ready pid={}", std::process::id());
+    let _ = std::io::stdout().flush();
+    let mut n = 0u64;
+    loop {
+        let _ = tokio::spawn(handle(n, pause)).await;
+        n += 1;
+    }
+}
