@@ -98,12 +98,10 @@ impl Env {
         let vp = self.variants().ok_or("no state variants")?;
         // The parameter is one pointer (Pin's only field is at offset 0): in a register, or
         // in a stack slot to read.
-        let lost = |why: String| format!("the async fn's state cannot be found here (its `self`: {why})");
+        let lost =
+            |why: String| format!("the async fn's state cannot be found here (its `self`: {why})");
         let env = match frame.var_place(param) {
-            Place::Memory(slot) => frame
-                .mem
-                .read_u64(slot)
-                .map_err(|e| lost(e.to_string()))?,
+            Place::Memory(slot) => frame.mem.read_u64(slot).map_err(|e| lost(e.to_string()))?,
             other => other.word().map_err(lost)?,
         };
         let discr = vp.discr.as_ref().ok_or("the state has no discriminant")?;

@@ -3,11 +3,15 @@
 //! machine, not on the stack. Every value is a function of the order number `n`:
 //! - `subtotal == n * 3 + 7`, `count == n % 5 + 1`, `total == subtotal * count`.
 //!
-//! Prints `asyncshop ready pid=N`, then `order n subtotal=S total=T` per order.
+//! Prints `asyncshop ready pid=N`, then `order n subtotal=S total=T` per order; ends after the
+//! order in progress when a line arrives on stdin (or stdin closes).
 //! Usage: asyncshop [SLEEP_MICROS]   (default 2000 µs between orders)
 
-use std::io::Write;
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+static STOP: AtomicBool = AtomicBool::new(false);
 
 #[inline(never)]
 fn price(n: u64) -> u64 {
@@ -38,8 +42,13 @@ async fn main() {
         .unwrap_or(Duration::from_micros(2000));
     println!("asyncshop ready pid={}", std::process::id());
     let _ = std::io::stdout().flush();
+    std::thread::spawn(|| {
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        STOP.store(true, Ordering::Relaxed);
+    });
     let mut n = 0u64;
-    loop {
+    while !STOP.load(Ordering::Relaxed) {
         let _ = tokio::spawn(handle(n, pause)).await;
         n += 1;
     }
