@@ -85,6 +85,33 @@ impl Env {
         names
     }
 
+    /// The discriminant's offset in the state machine and its size in bytes.
+    pub fn discr(&self, index: &ObjectIndex) -> Option<(u64, u32)> {
+        let d = self.variants()?.discr.as_ref()?;
+        let size =
+            d.ty.and_then(|t| index.type_at(t.unit, t.offset).size)
+                .unwrap_or(1)
+                .clamp(1, 8);
+        Some((d.offset, size as u32))
+    }
+
+    /// Every place some state saves `name` at: (offset in the state machine, type), each once.
+    /// Which one holds it at a hit depends on the state; a capture copies them all.
+    pub fn saved_slots(&self, index: &ObjectIndex, name: &str) -> Vec<(u64, TypeRef)> {
+        let mut slots: Vec<(u64, TypeRef)> = Vec::new();
+        for v in self.variants().map(|vp| &vp.variants[..]).unwrap_or(&[]) {
+            let Some(vt) = v.member.ty else { continue };
+            let vty = index.type_at(vt.unit, vt.offset);
+            let Some(m) = vty.member(name) else { continue };
+            let Some(ty) = m.ty else { continue };
+            let off = v.member.offset.wrapping_add(m.offset);
+            if !slots.iter().any(|(o, _)| *o == off) {
+                slots.push((off, ty));
+            }
+        }
+        slots
+    }
+
     /// Where `name` is saved in the state the body resumed from, in a stopped frame of the
     /// resume function. `Unavailable` when that state does not save it.
     pub fn saved_place(&self, frame: &Frame, param: &Var, name: &str) -> Place {
@@ -104,16 +131,13 @@ impl Env {
             Place::Memory(slot) => frame.mem.read_u64(slot).map_err(|e| lost(e.to_string()))?,
             other => other.word().map_err(lost)?,
         };
-        let discr = vp.discr.as_ref().ok_or("the state has no discriminant")?;
-        let size = discr
-            .ty
-            .and_then(|t| frame.index.type_at(t.unit, t.offset).size)
-            .unwrap_or(1)
-            .clamp(1, 8) as usize;
+        let (discr, size) = self
+            .discr(frame.index)
+            .ok_or("the state has no discriminant")?;
         let mut b = [0u8; 8];
         frame
             .mem
-            .read(env.wrapping_add(discr.offset), &mut b[..size])
+            .read(env.wrapping_add(discr), &mut b[..size as usize])
             .map_err(|e| format!("the async fn's state at {env:#x} cannot be read: {e}"))?;
         let state = u64::from_le_bytes(b);
         let variant = vp

@@ -3,8 +3,8 @@
 //! out at the lines after the await (gdb prints `<optimized out>`). Periscope reads them from
 //! the variant of the state the body resumed from, as if they were plain locals: in `log`
 //! templates, `--if` conditions and `snapshot` locals, in debug and in release (`debug =
-//! true`) builds. Every value is checked against what the program itself printed for that
-//! order (`subtotal == n * 3 + 7`, `total == subtotal * (n % 5 + 1)`).
+//! true`) builds, on both engines. Every value is checked against what the program itself
+//! printed for that order (`subtotal == n * 3 + 7`, `total == subtotal * (n % 5 + 1)`).
 
 mod common;
 
@@ -174,30 +174,36 @@ fn snapshot_lists_saved_locals_release() {
     snapshot_after_await(&asyncshop_release());
 }
 
-/// In the release build the in-kernel engine cannot tell which state holds a saved local
-/// (that takes reading the state first), so the probe runs on ptrace and says why; a name
+/// In the release build the in-kernel engine copies the state machine's `__state` and every
+/// slot a state saves `subtotal` at, and user space picks the one the state names; a condition
+/// on it needs its one place in the kernel, so that probe runs on ptrace and says why. A name
 /// that is neither a local nor saved is refused, listing the saved ones as in scope.
 #[test]
-fn release_routes_to_ptrace_and_misspelled_names_are_refused() {
-    let mut t = Target::start(&own_copy(&asyncshop_release(), "routed"), &["2000"]);
+fn release_engines_and_misspelled_names() {
+    let mut t = Target::start(&own_copy(&asyncshop_release(), "engines"), &["2000"]);
     let pid = t.pid.to_string();
-    let out = run_periscope(&[
-        "log",
-        &pid,
-        &at("after-recv"),
-        "subtotal={subtotal}",
-        "--max-hits",
-        "1",
-        "--for",
-        "60s",
-    ]);
-    assert_success(&out);
-    let err = stderr(&out);
+    let line = at("after-recv");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["log", &pid, &line, "n={n} subtotal={subtotal}", "--json"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--max-hits", "3", "--for", "60s"]);
+        let out = run_periscope(&args);
+        assert_success(&out);
+        let hits = stdout_json(&out);
+        assert_eq!(hits.len(), 3, "{}", stderr(&out));
+        for h in &hits {
+            assert_eq!(int(h, "subtotal"), int(h, "n") * 3 + 7, "{h}");
+        }
+        stderr(&out)
+    };
+    let err = run(&[]);
+    assert!(err.contains("engine: bpf"), "{err}");
+    let err = run(&["--if", "subtotal > 10"]);
     assert!(
         err.contains("engine: ptrace") && err.contains("saved in the async fn's state machine"),
         "{err}"
     );
-    let out = run_periscope(&["log", &pid, &at("after-recv"), "{subtotl}", "--for", "60s"]);
+    let out = run_periscope(&["log", &pid, &line, "{subtotl}", "--for", "60s"]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(

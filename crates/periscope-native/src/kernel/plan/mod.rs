@@ -34,9 +34,10 @@ const STACK_DEPTH: usize = 8;
 /// The end of the reason given for a variable the compiler dropped at this address.
 pub(super) const OPTIMIZED_OUT_HERE: &str = " is optimized out here";
 
-/// The end of the reason given for a local an `async fn` keeps in its state machine.
+/// The end of the reason given for a local an `async fn` keeps in its state machine, where
+/// the kernel would need its one place (a condition, a field path).
 const SAVED_IN_ASYNC_STATE: &str =
-    " is saved in the async fn's state machine here; which state holds it is read at each hit, on the ptrace path";
+    " is saved in the async fn's state machine here; which state holds it is read at each hit, so a condition or field path on it runs on the ptrace path";
 
 /// Why an expression cannot run in the kernel, in words for the user.
 pub type Reason = String;
@@ -424,11 +425,29 @@ impl Compiler<'_> {
         self.location_ops(expr, &var.name, true)
     }
 
+    /// Whether `name` is read from an `async fn`'s state machine here: no live local of that
+    /// name (absent, or without a location at this pc), and some state saves it.
+    pub(super) fn saved_local_here(&self, name: &str) -> bool {
+        let live = self
+            .site
+            .visible
+            .vars
+            .iter()
+            .find(|v| v.name == name)
+            .is_some_and(|v| {
+                v.const_value.is_some()
+                    || v.location
+                        .as_ref()
+                        .is_some_and(|a| matches!(self.expression_at(a), Ok(Some(_))))
+            });
+        !live && self.saved_in_async_state(name)
+    }
+
     /// Whether `name` is a local an `async fn`'s state machine saves across an `.await`, at a
     /// site in such a body. Which state's field holds it is known only at the hit (the state
     /// the body resumed from), so such reads go to the ptrace path, which reads the state
     /// first.
-    fn saved_in_async_state(&self, name: &str) -> bool {
+    pub(super) fn saved_in_async_state(&self, name: &str) -> bool {
         self.site
             .visible
             .env_param
