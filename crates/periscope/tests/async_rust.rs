@@ -37,8 +37,8 @@ fn at(tag: &str) -> String {
     format!("main.rs:{}", probe_line(SOURCE, tag))
 }
 
-/// What the program printed: order number → (subtotal, total).
-fn printed(t: &mut Target) -> HashMap<i64, (i64, i64)> {
+/// What the program printed: order number → (subtotal, total, off).
+fn printed(t: &mut Target) -> HashMap<i64, (i64, i64, i64)> {
     t.go(); // ends the program after the order in progress
     let (status, out) = t.wait_output();
     assert!(status.success(), "asyncshop exited with {status}: {out}");
@@ -49,7 +49,8 @@ fn printed(t: &mut Target) -> HashMap<i64, (i64, i64)> {
             let field = |w: Option<&str>, k: &str| w?.strip_prefix(k)?.parse().ok();
             let subtotal = field(words.next(), "subtotal=")?;
             let total = field(words.next(), "total=")?;
-            Some((n, (subtotal, total)))
+            let off = field(words.next(), "off=")?;
+            Some((n, (subtotal, total, off)))
         })
         .collect()
 }
@@ -79,7 +80,7 @@ fn log_after_await(exe: &Path) {
     let program = printed(&mut t);
     for h in &hits {
         let n = int(h, "n");
-        let (subtotal, total) = program
+        let (subtotal, total, _) = program
             .get(&n)
             .copied()
             .unwrap_or_else(|| panic!("the program printed no order {n}: {h}"));
@@ -97,6 +98,38 @@ fn log_reads_locals_saved_across_await_debug() {
 #[test]
 fn log_reads_locals_saved_across_await_release() {
     log_after_await(&asyncshop_release());
+}
+
+/// An async fn awaited by another (`discount`, inlined into `handle` in the release build):
+/// its own saved local `rate`, in a template and in a condition.
+fn nested_async_fn(exe: &Path) {
+    let mut t = Target::start(&own_copy(exe, "nested"), &["2000"]);
+    let hits = log(
+        &t,
+        &at("discount"),
+        "n={n} rate={rate}",
+        &["--if", "rate > 2"],
+    );
+    let program = printed(&mut t);
+    for h in &hits {
+        let (n, rate) = (int(h, "n"), int(h, "rate"));
+        assert!(rate > 2, "{h}");
+        assert_eq!(
+            rate * 2,
+            program[&n].2,
+            "the program's off for order {n}: {h}"
+        );
+    }
+}
+
+#[test]
+fn nested_async_fn_locals_debug() {
+    nested_async_fn(&asyncshop_debug());
+}
+
+#[test]
+fn nested_async_fn_locals_release() {
+    nested_async_fn(&asyncshop_release());
 }
 
 /// A condition on saved locals after the first await filters hits (`count` is saved across

@@ -1,9 +1,10 @@
 //! A tokio service whose request handler keeps locals across `.await`s: `subtotal` is computed
 //! before a sleep and used after it, so at the probe lines it lives in the future's state
 //! machine, not on the stack. Every value is a function of the order number `n`:
-//! - `subtotal == n * 3 + 7`, `count == n % 5 + 1`, `total == subtotal * count`.
+//! - `subtotal == n * 3 + 7`, `count == n % 5 + 1`, `total == subtotal * count`;
+//! - in `discount`, `rate == n % 7` and `off == rate * 2`.
 //!
-//! Prints `asyncshop ready pid=N`, then `order n subtotal=S total=T` per order; ends after the
+//! Prints `asyncshop ready pid=N`, then `order n subtotal=S total=T off=O` per order; ends after the
 //! order in progress when a line arrives on stdin (or stdin closes).
 //! Usage: asyncshop [SLEEP_MICROS]   (default 2000 µs between orders)
 
@@ -18,6 +19,16 @@ fn price(n: u64) -> u64 {
     std::hint::black_box(n * 3 + 7)
 }
 
+/// Awaited inside `handle`: in a release build its body is inlined into `handle`'s.
+async fn discount(n: u64, pause: Duration) -> u64 {
+    let rate = n % 7;
+    tokio::time::sleep(pause).await;
+    let off = rate * 2; // PROBE: discount
+    // `n` stays live across the await too (a dead one is in a stale stack slot of the first
+    // poll, where rustc's debug info still points).
+    std::hint::black_box((off, n)).0
+}
+
 async fn handle(n: u64, pause: Duration) -> u64 {
     let subtotal = price(n);
     let count = n % 5 + 1;
@@ -28,7 +39,8 @@ async fn handle(n: u64, pause: Duration) -> u64 {
         let _ = tx.send(total);
     });
     let echoed = rx.await.unwrap_or(0);
-    println!("order {n} subtotal={subtotal} total={echoed}"); // PROBE: after-recv
+    let off = discount(n, pause).await;
+    println!("order {n} subtotal={subtotal} total={echoed} off={off}"); // PROBE: after-recv
     let _ = std::io::stdout().flush();
     total
 }
