@@ -37,6 +37,18 @@ fn at(tag: &str) -> String {
     format!("main.rs:{}", probe_line(SOURCE, tag))
 }
 
+/// What the program printed for order `n`.
+fn order(
+    program: &HashMap<i64, (i64, i64, i64)>,
+    n: i64,
+    hit: &serde_json::Value,
+) -> (i64, i64, i64) {
+    program
+        .get(&n)
+        .copied()
+        .unwrap_or_else(|| panic!("the program printed no order {n} (hit: {hit})"))
+}
+
 /// What the program printed: order number → (subtotal, total, off).
 fn printed(t: &mut Target) -> HashMap<i64, (i64, i64, i64)> {
     t.go(); // ends the program after the order in progress
@@ -80,10 +92,7 @@ fn log_after_await(exe: &Path) {
     let program = printed(&mut t);
     for h in &hits {
         let n = int(h, "n");
-        let (subtotal, total, _) = program
-            .get(&n)
-            .copied()
-            .unwrap_or_else(|| panic!("the program printed no order {n}: {h}"));
+        let (subtotal, total, _) = order(&program, n, h);
         assert_eq!(int(h, "subtotal"), subtotal, "{h}");
         assert_eq!(int(h, "total"), total, "{h}");
         assert_eq!(subtotal, n * 3 + 7, "{h}");
@@ -116,7 +125,7 @@ fn nested_async_fn(exe: &Path) {
         assert!(rate > 2, "{h}");
         assert_eq!(
             rate * 2,
-            program[&n].2,
+            order(&program, n, h).2,
             "the program's off for order {n}: {h}"
         );
     }
@@ -147,7 +156,7 @@ fn condition_after_await(exe: &Path) {
         let n = int(h, "n");
         assert_eq!(n % 5, 2, "count == 3 is n % 5 == 2: {h}");
         assert!(n * 3 + 7 > 300, "{h}");
-        assert_eq!(int(h, "subtotal"), program[&n].0, "{h}");
+        assert_eq!(int(h, "subtotal"), order(&program, n, h).0, "{h}");
         assert_eq!(int(h, "count"), 3, "{h}");
     }
 }
@@ -185,16 +194,9 @@ fn snapshot_after_await(exe: &Path) {
         .as_i64()
         .unwrap_or_else(|| panic!("no n in {vars}"));
     assert_eq!(vars["subtotal"]["kind"], "int", "{vars}");
-    assert_eq!(
-        vars["subtotal"]["value"].as_i64(),
-        Some(program[&n].0),
-        "{vars}"
-    );
-    assert_eq!(
-        vars["total"]["value"].as_i64(),
-        Some(program[&n].1),
-        "{vars}"
-    );
+    let (subtotal, total, _) = order(&program, n, vars);
+    assert_eq!(vars["subtotal"]["value"].as_i64(), Some(subtotal), "{vars}");
+    assert_eq!(vars["total"]["value"].as_i64(), Some(total), "{vars}");
 }
 
 #[test]
