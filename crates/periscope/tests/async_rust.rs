@@ -14,6 +14,7 @@ use common::{
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 const SOURCE: &str = "asyncshop/src/main.rs";
 
@@ -247,4 +248,34 @@ fn release_engines_and_misspelled_names() {
     );
     t.assert_untouched();
     printed(&mut t);
+}
+
+/// The point: at the same line of the same release build, gdb has only the DWARF,
+/// which says `subtotal` and `total` are gone; the tests above read them.
+#[test]
+fn gdb_prints_optimized_out_at_the_same_line() {
+    let exe = own_copy(&asyncshop_release(), "gdb");
+    let line = probe_line(SOURCE, "after-recv");
+    let mut gdb = Command::new("gdb")
+        .args(["-nx", "-batch", "-ex", "set pagination off"])
+        .args(["-ex", &format!("break main.rs:{line}")])
+        .args(["-ex", "run 2000 > /dev/null"])
+        .args(["-ex", "print subtotal", "-ex", "print total", "-ex", "kill"])
+        .arg(&exe)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gdb");
+    // The program runs while its stdin is open (gdb's, which it inherits).
+    let _stdin = gdb.stdin.take();
+    let out = gdb.wait_with_output().expect("gdb output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let printed: Vec<&str> = text.lines().filter(|l| l.starts_with('$')).collect();
+    assert_eq!(
+        printed,
+        ["$1 = <optimized out>", "$2 = <optimized out>"],
+        "gdb printed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
