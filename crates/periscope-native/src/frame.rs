@@ -58,6 +58,9 @@ pub struct Frame<'a> {
     /// The process's objects, to find this frame's caller when a value is only known where the
     /// caller passed it (`DW_OP_entry_value`, `DW_OP_GNU_parameter_ref`). `None`: not looked for.
     pub target: Option<&'a Target>,
+    /// The unnamed first parameter of the function at this frame: an `async fn`'s state
+    /// machine, where its locals saved across an `.await` are ([`crate::coroutine`]).
+    pub env_param: Option<&'a Var>,
 }
 
 /// What an entry value asks the caller for.
@@ -152,6 +155,7 @@ impl<'a> Frame<'a> {
             unknown_regs: 0,
             caller: false,
             target: Some(target),
+            env_param: site.visible.env_param.as_ref(),
         }
     }
 }
@@ -175,8 +179,34 @@ impl Frame<'_> {
         Some(self.index.encoding(self.unit))
     }
 
-    /// The place of a variable at this frame's pc.
+    /// The place of a variable at this frame's pc; in an `async fn`'s body, a local the DWARF
+    /// has no location for here is read where the state machine saved it.
     pub fn var_place(&self, var: &Var) -> Place {
+        let place = self.dwarf_place(var);
+        if matches!(&place, Place::Unavailable(why) if why == periscope_core::value::OPTIMIZED_OUT)
+        {
+            if let Some((saved, _)) = self.saved_local(&var.name) {
+                return saved;
+            }
+        }
+        place
+    }
+
+    /// A local of an `async fn` saved across an `.await`, by name: its place in the state the
+    /// body resumed from, and its type. `None` when this frame is no coroutine body or no state
+    /// saves such a local.
+    pub fn saved_local(&self, name: &str) -> Option<(Place, crate::index::scope::TypeRef)> {
+        let param = self.env_param?;
+        if param.name == name {
+            return None;
+        }
+        let env = crate::coroutine::Env::of(self.index, param)?;
+        let ty = env.saved_type(self.index, name)?;
+        Some((env.saved_place(self, param, name), ty))
+    }
+
+    /// The place DWARF gives a variable at this frame's pc.
+    fn dwarf_place(&self, var: &Var) -> Place {
         let Some(loc) = &var.location else {
             if let Some(bytes) = &var.const_value {
                 return Place::Bytes(bytes.clone());
@@ -500,6 +530,7 @@ impl Frame<'_> {
             unknown_regs: unknown,
             caller: true,
             target: None,
+            env_param: None,
         };
         // A call value is a computed value: the stack's top is the argument itself.
         frame

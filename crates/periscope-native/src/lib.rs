@@ -9,6 +9,7 @@
 //! state machine) and [`session`] (a probing session on one process), which [`NativeRuntime`]
 //! puts behind the runtime seam (`periscope-runtime`): the only way the surfaces reach it.
 
+mod coroutine;
 mod cpp_std;
 mod engine;
 pub mod error;

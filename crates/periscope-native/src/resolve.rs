@@ -179,10 +179,30 @@ fn resolve_failures(target: &Target, spec: ProbeSpec) -> Result<ResolvedProbe, N
     })
 }
 
+/// The type of `name` as an `async fn`'s state machine saves it across an `.await`, when the
+/// site is in such a body.
+fn saved_type(target: &Target, site: &Site, name: &str) -> Option<crate::index::scope::TypeRef> {
+    let index = &target.objects[site.object].index;
+    let param = site.visible.env_param.as_ref()?;
+    crate::coroutine::Env::of(index, param)?.saved_type(index, name)
+}
+
+/// The locals an `async fn`'s states save, for the names listed as in scope at a site.
+fn saved_names(target: &Target, site: &Site) -> Vec<String> {
+    let index = &target.objects[site.object].index;
+    site.visible
+        .env_param
+        .as_ref()
+        .and_then(|p| crate::coroutine::Env::of(index, p))
+        .map(|env| env.saved_names(index))
+        .unwrap_or_default()
+}
+
 fn in_scope(target: &Target, site: &Site, name: &str) -> bool {
     // Go's `nil` (`err != nil`), unless the program has a variable of that name.
     name == "nil"
         || site.visible.vars.iter().any(|v| v.name == name)
+        || saved_type(target, site, name).is_some()
         || target.objects[site.object]
             .index
             .find_global(name, &site.function)
@@ -237,7 +257,9 @@ fn sites_for(
                 crate::index::abi::described(go),
             )));
         }
+        let saved = saved_names(target, site);
         let mut visible: Vec<&str> = site.visible.vars.iter().map(|v| v.name.as_str()).collect();
+        visible.extend(saved.iter().map(String::as_str));
         visible.sort_unstable();
         visible.dedup();
         return Err(NativeError::Expression(format!(
@@ -285,6 +307,7 @@ fn static_type(target: &Target, site: &Site, e: &Expr) -> Result<Option<Arc<Type
             .iter()
             .find(|v| &v.name == n)
             .and_then(|v| v.ty)
+            .or_else(|| saved_type(target, site, n))
             .map(|t| index.type_at(t.unit, t.offset))),
         ExprKind::Field(base, field) | ExprKind::Arrow(base, field) => {
             let Some(bt) = static_type(target, site, base)? else {

@@ -593,6 +593,7 @@ impl Target {
                 vars,
                 scope_id: gimli::UnitOffset(f.low_pc as usize),
                 frame_base: None,
+                env_param: None,
             },
         })
     }
@@ -633,6 +634,7 @@ impl Target {
                 },
                 scope_id: gimli::UnitOffset(f.low_pc as usize),
                 frame_base: None,
+                env_param: None,
             },
         })
     }

@@ -164,10 +164,8 @@ pub(crate) fn capture_stack(
                 call_site: None,
             });
         }
-        let frame_base = scopes
-            .as_ref()
-            .and_then(|s| s.visible_at(file_pc))
-            .and_then(|v| v.frame_base);
+        let visible = scopes.as_ref().and_then(|s| s.visible_at(file_pc));
+        let frame_base = visible.as_ref().and_then(|v| v.frame_base.clone());
         for (k, level) in chain.iter().enumerate() {
             let (file, line) = match (&level.call_site, k) {
                 (Some((path, line)), _) => (Some(path.display().to_string()), Some(*line)),
@@ -192,6 +190,11 @@ pub(crate) fn capture_stack(
                         unknown_regs: f.unknown,
                         caller,
                         target: Some(target),
+                        // The innermost level is the scope `visible_at` stopped at.
+                        env_param: visible
+                            .as_ref()
+                            .filter(|_| k == 0)
+                            .and_then(|v| v.env_param.as_ref()),
                     };
                     variables = frame_variables(&frame, &level.vars, reader);
                 }

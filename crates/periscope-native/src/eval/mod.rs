@@ -300,6 +300,13 @@ impl<'a> Evaluator<'a> {
                 ty,
             });
         }
+        // An async fn's local saved across an `.await` that DWARF does not list here.
+        if let Some((place, ty)) = self.frame.saved_local(name) {
+            return Ok(Ev::Place {
+                place,
+                ty: self.ty(ty),
+            });
+        }
         if let Some(g) = self.global(name) {
             return Ok(g);
         }
@@ -344,6 +351,7 @@ impl<'a> Evaluator<'a> {
             unknown_regs: self.frame.unknown_regs,
             caller: self.frame.caller,
             target: self.frame.target,
+            env_param: None,
         };
         Some(Ev::Place {
             place: frame.eval_location(expr),

@@ -43,6 +43,10 @@ pub struct Scope {
     pub frame_base: Option<gimli::AttributeValue<R>>,
     /// For an inlined call: the callee's name, and where in the caller the call is.
     pub inlined: Option<InlinedCall>,
+    /// The first parameter when it has no name (rustc's `self` of a closure or a coroutine's
+    /// resume function): an `async fn`'s state machine is reached through it
+    /// ([`crate::coroutine`]).
+    pub env_param: Option<Var>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +86,8 @@ pub struct Visible {
     /// line are the same execution only when they share it.
     pub scope_id: gimli::UnitOffset,
     pub frame_base: Option<gimli::AttributeValue<R>>,
+    /// The unnamed first parameter of that function or inlined call (see [`Scope::env_param`]).
+    pub env_param: Option<Var>,
 }
 
 impl UnitScopes {
@@ -140,6 +146,7 @@ impl UnitScopes {
                         frame_base: entry.attr_value(gimli::DW_AT_frame_base),
                         inlined: (kind == ScopeKind::Inlined)
                             .then(|| inlined_call(index, unit, unit_idx, entry)),
+                        env_param: None,
                     });
                     if entry.has_children() {
                         stack.push((depth, Some(idx), None));
@@ -160,12 +167,29 @@ impl UnitScopes {
                             .as_ref()
                             .and_then(|(ou, o)| Some((*ou, o.attr_value(at)?))),
                     };
+                    let ty = attr(gimli::DW_AT_type).and_then(|(u, v)| index.type_ref(u, Some(v)));
                     let Some(var_name) = attr(gimli::DW_AT_name)
                         .and_then(|(u, v)| attr_str(dwarf, &index.units.get(u as usize)?.unit, v))
                     else {
+                        // rustc leaves a closure's and a coroutine's `self` unnamed; it is the
+                        // way to an async fn's saved locals, so it is kept aside.
+                        let s = &mut scopes[scope];
+                        if tag == gimli::DW_TAG_formal_parameter
+                            && s.kind != ScopeKind::Block
+                            && s.env_param.is_none()
+                            && !s.vars.iter().any(|v| v.is_param)
+                        {
+                            s.env_param = Some(Var {
+                                name: String::new(),
+                                ty,
+                                location: entry.attr_value(gimli::DW_AT_location),
+                                const_value: None,
+                                is_param: true,
+                                decl_line: None,
+                            });
+                        }
                         continue;
                     };
-                    let ty = attr(gimli::DW_AT_type).and_then(|(u, v)| index.type_ref(u, Some(v)));
                     let decl_line = match attr(gimli::DW_AT_decl_line).map(|(_, v)| v) {
                         Some(gimli::AttributeValue::Udata(n)) => Some(n as u32),
                         _ => None,
@@ -278,6 +302,7 @@ impl UnitScopes {
                     vars,
                     scope_id: s.offset,
                     frame_base: s.frame_base.clone(),
+                    env_param: s.env_param.clone(),
                 });
             }
             cur = s.parent;
@@ -294,6 +319,7 @@ impl UnitScopes {
         let mut cur = Some(innermost);
         let mut vars: Vec<Var> = Vec::new();
         let mut found = None;
+        let mut env_param = None;
         while let Some(i) = cur {
             let s = &self.scopes[i];
             if found.is_none() {
@@ -310,6 +336,7 @@ impl UnitScopes {
                 }
                 if is_it {
                     found = Some(s.offset);
+                    env_param = s.env_param.clone();
                 }
             }
             if s.kind == ScopeKind::Function {
@@ -317,6 +344,7 @@ impl UnitScopes {
                     vars,
                     scope_id,
                     frame_base: s.frame_base.clone(),
+                    env_param,
                 });
             }
             cur = s.parent;
@@ -333,6 +361,7 @@ impl UnitScopes {
         let mut cur = Some(innermost);
         let mut scope_id = self.scopes[innermost].offset;
         let mut frame_base = None;
+        let mut env_param = None;
         while let Some(i) = cur {
             let s = &self.scopes[i];
             for v in s.vars.iter().rev() {
@@ -342,6 +371,7 @@ impl UnitScopes {
             }
             if s.kind != ScopeKind::Block {
                 scope_id = s.offset;
+                env_param = s.env_param.clone();
                 break;
             }
             cur = s.parent;
@@ -359,6 +389,7 @@ impl UnitScopes {
             vars,
             scope_id,
             frame_base,
+            env_param,
         })
     }
 }

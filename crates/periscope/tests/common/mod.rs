@@ -796,33 +796,47 @@ pub fn build_id(file: &Path) -> String {
 /// kept, no DWARF.
 pub fn tally_release() -> PathBuf {
     static C: OnceLock<PathBuf> = OnceLock::new();
-    C.get_or_init(|| {
-        let target_dir = out_dir().join("tally-target");
-        let mut cmd = Command::new(env!("CARGO"));
-        // The test's own build settings must not leak into the fixture's default build.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            let build_setting = (k.starts_with("CARGO_") && k != "CARGO_HOME")
-                || k.starts_with("RUSTFLAGS")
-                || k == "RUSTC_WRAPPER";
-            if build_setting {
-                cmd.env_remove(&k);
-            }
+    C.get_or_init(|| cargo_built("tally", true)).clone()
+}
+
+/// examples/targets/NAME, its own cargo workspace, built by cargo (`--release`: the release
+/// profile its Cargo.toml sets) into a target directory of its own; returns the executable.
+fn cargo_built(name: &str, release: bool) -> PathBuf {
+    let target_dir = out_dir().join(format!("{name}-target"));
+    let mut cmd = Command::new(env!("CARGO"));
+    // The test's own build settings must not leak into the fixture's default build.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        let build_setting = (k.starts_with("CARGO_") && k != "CARGO_HOME")
+            || k.starts_with("RUSTFLAGS")
+            || k == "RUSTC_WRAPPER";
+        if build_setting {
+            cmd.env_remove(&k);
         }
-        run(cmd
-            .args([
-                "build",
-                "--release",
-                "--offline",
-                "--quiet",
-                "--manifest-path",
-            ])
-            .arg(targets_src().join("tally/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir));
-        target_dir.join("release/tally")
-    })
-    .clone()
+    }
+    cmd.args(["build", "--offline", "--quiet", "--manifest-path"])
+        .arg(targets_src().join(name).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd);
+    target_dir
+        .join(if release { "release" } else { "debug" })
+        .join(name)
+}
+
+/// examples/targets/asyncshop (tokio), as `cargo build` builds it and as `cargo build
+/// --release` with `debug = true`.
+pub fn asyncshop_debug() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    C.get_or_init(|| cargo_built("asyncshop", false)).clone()
+}
+
+pub fn asyncshop_release() -> PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    C.get_or_init(|| cargo_built("asyncshop", true)).clone()
 }
 
 /// The C++ standard library sample, as `g++ -g` and `g++ -g -O2` build it.

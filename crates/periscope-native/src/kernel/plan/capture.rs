@@ -32,6 +32,7 @@ impl Compiler<'_> {
             ExprKind::Name(n) if self.redacted(n) => Ok(()),
             ExprKind::Name(n) if self.is_literal_for(e) && self.enumerator(n).is_some() => Ok(()),
             ExprKind::Field(_, f) | ExprKind::Arrow(_, f) if self.redacted(f) => Ok(()),
+            ExprKind::Name(n) if self.saved_local_here(n) => self.capture_saved(n, e),
             ExprKind::Name(_) | ExprKind::Field(..) | ExprKind::Arrow(..) | ExprKind::Deref(_) => {
                 let (mark, depth) = (self.ops.len(), self.depth);
                 let (loc, ty) = match self.place(e) {
@@ -93,6 +94,50 @@ impl Compiler<'_> {
             }
             other => self.capture_place(other, &ty, recv),
         }
+    }
+
+    /// A local an `async fn` saved across an `.await`, named alone (a template's `{subtotal}`):
+    /// the state machine's pointer, its `__state`, and the local at every offset a state saves
+    /// it at. User space then reads the state from the record and picks the one it names, as
+    /// the ptrace path reads it. (A condition or a field path needs the one place in the
+    /// kernel, which depends on the state: those run on ptrace.)
+    fn capture_saved(&mut self, name: &str, e: &Expr) -> Result<(), Reason> {
+        let param = self
+            .site
+            .visible
+            .env_param
+            .clone()
+            .ok_or_else(|| format!("`{name}`: no async fn state here"))?;
+        let env = crate::coroutine::Env::of(self.index, &param)
+            .ok_or_else(|| format!("`{name}`: no async fn state here"))?;
+        let (discr, discr_size) = env
+            .discr(self.index)
+            .ok_or_else(|| format!("`{name}`: the async fn's state has no discriminant"))?;
+        match self.var_location(&param)? {
+            // The `Pin<&mut _>` in a stack slot: the slot is copied, then followed.
+            Loc::Address => {
+                self.emit(OpCode::Dup, 0, 0, 0);
+                self.emit(OpCode::CapM, 0, 8, 0);
+                self.emit(OpCode::Load, 0, 8, 0);
+            }
+            Loc::Value => {}
+            _ => {
+                return Err(format!(
+                    "`{name}` is saved in the async fn's state machine, whose pointer is known here only from the caller; read on the ptrace path"
+                ))
+            }
+        }
+        self.emit(OpCode::Dup, 0, 0, 0);
+        self.emit(OpCode::AddI, 0, 0, discr as i64);
+        self.emit(OpCode::CapM, 0, discr_size, 0);
+        for (off, ty) in env.saved_slots(self.index, name) {
+            let ty = self.ty(ty);
+            self.emit(OpCode::Dup, 0, 0, 0);
+            self.emit(OpCode::AddI, 0, 0, off as i64);
+            self.capture_place(Loc::Address, &ty, e)?;
+        }
+        self.emit(OpCode::Pop, 0, 0, 0);
+        Ok(())
     }
 
     /// Copies what rendering the value at `loc` reads.

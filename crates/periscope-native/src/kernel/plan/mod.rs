@@ -34,6 +34,11 @@ const STACK_DEPTH: usize = 8;
 /// The end of the reason given for a variable the compiler dropped at this address.
 pub(super) const OPTIMIZED_OUT_HERE: &str = " is optimized out here";
 
+/// The end of the reason given for a local an `async fn` keeps in its state machine, where
+/// the kernel would need its one place (a condition, a field path).
+const SAVED_IN_ASYNC_STATE: &str =
+    " is saved in the async fn's state machine here; which state holds it is read at each hit, so a condition or field path on it runs on the ptrace path";
+
 /// Why an expression cannot run in the kernel, in words for the user.
 pub type Reason = String;
 
@@ -255,7 +260,9 @@ impl Compiler<'_> {
             .iter()
             .find(|v| v.name == name)
             .ok_or_else(|| {
-                if self.index.find_global(name, &self.site.function).is_some() {
+                if self.saved_in_async_state(name) {
+                    format!("`{name}`{SAVED_IN_ASYNC_STATE}")
+                } else if self.index.find_global(name, &self.site.function).is_some() {
                     format!("`{name}` is a global; globals are read on the ptrace path")
                 } else {
                     format!(
@@ -405,13 +412,48 @@ impl Compiler<'_> {
     /// The ops that compute a variable's place at this site's pc, from its DWARF location
     /// (the expression itself, or the location-list entry covering the pc).
     pub(super) fn var_location(&mut self, var: &Var) -> Result<Loc, Reason> {
-        let Some(attr) = &var.location else {
+        let expr = match &var.location {
+            Some(attr) => self.expression_at(attr)?,
+            None => None,
+        };
+        let Some(expr) = expr else {
+            if var.const_value.is_none() && self.saved_in_async_state(&var.name) {
+                return Err(format!("`{}`{SAVED_IN_ASYNC_STATE}", var.name));
+            }
             return Err(format!("`{}`{OPTIMIZED_OUT_HERE}", var.name));
         };
-        let expr = self
-            .expression_at(attr)?
-            .ok_or_else(|| format!("`{}`{OPTIMIZED_OUT_HERE}", var.name))?;
         self.location_ops(expr, &var.name, true)
+    }
+
+    /// Whether `name` is read from an `async fn`'s state machine here: no live local of that
+    /// name (absent, or without a location at this pc), and some state saves it.
+    pub(super) fn saved_local_here(&self, name: &str) -> bool {
+        let live = self
+            .site
+            .visible
+            .vars
+            .iter()
+            .find(|v| v.name == name)
+            .is_some_and(|v| {
+                v.const_value.is_some()
+                    || v.location
+                        .as_ref()
+                        .is_some_and(|a| matches!(self.expression_at(a), Ok(Some(_))))
+            });
+        !live && self.saved_in_async_state(name)
+    }
+
+    /// Whether `name` is a local an `async fn`'s state machine saves across an `.await`, at a
+    /// site in such a body. Which state's field holds it is known only at the hit (the state
+    /// the body resumed from), so such reads go to the ptrace path, which reads the state
+    /// first.
+    pub(super) fn saved_in_async_state(&self, name: &str) -> bool {
+        self.site
+            .visible
+            .env_param
+            .as_ref()
+            .and_then(|p| crate::coroutine::Env::of(self.index, p))
+            .is_some_and(|env| env.saved_type(self.index, name).is_some())
     }
 
     pub(super) fn expression_at(
