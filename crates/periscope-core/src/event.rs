@@ -295,6 +295,9 @@ pub struct LogEvent {
     /// Which engine caught the hit: `bpf` (an in-kernel uprobe) or `ptrace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
+    /// A verify probe's example hit: which candidate fix and which cell it landed in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<crate::verify::Example>,
 }
 
 /// RFC 3339 text of a time.
@@ -416,6 +419,7 @@ mod tests {
                 },
             )]),
             engine: None,
+            verify: None,
         };
         let mut e = Event::new("host-7", Body::Log(log));
         e.seq = Some(41);

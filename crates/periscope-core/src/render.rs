@@ -231,6 +231,7 @@ mod tests {
             message: "total=3".into(),
             values: Fields::default(),
             engine: None,
+            verify: None,
         });
         let e = Event::new("host-1", log);
         assert_eq!(

@@ -6,7 +6,7 @@
 //! (`NAME: VAR = EXPR; VAR = EXPR`), the cells, and the verdict with its statistical bound.
 
 use crate::expr::{self, Expr, ExprKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A candidate fix: a name, and what the fixed code would compute, as assignments applied in
@@ -115,7 +115,9 @@ fn is_place(e: &Expr) -> bool {
 }
 
 /// Where one hit lands for one candidate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Cell {
     /// The failure held in reality and not with the fix.
@@ -272,9 +274,22 @@ pub fn results<'a>(
     out
 }
 
-/// The (candidate, cell) an example event's message names: `verify capped: fixed`.
-pub fn example_of(message: &str) -> Option<(&str, &str)> {
-    message.strip_prefix("verify ")?.split_once(": ")
+/// What a verify probe's example log event shows: one hit of candidate `fix` that landed in
+/// `cell`, with the values that decided it in the event's `values`. Carried as a field of the
+/// event, so the server and local mode read it as typed data (the event's `message`,
+/// `verify FIX: CELL`, is only its text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Example {
+    #[schema(pattern = "^[^\\u0000]*$")]
+    pub fix: String,
+    pub cell: Cell,
+}
+
+impl Example {
+    /// The event text of this example: `verify capped: fixed`.
+    pub fn message(&self) -> String {
+        format!("verify {}: {}", self.fix, self.cell.as_str())
+    }
 }
 
 fn percent(p: f64) -> String {

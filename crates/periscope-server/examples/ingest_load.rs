@@ -87,6 +87,7 @@ fn main() {
                                     ("fee".into(), int(i as u64)),
                                 ]),
                                 engine: None,
+                                verify: None,
                             }),
                         );
                         e.key = Some(n);

@@ -80,8 +80,10 @@ pub async fn result(state: &Arc<AppState>, id: &str) -> Result<(Probe, Value), A
             ..
         }) = serde_json::from_str::<Event>(&e.body)
         {
-            if let Some((fix, cell)) = verify::example_of(&l.message) {
-                let list = examples.entry((fix.into(), cell.into())).or_default();
+            if let Some(x) = &l.verify {
+                let list = examples
+                    .entry((x.fix.clone(), x.cell.as_str().to_string()))
+                    .or_default();
                 if list.len() < 3 {
                     let mut v = serde_json::to_value(&l.values).unwrap_or(Value::Null);
                     v["instance"] = instance.into();

@@ -290,6 +290,7 @@ impl Engine {
                     message,
                     values,
                     engine: Some("ptrace".into()),
+                    verify: None,
                 });
             }
             Action::Gauge { value, by } => {
@@ -340,6 +341,10 @@ impl Engine {
                     // The first few hits of each cell are reported, with the values that decided
                     // them; the rest are counted.
                     if seen.get(&key).copied().unwrap_or(0) < VERIFY_EXAMPLES {
+                        let example = periscope_core::verify::Example {
+                            fix: o.fix.clone(),
+                            cell: o.cell,
+                        };
                         verify_examples.push(LogEvent {
                             ts: now_rfc3339(),
                             pid: self.pid,
@@ -350,9 +355,10 @@ impl Engine {
                             location: location.clone(),
                             probe: probe.spec.id.clone(),
                             function: Some(site.function.clone()),
-                            message: format!("verify {}: {}", o.fix, o.cell.as_str()),
+                            message: example.message(),
                             values: o.values,
                             engine: Some("ptrace".into()),
+                            verify: Some(example),
                         });
                     }
                     verify_keys.push(key);

@@ -628,6 +628,7 @@ impl Runner {
                     message,
                     values,
                     engine: Some("bpf".into()),
+                    verify: None,
                 };
                 self.send(EngineEvent::Event(Body::Log(e)));
             }

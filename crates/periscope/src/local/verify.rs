@@ -78,9 +78,9 @@ pub fn run(a: VerifyArgs) -> Result<()> {
         |ev| {
             match ev {
                 EngineEvent::Event(Body::Log(l)) => {
-                    if let Some((fix, cell)) = periscope_core::verify::example_of(&l.message) {
+                    if let Some(x) = &l.verify {
                         let e = examples
-                            .entry((fix.to_string(), cell.to_string()))
+                            .entry((x.fix.clone(), x.cell.as_str().to_string()))
                             .or_default();
                         if e.len() < 3 {
                             e.push(serde_json::to_value(&l.values)?);

@@ -516,6 +516,7 @@ impl Engine {
             reached = max.is_some_and(|m| t.hits >= m);
         });
         if seen < super::hit::VERIFY_EXAMPLES {
+            let example = periscope_core::verify::Example { fix: name, cell };
             let e = LogEvent {
                 ts: now_rfc3339(),
                 pid: self.pid,
@@ -526,9 +527,10 @@ impl Engine {
                 location: copy.location,
                 probe: self.probes[pi].spec.id.clone(),
                 function: Some(copy.function),
-                message: format!("verify {name}: {}", cell.as_str()),
+                message: example.message(),
                 values: Fields(values),
                 engine: Some("ptrace".into()),
+                verify: Some(example),
             };
             self.emit(super::EngineEvent::Event(Body::Log(e)));
         }
