@@ -42,7 +42,8 @@ pub fn block_signals() {
 ///
 /// A probe runs on one of two engines (see [`EngineChoice`]): in the kernel, as eBPF uprobes
 /// (`kernel`), or on the ptrace tracer thread (`engine`). Each engine starts with the first
-/// probe it takes, so a session of kernel probes never stops or attaches to the target.
+/// probe it takes, so a session of kernel probes never stops or attaches to the target (but for
+/// one on a library not loaded yet: the tracer attaches to watch the loader for it).
 pub struct Session {
     target: Target,
     options: SessionOptions,

@@ -397,6 +397,15 @@ fn calls(v: &serde_json::Value) -> u64 {
 fn a_duration_on_a_plugin_not_loaded_yet_runs_in_the_kernel_once_it_is() {
     let mut t = host();
     let pid = t.pid.to_string();
+    // A line of the plugin is no function to time: said at once, not pending.
+    let line = format!("plugin.c:{}", probe_line("plugin.c", "plugin-total"));
+    let out = run_periscope(&["duration", &pid, &line, "--for", "60s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a duration times calls of a function"),
+        "{}",
+        stderr(&out)
+    );
     let mut p = Live::start(&[
         "duration",
         &pid,
@@ -492,4 +501,62 @@ fn a_kernel_log_on_a_plugin_line_arms_on_dlopen_and_again_after_dlclose() {
         assert_eq!(x, n * 3 + 1, "{h}");
         assert_eq!(printed.get(&n), Some(&(x + 7)), "call {n}: {h}");
     }
+}
+
+/// Two probes of one session at the same line of the plugin, both given before it loads: the
+/// breakpoint of the one on ptrace arms first, and the one that must run in the kernel is not
+/// put there (a uprobe would take the breakpoint's traps): it ends saying why, and the other
+/// goes on taking hits.
+#[test]
+fn a_kernel_probe_is_not_put_where_a_pending_breakpoint_armed() {
+    use common::fleet::{eventually_or, instance_of, json_out, test_dir, Agent, Server};
+    let dir = test_dir("plugins-steer");
+    let server = Server::start(&dir, 0);
+    let mut t = host();
+    let token = server.token("agent", "a1");
+    let mut agent = Agent::start(&server, &token, &["--pid", &t.pid.to_string()]);
+    let instance = instance_of(&server, t.pid);
+    let line = format!("plugin.c:{}", probe_line("plugin.c", "plugin-total"));
+    let add = |engine: &str| {
+        let added = server.cli(
+            &server.admin,
+            &[
+                "probe", "add", "log", &instance, &line, "n={n}", "--engine", engine, "--json",
+            ],
+        );
+        json_out(&added)["id"]
+            .as_str()
+            .expect("probe id")
+            .to_string()
+    };
+    let show = |id: &str| json_out(&server.cli(&server.admin, &["probe", "show", id, "--json"]));
+    let state_is = |id: &str, state: &str, message: &str| {
+        eventually_or(
+            &format!("probe {id} {state} ({message})"),
+            || {
+                let p = show(id);
+                let i = &p["instances"][0];
+                let said = i["last_error"].as_str().unwrap_or_default();
+                (i["state"] == state && said.contains(message)).then_some(p)
+            },
+            || show(id).to_string(),
+        )
+    };
+    // One after the other, so the session has them in this order.
+    let ptrace = add("ptrace");
+    state_is(&ptrace, "pending", "arms when");
+    let bpf = add("bpf");
+    state_is(&bpf, "pending", "runs in the kernel (--engine bpf)");
+    tell(&mut t, "open");
+    state_is(&ptrace, "installed", "");
+    state_is(&bpf, "error", "a breakpoint of this session is at 0x");
+    eventually_or(
+        "hits of the breakpoint",
+        || Some(show(&ptrace)).filter(|p| p["hits"].as_u64().unwrap_or(0) > 0),
+        || show(&ptrace).to_string(),
+    );
+    // The agent gone, the host runs on with its code (the plugin's too) as on disk.
+    agent.stop();
+    t.assert_untouched();
+    assert!(t.is_running());
 }
