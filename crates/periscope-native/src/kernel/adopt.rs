@@ -7,7 +7,7 @@
 //! figures go on across loads; its lifecycle (pending, removed) is the ptrace engine's, so a
 //! removal by id here leaves it alone (see [`Runner::remove`]).
 
-use super::{set_kernel_counts, Command, KProbe, Runner};
+use super::{Command, KProbe, ProbeCounters, Runner};
 use crate::probe::{EngineEvent, ProbeState, Tally};
 use crate::resolve::ResolvedProbe;
 use crate::target::Target;
@@ -108,7 +108,7 @@ impl Base {
     }
 
     /// The kernel's counts of this arming, on top of the earlier ones.
-    pub(super) fn apply(&self, t: &mut Tally, c: &super::ProbeCounters) {
+    pub(super) fn apply(&self, t: &mut Tally, c: &ProbeCounters) {
         set_kernel_counts(t, c);
         t.hits += self.hits;
         t.filtered += self.filtered;
@@ -118,7 +118,22 @@ impl Base {
     }
 }
 
+/// A probe's tally from the kernel's counters (the kernel counts; the tally shows).
+fn set_kernel_counts(t: &mut Tally, c: &ProbeCounters) {
+    t.hits = c.hits;
+    t.filtered = c.filtered;
+    t.errors = c.errors;
+    t.rate_dropped = c.rate_dropped;
+    t.busy = Duration::from_nanos(c.busy_ns);
+}
+
 impl Runner {
+    /// Probe `pi`'s tally from the kernel's counters, on top of its earlier armings' counts.
+    pub(super) fn set_counts(&self, pi: usize, c: &ProbeCounters) {
+        let base = self.probes[pi].adopted.unwrap_or_default();
+        self.tally(pi, |t| base.apply(t, c));
+    }
+
     pub(super) fn adopt(&mut self, a: Adoption) {
         self.target = a.target;
         let id = a.probe.spec.id.clone();

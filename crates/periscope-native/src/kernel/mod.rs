@@ -12,7 +12,7 @@
 //! | `program` | the loaded BPF program, its maps and links |
 //! | `plan` | capture plans compiled from expressions and DWARF |
 //! | `decode` | records parsed and rendered through the evaluator |
-//! | `adopt` | probes on libraries loaded later, handed over and back by the ptrace engine |
+//! | `adopt` | probes on libraries loaded later, handed over and back by the ptrace engine; the kernel's counts in a tally |
 //! | this file | the thread: probes in and out, records, counters, limits, the end |
 
 mod adopt;
@@ -702,22 +702,6 @@ impl Runner {
         };
         self.send(EngineEvent::Event(Body::Error(e)));
     }
-}
-
-impl Runner {
-    fn set_counts(&self, pi: usize, c: &ProbeCounters) {
-        let base = self.probes[pi].adopted.unwrap_or_default();
-        self.tally(pi, |t| base.apply(t, c));
-    }
-}
-
-/// A probe's tally from the kernel's counters (the kernel counts; the tally shows).
-fn set_kernel_counts(t: &mut Tally, c: &ProbeCounters) {
-    t.hits = c.hits;
-    t.filtered = c.filtered;
-    t.errors = c.errors;
-    t.rate_dropped = c.rate_dropped;
-    t.busy = Duration::from_nanos(c.busy_ns);
 }
 
 /// Why the kernel paused a probe, in the words of the ptrace engine's reason, saying what the
