@@ -8,7 +8,7 @@
 
 use crate::engine::{self, watchdog, Command, Engine};
 use crate::error::NativeError;
-use crate::kernel::{self, Kernel, PlanData};
+use crate::kernel::{self, Kernel, KernelLink, PlanData};
 use crate::probe::{
     EngineChoice, EngineEvent, EngineUsed, ProbeSpec, ProbeState, SessionOptions, Summary, Tallies,
     Tally, WatchSignals,
@@ -42,7 +42,8 @@ pub fn block_signals() {
 ///
 /// A probe runs on one of two engines (see [`EngineChoice`]): in the kernel, as eBPF uprobes
 /// (`kernel`), or on the ptrace tracer thread (`engine`). Each engine starts with the first
-/// probe it takes, so a session of kernel probes never stops or attaches to the target.
+/// probe it takes, so a session of kernel probes never stops or attaches to the target (but for
+/// one on a library not loaded yet: the tracer attaches to watch the loader for it).
 pub struct Session {
     target: Target,
     options: SessionOptions,
@@ -52,8 +53,11 @@ pub struct Session {
     /// Why the kernel engine could not start, said once; `auto` probes then use ptrace.
     kernel_unavailable: Mutex<Option<String>>,
     /// Where each engine has probes: one address is never probed by both (a uprobe takes the
-    /// trap before ptrace sees it, so a breakpoint there would never fire).
-    placed: Mutex<Placed>,
+    /// trap before ptrace sees it, so a breakpoint there would never fire). Shared with the
+    /// tracer, which arms pending probes (and hands kernel ones over) on its own.
+    placed: Arc<Mutex<Placed>>,
+    /// The kernel engine's channel, once it runs, for the tracer to hand it pending probes.
+    kernel_link: Arc<Mutex<Option<KernelLink>>>,
     pub events: Receiver<EngineEvent>,
     pub tallies: Tallies,
     /// Number of code addresses each probe covers.
@@ -66,11 +70,20 @@ pub struct Session {
 
 /// The code addresses each engine probes in this session.
 #[derive(Default)]
-struct Placed {
+pub(crate) struct Placed {
     /// Kernel probes: their spec (to move one to ptrace) and addresses.
-    kernel: Vec<(ProbeSpec, Vec<u64>)>,
-    /// Addresses with a breakpoint (kept after removal: conservative, never wrong).
-    ptrace: std::collections::HashSet<u64>,
+    pub(crate) kernel: Vec<(ProbeSpec, Vec<u64>)>,
+    /// Addresses with a breakpoint (kept after removal: conservative, never wrong; those of
+    /// an unloaded library are dropped, its code being gone).
+    pub(crate) ptrace: std::collections::HashSet<u64>,
+}
+
+/// What the tracer shares with the session for the probes it arms later, when a library is
+/// loaded: where each engine probes, and the kernel engine to hand probes to.
+#[derive(Clone)]
+pub(crate) struct Handoff {
+    pub(crate) placed: Arc<Mutex<Placed>>,
+    pub(crate) kernel: Arc<Mutex<Option<KernelLink>>>,
 }
 
 /// The ptrace tracer thread and how to reach it.
@@ -116,7 +129,8 @@ impl Session {
             tracer: Mutex::new(None),
             kernel: Mutex::new(None),
             kernel_unavailable: Mutex::new(None),
-            placed: Mutex::new(Placed::default()),
+            placed: Arc::default(),
+            kernel_link: Arc::default(),
             events: rx,
             tallies: Arc::new(Mutex::new(Vec::new())),
             site_counts: Vec::new(),
@@ -169,20 +183,40 @@ impl Session {
     fn route(&self, mut probe: ResolvedProbe) -> Result<Route, NativeError> {
         let choice = probe.spec.engine;
         let needs_kernel = kernel::needs_kernel(&probe.spec);
-        if let Some(pending) = &probe.pending {
+        if let Some(pending) = probe.pending.clone() {
             // A pending probe waits on the ptrace engine, which watches the loader with a
             // breakpoint at `r_brk` and arms it when its library is mapped (`engine/loader.rs`).
             // The kernel could watch the loader too (a uprobe on `_dl_debug_state` telling user
             // space), but arming is then a second path: re-indexing, resolving, and forgetting
             // sites at `dlclose` would all be done twice, and the uprobe cannot hold the
-            // thread until the new library is known. So probes that must run in the kernel
-            // cannot be pending.
+            // thread until the new library is known. So one that must run in the kernel (a
+            // duration, or `--engine bpf`) waits there too, and the tracer hands its sites to
+            // the kernel engine when it resolves (`engine/handoff.rs`). An `auto` one stays
+            // on ptrace: it is armed as the library is, with no second engine to start.
             if choice == EngineChoice::Bpf || needs_kernel {
-                return Err(NativeError::Kernel(format!(
-                    "probe {} is {pending}; a probe on a library not loaded yet runs on the ptrace engine, which watches the loader, and this one runs only in the kernel{}: start it once the library is loaded",
-                    probe.spec.id,
-                    if needs_kernel { " (a duration)" } else { " (--engine bpf)" }
-                )));
+                let why = if needs_kernel {
+                    "a duration"
+                } else {
+                    "--engine bpf"
+                };
+                if needs_kernel
+                    && !matches!(probe.spec.location, periscope_core::Location::Function(_))
+                {
+                    return Err(NativeError::Kernel(format!(
+                        "a duration times calls of a function: give a function name (`LIB.so:FUNC` or FUNC), not {}",
+                        probe.spec.location
+                    )));
+                }
+                if let Some(unavailable) = self.ensure_kernel() {
+                    return Err(NativeError::Kernel(format!(
+                        "probe {} is {pending}, and it runs only in the kernel ({why}), which is not available here: {unavailable}",
+                        probe.spec.id
+                    )));
+                }
+                probe.pending = Some(format!(
+                    "{pending}; it runs in the kernel ({why}), and the ptrace engine attaches only to watch the loader for its library"
+                ));
+                return Ok(Route::Ptrace(probe, EngineUsed::Bpf));
             }
             return Ok(Route::Ptrace(
                 probe,
@@ -319,6 +353,7 @@ impl Session {
             self.options.keep_alive,
         ) {
             Ok(kernel) => {
+                *self.kernel_link.lock().unwrap_or_else(|p| p.into_inner()) = Some(kernel.link());
                 *k = Some(kernel);
                 None
             }
@@ -414,6 +449,10 @@ impl Session {
             self.tallies.clone(),
             self.options.clone(),
         );
+        let handoff = Handoff {
+            placed: self.placed.clone(),
+            kernel: self.kernel_link.clone(),
+        };
         let wake2 = wake.clone();
         let thread = std::thread::Builder::new()
             .name("periscope-tracer".into())
@@ -430,6 +469,7 @@ impl Session {
                     command_rx,
                     &options,
                     heartbeat.clone(),
+                    handoff,
                 );
                 let _watchdog = watchdog::spawn(pid, heartbeat, engine.originals());
                 match engine.setup() {

@@ -345,3 +345,218 @@ fn the_fleet_shows_a_plugin_probe_pending_then_installed() {
         || show().to_string(),
     );
 }
+
+impl Live {
+    /// Reads JSON lines on stdout until one satisfies `pred`; returns it.
+    fn line_where(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self
+                .out
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => {
+                    let v: serde_json::Value =
+                        serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}"));
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!("no line with {what} came; stderr: {:#?}", self.said),
+            }
+        }
+    }
+
+    /// SIGTERM, then everything it printed on stdout until it ended (its total line last).
+    fn terminate_with_output(mut self) -> (bool, Vec<serde_json::Value>) {
+        // SAFETY: signalling a child this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let ok = self.child.wait().expect("wait periscope").success();
+        let rest = self
+            .out
+            .iter()
+            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
+            .collect();
+        (ok, rest)
+    }
+}
+
+fn calls(v: &serde_json::Value) -> u64 {
+    v["calls"].as_u64().unwrap_or(0)
+}
+
+/// A duration runs only in the kernel (a uprobe and a uretprobe). Given before the plugin is
+/// loaded it is pending; the tracer watches the loader and hands its sites to the kernel
+/// engine at dlopen; at dlclose the uprobes come out and it is pending again; a reopen times
+/// calls again.
+#[test]
+fn a_duration_on_a_plugin_not_loaded_yet_runs_in_the_kernel_once_it_is() {
+    let mut t = host();
+    let pid = t.pid.to_string();
+    // A line of the plugin is no function to time: said at once, not pending.
+    let line = format!("plugin.c:{}", probe_line("plugin.c", "plugin-total"));
+    let out = run_periscope(&["duration", &pid, &line, "--for", "60s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a duration times calls of a function"),
+        "{}",
+        stderr(&out)
+    );
+    let mut p = Live::start(&[
+        "duration",
+        &pid,
+        "libplugin.so:plugin_compute",
+        "--json",
+        "--every",
+        "200ms",
+    ]);
+    let banner = p.said("pending");
+    assert!(
+        banner.contains("arms when `libplugin.so` is loaded")
+            && banner.contains("runs in the kernel (a duration)"),
+        "{banner}"
+    );
+    tell(&mut t, "open");
+    let armed = p.said("armed");
+    assert!(armed.contains("in libplugin.so at 0x"), "{armed}");
+    let first = p.line_where("calls", |v| v["kind"] == "interval" && calls(v) > 0);
+    assert_eq!(first["engine"], "bpf", "{first}");
+    assert!(first["min_ns"].as_u64().unwrap_or(0) > 0, "{first}");
+    tell(&mut t, "close");
+    let again = p.said("pending again");
+    assert!(again.contains("libplugin.so was unloaded"), "{again}");
+    // Unloaded: no call is timed (an interval with none comes).
+    p.line_where("an interval with no call", |v| {
+        v["kind"] == "interval" && calls(v) == 0
+    });
+    tell(&mut t, "open");
+    p.said("armed");
+    p.line_where("calls after the reopen", |v| {
+        v["kind"] == "interval" && calls(v) > 0
+    });
+    let (ok, rest) = p.terminate_with_output();
+    assert!(ok, "periscope did not end cleanly on SIGTERM");
+    let total = rest.last().expect("a total line");
+    assert_eq!(total["kind"], "total", "{total}");
+    // Detached: running, untraced, every code mapping (the plugin's too) as the file has it.
+    t.assert_untouched();
+    assert!(t.is_running());
+    tell(&mut t, "quit");
+    let (status, output) = t.wait_output();
+    assert!(status.success(), "host ended with {status}");
+    // Every call timed is one the host made (it prints each).
+    let made = computed(&output).len() as u64;
+    assert!(
+        calls(total) > 0 && calls(total) <= made,
+        "{} calls timed, {made} made: {total}",
+        calls(total)
+    );
+}
+
+/// `log --engine bpf` at a line of the plugin, before it is loaded: pending, then logged from
+/// the kernel with what the plugin computed, pending again after dlclose, again after reopen.
+#[test]
+fn a_kernel_log_on_a_plugin_line_arms_on_dlopen_and_again_after_dlclose() {
+    let mut t = host();
+    let pid = t.pid.to_string();
+    let line = format!("plugin.c:{}", probe_line("plugin.c", "plugin-total"));
+    let mut p = Live::start(&[
+        "log",
+        &pid,
+        &line,
+        "n={n} x={x}",
+        "--json",
+        "--engine",
+        "bpf",
+    ]);
+    let banner = p.said("pending");
+    assert!(
+        banner.contains("arms when a library with source file `plugin.c` is loaded")
+            && banner.contains("runs in the kernel (--engine bpf)"),
+        "{banner}"
+    );
+    tell(&mut t, "open");
+    p.said("armed");
+    let mut hits = p.hits(5);
+    tell(&mut t, "close");
+    p.said("pending again");
+    p.drain();
+    tell(&mut t, "open");
+    p.said("armed");
+    hits.extend(p.hits(5));
+    assert!(p.terminate(), "periscope did not end cleanly on SIGTERM");
+    t.assert_untouched();
+    assert!(t.is_running());
+    tell(&mut t, "quit");
+    let (status, output) = t.wait_output();
+    assert!(status.success(), "host ended with {status}");
+    let printed = computed(&output);
+    for h in &hits {
+        assert_eq!(h["engine"], "bpf", "{h}");
+        let (n, x) = (int(h, "n"), int(h, "x"));
+        assert_eq!(x, n * 3 + 1, "{h}");
+        assert_eq!(printed.get(&n), Some(&(x + 7)), "call {n}: {h}");
+    }
+}
+
+/// Two probes of one session at the same line of the plugin, both given before it loads: the
+/// breakpoint of the one on ptrace arms first, and the one that must run in the kernel is not
+/// put there (a uprobe would take the breakpoint's traps): it ends saying why, and the other
+/// goes on taking hits.
+#[test]
+fn a_kernel_probe_is_not_put_where_a_pending_breakpoint_armed() {
+    use common::fleet::{eventually_or, instance_of, json_out, test_dir, Agent, Server};
+    let dir = test_dir("plugins-steer");
+    let server = Server::start(&dir, 0);
+    let mut t = host();
+    let token = server.token("agent", "a1");
+    let mut agent = Agent::start(&server, &token, &["--pid", &t.pid.to_string()]);
+    let instance = instance_of(&server, t.pid);
+    let line = format!("plugin.c:{}", probe_line("plugin.c", "plugin-total"));
+    let add = |engine: &str| {
+        let added = server.cli(
+            &server.admin,
+            &[
+                "probe", "add", "log", &instance, &line, "n={n}", "--engine", engine, "--json",
+            ],
+        );
+        json_out(&added)["id"]
+            .as_str()
+            .expect("probe id")
+            .to_string()
+    };
+    let show = |id: &str| json_out(&server.cli(&server.admin, &["probe", "show", id, "--json"]));
+    let state_is = |id: &str, state: &str, message: &str| {
+        eventually_or(
+            &format!("probe {id} {state} ({message})"),
+            || {
+                let p = show(id);
+                let i = &p["instances"][0];
+                let said = i["last_error"].as_str().unwrap_or_default();
+                (i["state"] == state && said.contains(message)).then_some(p)
+            },
+            || show(id).to_string(),
+        )
+    };
+    // One after the other, so the session has them in this order.
+    let ptrace = add("ptrace");
+    state_is(&ptrace, "pending", "arms when");
+    let bpf = add("bpf");
+    state_is(&bpf, "pending", "runs in the kernel (--engine bpf)");
+    tell(&mut t, "open");
+    state_is(&ptrace, "installed", "");
+    state_is(&bpf, "error", "a breakpoint of this session is at 0x");
+    eventually_or(
+        "hits of the breakpoint",
+        || Some(show(&ptrace)).filter(|p| p["hits"].as_u64().unwrap_or(0) > 0),
+        || show(&ptrace).to_string(),
+    );
+    // The agent gone, the host runs on with its code (the plugin's too) as on disk.
+    agent.stop();
+    t.assert_untouched();
+    assert!(t.is_running());
+}

@@ -208,6 +208,7 @@ impl Engine {
             l.known
                 .retain(|(p, first)| !ranges.iter().any(|r| r.0 == *first) || *p != name.1);
         }
+        self.forget_breakpoint_range(&ranges);
         let mut forgotten = Vec::new();
         for (lo, hi) in &ranges {
             forgotten.extend(self.breakpoints.forget_range(*lo, *hi));
@@ -222,6 +223,7 @@ impl Engine {
                 Some((base, size)),
             );
         }
+        self.take_back_unloaded(oi, &name.0);
         for pi in 0..self.probes.len() {
             if self.done[pi] || !self.probes[pi].sites.iter().any(|s| s.object == oi) {
                 continue;
@@ -351,25 +353,24 @@ impl Engine {
                     continue;
                 }
             };
+            if self.runs_in_kernel(pi) {
+                self.hand_to_kernel(pi, resolved);
+                continue;
+            }
+            if let Some(addr) = self.kernel_probe_at(&resolved.sites) {
+                let e = format!("a probe of this session runs in the kernel at {addr:#x}, and a breakpoint there would never see a hit");
+                self.fail_pending(pi, NativeError::Kernel(e));
+                continue;
+            }
+            self.record_breakpoints(&resolved.sites);
+            let message = self.armed_message(pi, &resolved.sites);
+            let n = resolved.sites.len();
             self.probes[pi].sites = resolved.sites;
             self.pending[pi] = None;
             if let Err(e) = self.arm(pi) {
                 self.fail_pending(pi, e);
                 continue;
             }
-            let site = &self.probes[pi].sites[0];
-            let (library, _) = library_name(&self.target.objects[site.object].index.path);
-            let n = self.probes[pi].sites.len();
-            let message = format!(
-                "armed: {} in {library} at {:#x}{}",
-                self.probes[pi].spec.location,
-                site.address,
-                if n > 1 {
-                    format!(" and {} more addresses", n - 1)
-                } else {
-                    String::new()
-                }
-            );
             self.tally(pi, |t| t.state = ProbeState::Active);
             let probe = self.probes[pi].spec.id.clone();
             self.emit(EngineEvent::ProbeArmed {
@@ -380,8 +381,28 @@ impl Engine {
         }
     }
 
+    /// What the user is told when probe `pi` arms at `sites`: where (the library, the
+    /// address).
+    pub(crate) fn armed_message(&self, pi: usize, sites: &[crate::target::Site]) -> String {
+        let Some(site) = sites.first() else {
+            return format!("armed: {}", self.probes[pi].spec.location);
+        };
+        let (library, _) = library_name(&self.target.objects[site.object].index.path);
+        let n = sites.len();
+        format!(
+            "armed: {} in {library} at {:#x}{}",
+            self.probes[pi].spec.location,
+            site.address,
+            if n > 1 {
+                format!(" and {} more addresses", n - 1)
+            } else {
+                String::new()
+            }
+        )
+    }
+
     /// A pending probe whose library turned out not to fit it: an error event, then ended.
-    fn fail_pending(&mut self, pi: usize, e: NativeError) {
+    pub(crate) fn fail_pending(&mut self, pi: usize, e: NativeError) {
         self.pending[pi] = None;
         let spec = &self.probes[pi].spec;
         let error = format!(

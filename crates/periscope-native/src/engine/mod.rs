@@ -19,6 +19,7 @@
 //! | `goroutine` | Go: the goroutine a stopped thread runs |
 //! | `replay` | verify's copies of the process, run with a candidate fix |
 //! | `loader` | the dynamic loader's breakpoint; libraries loaded and unloaded; pending probes |
+//! | `handoff` | pending probes that run in the kernel, handed to the kernel engine and back |
 //! | `leave` | teardown |
 //! | `affinity` | the tracer's CPU |
 //! | `watchdog` | the last resort when the engine stops making progress |
@@ -28,6 +29,7 @@ mod breakpoints;
 mod capture;
 mod forks;
 mod goroutine;
+mod handoff;
 mod hit;
 mod intents;
 mod leave;
@@ -126,6 +128,10 @@ pub(crate) struct Engine {
     /// What teardown could not remove (reported; the next attach removes it).
     left_behind: Vec<String>,
     heartbeat: Arc<watchdog::Heartbeat>,
+    /// Shared with the session: where each engine probes, the kernel engine's channel.
+    handoff: crate::session::Handoff,
+    /// Probes handed to the kernel engine (see `handoff`): the objects their sites are in.
+    handed: HashMap<usize, HashSet<usize>>,
     /// Test hook (`PERISCOPE_TEST_STALL_HITS`): the engine stops making progress at the first
     /// hit, holding the thread, so the watchdog can be tested against a real stall.
     stall_at_hit: bool,
@@ -144,6 +150,7 @@ impl Engine {
         commands: Receiver<Command>,
         options: &SessionOptions,
         heartbeat: Arc<watchdog::Heartbeat>,
+        handoff: crate::session::Handoff,
     ) -> Engine {
         let n = probes.len();
         let pending = probes.iter().map(|p| p.pending.clone()).collect();
@@ -182,6 +189,8 @@ impl Engine {
             image_replaced: false,
             left_behind: Vec::new(),
             heartbeat,
+            handoff,
+            handed: HashMap::new(),
             stall_at_hit: std::env::var_os("PERISCOPE_TEST_STALL_HITS").is_some(),
         }
     }
@@ -336,6 +345,7 @@ impl Engine {
             .filter(|&pi| self.probes[pi].spec.id == id && !self.done[pi])
             .collect();
         for &pi in &found {
+            self.take_back(pi);
             self.end_probe(pi, ProbeState::Removed);
         }
         !found.is_empty()

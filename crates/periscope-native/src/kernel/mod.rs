@@ -12,8 +12,10 @@
 //! | `program` | the loaded BPF program, its maps and links |
 //! | `plan` | capture plans compiled from expressions and DWARF |
 //! | `decode` | records parsed and rendered through the evaluator |
+//! | `adopt` | probes on libraries loaded later, handed over and back by the ptrace engine; the kernel's counts in a tally |
 //! | this file | the thread: probes in and out, records, counters, limits, the end |
 
+mod adopt;
 mod decode;
 pub(crate) mod plan;
 mod program;
@@ -25,6 +27,7 @@ use crate::probe::{
 use crate::resolve::ResolvedProbe;
 use crate::target::{Site, Target};
 use crate::unwind::{cfa_rule, CfaRule};
+pub(crate) use adopt::{Adoption, KernelLink};
 use nix::sys::eventfd::EventFd;
 use periscope_core::event::{rfc3339, Body, LogEvent, ProbeError};
 pub(crate) use program::PlanData;
@@ -116,6 +119,10 @@ enum Command {
         mpsc::Sender<Result<usize, NativeError>>,
     ),
     Remove(String, mpsc::Sender<bool>),
+    /// A pending probe the ptrace engine resolved in a library just loaded.
+    Adopt(Box<Adoption>),
+    /// The library of the adopted probe with this tally row is being unloaded.
+    Release(usize, mpsc::Sender<bool>),
     Stop,
 }
 
@@ -228,6 +235,14 @@ impl Kernel {
         self.request(Command::Remove(id.to_string(), reply)) && answer.recv().unwrap_or(false)
     }
 
+    /// A handle for the ptrace engine, which hands over pending probes (see `adopt`).
+    pub(crate) fn link(&self) -> KernelLink {
+        KernelLink {
+            commands: self.commands.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+
     pub(crate) fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
@@ -268,6 +283,10 @@ struct KProbe {
     tally: usize,
     done: bool,
     last_error_report: Option<Instant>,
+    /// Handed over by the ptrace engine (see `adopt`): the counts its tally had before.
+    adopted: Option<adopt::Base>,
+    /// An adopted probe whose library was unloaded: out, waiting to be adopted again.
+    released: bool,
 }
 
 struct Runner {
@@ -328,6 +347,10 @@ impl Runner {
                     Command::Remove(id, reply) => {
                         let _ = reply.send(self.remove(&id));
                     }
+                    Command::Adopt(a) => self.adopt(*a),
+                    Command::Release(tally, reply) => {
+                        let _ = reply.send(self.release(tally));
+                    }
                     Command::Stop => {
                         self.drain();
                         return None;
@@ -340,7 +363,8 @@ impl Runner {
                 self.drain();
                 return Some(ended);
             }
-            if !self.keep_alive && !self.probes.is_empty() && self.probes.iter().all(|p| p.done) {
+            let mut counted = self.probes.iter().filter(|p| p.counts_for_end()).peekable();
+            if !self.keep_alive && counted.peek().is_some() && counted.all(|p| p.done) {
                 return Some(crate::probe::all_ended(&self.tallies));
             }
         }
@@ -381,10 +405,17 @@ impl Runner {
         Some(name)
     }
 
-    fn add(
+    fn add(&mut self, probe: ResolvedProbe, plans: Vec<PlanData>) -> Result<usize, NativeError> {
+        self.add_to(probe, plans, None)
+    }
+
+    /// Puts a probe in under a new tally row, or (`adopted`) under the row it has with the
+    /// counts that row had.
+    fn add_to(
         &mut self,
         probe: ResolvedProbe,
         mut plans: Vec<PlanData>,
+        adopted: Option<(usize, adopt::Base)>,
     ) -> Result<usize, NativeError> {
         let kernel_error = |m: String| NativeError::Kernel(m);
         let slot = self
@@ -392,8 +423,10 @@ impl Runner {
             .pop()
             .ok_or_else(|| kernel_error("too many probes in the kernel at once".into()))?;
         let spec = probe.spec;
+        // A probe armed again keeps to its hit limit over all its armings.
+        let before = adopted.map_or(0, |(_, b)| b.hits());
         let counters = ProbeCounters {
-            max_hits: spec.max_hits.unwrap_or(0),
+            max_hits: spec.max_hits.map_or(0, |m| m.saturating_sub(before).max(1)),
             rate_allowed: rate_allowed(spec.rate_limit).0,
             rate_window_ns: rate_allowed(spec.rate_limit).1,
             budget_ns: spec.budget.map_or(0, |b| nanos(b.limit).max(1)),
@@ -403,14 +436,17 @@ impl Runner {
         self.program
             .set_counters(slot, &counters)
             .map_err(kernel_error)?;
-        let tally = {
-            let mut t = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
-            t.push(Tally {
-                probe: spec.id.clone(),
-                engine: EngineUsed::Bpf,
-                ..Tally::default()
-            });
-            t.len() - 1
+        let tally = match adopted {
+            Some((row, _)) => row,
+            None => {
+                let mut t = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+                t.push(Tally {
+                    probe: spec.id.clone(),
+                    engine: EngineUsed::Bpf,
+                    ..Tally::default()
+                });
+                t.len() - 1
+            }
         };
         let pi = self.probes.len();
         let cfa = probe
@@ -428,6 +464,8 @@ impl Runner {
             tally,
             done: false,
             last_error_report: None,
+            adopted: adopted.map(|(_, b)| b),
+            released: false,
         });
         let result = self.arm(pi, &mut plans);
         if let Err(e) = result {
@@ -435,7 +473,7 @@ impl Runner {
             // It never ran here: its row goes (when still the last), since `auto` puts the
             // probe on ptrace instead, under a row of its own.
             let mut t = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
-            if t.len() == tally + 1 {
+            if adopted.is_none() && t.len() == tally + 1 {
                 t.pop();
             }
             return Err(kernel_error(e));
@@ -486,7 +524,11 @@ impl Runner {
 
     fn remove(&mut self, id: &str) -> bool {
         let found: Vec<usize> = (0..self.probes.len())
-            .filter(|&pi| self.probes[pi].spec.id == id && !self.probes[pi].done)
+            // An adopted probe is the ptrace engine's to remove (it may be pending there).
+            .filter(|&pi| {
+                let p = &self.probes[pi];
+                p.spec.id == id && !p.done && p.adopted.is_none()
+            })
             .collect();
         for &pi in &found {
             self.end_probe(pi, ProbeState::Removed, true);
@@ -506,7 +548,7 @@ impl Runner {
         }
         self.drain();
         if let Some(c) = self.program.counters(self.probes[pi].slot) {
-            self.tally(pi, |t| set_kernel_counts(t, &c));
+            self.set_counts(pi, &c);
         }
         let p = &mut self.probes[pi];
         p.done = true;
@@ -543,7 +585,7 @@ impl Runner {
             let Some(c) = self.program.counters(self.probes[pi].slot) else {
                 continue;
             };
-            self.tally(pi, |t| set_kernel_counts(t, &c));
+            self.set_counts(pi, &c);
             if c.paused_at != 0 {
                 self.end_probe(pi, ProbeState::Paused(paused_reason(&c)), true);
             } else if c.max_hits > 0 && c.hits >= c.max_hits {
@@ -671,15 +713,6 @@ impl Runner {
         };
         self.send(EngineEvent::Event(Body::Error(e)));
     }
-}
-
-/// A probe's tally from the kernel's counters (the kernel counts; the tally shows).
-fn set_kernel_counts(t: &mut Tally, c: &ProbeCounters) {
-    t.hits = c.hits;
-    t.filtered = c.filtered;
-    t.errors = c.errors;
-    t.rate_dropped = c.rate_dropped;
-    t.busy = Duration::from_nanos(c.busy_ns);
 }
 
 /// Why the kernel paused a probe, in the words of the ptrace engine's reason, saying what the
