@@ -161,6 +161,9 @@ impl Runner {
                     ts: periscope_core::event::now_rfc3339(),
                     pid: self.pid,
                     tid: 0,
+                    // Filled by `send` (the process's namespace ids), like every kernel event.
+                    ns_pid: None,
+                    ns_tid: None,
                     location,
                     probe: id.clone(),
                     error: error.clone(),
