@@ -7,7 +7,8 @@
 mod common;
 
 use common::{
-    assert_success, int, probe_line, run_periscope, start_live, stderr, stdout_json, Target,
+    assert_success, int, probe_line, run_periscope, section_headers, start_live, stderr,
+    stdout_json, Target,
 };
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -17,12 +18,7 @@ fn path(p: &Path) -> &str {
 }
 
 fn assert_stripped(exe: &Path) {
-    let out = std::process::Command::new("readelf")
-        .arg("-S")
-        .arg(exe)
-        .output()
-        .expect("readelf");
-    let sections = String::from_utf8_lossy(&out.stdout);
+    let sections = section_headers(exe);
     assert!(
         !sections.contains(".debug_info")
             && !sections.contains(".symtab")

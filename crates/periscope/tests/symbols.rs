@@ -9,12 +9,7 @@ use common::*;
 use std::path::Path;
 
 fn assert_has_no_dwarf(exe: &Path) {
-    let out = std::process::Command::new("readelf")
-        .arg("-S")
-        .arg(exe)
-        .output()
-        .expect("readelf");
-    let sections = String::from_utf8_lossy(&out.stdout);
+    let sections = section_headers(exe);
     assert!(
         !sections.contains(".debug_info") && sections.contains(".symtab"),
         "{} should have symbols and no DWARF:\n{sections}",

@@ -775,6 +775,17 @@ pub fn split_debug(exe: &Path, stripped: &Path, debug: &Path, link: bool) {
     }
 }
 
+/// The section headers of an ELF file as `readelf -S` lists them, for tests that check what
+/// a build kept (DWARF, symbols).
+pub fn section_headers(file: &Path) -> String {
+    let out = Command::new("readelf")
+        .arg("-S")
+        .arg(file)
+        .output()
+        .expect("readelf");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The GNU build id of an ELF file (`readelf -n`), in hex.
 pub fn build_id(file: &Path) -> String {
     let out = Command::new("readelf")
